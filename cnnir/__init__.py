@@ -1,0 +1,58 @@
+"""cnnir: a compiler for convolutional neural networks.
+
+    import cnnir
+    from cnnir import nn
+    g = cnnir.trace(model, (1, 3, 224, 224))
+    rep = cnnir.analyze(model, (1, 3, 224, 224))
+
+``import cnnir`` imports no numba and no onnx; backends load them lazily.
+"""
+
+from __future__ import annotations
+
+import os as _os
+
+_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if _os.path.isfile(_os.path.join(_checkout, "pyproject.toml")) and _os.path.isfile(
+    _os.path.join(_checkout, "frontend", "__init__.py")
+):
+    # Running from a source checkout: map frontend/ and backends/ into the cnnir namespace,
+    # as the installed package does through setuptools' package-dir.
+    __path__.append(_checkout)
+
+from cnnir import nn  # noqa: E402
+from cnnir.api import analyze, trace  # noqa: E402
+from cnnir.errors import (  # noqa: E402
+    CnnirError,
+    LoweringError,
+    ModelFormatError,
+    PassError,
+    ShapeError,
+    UserCodeError,
+    VerificationError,
+)
+from cnnir.frontend.functional import (  # noqa: E402
+    add,
+    amax,
+    cat,
+    div,
+    flatten,
+    matmul,
+    mean,
+    mul,
+    relu,
+    sigmoid,
+    sub,
+    tanh,
+)
+from cnnir.frontend.tensor import Tensor  # noqa: E402
+from cnnir.frontend.weights import load, save  # noqa: E402
+from cnnir.ir import Graph, Node, TensorType, Value, verify  # noqa: E402
+
+__all__ = [
+    "CnnirError", "Graph", "LoweringError", "ModelFormatError", "Node", "PassError",
+    "ShapeError", "Tensor", "TensorType", "UserCodeError", "Value", "VerificationError",
+    "add", "amax", "analyze", "cat", "div", "flatten", "load", "matmul", "mean", "mul", "nn",
+    "relu", "save", "sigmoid", "sub", "tanh", "trace", "verify",
+]
+__version__ = "0.1.0"

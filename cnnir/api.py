@@ -1,0 +1,92 @@
+"""The public entry points: ``trace`` and ``analyze``.
+
+    g = cnnir.trace(model, (1, 3, 224, 224))
+    rep = cnnir.analyze(model, (1, 3, 224, 224))
+    rep.totals.params, rep.totals.macs
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from cnnir.errors import CnnirError
+from cnnir.frontend.module import Module
+from cnnir.frontend.tensor import Tensor
+from cnnir.frontend.tracer import Tracer, tracing
+from cnnir.ir import Graph, TensorType, verify
+from cnnir.passes.cost import CostReport, analyze_graph
+
+InputSpec = Any  # a shape tuple, a TensorType, or a list of them
+
+
+def input_types(spec: InputSpec) -> list[TensorType]:
+    """``(1, 3, 224, 224)`` -> one input; ``[(1, 3, 8, 8), (1, 3, 8, 8)]`` -> two."""
+    if isinstance(spec, TensorType):
+        return [spec]
+    if isinstance(spec, tuple) and all(isinstance(d, (int, str)) for d in spec):
+        return [TensorType(spec)]
+    if isinstance(spec, (list, tuple)) and spec:
+        return [t for item in spec for t in input_types(item)]
+    raise CnnirError(f"cannot read an input spec from {spec!r}",
+                     hint="give a shape tuple like (1, 3, 224, 224), a cnnir.TensorType, or a "
+                          "list of them for several inputs")
+
+
+def _input_names(model: Module, count: int) -> list[str]:
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(names) >= count:
+        return names[:count]
+    return [f"input{i}" for i in range(count)]
+
+
+def _flatten_outputs(result: Any) -> list[Tensor]:
+    if isinstance(result, Tensor):
+        return [result]
+    if isinstance(result, (list, tuple)):
+        return [t for item in result for t in _flatten_outputs(item)]
+    if isinstance(result, dict):
+        return [t for item in result.values() for t in _flatten_outputs(item)]
+    raise CnnirError(f"forward returned a {type(result).__name__}, not tensors",
+                     hint="return a tensor, or a tuple/list/dict of tensors")
+
+
+def trace(model: Module, inputs: InputSpec, *, training: bool | None = None,
+          name: str | None = None) -> Graph:
+    """Run ``model.forward`` on typed proxies and return the verified graph.
+
+    ``training`` overrides the model's mode for the trace (restored afterwards)."""
+    if not isinstance(model, Module):
+        raise CnnirError(f"cnnir.trace needs an nn.Module, got {type(model).__name__}")
+    types = input_types(inputs)
+    graph = Graph(name or type(model).__name__)
+    tracer = Tracer(graph, model)
+    was_training = model.training
+    if training is not None:
+        model.train(training)
+    try:
+        with tracing(tracer):
+            args = [Tensor(graph.add_input(n, t), tracer)
+                    for n, t in zip(_input_names(model, len(types)), types)]
+            result = model(*args)
+        graph.set_outputs(t.value for t in _flatten_outputs(result))
+    finally:
+        model.train(was_training)
+    return verify(graph)
+
+
+def analyze(model_or_graph: Module | Graph, inputs: InputSpec | None = None, *,
+            training: bool = False) -> CostReport:
+    """Cost report of a graph, or of a model traced (in eval mode by default) on ``inputs``."""
+    if isinstance(model_or_graph, Graph):
+        return analyze_graph(model_or_graph)
+    if inputs is None:
+        raise CnnirError("cnnir.analyze(model, inputs) needs the input shape(s)")
+    return analyze_graph(trace(model_or_graph, inputs, training=training))
+
+
+__all__ = ["analyze", "input_types", "trace"]

@@ -1,0 +1,46 @@
+"""The one error hierarchy of cnnir.
+
+Every message names what failed (op kind and node name), the shapes and attributes involved,
+the broken constraint, the user's ``file:line`` where known, and a hint.
+"""
+
+from __future__ import annotations
+
+
+class CnnirError(Exception):
+    """Base of every error cnnir raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        self.message = message
+        self.hint = hint
+        super().__init__(message if hint is None else f"{message}\n  hint: {hint}")
+
+    def with_context(self, prefix: str) -> CnnirError:
+        """A copy of this error whose message starts with ``prefix`` (node name, location)."""
+        err = type(self)(f"{prefix} {self.message}", hint=self.hint)
+        err.__cause__ = self.__cause__
+        return err
+
+
+class ShapeError(CnnirError):
+    """Inputs or attributes that break an op's shape rule."""
+
+
+class VerificationError(CnnirError):
+    """A graph that violates an IR invariant (cycle, undefined use, stale type, name clash)."""
+
+
+class LoweringError(CnnirError):
+    """A graph a backend cannot run."""
+
+
+class PassError(CnnirError):
+    """A pass that failed or broke the graph."""
+
+
+class ModelFormatError(CnnirError):
+    """A model file (.py, .onnx, weights) that cannot be loaded."""
+
+
+class UserCodeError(CnnirError):
+    """The user's model code raised while cnnir ran it."""

@@ -1,0 +1,52 @@
+"""Where in the user's code a layer was created or called.
+
+The location is the innermost stack frame outside cnnir's own packages, so errors and
+printed graphs point at the line of the model file, not at the DSL's internals.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+import sys
+from dataclasses import dataclass
+
+
+@functools.cache
+def _own_dirs() -> tuple[str, ...]:
+    """Folders whose frames are cnnir internals: the package and its mapped subpackages."""
+    dirs = []
+    for name in ("cnnir", "cnnir.frontend", "cnnir.backends"):
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.origin:
+            dirs.append(os.path.dirname(os.path.abspath(spec.origin)) + os.sep)
+    return tuple(dirs)
+
+
+@dataclass(frozen=True)
+class SourceLoc:
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        path = self.file
+        try:
+            rel = os.path.relpath(path)
+            if not rel.startswith(".."):
+                path = rel
+        except ValueError:
+            pass
+        return f"{path}:{self.line}"
+
+
+def user_location() -> SourceLoc | None:
+    """The innermost frame that belongs to user code, or None."""
+    own = _own_dirs()
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(own) and not filename.startswith("<frozen"):
+            return SourceLoc(frame.f_code.co_filename, frame.f_lineno)
+        frame = frame.f_back
+    return None

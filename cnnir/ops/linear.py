@@ -1,0 +1,80 @@
+"""Fully connected layers and matrix products.
+
+linear: ``y = x·Wᵀ + b`` over the last dim, W ``[out, in]``, any number of leading dims.
+    MACs = (∏ leading dims)·in·out (every leading dim counts); FLOPs = 2·MACs (+ outputs
+    with a bias).
+matmul: torch.matmul's rules (1-D operands are promoted and squeezed; batch dims broadcast).
+    MACs = (∏ output batch dims)·M·K·N; FLOPs = 2·MACs.
+"""
+
+from __future__ import annotations
+
+from cnnir.errors import ShapeError
+from cnnir.ir.types import TensorType, shape_str
+from cnnir.ops.registry import Cost, OpDef, register, require, same_dtype, static_numel
+from cnnir.ops.tensor import broadcast_shapes
+
+
+def infer_linear(attrs: object, types: list[TensorType | None]) -> list[TensorType]:
+    x, w, b = (types + [None])[:3]
+    dtype = same_dtype([x, w, b])
+    require(w.rank == 2, f"expects a weight [out_features, in_features] but it is "
+            f"{shape_str(w.shape)}")
+    require(x.rank >= 1, "expects an input with at least one dimension")
+    out_f, in_f = w.shape
+    if x.shape[-1] != in_f:
+        hint = ("flatten the input first (x.flatten(1), cnnir.flatten(x, 1) or nn.Flatten())"
+                if x.rank > 2 else "check in_features against the previous layer's output")
+        raise ShapeError(f"expects {in_f} input features (weight {shape_str(w.shape)}) but its "
+                         f"input is {shape_str(x.shape)}", hint=hint)
+    if b is not None and b.shape != (out_f,):
+        raise ShapeError(f"expects a bias of shape [{out_f}] but it is {shape_str(b.shape)}")
+    return [TensorType((*x.shape[:-1], out_f), dtype)]
+
+
+def cost_linear(attrs: object, ins: list[TensorType | None], outs: list[TensorType]) -> Cost:
+    out_elems = static_numel(outs[0])
+    macs = out_elems * ins[1].shape[1]
+    return Cost(macs=macs, flops=2 * macs + (out_elems if ins[2] is not None else 0))
+
+
+linear = register(OpDef(
+    name="linear",
+    inputs=("input", "weight", "bias?"),
+    params=("weight", "bias"),
+    infer=infer_linear,
+    cost=cost_linear,
+    flop_rule="2·MACs, plus one add per output element with a bias",
+))
+
+
+def infer_matmul(attrs: object, types: list[TensorType | None]) -> list[TensorType]:
+    a, b = types
+    dtype = same_dtype([a, b])
+    require(a.rank >= 1 and b.rank >= 1, "expects operands with at least one dimension")
+    a_shape = (1, *a.shape) if a.rank == 1 else a.shape
+    b_shape = (*b.shape, 1) if b.rank == 1 else b.shape
+    require(a_shape[-1] == b_shape[-2],
+            f"cannot multiply {shape_str(a.shape)} by {shape_str(b.shape)}: inner dimensions "
+            f"{a_shape[-1]} and {b_shape[-2]} differ")
+    batch = broadcast_shapes(a_shape[:-2], b_shape[:-2])
+    out = [*batch]
+    if a.rank > 1:
+        out.append(a_shape[-2])
+    if b.rank > 1:
+        out.append(b_shape[-1])
+    return [TensorType(tuple(out), dtype)]
+
+
+def cost_matmul(attrs: object, ins: list[TensorType | None], outs: list[TensorType]) -> Cost:
+    macs = static_numel(outs[0]) * ins[0].shape[-1]
+    return Cost(macs=macs, flops=2 * macs)
+
+
+matmul = register(OpDef(
+    name="matmul",
+    inputs=("input", "other"),
+    infer=infer_matmul,
+    cost=cost_matmul,
+    flop_rule="2·MACs",
+))

@@ -1,0 +1,67 @@
+"""Batch normalization (BatchNorm1d and BatchNorm2d share one op; channels are dim 1).
+
+Eval: ``y = γ(x − rm)/√(rv + eps) + β``, 2 FLOPs per element (precomputed scale and shift).
+Training, or without running statistics: batch statistics, 5 FLOPs per element with affine
+parameters, 4 without (fvcore's rule). Training needs more than one value per channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnnir.ir.types import TensorType, dim_floordiv, is_static, numel, shape_str
+from cnnir.ops.registry import Cost, OpDef, expect_rank, register, require, same_dtype, static_numel
+
+
+@dataclass(frozen=True)
+class BatchNormAttrs:
+    training: bool = False
+    momentum: float | None = 0.1
+    eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        require(self.eps > 0, f"eps must be > 0, got {self.eps}")
+        require(self.momentum is None or 0.0 <= self.momentum <= 1.0,
+                f"momentum must be in [0, 1] or None, got {self.momentum}")
+
+
+def uses_batch_stats(a: BatchNormAttrs, types: list[TensorType | None]) -> bool:
+    return a.training or types[1] is None
+
+
+def infer_batch_norm(a: BatchNormAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    expect_rank(x, (2, 3, 4), "its input (N, C), (N, C, L) or (N, C, H, W)")
+    dtype = same_dtype(types)
+    channels = x.shape[1]
+    for name, t in zip(("running_mean", "running_var", "weight", "bias"), types[1:]):
+        require(t is None or t.shape == (channels,),
+                f"expects {name} of shape [{channels}] for input {shape_str(x.shape)} but it "
+                f"is {shape_str(t.shape) if t is not None else None}")
+    if uses_batch_stats(a, types):
+        per_channel = dim_floordiv(numel(x.shape), channels) if is_static(channels) else None
+        require(not (is_static(per_channel) and per_channel == 1),
+                f"expected more than 1 value per channel when training, got input size "
+                f"{shape_str(x.shape)}", "use a batch larger than 1 or call model.eval()")
+    return [TensorType(x.shape, dtype)]
+
+
+def cost_batch_norm(a: BatchNormAttrs, ins: list[TensorType | None],
+                    outs: list[TensorType]) -> Cost:
+    elems = static_numel(outs[0])
+    if not uses_batch_stats(a, ins):
+        return Cost(flops=2 * elems)
+    affine = ins[3] is not None
+    return Cost(flops=(5 if affine else 4) * elems)
+
+
+batch_norm = register(OpDef(
+    name="batch_norm",
+    inputs=("input", "running_mean?", "running_var?", "weight?", "bias?"),
+    params=("weight", "bias"),
+    attrs=BatchNormAttrs,
+    infer=infer_batch_norm,
+    cost=cost_batch_norm,
+    has_training_mode=True,
+    flop_rule="eval 2E; training (or no running stats) 5E with affine, 4E without",
+))

@@ -1,0 +1,257 @@
+"""Pooling and resampling: max/avg pooling, adaptive pooling and interpolate.
+
+Pool output size (ATen ``pooling_output_shape``), per spatial axis of length L:
+    out = floor((L + 2p − d(k−1) − 1 + (ceil_mode ? s−1 : 0)) / s) + 1,
+    and in ceil mode ``out −= 1`` when the last window would start in the right padding.
+Adaptive pooling: cell i covers ``[floor(i·L/out), ceil((i+1)·L/out))``.
+interpolate: ``size``, or ``floor(L·scale_factor)``.
+
+FLOPs: max/avg pool ``E_out·kh·kw`` (every window tap, padding included); adaptive avg pool
+the sum of window sizes plus ``E_out`` divisions, adaptive max pool the sum of window sizes;
+interpolate nearest 0, bilinear ``7·E_out`` (4 multiplies, 3 adds).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+from cnnir.errors import ShapeError
+from cnnir.ir.types import (
+    Dim,
+    TensorType,
+    dim_add,
+    dim_floordiv,
+    dim_scale_floor,
+    is_static,
+    shape_str,
+)
+from cnnir.ops.registry import (
+    GLOBAL,
+    Cost,
+    OpDef,
+    Window,
+    expect_rank,
+    nonnegative_pair,
+    positive_pair,
+    register,
+    require,
+    static_numel,
+)
+
+
+@dataclass(frozen=True)
+class PoolAttrs:
+    kernel_size: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] | None = None
+    padding: tuple[int, int] = (0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    ceil_mode: bool = False
+
+    def __post_init__(self) -> None:
+        kernel = positive_pair(self.kernel_size, "kernel_size")
+        object.__setattr__(self, "kernel_size", kernel)
+        stride = kernel if self.stride is None or self.stride == () else self.stride
+        object.__setattr__(self, "stride", positive_pair(stride, "stride"))
+        object.__setattr__(self, "padding", nonnegative_pair(self.padding, "padding"))
+        object.__setattr__(self, "dilation", positive_pair(self.dilation, "dilation"))
+        for axis in range(2):
+            eff = self.dilation[axis] * (kernel[axis] - 1) + 1
+            require(self.padding[axis] <= kernel[axis] // 2 and self.padding[axis] <= eff // 2,
+                    f"pad should be at most half of effective kernel size, got "
+                    f"padding={self.padding}, kernel_size={kernel}, dilation={self.dilation}")
+
+
+@dataclass(frozen=True)
+class AvgPoolAttrs(PoolAttrs):
+    count_include_pad: bool = True
+    divisor_override: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require(self.dilation == (1, 1), "avg_pool2d has no dilation")
+        require(self.divisor_override is None or self.divisor_override != 0,
+                "divisor_override must be non-zero")
+
+
+def pool_out_dim(size: Dim, k: int, s: int, p: int, d: int, ceil_mode: bool) -> Dim:
+    if not is_static(size):
+        require(not ceil_mode, f"ceil_mode needs a static spatial size, got {size}",
+                "bind the symbolic dimension with a concrete input shape")
+        return dim_add(dim_floordiv(dim_add(size, 2 * p - d * (k - 1) - 1), s), 1)
+    out = (size + 2 * p - d * (k - 1) - 1 + (s - 1 if ceil_mode else 0)) // s + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
+
+
+def infer_pool(a: PoolAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    expect_rank(x, 4, "its input (N, C, H, W)")
+    spatial = []
+    for axis in range(2):
+        out = pool_out_dim(x.shape[2 + axis], a.kernel_size[axis], a.stride[axis],
+                           a.padding[axis], a.dilation[axis], a.ceil_mode)
+        require(not is_static(out) or out > 0,
+                f"gives an empty output on axis {'HW'[axis]}: input {shape_str(x.shape)} is "
+                f"too small for kernel_size={a.kernel_size}, padding={a.padding}, "
+                f"dilation={a.dilation}", "use a smaller kernel or a larger input")
+        spatial.append(out)
+    return [TensorType((*x.shape[:2], *spatial), x.dtype)]
+
+
+def cost_pool(a: PoolAttrs, ins: list[TensorType | None], outs: list[TensorType]) -> Cost:
+    return Cost(flops=static_numel(outs[0]) * a.kernel_size[0] * a.kernel_size[1])
+
+
+def pool_window(a: PoolAttrs, types: list[TensorType | None]) -> Window:
+    kernel = tuple(a.dilation[i] * (a.kernel_size[i] - 1) + 1 for i in range(2))
+    return Window(kernel, (Fraction(a.stride[0]), Fraction(a.stride[1])))
+
+
+max_pool2d = register(OpDef(
+    name="max_pool2d", inputs=("input",), attrs=PoolAttrs, infer=infer_pool, cost=cost_pool,
+    window=pool_window, flop_rule="E_out·kh·kw comparisons",
+))
+avg_pool2d = register(OpDef(
+    name="avg_pool2d", inputs=("input",), attrs=AvgPoolAttrs, infer=infer_pool, cost=cost_pool,
+    window=pool_window, flop_rule="E_out·kh·kw",
+))
+
+
+@dataclass(frozen=True)
+class AdaptivePoolAttrs:
+    """``output_size`` entries may be None: keep that input dimension."""
+
+    output_size: tuple[int | None, int | None] = (1, 1)
+
+    def __post_init__(self) -> None:
+        size = self.output_size
+        size = (size, size) if size is None or isinstance(size, int) else tuple(size)
+        require(len(size) == 2 and all(s is None or (isinstance(s, int) and s >= 1)
+                                       for s in size),
+                f"output_size must be a positive int or pair (None keeps a dim), got "
+                f"{self.output_size!r}")
+        object.__setattr__(self, "output_size", size)
+
+
+def _adaptive_sizes(a: AdaptivePoolAttrs, x: TensorType) -> tuple[Dim, Dim]:
+    return tuple(x.shape[2 + i] if s is None else s  # type: ignore[return-value]
+                 for i, s in enumerate(a.output_size))
+
+
+def infer_adaptive(a: AdaptivePoolAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    expect_rank(x, (3, 4), "its input (N, C, H, W)")
+    require(x.rank == 4, f"expects a 4-D input but it is {shape_str(x.shape)}")
+    return [TensorType((*x.shape[:2], *_adaptive_sizes(a, x)), x.dtype)]
+
+
+def adaptive_window_total(length: int, out: int) -> int:
+    """Σ over output cells of the window length ``ceil((i+1)L/out) − floor(iL/out)``."""
+    return sum(-(-(i + 1) * length // out) - (i * length // out) for i in range(out))
+
+
+def _window_taps(ins: list[TensorType | None], outs: list[TensorType]) -> int:
+    x, y = ins[0], outs[0]
+    per_plane = (adaptive_window_total(x.shape[2], y.shape[2])
+                 * adaptive_window_total(x.shape[3], y.shape[3]))
+    return x.shape[0] * x.shape[1] * per_plane
+
+
+def cost_adaptive_avg(a: Any, ins: list[TensorType | None], outs: list[TensorType]) -> Cost:
+    return Cost(flops=_window_taps(ins, outs) + static_numel(outs[0]))
+
+
+def cost_adaptive_max(a: Any, ins: list[TensorType | None], outs: list[TensorType]) -> Cost:
+    return Cost(flops=_window_taps(ins, outs))
+
+
+def adaptive_window(a: AdaptivePoolAttrs, types: list[TensorType | None]) -> Window | str:
+    x = types[0]
+    out = _adaptive_sizes(a, x)
+    if out == (1, 1):
+        return GLOBAL
+    kernel = tuple(math.ceil(x.shape[2 + i] / out[i]) for i in range(2))
+    return Window(kernel, tuple(Fraction(x.shape[2 + i], out[i]) for i in range(2)))
+
+
+adaptive_avg_pool2d = register(OpDef(
+    name="adaptive_avg_pool2d", inputs=("input",), attrs=AdaptivePoolAttrs,
+    infer=infer_adaptive, cost=cost_adaptive_avg, window=adaptive_window,
+    flop_rule="Σ window sizes + E_out (E_in + E_out when windows do not overlap)",
+))
+adaptive_max_pool2d = register(OpDef(
+    name="adaptive_max_pool2d", inputs=("input",), attrs=AdaptivePoolAttrs,
+    infer=infer_adaptive, cost=cost_adaptive_max, window=adaptive_window,
+    flop_rule="Σ window sizes (comparisons)",
+))
+
+INTERPOLATE_MODES = ("nearest", "nearest-exact", "bilinear")
+
+
+@dataclass(frozen=True)
+class InterpolateAttrs:
+    size: tuple[int, int] | None = None
+    scale_factor: tuple[float, float] | None = None
+    mode: str = "nearest"
+    align_corners: bool | None = None
+    recompute_scale_factor: bool | None = None
+
+    def __post_init__(self) -> None:
+        require(self.mode in INTERPOLATE_MODES,
+                f"mode must be one of {INTERPOLATE_MODES}, got {self.mode!r}")
+        require((self.size is None) != (self.scale_factor is None),
+                "only one of size or scale_factor should be defined")
+        if self.size is not None:
+            object.__setattr__(self, "size", positive_pair(self.size, "size"))
+        else:
+            object.__setattr__(self, "scale_factor", _scale_pair(self.scale_factor))
+        require(self.align_corners is None or self.mode == "bilinear",
+                "align_corners option can only be set with the interpolating modes: bilinear")
+
+
+def _scale_pair(scale: Any) -> tuple[float, float]:
+    if isinstance(scale, (int, float)):
+        scale = (scale, scale)
+    if not (isinstance(scale, (tuple, list)) and len(scale) == 2):
+        raise ShapeError(f"scale_factor must be a number or a pair, got {scale!r}")
+    require(all(s > 0 for s in scale), f"scale_factor must be > 0, got {scale!r}")
+    return (float(scale[0]), float(scale[1]))
+
+
+def infer_interpolate(a: InterpolateAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    expect_rank(x, 4, "its input (N, C, H, W)")
+    if a.size is not None:
+        spatial = a.size
+    else:
+        spatial = tuple(dim_scale_floor(x.shape[2 + i], a.scale_factor[i]) for i in range(2))
+    for axis, size in enumerate(spatial):
+        require(not is_static(size) or size > 0,
+                f"gives an empty output on axis {'HW'[axis]} for input {shape_str(x.shape)} "
+                f"and scale_factor={a.scale_factor}")
+    return [TensorType((*x.shape[:2], *spatial), x.dtype)]
+
+
+def cost_interpolate(a: InterpolateAttrs, ins: list[TensorType | None],
+                     outs: list[TensorType]) -> Cost:
+    return Cost(flops=7 * static_numel(outs[0]) if a.mode == "bilinear" else 0)
+
+
+def interpolate_window(a: InterpolateAttrs, types: list[TensorType | None]) -> Window:
+    x = types[0]
+    out = infer_interpolate(a, types)[0]
+    stride = tuple(Fraction(x.shape[2 + i], out.shape[2 + i]) for i in range(2))
+    taps = 2 if a.mode == "bilinear" else 1
+    return Window((taps, taps), stride)
+
+
+interpolate = register(OpDef(
+    name="interpolate", inputs=("input",), attrs=InterpolateAttrs, infer=infer_interpolate,
+    cost=cost_interpolate, window=interpolate_window,
+    flop_rule="nearest 0; bilinear 7·E_out (4 multiplies + 3 adds)",
+))
+

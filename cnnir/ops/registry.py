@@ -1,0 +1,187 @@
+"""The op registry: one ``OpDef`` per op, carrying every rule the core knows about it.
+
+An op's shape rule (``infer``), cost rule (``cost``), receptive-field window (``window``),
+gradient (``vjp``, emitting IR ops) and ONNX mapping (``onnx``) sit side by side in its family
+file under ``cnnir/ops/``. Backends and passes key their tables by the ``OpDef`` object itself,
+never by its name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from cnnir.errors import ShapeError
+from cnnir.ir.types import Dim, TensorType, is_static, shape_str
+
+
+@dataclass
+class Cost:
+    """Costs of one node. ``macs`` follows torchvision (conv/linear/matmul multiplies only);
+    ``flops`` counts every arithmetic op, comparison and transcendental by the op's rule;
+    ``sampling_flops`` is the part of ``flops`` spent on bilinear sampling (deform_conv2d)."""
+
+    macs: int = 0
+    flops: int = 0
+    sampling_flops: int = 0
+
+
+@dataclass(frozen=True)
+class Window:
+    """How an output pixel sees its input along (H, W): ``kernel`` input pixels wide, one
+    output step moves ``stride`` input pixels (a Fraction below 1 when upsampling)."""
+
+    kernel: tuple[int, int]
+    stride: tuple[Fraction, Fraction]
+
+
+GLOBAL = "global"  # an output that sees the whole spatial extent of its input
+
+
+@dataclass(frozen=True)
+class NoAttrs:
+    pass
+
+
+InferFn = Callable[[Any, list[TensorType | None]], Sequence[TensorType]]
+CostFn = Callable[[Any, list[TensorType | None], list[TensorType]], Cost]
+
+
+@dataclass(frozen=True, eq=False)
+class OpDef:
+    """Everything the core knows about one op.
+
+    ``inputs`` names the operands; a trailing ``?`` marks an optional one (``None`` in a
+    node's input list when absent) and a trailing ``*`` a variadic tail. ``params`` names the
+    operands that are usually parameters (weights), for reports. ``flop_rule`` documents the
+    FLOP count in words (the cost rule implements it).
+    """
+
+    name: str
+    inputs: tuple[str, ...]
+    infer: InferFn
+    cost: CostFn
+    attrs: type = NoAttrs
+    flop_rule: str = ""
+    params: tuple[str, ...] = ()
+    window: Callable[[Any, list[TensorType | None]], Window | str | None] | None = None
+    vjp: Callable[..., Any] | None = None
+    onnx: Callable[..., Any] | None = None
+    differentiable: bool = True
+    has_training_mode: bool = False
+    random: bool = False
+    is_loss: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def check_arity(self, types: list[TensorType | None]) -> None:
+        variadic = bool(self.inputs) and self.inputs[-1].endswith("*")
+        fixed = self.inputs[:-1] if variadic else self.inputs
+        required = sum(not n.endswith("?") for n in fixed)
+        if len(types) < required or (not variadic and len(types) > len(fixed)):
+            raise ShapeError(
+                f"takes inputs ({', '.join(self.inputs)}) but got {len(types)}",
+            )
+        for name, t in zip(fixed, types):
+            if t is None and not name.endswith("?"):
+                raise ShapeError(f"is missing its required input '{name}'")
+
+    def infer_types(self, attrs: Any, types: list[TensorType | None]) -> list[TensorType]:
+        self.check_arity(types)
+        return list(self.infer(attrs, types))
+
+    def __repr__(self) -> str:
+        return f"<OpDef {self.name}>"
+
+
+REGISTRY: dict[str, OpDef] = {}
+
+
+def register(op: OpDef) -> OpDef:
+    if op.name in REGISTRY:
+        raise ValueError(f"op {op.name!r} registered twice")
+    REGISTRY[op.name] = op
+    return op
+
+
+# -- attribute normalization shared by the op families ---------------------------------
+
+
+def pair(value: Any, name: str) -> tuple[int, int]:
+    """``3`` -> ``(3, 3)``; ``(1, 2)`` stays; anything else is a ShapeError naming ``name``."""
+    if isinstance(value, bool):
+        raise ShapeError(f"{name} must be an int or a pair of ints, got {value!r}")
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        return pair(value[0], name)
+    if (
+        isinstance(value, (tuple, list))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        return (int(value[0]), int(value[1]))
+    raise ShapeError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def require(cond: bool, message: str, hint: str | None = None) -> None:
+    if not cond:
+        raise ShapeError(message, hint=hint)
+
+
+def positive_pair(value: Any, name: str) -> tuple[int, int]:
+    p = pair(value, name)
+    require(min(p) >= 1, f"{name} must be >= 1, got {value!r}")
+    return p
+
+
+def nonnegative_pair(value: Any, name: str) -> tuple[int, int]:
+    p = pair(value, name)
+    require(min(p) >= 0, f"{name} must be >= 0, got {value!r}", "negative padding is rejected")
+    return p
+
+
+def expect_rank(t: TensorType, rank: int | tuple[int, ...], what: str) -> None:
+    ranks = (rank,) if isinstance(rank, int) else rank
+    if t.rank not in ranks:
+        want = " or ".join(f"{r}-D" for r in ranks)
+        raise ShapeError(f"expects {what} to be {want} but it is {shape_str(t.shape)}")
+
+
+def same_dtype(types: list[TensorType | None], what: str = "inputs") -> str:
+    dtypes = {t.dtype for t in types if t is not None}
+    if len(dtypes) > 1:
+        raise ShapeError(
+            f"expects {what} of one dtype but got {sorted(dtypes)}",
+            hint="cast explicitly; cnnir never converts dtypes silently",
+        )
+    return dtypes.pop()
+
+
+def static_numel(t: TensorType) -> int:
+    """Element count of a concrete type (cost rules only run on bound shapes)."""
+    n = 1
+    for d in t.shape:
+        if not is_static(d):
+            raise ShapeError(f"cost needs concrete shapes, got {shape_str(t.shape)}")
+        n *= d
+    return n
+
+
+def dims_equal(a: Dim, b: Dim) -> bool:
+    return a == b
+
+
+def elementwise_cost(flops_per_element: int) -> CostFn:
+    """Cost rule for ops costing a fixed number of FLOPs per output element."""
+
+    def cost(attrs: Any, ins: list[TensorType | None], outs: list[TensorType]) -> Cost:
+        return Cost(flops=flops_per_element * static_numel(outs[0]))
+
+    return cost
+
+
+def free_cost(attrs: Any, ins: list[TensorType | None], outs: list[TensorType]) -> Cost:
+    """Data movement only (reshape, concat, shuffle, identity): 0 FLOPs."""
+    return Cost()

@@ -1,0 +1,368 @@
+"""Tensor ops: broadcasting arithmetic, concatenation, reshapes, permutations, splits,
+reductions, channel shuffle, constant padding and identity.
+
+FLOPs: add/sub/mul/div cost one per output element; sum and amax one per input element;
+mean one per input element plus one division per output element; everything that only moves
+data (cat, reshape, flatten, transpose, split, channel_shuffle, pad, identity) costs 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cnnir.errors import ShapeError
+from cnnir.ir.types import (
+    Dim,
+    TensorType,
+    dim_add,
+    dim_mul,
+    is_static,
+    numel,
+    shape_str,
+)
+from cnnir.ops.registry import (
+    GLOBAL,
+    Cost,
+    OpDef,
+    elementwise_cost,
+    free_cost,
+    register,
+    require,
+    same_dtype,
+    static_numel,
+)
+
+
+def normalize_dim(dim: int, rank: int, what: str = "dim") -> int:
+    if not isinstance(dim, int) or not -rank <= dim < max(rank, 1):
+        raise ShapeError(f"{what}={dim} is out of range for a {rank}-D tensor",
+                         hint=f"use a value in [{-rank}, {rank - 1}]")
+    return dim % rank if rank else 0
+
+
+def broadcast_shapes(a: tuple[Dim, ...], b: tuple[Dim, ...]) -> tuple[Dim, ...]:
+    """numpy broadcasting: align from the right; size-1 or missing dims stretch."""
+    out: list[Dim] = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        da = a[-i] if i <= len(a) else 1
+        db = b[-i] if i <= len(b) else 1
+        if da == db or db == 1:
+            out.append(da)
+        elif da == 1:
+            out.append(db)
+        else:
+            raise ShapeError(
+                f"cannot broadcast {shape_str(a)} with {shape_str(b)}: dim {-i} is {da} vs {db}",
+                hint="the shapes must be equal or 1 in every dimension (no silent broadcast)",
+            )
+    return tuple(reversed(out))
+
+
+def infer_broadcast(attrs: object, types: list[TensorType | None]) -> list[TensorType]:
+    a, b = types
+    return [TensorType(broadcast_shapes(a.shape, b.shape), same_dtype([a, b]))]
+
+
+def _binary(name: str, symbol: str) -> OpDef:
+    return register(OpDef(
+        name=name,
+        inputs=("input", "other"),
+        infer=infer_broadcast,
+        cost=elementwise_cost(1),
+        flop_rule=f"one {symbol} per output element",
+    ))
+
+
+add = _binary("add", "+")
+sub = _binary("sub", "-")
+mul = _binary("mul", "*")
+div = _binary("div", "/")
+
+
+@dataclass(frozen=True)
+class DimAttrs:
+    dim: int = 0
+
+
+def infer_cat(a: DimAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    require(len(types) >= 1, "expects at least one tensor")
+    first = types[0]
+    dim = normalize_dim(a.dim, first.rank)
+    dtype = same_dtype(types)
+    total: Dim = 0
+    for i, t in enumerate(types):
+        same_rest = t.rank == first.rank and all(
+            t.shape[k] == first.shape[k] for k in range(first.rank) if k != dim)
+        require(same_rest,
+                f"expects all inputs to match except in dim {dim}, but input 0 is "
+                f"{shape_str(first.shape)} and input {i} is {shape_str(t.shape)}",
+                "concatenation never broadcasts; resize or crop the inputs first")
+        total = dim_add(total, t.shape[dim])
+    shape = list(first.shape)
+    shape[dim] = total
+    return [TensorType(tuple(shape), dtype)]
+
+
+cat = register(OpDef(
+    name="cat", inputs=("tensors*",), attrs=DimAttrs, infer=infer_cat, cost=free_cost,
+    flop_rule="0 (data movement)",
+))
+
+
+def _factor(shape: tuple[Dim, ...]) -> tuple[int, tuple[str, ...]]:
+    """An element count as (integer coefficient, sorted symbolic factors)."""
+    coef, syms = 1, []
+    for d in shape:
+        if is_static(d):
+            coef *= d
+        else:
+            syms.append(str(d))
+    return coef, tuple(sorted(syms))
+
+
+def resolve_shape(src: tuple[Dim, ...], target: tuple[Dim, ...]) -> tuple[Dim, ...]:
+    """``target`` with its one ``-1`` resolved so the element counts of src and target agree."""
+    holes = [i for i, d in enumerate(target) if d == -1]
+    require(len(holes) <= 1, f"only one dimension can be -1, got {list(target)}")
+    require(all(d == -1 or not is_static(d) or d >= 0 for d in target),
+            f"invalid shape dimension in {list(target)}")
+    src_coef, src_syms = _factor(src)
+    known = tuple(d for d in target if d != -1)
+    dst_coef, dst_syms = _factor(known)
+    mismatch = ShapeError(
+        f"cannot reshape {shape_str(src)} ({numel(src)} elements) to {list(target)} "
+        f"({numel(known) if not holes else 'a multiple of ' + str(numel(known))} elements)",
+        hint="the element count must stay the same",
+    )
+    if not holes:
+        if (src_coef, src_syms) != (dst_coef, dst_syms):
+            raise mismatch
+        return tuple(target)
+    rest = list(src_syms)
+    for s in dst_syms:
+        if s not in rest:
+            raise mismatch
+        rest.remove(s)
+    if dst_coef == 0 or src_coef % dst_coef:
+        raise mismatch
+    fill: Dim = src_coef // dst_coef
+    for s in rest:
+        fill = dim_mul(fill, s)
+    out = list(target)
+    out[holes[0]] = fill
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class ReshapeAttrs:
+    shape: tuple[Dim, ...] = ()
+
+
+def infer_reshape(a: ReshapeAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    return [TensorType(resolve_shape(x.shape, a.shape), x.dtype)]
+
+
+reshape = register(OpDef(
+    name="reshape", inputs=("input",), attrs=ReshapeAttrs, infer=infer_reshape,
+    cost=free_cost, flop_rule="0 (data movement)",
+))
+
+
+@dataclass(frozen=True)
+class FlattenAttrs:
+    start_dim: int = 1
+    end_dim: int = -1
+
+
+def infer_flatten(a: FlattenAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    if x.rank == 0:
+        return [TensorType((1,), x.dtype)]
+    start = normalize_dim(a.start_dim, x.rank, "start_dim")
+    end = normalize_dim(a.end_dim, x.rank, "end_dim")
+    require(start <= end, f"start_dim={a.start_dim} must not come after end_dim={a.end_dim}")
+    merged = numel(x.shape[start:end + 1])
+    return [TensorType((*x.shape[:start], merged, *x.shape[end + 1:]), x.dtype)]
+
+
+def flatten_window(a: FlattenAttrs, types: list[TensorType | None]) -> str | None:
+    return GLOBAL if types[0].rank == 4 and a.start_dim in (0, 1) else None
+
+
+flatten = register(OpDef(
+    name="flatten", inputs=("input",), attrs=FlattenAttrs, infer=infer_flatten,
+    cost=free_cost, window=flatten_window, flop_rule="0 (data movement)",
+))
+
+
+@dataclass(frozen=True)
+class TransposeAttrs:
+    perm: tuple[int, ...] = ()
+
+
+def infer_transpose(a: TransposeAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    perm = tuple(normalize_dim(p, x.rank, "perm entry") for p in a.perm)
+    require(sorted(perm) == list(range(x.rank)),
+            f"perm {list(a.perm)} is not a permutation of the {x.rank} dims of "
+            f"{shape_str(x.shape)}")
+    return [TensorType(tuple(x.shape[p] for p in perm), x.dtype)]
+
+
+transpose = register(OpDef(
+    name="transpose", inputs=("input",), attrs=TransposeAttrs, infer=infer_transpose,
+    cost=free_cost, flop_rule="0 (data movement)",
+))
+
+
+@dataclass(frozen=True)
+class SplitAttrs:
+    sizes: tuple[int, ...] = ()
+    dim: int = 0
+
+
+def chunk_sizes(length: int, chunks: int) -> tuple[int, ...]:
+    """torch.chunk: pieces of ceil(L / chunks), the last smaller; possibly fewer pieces."""
+    require(chunks >= 1, f"chunks must be >= 1, got {chunks}")
+    step = -(-length // chunks) if length else 0
+    if step == 0:
+        return (0,) * chunks
+    return tuple(min(step, length - i) for i in range(0, length, step))
+
+
+def infer_split(a: SplitAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    dim = normalize_dim(a.dim, x.rank)
+    length = x.shape[dim]
+    require(is_static(length), f"cannot split the symbolic dim {length}")
+    require(sum(a.sizes) == length and min(a.sizes, default=0) >= 0,
+            f"split sizes {list(a.sizes)} must add up to {length}, the size of dim {dim} of "
+            f"{shape_str(x.shape)}")
+    outs = []
+    for size in a.sizes:
+        shape = list(x.shape)
+        shape[dim] = size
+        outs.append(TensorType(tuple(shape), x.dtype))
+    return outs
+
+
+split = register(OpDef(
+    name="split", inputs=("input",), attrs=SplitAttrs, infer=infer_split, cost=free_cost,
+    flop_rule="0 (data movement)",
+))
+
+
+@dataclass(frozen=True)
+class ReduceAttrs:
+    dims: tuple[int, ...] | None = None
+    keepdim: bool = False
+
+
+def infer_reduce(a: ReduceAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    dims = range(x.rank) if a.dims is None else [normalize_dim(d, x.rank) for d in a.dims]
+    dims = set(dims)
+    if a.keepdim:
+        shape = tuple(1 if i in dims else d for i, d in enumerate(x.shape))
+    else:
+        shape = tuple(d for i, d in enumerate(x.shape) if i not in dims)
+    return [TensorType(shape, x.dtype)]
+
+
+def reduce_window(a: ReduceAttrs, types: list[TensorType | None]) -> str | None:
+    x = types[0]
+    dims = range(x.rank) if a.dims is None else [d % x.rank for d in a.dims]
+    return GLOBAL if x.rank == 4 and ({2, 3} & set(dims)) else None
+
+
+def cost_reduce(per_output: int):
+    def cost(a: ReduceAttrs, ins: list[TensorType | None], outs: list[TensorType]) -> Cost:
+        return Cost(flops=static_numel(ins[0]) + per_output * static_numel(outs[0]))
+
+    return cost
+
+
+def _reduction(name: str, per_output: int, rule: str) -> OpDef:
+    return register(OpDef(
+        name=name, inputs=("input",), attrs=ReduceAttrs, infer=infer_reduce,
+        cost=cost_reduce(per_output), window=reduce_window, flop_rule=rule,
+    ))
+
+
+mean = _reduction("mean", 1, "E_in adds + E_out divisions")
+sum_ = _reduction("sum", 0, "E_in adds")
+amax = _reduction("amax", 0, "E_in comparisons")
+
+
+@dataclass(frozen=True)
+class ChannelShuffleAttrs:
+    groups: int = 1
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.groups, int) and self.groups >= 1,
+                f"groups must be an int >= 1, got {self.groups!r}")
+
+
+def infer_channel_shuffle(a: ChannelShuffleAttrs,
+                          types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    require(x.rank >= 3, f"expects an input of at least 3 dims (N, C, ...) but it is "
+            f"{shape_str(x.shape)}")
+    require(not is_static(x.shape[1]) or x.shape[1] % a.groups == 0,
+            f"has groups={a.groups}, which must divide the {x.shape[1]} channels of "
+            f"{shape_str(x.shape)}")
+    return [x]
+
+
+channel_shuffle = register(OpDef(
+    name="channel_shuffle", inputs=("input",), attrs=ChannelShuffleAttrs,
+    infer=infer_channel_shuffle, cost=free_cost, flop_rule="0 (data movement)",
+))
+
+
+@dataclass(frozen=True)
+class PadAttrs:
+    """Torch order: (left, right) of the last dim first, then the dim before it, ..."""
+
+    pads: tuple[int, ...] = ()
+    value: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(len(self.pads) % 2 == 0, f"pad needs an even number of sizes, got {self.pads}")
+
+
+def infer_pad(a: PadAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    require(len(a.pads) // 2 <= x.rank,
+            f"pads {list(a.pads)} cover more dims than the input {shape_str(x.shape)} has")
+    shape = list(x.shape)
+    for i in range(len(a.pads) // 2):
+        axis = x.rank - 1 - i
+        size = dim_add(shape[axis], a.pads[2 * i] + a.pads[2 * i + 1])
+        require(not is_static(size) or size >= 0,
+                f"pads {list(a.pads)} leave a negative size on dim {axis} of "
+                f"{shape_str(x.shape)}")
+        shape[axis] = size
+    return [TensorType(tuple(shape), x.dtype)]
+
+
+pad = register(OpDef(
+    name="pad", inputs=("input",), attrs=PadAttrs, infer=infer_pad, cost=free_cost,
+    flop_rule="0 (data movement)",
+))
+
+
+def infer_identity(attrs: object, types: list[TensorType | None]) -> list[TensorType]:
+    return [types[0]]
+
+
+identity = register(OpDef(
+    name="identity", inputs=("input",), infer=infer_identity, cost=free_cost, flop_rule="0",
+))
+
+__all__ = [
+    "add", "amax", "broadcast_shapes", "cat", "channel_shuffle", "chunk_sizes", "div",
+    "flatten", "identity", "mean", "mul", "normalize_dim", "pad", "reshape", "split", "sub",
+    "sum_", "transpose",
+]

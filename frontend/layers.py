@@ -1,0 +1,486 @@
+"""torch.nn's layer classes: same names, signatures and defaults.
+
+Attributes are validated when a layer is constructed (``nn.Conv2d(3, 8, 3, stride=0)`` fails
+there, naming the layer and the user's line), and each forward calls one
+``cnnir.nn.functional`` function.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from cnnir.frontend import functional as F
+from cnnir.frontend import init
+from cnnir.frontend.module import Buffer, Module, Parameter
+from cnnir.frontend.tensor import Tensor
+from cnnir.frontend.tracer import build_attrs
+from cnnir.ops.activation import DropoutAttrs, RReluAttrs
+from cnnir.ops.conv import Conv2dAttrs, ConvTranspose2dAttrs, normalize_padding
+from cnnir.ops.pool import AdaptivePoolAttrs, AvgPoolAttrs, InterpolateAttrs, PoolAttrs
+from cnnir.ops.registry import pair, positive_pair, require
+
+
+def _check_channels(where: str, in_channels: int, out_channels: int, groups: int) -> None:
+    def check() -> None:
+        for name, value in (("in_channels", in_channels), ("out_channels", out_channels)):
+            require(isinstance(value, int) and value >= 1, f"{name} must be >= 1, got {value!r}")
+        require(isinstance(groups, int) and groups >= 1, f"groups must be >= 1, got {groups!r}")
+        require(in_channels % groups == 0 and out_channels % groups == 0,
+                f"groups={groups} must divide both in_channels={in_channels} and "
+                f"out_channels={out_channels}")
+
+    build_attrs(check, where)
+
+
+class Conv2d(Module):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: str = "float32") -> None:
+        super().__init__()
+        _check_channels("Conv2d", in_channels, out_channels, groups)
+        self.kernel_size = build_attrs(lambda: positive_pair(kernel_size, "kernel_size"),
+                                       "Conv2d")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.stride, self.dilation, self.padding = stride, dilation, padding
+        require(padding_mode == "zeros", f"padding_mode {padding_mode!r} is not supported")
+        pads = build_attrs(lambda: normalize_padding(padding, self.kernel_size,
+                                                     pair(dilation, "dilation"),
+                                                     pair(stride, "stride")), "Conv2d")
+        self.attrs = build_attrs(Conv2dAttrs, "Conv2d", stride=stride, padding=pads,
+                                 dilation=dilation, groups=groups)
+        self.weight = Parameter((out_channels, in_channels // groups, *self.kernel_size),
+                                dtype=dtype)
+        self.bias = Parameter((out_channels,), dtype=dtype) if bias else None
+        fan_in = in_channels // groups * math.prod(self.kernel_size)
+        init.default_weight_and_bias(self.weight, self.bias, fan_in)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.attrs
+        return F.conv2d(x, self.weight, self.bias, a.stride, a.padding, a.dilation, a.groups)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.attrs.stride}, padding={self.padding}, groups={self.groups}")
+
+
+class ConvTranspose2d(Module):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
+                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        _check_channels("ConvTranspose2d", in_channels, out_channels, groups)
+        self.kernel_size = build_attrs(lambda: positive_pair(kernel_size, "kernel_size"),
+                                       "ConvTranspose2d")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        ph, pw = build_attrs(lambda: pair(padding, "padding"), "ConvTranspose2d")
+        self.attrs = build_attrs(ConvTranspose2dAttrs, "ConvTranspose2d", stride=stride,
+                                 padding=(ph, pw, ph, pw), dilation=dilation, groups=groups,
+                                 output_padding=output_padding)
+        self.weight = Parameter((in_channels, out_channels // groups, *self.kernel_size),
+                                dtype=dtype)
+        self.bias = Parameter((out_channels,), dtype=dtype) if bias else None
+        # torch computes fan_in from weight.shape[1]: (out/groups)·kh·kw
+        init.default_weight_and_bias(self.weight, self.bias,
+                                     out_channels // groups * math.prod(self.kernel_size))
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.attrs
+        return F.conv_transpose2d(x, self.weight, self.bias, a.stride, a.padding[:2],
+                                  a.output_padding, a.groups, a.dilation)
+
+
+class DeformConv2d(Module):
+    """torchvision.ops.DeformConv2d: ``forward(input, offset, mask=None)``."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        _check_channels("DeformConv2d", in_channels, out_channels, groups)
+        self.kernel_size = build_attrs(lambda: positive_pair(kernel_size, "kernel_size"),
+                                       "DeformConv2d")
+        ph, pw = build_attrs(lambda: pair(padding, "padding"), "DeformConv2d")
+        self.attrs = build_attrs(Conv2dAttrs, "DeformConv2d", stride=stride,
+                                 padding=(ph, pw, ph, pw), dilation=dilation, groups=groups)
+        self.weight = Parameter((out_channels, in_channels // groups, *self.kernel_size))
+        self.bias = Parameter((out_channels,)) if bias else None
+        fan_in = in_channels // groups * math.prod(self.kernel_size)
+        init.default_weight_and_bias(self.weight, self.bias, fan_in)
+
+    def forward(self, input: Tensor, offset: Tensor, mask: Tensor | None = None) -> Tensor:
+        a = self.attrs
+        return F.deform_conv2d(input, offset, self.weight, self.bias, a.stride, a.padding[:2],
+                               a.dilation, mask)
+
+
+class Linear(Module):
+    def __init__(self, in_features: int, out_features: int, bias: bool = True,
+                 device: Any = None, dtype: str = "float32") -> None:
+        super().__init__()
+        build_attrs(lambda: require(in_features >= 0 and out_features >= 0,
+                                    f"features must be >= 0, got {in_features}, "
+                                    f"{out_features}"), "Linear")
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter((out_features, in_features), dtype=dtype)
+        self.bias = Parameter((out_features,), dtype=dtype) if bias else None
+        init.default_weight_and_bias(self.weight, self.bias, in_features)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class _BatchNorm(Module):
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, device: Any = None,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        c = (num_features,)
+        self.weight = init.ones_(Parameter(c, dtype=dtype)) if affine else None
+        self.bias = Parameter(c, dtype=dtype) if affine else None
+        if track_running_stats:
+            self.running_mean = Buffer(c, dtype=dtype)
+            self.running_var = init.ones_(Buffer(c, dtype=dtype))
+            self.num_batches_tracked = Buffer((), dtype="int64")
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        use_batch_stats = self.training or self.running_mean is None
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            use_batch_stats, self.momentum, self.eps)
+
+    def _check_input(self, x: Tensor) -> None:
+        pass
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class BatchNorm1d(_BatchNorm):
+    def _check_input(self, x: Tensor) -> None:
+        build_attrs(lambda: require(x.ndim in (2, 3), f"expected 2D or 3D input (got "
+                                    f"{x.ndim}D input {list(x.shape)})"), "BatchNorm1d")
+
+
+class BatchNorm2d(_BatchNorm):
+    def _check_input(self, x: Tensor) -> None:
+        build_attrs(lambda: require(x.ndim == 4, f"expected 4D input (got {x.ndim}D input "
+                                    f"{list(x.shape)})"), "BatchNorm2d")
+
+
+class Dropout(Module):
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__()
+        self.p = build_attrs(DropoutAttrs, "Dropout", p=p).p
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.p, self.training)
+
+
+class Dropout2d(Dropout):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.dropout2d(x, self.p, self.training)
+
+
+def _activation(name: str, fn: Any, doc: str) -> type:
+    def forward(self: Module, x: Tensor) -> Tensor:
+        return fn(x)
+
+    def __init__(self: Module, inplace: bool = False) -> None:
+        Module.__init__(self)
+
+    return type(name, (Module,), {"__init__": __init__, "forward": forward, "__doc__": doc})
+
+
+ReLU = _activation("ReLU", F.relu, "max(x, 0)")
+ReLU6 = _activation("ReLU6", F.relu6, "min(max(x, 0), 6)")
+Sigmoid = _activation("Sigmoid", F.sigmoid, "1 / (1 + exp(-x))")
+Tanh = _activation("Tanh", F.tanh, "tanh(x)")
+SiLU = _activation("SiLU", F.silu, "x·sigmoid(x)")
+Hardsigmoid = _activation("Hardsigmoid", F.hardsigmoid, "min(max(x + 3, 0), 6) / 6")
+Hardswish = _activation("Hardswish", F.hardswish, "x·min(max(x + 3, 0), 6) / 6")
+
+
+class GELU(Module):
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        self.approximate = approximate
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(x, self.approximate)
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope: float = 0.01, inplace: bool = False) -> None:
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.leaky_relu(x, self.negative_slope)
+
+
+class ELU(Module):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.elu(x, self.alpha)
+
+
+class PReLU(Module):
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, device: Any = None,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        self.num_parameters = num_parameters
+        self.weight = _init_constant(Parameter((num_parameters,), dtype=dtype), init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.prelu(x, self.weight)
+
+
+def _init_constant(p: Parameter, value: float) -> Parameter:
+    return init.constant_(p, value)
+
+
+class RReLU(Module):
+    def __init__(self, lower: float = 1.0 / 8, upper: float = 1.0 / 3,
+                 inplace: bool = False) -> None:
+        super().__init__()
+        build_attrs(RReluAttrs, "RReLU", lower=lower, upper=upper)
+        self.lower, self.upper = lower, upper
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.rrelu(x, self.lower, self.upper, self.training)
+
+
+class Softmax(Module):
+    def __init__(self, dim: int | None = None) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softmax(x, self.dim)
+
+
+class LogSoftmax(Softmax):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.log_softmax(x, self.dim)
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
+                 return_indices: bool = False, ceil_mode: bool = False) -> None:
+        super().__init__()
+        self.attrs = build_attrs(PoolAttrs, "MaxPool2d", kernel_size=kernel_size, stride=stride,
+                                 padding=padding, dilation=dilation, ceil_mode=ceil_mode)
+        self.return_indices = return_indices
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.attrs
+        return F.max_pool2d(x, a.kernel_size, a.stride, a.padding, a.dilation, a.ceil_mode,
+                            self.return_indices)
+
+
+class AvgPool2d(Module):
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                 ceil_mode: bool = False, count_include_pad: bool = True,
+                 divisor_override: int | None = None) -> None:
+        super().__init__()
+        self.attrs = build_attrs(AvgPoolAttrs, "AvgPool2d", kernel_size=kernel_size,
+                                 stride=stride, padding=padding, ceil_mode=ceil_mode,
+                                 count_include_pad=count_include_pad,
+                                 divisor_override=divisor_override)
+
+    def forward(self, x: Tensor) -> Tensor:
+        a = self.attrs
+        return F.avg_pool2d(x, a.kernel_size, a.stride, a.padding, a.ceil_mode,
+                            a.count_include_pad, a.divisor_override)
+
+
+class AdaptiveAvgPool2d(Module):
+    def __init__(self, output_size: Any) -> None:
+        super().__init__()
+        self.output_size = build_attrs(AdaptivePoolAttrs, "AdaptiveAvgPool2d",
+                                       output_size=output_size).output_size
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.adaptive_avg_pool2d(x, self.output_size)
+
+
+class AdaptiveMaxPool2d(AdaptiveAvgPool2d):
+    def forward(self, x: Tensor) -> Tensor:
+        return F.adaptive_max_pool2d(x, self.output_size)
+
+
+class Upsample(Module):
+    def __init__(self, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
+                 align_corners: bool | None = None,
+                 recompute_scale_factor: bool | None = None) -> None:
+        super().__init__()
+        build_attrs(InterpolateAttrs, type(self).__name__, size=size, scale_factor=scale_factor,
+                    mode=mode, align_corners=align_corners)
+        self.size, self.scale_factor, self.mode = size, scale_factor, mode
+        self.align_corners, self.recompute_scale_factor = align_corners, recompute_scale_factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.interpolate(x, self.size, self.scale_factor, self.mode, self.align_corners,
+                             self.recompute_scale_factor)
+
+
+class UpsamplingBilinear2d(Upsample):
+    """Bilinear upsampling with ``align_corners=True`` (unlike ``nn.Upsample``)."""
+
+    def __init__(self, size: Any = None, scale_factor: Any = None) -> None:
+        super().__init__(size, scale_factor, mode="bilinear", align_corners=True)
+
+
+class UpsamplingNearest2d(Upsample):
+    def __init__(self, size: Any = None, scale_factor: Any = None) -> None:
+        super().__init__(size, scale_factor, mode="nearest")
+
+
+class Flatten(Module):
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.flatten(x, self.start_dim, self.end_dim)
+
+
+class Identity(Module):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
+
+
+class ChannelShuffle(Module):
+    def __init__(self, groups: int) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.channel_shuffle(x, self.groups)
+
+
+class ZeroPad2d(Module):
+    def __init__(self, padding: Any) -> None:
+        super().__init__()
+        self.padding = (padding,) * 4 if isinstance(padding, int) else tuple(padding)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pad(x, self.padding)
+
+
+# -- losses ----------------------------------------------------------------------------------
+
+
+class _Loss(Module):
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        self.reduction = reduction
+
+
+class L1Loss(_Loss):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.l1_loss(input, target, self.reduction)
+
+
+class MSELoss(_Loss):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.mse_loss(input, target, self.reduction)
+
+
+class SmoothL1Loss(_Loss):
+    def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.beta = beta
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.smooth_l1_loss(input, target, self.reduction, self.beta)
+
+
+class HuberLoss(_Loss):
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.delta = delta
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.huber_loss(input, target, self.reduction, self.delta)
+
+
+class _WeightedLoss(_Loss):
+    def __init__(self, weight: Any = None, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.register_buffer("weight", weight)
+
+
+class CrossEntropyLoss(_WeightedLoss):
+    def __init__(self, weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__(weight, reduction)
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(input, target, self.weight, self.ignore_index, self.reduction,
+                               self.label_smoothing)
+
+
+class NLLLoss(_WeightedLoss):
+    def __init__(self, weight: Any = None, ignore_index: int = -100,
+                 reduction: str = "mean") -> None:
+        super().__init__(weight, reduction)
+        self.ignore_index = ignore_index
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+
+
+class BCELoss(_WeightedLoss):
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy(input, target, self.weight, self.reduction)
+
+
+class BCEWithLogitsLoss(_WeightedLoss):
+    def __init__(self, weight: Any = None, reduction: str = "mean", pos_weight: Any = None) -> None:
+        super().__init__(weight, reduction)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return F.binary_cross_entropy_with_logits(input, target, self.weight, self.reduction,
+                                                  self.pos_weight)
+
+
+class TripletMarginLoss(_Loss):
+    def __init__(self, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6, swap: bool = False,
+                 reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.margin, self.p, self.eps, self.swap = margin, p, eps, swap
+
+    def forward(self, anchor: Tensor, positive: Tensor, negative: Tensor) -> Tensor:
+        return F.triplet_margin_loss(anchor, positive, negative, self.margin, self.p, self.eps,
+                                     self.swap, self.reduction)
+
+
+class ContrastiveLoss(_Loss):
+    """cnnir's contrastive loss (Hadsell et al. 2006; no torch class): label 0 = similar,
+    1 = dissimilar, margin 1.0, with the ½ factors. See ``F.contrastive_loss``."""
+
+    def __init__(self, margin: float = 1.0, eps: float = 1e-6, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.margin, self.eps = margin, eps
+
+    def forward(self, x1: Tensor, x2: Tensor, label: Tensor) -> Tensor:
+        return F.contrastive_loss(x1, x2, label, self.margin, self.eps, self.reduction)

@@ -1,0 +1,43 @@
+"""Saving and loading weights as ``.npz`` (never pickle).
+
+Files are written atomically (a temporary file in the same folder, then ``os.replace``), so a
+crash never leaves a half-written checkpoint, and read with ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from cnnir.errors import ModelFormatError
+from cnnir.frontend.module import Module
+
+
+def save(model: Module, path: str | os.PathLike) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **model.state_dict())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load(model: Module, path: str | os.PathLike, strict: bool = True) -> Module:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            state = {k: data[k] for k in data.files}
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
+        raise ModelFormatError(f"cannot read weights from {path}: {e}",
+                               hint="weights are .npz files written by cnnir.save; pickled "
+                                    "arrays are refused") from e
+    model.load_state_dict(state, strict=strict)
+    return model
