@@ -7,7 +7,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import inspect
+from collections.abc import Iterator
 from typing import Any
 
 from cnnir.errors import CnnirError
@@ -55,6 +58,19 @@ def _flatten_outputs(result: Any) -> list[Tensor]:
                      hint="return a tensor, or a tuple/list/dict of tensors")
 
 
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Building a graph allocates many long-lived objects; Python's cyclic collector would
+    rescan them all again and again (superlinear time on deep networks), so it waits."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def trace(model: Module, inputs: InputSpec, *, training: bool | None = None,
           name: str | None = None) -> Graph:
     """Run ``model.forward`` on typed proxies and return the verified graph.
@@ -69,7 +85,7 @@ def trace(model: Module, inputs: InputSpec, *, training: bool | None = None,
     if training is not None:
         model.train(training)
     try:
-        with tracing(tracer):
+        with gc_paused(), tracing(tracer):
             args = [Tensor(graph.add_input(n, t), tracer)
                     for n, t in zip(_input_names(model, len(types)), types)]
             result = model(*args)
@@ -83,10 +99,13 @@ def analyze(model_or_graph: Module | Graph, inputs: InputSpec | None = None, *,
             training: bool = False) -> CostReport:
     """Cost report of a graph, or of a model traced (in eval mode by default) on ``inputs``."""
     if isinstance(model_or_graph, Graph):
-        return analyze_graph(model_or_graph)
-    if inputs is None:
+        graph = model_or_graph
+    elif inputs is None:
         raise CnnirError("cnnir.analyze(model, inputs) needs the input shape(s)")
-    return analyze_graph(trace(model_or_graph, inputs, training=training))
+    else:
+        graph = trace(model_or_graph, inputs, training=training)
+    with gc_paused():
+        return analyze_graph(graph)
 
 
 __all__ = ["analyze", "input_types", "trace"]

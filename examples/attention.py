@@ -87,6 +87,15 @@ def conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
 
 
+def shortcut(inplanes: int, planes: int, stride: int) -> nn.Module | None:
+    """1x1 conv + BN projection when the block changes shape; None means the identity."""
+    if stride == 1 and inplanes == planes:
+        return None
+    return nn.Sequential(
+        nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False), nn.BatchNorm2d(planes)
+    )
+
+
 class BasicBlock(nn.Module):
     """ResNet BasicBlock whose residual branch ends in an attention module."""
 
@@ -98,12 +107,7 @@ class BasicBlock(nn.Module):
         self.conv2 = conv3x3(planes, planes)
         self.bn2 = nn.BatchNorm2d(planes)
         self.attention = attention(planes)
-        self.downsample = None
-        if stride != 1 or inplanes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(inplanes, planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
-            )
+        self.downsample = shortcut(inplanes, planes, stride)
 
     def forward(self, x: cnnir.Tensor) -> cnnir.Tensor:
         identity = x if self.downsample is None else self.downsample(x)

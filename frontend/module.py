@@ -110,6 +110,8 @@ class Module:
                              f"before assigning {name!r}")
         for table in (self._parameters, self._buffers, self._modules):
             table.pop(name, None)
+        if isinstance(value, (LazyArray, Module)):
+            self.__dict__.pop(name, None)  # a plain attribute of that name would shadow it
         if isinstance(value, Parameter):
             self._parameters[name] = value
         elif isinstance(value, Buffer):

@@ -44,3 +44,26 @@ def format_graph(graph: Graph, *, with_loc: bool = False) -> str:
     lines.extend("  " + format_node(n, with_loc=with_loc) for n in graph.nodes)
     lines.append(f"  return {outs}")
     return "\n".join(lines)
+
+
+def _dot_label(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def format_dot(graph: Graph) -> str:
+    """Graphviz: one box per node (name, op, output shape), edges along values."""
+    lines = [f'digraph "{_dot_label(graph.name)}" {{', "  rankdir=TB;",
+             '  node [shape=box, fontname="monospace", fontsize=10];']
+    for v in graph.inputs:
+        lines.append(f'  "{_dot_label(v.name)}" [shape=ellipse, label="{_dot_label(str(v))}"];')
+    for node in graph.nodes:
+        shape = ", ".join(str(v.type) for v in node.outputs)
+        label = _dot_label(f"{node.name}\\n{node.op.name}\\n{shape}").replace("\\\\n", "\\n")
+        lines.append(f'  "{_dot_label(node.name)}" [label="{label}"];')
+        for v in node.inputs:
+            if v is None or v.is_constant:
+                continue
+            src = v.producer.name if v.producer is not None else v.name
+            lines.append(f'  "{_dot_label(src)}" -> "{_dot_label(node.name)}";')
+    lines.append("}")
+    return "\n".join(lines)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import cnnir
+from cnnir.passes.cost import CostReport
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
@@ -120,6 +121,16 @@ CASES = [
     ("deformable.py", "deformable_net", DEFORM_PARAMS, DEFORM_MACS),
     ("cifar.py", "small_cifar", CIFAR_PARAMS, CIFAR_MACS),
 ]
+OUTPUT_SHAPES = [
+    ("attention.py", "se_resnet18", [(1, 1000)]),
+    ("attention.py", "cbam_resnet18", [(1, 1000)]),
+    ("attention.py", "cbam_block", [(1, 64, 56, 56)]),
+    ("siamese.py", "siamese", [(1, 64)] * 2),
+    ("siamese.py", "triplet", [(1, 64)] * 3),
+    ("unet.py", "unet", [(1, 2, 128, 128)]),
+    ("deformable.py", "deformable_net", [(1, 10)]),
+    ("cifar.py", "small_cifar", [(1, 10)]),
+]
 DEFAULTS = [
     ("attention.py", "se_resnet18", (1, 3, 224, 224)),
     ("siamese.py", "siamese", [(1, 1, 28, 28), (1, 1, 28, 28)]),
@@ -129,18 +140,28 @@ DEFAULTS = [
 ]
 
 
-def analyze(file: str, name: str) -> cnnir.Report:
-    """Build ``name`` from an example file and analyze it at its declared input shape."""
+def build(file: str, name: str) -> tuple[cnnir.nn.Module, object]:
+    """The module ``name`` builds in an example file, and its declared input shape."""
     namespace = runpy.run_path(str(EXAMPLES / file))
     builder = namespace[name]
-    shape = getattr(builder, "input_shape", namespace["input_shape"])
-    return cnnir.analyze(builder(), shape)
+    return builder(), getattr(builder, "input_shape", namespace["input_shape"])
+
+
+def analyze(file: str, name: str) -> CostReport:
+    """Analyze ``name`` from an example file at its declared input shape."""
+    return cnnir.analyze(*build(file, name))
 
 
 @pytest.mark.parametrize(("file", "name", "params", "macs"), CASES)
 def test_totals_match_closed_form(file: str, name: str, params: int, macs: int) -> None:
     totals = analyze(file, name).totals
     assert (totals.params, totals.macs) == (params, macs)
+
+
+@pytest.mark.parametrize(("file", "name", "shapes"), OUTPUT_SHAPES)
+def test_output_shapes(file: str, name: str, shapes: list[tuple[int, ...]]) -> None:
+    graph = cnnir.trace(*build(file, name))
+    assert [tuple(out.type.shape) for out in graph.outputs] == shapes
 
 
 @pytest.mark.parametrize(("file", "name", "shape"), DEFAULTS)
