@@ -21,7 +21,14 @@ if _os.path.isfile(_os.path.join(_checkout, "pyproject.toml")) and _os.path.isfi
     __path__.append(_checkout)
 
 from cnnir import nn  # noqa: E402
-from cnnir.api import analyze, trace  # noqa: E402
+from cnnir.api import (  # noqa: E402
+    analyze,
+    compile,
+    export_onnx,
+    load_onnx,
+    optimize,
+    trace,
+)
 from cnnir.errors import (  # noqa: E402
     CnnirError,
     LoweringError,
@@ -50,9 +57,9 @@ from cnnir.frontend.weights import load, save  # noqa: E402
 from cnnir.ir import Graph, Node, TensorType, Value, verify  # noqa: E402
 
 __all__ = [
-    "CnnirError", "Graph", "LoweringError", "ModelFormatError", "Node", "PassError",
-    "ShapeError", "Tensor", "TensorType", "UserCodeError", "Value", "VerificationError",
-    "add", "amax", "analyze", "cat", "div", "flatten", "load", "matmul", "mean", "mul", "nn",
-    "relu", "save", "sigmoid", "sub", "tanh", "trace", "verify",
+    "CnnirError", "Graph", "LoweringError", "ModelFormatError", "Node", "PassError", "ShapeError",
+    "Tensor", "TensorType", "UserCodeError", "Value", "VerificationError", "add", "amax",
+    "analyze", "cat", "compile", "div", "export_onnx", "flatten", "load", "load_onnx", "matmul",
+    "mean", "mul", "nn", "optimize", "relu", "save", "sigmoid", "sub", "tanh", "trace", "verify",
 ]
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from cnnir.errors import CnnirError
@@ -108,4 +108,58 @@ def analyze(model_or_graph: Module | Graph, inputs: InputSpec | None = None, *,
         return analyze_graph(graph)
 
 
-__all__ = ["analyze", "input_types", "trace"]
+BACKENDS = {
+    "reference": "cnnir.backends.reference",
+    "numba": "cnnir.backends.numba_cpu",
+    "cuda": "cnnir.backends.numba_cuda",
+}
+
+
+def _graph_of(model_or_graph: Module | Graph, inputs: InputSpec | None,
+              training: bool = False) -> Graph:
+    if isinstance(model_or_graph, Graph):
+        return model_or_graph
+    if inputs is None:
+        raise CnnirError("a model needs its input shape(s): pass inputs=(1, 3, 224, 224)")
+    return trace(model_or_graph, inputs, training=training)
+
+
+def compile(model_or_graph: Module | Graph, inputs: InputSpec | None = None, *,  # noqa: A001
+            backend: str = "numba", dtype: str = "float32", **options: Any) -> Any:
+    """A callable on numpy arrays that runs the graph on ``backend``.
+
+    >>> run = cnnir.compile(model, (1, 3, 224, 224), backend="numba")
+    >>> y = run(np.zeros((1, 3, 224, 224), np.float32))
+    """
+    import importlib
+
+    if backend not in BACKENDS:
+        raise CnnirError(f"unknown backend {backend!r}", hint=f"choose one of {sorted(BACKENDS)}")
+    module = importlib.import_module(BACKENDS[backend])
+    return module.compile_graph(_graph_of(model_or_graph, inputs), dtype=dtype, **options)
+
+
+def optimize(graph: Graph, passes: Sequence[str], **options: Any) -> Graph:
+    """A new, verified graph with the named passes applied (the input is unchanged)."""
+    from cnnir.passes.manager import run_pipeline
+
+    return run_pipeline(graph, list(passes), **options).graph
+
+
+def export_onnx(model_or_graph: Module | Graph, path: str, inputs: InputSpec | None = None, *,
+                opset: int = 19) -> None:
+    """Write the graph as an ONNX model (weights as initializers)."""
+    from cnnir.backends.onnx_export import export
+
+    export(_graph_of(model_or_graph, inputs), path, opset=opset)
+
+
+def load_onnx(path: str) -> Graph:
+    """Import an ONNX file (weights included) without running any code from it."""
+    from cnnir.frontend.onnx_import import load
+
+    return load(path)
+
+
+__all__ = ["analyze", "compile", "export_onnx", "input_types", "load_onnx", "optimize",
+           "trace"]

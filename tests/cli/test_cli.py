@@ -10,8 +10,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
 from cnnir.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
