@@ -172,16 +172,18 @@ class Module:
         for _, module in self.named_children():
             yield module
 
-    def named_modules(self, memo: set[int] | None = None,
-                      prefix: str = "") -> Iterator[tuple[str, Module]]:
-        """Every module once (shared ones under their first name), iteratively."""
+    def named_modules(self, memo: set[int] | None = None, prefix: str = "",
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
+        """Every module (a shared one once, under its first name, unless
+        ``remove_duplicate=False``), depth-first, without recursion."""
         memo = set() if memo is None else memo
         stack = [(prefix, self)]
         while stack:
             path, module = stack.pop()
-            if id(module) in memo:
-                continue
-            memo.add(id(module))
+            if remove_duplicate:
+                if id(module) in memo:
+                    continue
+                memo.add(id(module))
             yield path, module
             kids = [(f"{path}.{n}" if path else n, m) for n, m in module.named_children()]
             stack.extend(reversed(kids))
@@ -236,7 +238,7 @@ class Module:
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """PyTorch's key names; values are numpy arrays (parameters, then buffers, per module)."""
         out: OrderedDict[str, np.ndarray] = OrderedDict()
-        for path, module in self.named_modules():
+        for path, module in self.named_modules(remove_duplicate=False):
             for table in (module._parameters, module._buffers):
                 for name, item in table.items():
                     if item is not None:
@@ -245,7 +247,7 @@ class Module:
 
     def _state_entries(self) -> dict[str, LazyArray]:
         entries: dict[str, LazyArray] = {}
-        for path, module in self.named_modules():
+        for path, module in self.named_modules(remove_duplicate=False):
             for table in (module._parameters, module._buffers):
                 for name, item in table.items():
                     if item is not None:

@@ -33,7 +33,12 @@ def save(model: Module, path: str | os.PathLike) -> None:
 
 def load(model: Module, path: str | os.PathLike, strict: bool = True) -> Module:
     try:
-        with np.load(path, allow_pickle=False) as data:
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise ModelFormatError(f"cannot read weights from {path}: it holds a single array, "
+                                   "not a state dict",
+                                   hint="save weights with cnnir.save (an .npz of named arrays)")
+        with data:
             state = {k: data[k] for k in data.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise ModelFormatError(f"cannot read weights from {path}: {e}",

@@ -227,7 +227,7 @@ class Graph:
         """Remove ``node``; with ``safe`` refuse while any output is still used."""
         if safe:
             used = [u.name for v in node.outputs for u in v.users]
-            used += [v.name for v in node.outputs if v in self.outputs]
+            used += [f"graph output %{v.name}" for v in node.outputs if v in self.outputs]
             if used:
                 raise VerificationError(
                     f"cannot remove {node.describe()}: its outputs are still used by {used}"

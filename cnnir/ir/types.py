@@ -117,6 +117,21 @@ def numel(shape: tuple[Dim, ...]) -> Dim:
     return total
 
 
+_ALLOWED_NODES = (ast.Expression, ast.BinOp, ast.Name, ast.Constant, ast.Load, ast.UnaryOp,
+                  ast.USub, ast.Call, *_BINOPS)
+
+
+def _check_expression(text: str) -> None:
+    """A symbol is a name or an expression of names, ints, + - * // and floor()."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError:
+        tree = None
+    if tree is None or not all(isinstance(n, _ALLOWED_NODES) for n in ast.walk(tree)):
+        raise ShapeError(f"{text!r} is not a valid symbolic dimension",
+                         hint="a symbol is a name like 'N' or an expression like '(H + 2) // 2'")
+
+
 def _check_dim(dim: object) -> Dim:
     if isinstance(dim, (bool, np.bool_)):
         raise ShapeError(f"a dimension must be an int or a symbol name, got {dim!r}")
@@ -125,6 +140,7 @@ def _check_dim(dim: object) -> Dim:
             raise ShapeError(f"a dimension must be >= 0, got {dim}")
         return int(dim)
     if isinstance(dim, str) and dim.strip():
+        _check_expression(dim.strip())
         return dim.strip()
     raise ShapeError(f"a dimension must be an int or a symbol name, got {dim!r}")
 

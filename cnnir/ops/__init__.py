@@ -35,3 +35,4 @@ __all__ = [
     "reshape", "rrelu", "sigmoid", "silu", "smooth_l1_loss", "softmax", "split", "sub", "sum_",
     "tanh", "transpose", "triplet_margin_loss",
 ]
+from cnnir.ops.fused import conv2d_fused, linear_fused  # noqa: E402, F401

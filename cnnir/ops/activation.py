@@ -8,7 +8,11 @@ dropout 1 in training (a multiply by the pre-scaled mask), 0 in eval.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cnnir.ir.types import TensorType, shape_str
 from cnnir.ops.registry import (
@@ -23,6 +27,30 @@ from cnnir.ops.registry import (
 )
 from cnnir.ops.tensor import normalize_dim
 
+if TYPE_CHECKING:
+    from cnnir.ir.graph import Node
+
+
+def onnx_same(op_type: str, **attrs: Any) -> Any:
+    """ONNX mapping to one op of the same meaning: ``op_type(X)`` with fixed attributes."""
+
+    def mapping(b: Any, node: Node) -> list[str]:
+        return [b.op(op_type, [b.input(0)], **attrs)]
+
+    return mapping
+
+
+def onnx_relu6(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Clip(X, 0, 6)`` (min and max are inputs since opset 11)."""
+    dtype = node.inputs[0].type.dtype
+    return [b.op("Clip", [b.input(0), b.scalar(0.0, dtype), b.scalar(6.0, dtype)])]
+
+
+def onnx_silu(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Mul(X, Sigmoid(X))``."""
+    x = b.input(0)
+    return [b.op("Mul", [x, b.op("Sigmoid", [x])])]
+
 
 def infer_same(attrs: object, types: list[TensorType | None]) -> list[TensorType]:
     return [types[0]]
@@ -36,13 +64,14 @@ def _unary(name: str, flops: int, attrs: type | None = None, **flags) -> OpDef:
     ))
 
 
-relu = _unary("relu", 1)
-relu6 = _unary("relu6", 2)
-sigmoid = _unary("sigmoid", 3)
-tanh = _unary("tanh", 1)
-silu = _unary("silu", 4)
-hardsigmoid = _unary("hardsigmoid", 4)
-hardswish = _unary("hardswish", 5)
+relu = _unary("relu", 1, onnx=onnx_same("Relu"))
+relu6 = _unary("relu6", 2, onnx=onnx_relu6)
+sigmoid = _unary("sigmoid", 3, onnx=onnx_same("Sigmoid"))
+tanh = _unary("tanh", 1, onnx=onnx_same("Tanh"))
+silu = _unary("silu", 4, onnx=onnx_silu)
+# ONNX's default alpha is 0.2; torch's hardsigmoid is relu6(x + 3) / 6.
+hardsigmoid = _unary("hardsigmoid", 4, onnx=onnx_same("HardSigmoid", alpha=1.0 / 6, beta=0.5))
+hardswish = _unary("hardswish", 5, onnx=onnx_same("HardSwish"))
 
 
 @dataclass(frozen=True)
@@ -50,7 +79,12 @@ class LeakyReluAttrs:
     negative_slope: float = 0.01
 
 
-leaky_relu = _unary("leaky_relu", 2, LeakyReluAttrs)
+def onnx_leaky_relu(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``LeakyRelu(alpha = negative_slope)``."""
+    return [b.op("LeakyRelu", [b.input(0)], alpha=float(node.attrs.negative_slope))]
+
+
+leaky_relu = _unary("leaky_relu", 2, LeakyReluAttrs, onnx=onnx_leaky_relu)
 
 
 @dataclass(frozen=True)
@@ -58,7 +92,12 @@ class EluAttrs:
     alpha: float = 1.0
 
 
-elu = _unary("elu", 3, EluAttrs)
+def onnx_elu(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Elu(alpha)``."""
+    return [b.op("Elu", [b.input(0)], alpha=float(node.attrs.alpha))]
+
+
+elu = _unary("elu", 3, EluAttrs, onnx=onnx_elu)
 
 
 @dataclass(frozen=True)
@@ -70,7 +109,25 @@ class GeluAttrs:
                 f"approximate must be 'none' or 'tanh', got {self.approximate!r}")
 
 
-gelu = _unary("gelu", 6, GeluAttrs)
+def onnx_gelu(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Gelu`` from opset 20; before it the formula,
+    ``0.5·x·(1 + erf(x/√2))`` or, approximate='tanh',
+    ``0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))``."""
+    x, approximate = b.input(0), node.attrs.approximate
+    if b.opset >= 20:
+        return [b.op("Gelu", [x], approximate=approximate)]
+    dtype = node.inputs[0].type.dtype
+    if approximate == "tanh":
+        cube = b.op("Mul", [b.op("Mul", [x, x]), x])
+        inner = b.op("Add", [x, b.op("Mul", [cube, b.scalar(0.044715, dtype)])])
+        core = b.op("Tanh", [b.op("Mul", [inner, b.scalar(math.sqrt(2 / math.pi), dtype)])])
+    else:
+        core = b.op("Erf", [b.op("Div", [x, b.scalar(math.sqrt(2.0), dtype)])])
+    half_x = b.op("Mul", [x, b.scalar(0.5, dtype)])
+    return [b.op("Mul", [half_x, b.op("Add", [core, b.scalar(1.0, dtype)])])]
+
+
+gelu = _unary("gelu", 6, GeluAttrs, onnx=onnx_gelu)
 
 
 @dataclass(frozen=True)
@@ -84,7 +141,18 @@ class RReluAttrs:
                 f"rrelu needs 0 <= lower <= upper, got lower={self.lower}, upper={self.upper}")
 
 
-rrelu = _unary("rrelu", 2, RReluAttrs, has_training_mode=True, random=True)
+def onnx_rrelu(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: eval ``LeakyRelu(alpha = (lower + upper)/2)``; training
+    ``PRelu(X, RandomUniformLike(X, lower, upper))`` (a fresh slope per element; ORT has no
+    RandomUniformLike-22 kernel, fine at opsets ≤ 21)."""
+    a, x = node.attrs, b.input(0)
+    if not a.training:
+        return [b.op("LeakyRelu", [x], alpha=float((a.lower + a.upper) / 2))]
+    slopes = b.op("RandomUniformLike", [x], low=float(a.lower), high=float(a.upper))
+    return [b.op("PRelu", [x, slopes])]
+
+
+rrelu = _unary("rrelu", 2, RReluAttrs, has_training_mode=True, random=True, onnx=onnx_rrelu)
 
 
 def infer_prelu(attrs: object, types: list[TensorType | None]) -> list[TensorType]:
@@ -98,9 +166,20 @@ def infer_prelu(attrs: object, types: list[TensorType | None]) -> list[TensorTyp
     return [TensorType(x.shape, dtype)]
 
 
+def onnx_prelu(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``PRelu(X, slope)`` with a ``(C, 1, 1)`` slope for a 4-D input (slopes
+    broadcast one-way to X since opset 7; ``(C,)`` would align with W, not C)."""
+    x, w = node.inputs[0].type, node.inputs[1].type
+    slope = b.input(1)
+    if x.rank > 2 and w.shape[0] != 1:
+        shape = np.array([w.shape[0]] + [1] * (x.rank - 2), dtype=np.int64)
+        slope = b.op("Reshape", [slope, b.const(shape, "shape")])
+    return [b.op("PRelu", [b.input(0), slope])]
+
+
 prelu = register(OpDef(
     name="prelu", inputs=("input", "weight"), params=("weight",), infer=infer_prelu,
-    cost=elementwise_cost(2), flop_rule="2E",
+    cost=elementwise_cost(2), flop_rule="2E", onnx=onnx_prelu,
 ))
 
 
@@ -114,15 +193,25 @@ def infer_softmax(a: SoftmaxAttrs, types: list[TensorType | None]) -> list[Tenso
     return [types[0]]
 
 
-def _softmax(name: str) -> OpDef:
+def onnx_softmax(op_type: str) -> Any:
+    """ONNX mapping: ``Softmax`` / ``LogSoftmax`` along ``axis = dim`` (opset-13 semantics;
+    earlier versions flattened the input to 2-D)."""
+
+    def mapping(b: Any, node: Node) -> list[str]:
+        return [b.op(op_type, [b.input(0)], axis=node.attrs.dim)]
+
+    return mapping
+
+
+def _softmax(name: str, onnx_type: str) -> OpDef:
     return register(OpDef(
         name=name, inputs=("input",), attrs=SoftmaxAttrs, infer=infer_softmax,
-        cost=elementwise_cost(5), flop_rule="5E",
+        cost=elementwise_cost(5), flop_rule="5E", onnx=onnx_softmax(onnx_type),
     ))
 
 
-softmax = _softmax("softmax")
-log_softmax = _softmax("log_softmax")
+softmax = _softmax("softmax", "Softmax")
+log_softmax = _softmax("log_softmax", "LogSoftmax")
 
 
 @dataclass(frozen=True)
@@ -149,13 +238,38 @@ def infer_dropout2d(a: DropoutAttrs, types: list[TensorType | None]) -> list[Ten
     return [x]
 
 
+def onnx_dropout(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: eval ``Identity``; training ``Dropout(X, ratio, training_mode=True)``
+    (ratio and mode are inputs since opset 12)."""
+    if not node.attrs.training:
+        return [b.op("Identity", [b.input(0)])]
+    ratio = b.scalar(node.attrs.p, node.inputs[0].type.dtype)
+    return [b.op("Dropout", [b.input(0), ratio, b.const(np.asarray(True), "training_mode")])]
+
+
+def onnx_dropout2d(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: eval ``Identity``; training has no ONNX op and is decomposed: one
+    uniform draw per channel, ``y = x · (u >= p) / (1 − p)`` (zeros when p = 1)."""
+    a, x = node.attrs, b.input(0)
+    if not a.training:
+        return [b.op("Identity", [x])]
+    rank, dtype = node.inputs[0].type.rank, node.inputs[0].type.dtype
+    spatial = b.const(np.arange(rank - 2, rank, dtype=np.int64), "axes")
+    per_channel = b.op("ReduceMax", [x, spatial], keepdims=1)
+    keep = b.op("Not", [b.op("Less", [b.op("RandomUniformLike", [per_channel]),
+                                      b.scalar(a.p, dtype)])])
+    scale = 0.0 if a.p >= 1.0 else 1.0 / (1.0 - a.p)
+    mask = b.op("Mul", [b.op("CastLike", [keep, x]), b.scalar(scale, dtype)])
+    return [b.op("Mul", [x, mask])]
+
+
 dropout = register(OpDef(
     name="dropout", inputs=("input",), attrs=DropoutAttrs, infer=infer_same,
-    cost=_dropout_cost(), has_training_mode=True, random=True,
+    cost=_dropout_cost(), has_training_mode=True, random=True, onnx=onnx_dropout,
     flop_rule="training E (multiply by the pre-scaled mask); eval 0",
 ))
 dropout2d = register(OpDef(
     name="dropout2d", inputs=("input",), attrs=DropoutAttrs, infer=infer_dropout2d,
-    cost=_dropout_cost(), has_training_mode=True, random=True,
+    cost=_dropout_cost(), has_training_mode=True, random=True, onnx=onnx_dropout2d,
     flop_rule="training E (multiply by the pre-scaled channel mask); eval 0",
 ))

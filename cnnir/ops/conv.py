@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnir.errors import ShapeError
 from cnnir.ir.types import Dim, TensorType, dim_add, dim_floordiv, dim_mul, is_static, shape_str
@@ -32,6 +32,9 @@ from cnnir.ops.registry import (
     same_dtype,
     static_numel,
 )
+
+if TYPE_CHECKING:
+    from cnnir.ir.graph import Node
 
 Pads = tuple[int, int, int, int]
 
@@ -69,6 +72,9 @@ class Conv2dAttrs:
         object.__setattr__(self, "stride", positive_pair(self.stride, "stride"))
         object.__setattr__(self, "dilation", positive_pair(self.dilation, "dilation"))
         pads = self.padding
+        if isinstance(pads, str):
+            raise ShapeError(f"padding={pads!r} depends on the kernel size; normalize it with "
+                             f"normalize_padding(padding, kernel, dilation, stride) first")
         if not (isinstance(pads, tuple) and len(pads) == 4):
             pads = normalize_padding(pads, (1, 1), self.dilation, self.stride)
         require(min(pads) >= 0, f"padding must be >= 0, got {pads}")
@@ -157,6 +163,20 @@ def conv_window(a: Conv2dAttrs, types: list[TensorType | None]) -> Window:
     return Window(kernel, (Fraction(a.stride[0]), Fraction(a.stride[1])))
 
 
+def _conv_onnx_attrs(a: Conv2dAttrs, w: TensorType) -> dict[str, Any]:
+    """Shared Conv/ConvTranspose/DeformConv attributes; ``pads`` is [top, left, bottom, right]
+    (begins, then ends), which is cnnir's own order. Never ``auto_pad``."""
+    return {"kernel_shape": list(w.shape[2:]), "strides": list(a.stride),
+            "pads": list(a.padding), "dilations": list(a.dilation)}
+
+
+def onnx_conv2d(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Conv(X, W, B?)`` with ``group``; W keeps torch's layout."""
+    attrs = _conv_onnx_attrs(node.attrs, node.inputs[1].type)
+    return [b.op("Conv", [b.input(0), b.input(1), b.input(2)], group=node.attrs.groups,
+                 **attrs)]
+
+
 conv2d = register(OpDef(
     name="conv2d",
     inputs=("input", "weight", "bias?"),
@@ -165,6 +185,7 @@ conv2d = register(OpDef(
     infer=infer_conv2d,
     cost=cost_conv2d,
     window=conv_window,
+    onnx=onnx_conv2d,
     flop_rule="2·MACs, plus one add per output element with a bias",
 ))
 
@@ -213,6 +234,15 @@ def conv_transpose_window(a: ConvTranspose2dAttrs, types: list[TensorType | None
     return Window(kernel, (Fraction(1, a.stride[0]), Fraction(1, a.stride[1])))
 
 
+def onnx_conv_transpose2d(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``ConvTranspose(X, W, B?)`` with explicit pads and ``output_padding``
+    (never ``output_shape``); W is ``[C_in, O/G, kh, kw]`` in both."""
+    a = node.attrs
+    attrs = _conv_onnx_attrs(a, node.inputs[1].type)
+    return [b.op("ConvTranspose", [b.input(0), b.input(1), b.input(2)], group=a.groups,
+                 output_padding=list(a.output_padding), **attrs)]
+
+
 conv_transpose2d = register(OpDef(
     name="conv_transpose2d",
     inputs=("input", "weight", "bias?"),
@@ -221,6 +251,7 @@ conv_transpose2d = register(OpDef(
     infer=infer_conv_transpose2d,
     cost=cost_conv_transpose2d,
     window=conv_transpose_window,
+    onnx=onnx_conv_transpose2d,
     flop_rule="2·MACs (MACs on the input grid), plus one add per output element with a bias",
 ))
 
@@ -280,6 +311,16 @@ def deform_window(a: Conv2dAttrs, types: list[TensorType | None]) -> Window:
     return conv_window(a, [types[0], types[2]])
 
 
+def onnx_deform_conv2d(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``DeformConv(X, W, offset, B?, mask?)`` (opset 19; B comes *before* the
+    mask, ``""`` when absent); offsets are interleaved (Δy, Δx) per tap in both."""
+    x, offset, w = (node.inputs[i].type for i in range(3))
+    groups, offset_groups = _deform_groups(x, offset, w)
+    attrs = _conv_onnx_attrs(node.attrs, w)
+    inputs = [b.input(0), b.input(2), b.input(1), b.input(3), b.input(4)]
+    return [b.op("DeformConv", inputs, group=groups, offset_group=offset_groups, **attrs)]
+
+
 deform_conv2d = register(OpDef(
     name="deform_conv2d",
     inputs=("input", "offset", "weight", "bias?", "mask?"),
@@ -288,6 +329,7 @@ deform_conv2d = register(OpDef(
     infer=infer_deform_conv2d,
     cost=cost_deform_conv2d,
     window=deform_window,
+    onnx=onnx_deform_conv2d,
     flop_rule="2·MACs + 7 per bilinear sample (N·C·kh·kw·OH·OW samples) + 1 per sample with a "
               "mask + one add per output element with a bias",
 ))

@@ -9,10 +9,15 @@ matmul: torch.matmul's rules (1-D operands are promoted and squeezed; batch dims
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from cnnir.errors import ShapeError
 from cnnir.ir.types import TensorType, shape_str
 from cnnir.ops.registry import Cost, OpDef, register, require, same_dtype, static_numel
 from cnnir.ops.tensor import broadcast_shapes
+
+if TYPE_CHECKING:
+    from cnnir.ir.graph import Node
 
 
 def infer_linear(attrs: object, types: list[TensorType | None]) -> list[TensorType]:
@@ -38,12 +43,23 @@ def cost_linear(attrs: object, ins: list[TensorType | None], outs: list[TensorTy
     return Cost(macs=macs, flops=2 * macs + (out_elems if ins[2] is not None else 0))
 
 
+def onnx_linear(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: 2-D input ``Gemm(X, W, B?, transB=1)``; otherwise ``MatMul(X, Wᵀ)``
+    (+ ``Add(B)``), the transpose being a ``Transpose`` of the stored ``[out, in]`` weight."""
+    x, w, bias = b.input(0), b.input(1), b.input(2)
+    if node.inputs[0].type.rank == 2:
+        return [b.op("Gemm", [x, w, bias], transB=1)]
+    y = b.op("MatMul", [x, b.op("Transpose", [w], perm=[1, 0])])
+    return [b.op("Add", [y, bias]) if bias else y]
+
+
 linear = register(OpDef(
     name="linear",
     inputs=("input", "weight", "bias?"),
     params=("weight", "bias"),
     infer=infer_linear,
     cost=cost_linear,
+    onnx=onnx_linear,
     flop_rule="2·MACs, plus one add per output element with a bias",
 ))
 
@@ -71,10 +87,16 @@ def cost_matmul(attrs: object, ins: list[TensorType | None], outs: list[TensorTy
     return Cost(macs=macs, flops=2 * macs)
 
 
+def onnx_matmul(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``MatMul`` (numpy matmul semantics, as torch.matmul)."""
+    return [b.op("MatMul", [b.input(0), b.input(1)])]
+
+
 matmul = register(OpDef(
     name="matmul",
     inputs=("input", "other"),
     infer=infer_matmul,
     cost=cost_matmul,
+    onnx=onnx_matmul,
     flop_rule="2·MACs",
 ))

@@ -8,9 +8,15 @@ parameters, 4 without (fvcore's rule). Training needs more than one value per ch
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cnnir.ir.types import TensorType, dim_floordiv, is_static, numel, shape_str
 from cnnir.ops.registry import Cost, OpDef, expect_rank, register, require, same_dtype, static_numel
+
+if TYPE_CHECKING:
+    from cnnir.ir.graph import Node
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,27 @@ def cost_batch_norm(a: BatchNormAttrs, ins: list[TensorType | None],
     return Cost(flops=(5 if affine else 4) * elems)
 
 
+def onnx_batch_norm(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``BatchNormalization(X, scale, B, mean, var)`` with ``epsilon = eps`` and
+    ``momentum = 1 − momentum_torch``. Absent affine parameters become ones/zeros constants.
+    Training mode, or no running statistics, exports ``training_mode=1`` (batch statistics)
+    with output Y only: cnnir's op does not output the updated running statistics (ONNX
+    would update running_var with the biased variance, unlike PyTorch)."""
+    a, x = node.attrs, node.inputs[0].type
+    channels = x.shape[1]
+    if not is_static(channels):
+        b.fail(f"needs a static channel count, got input {shape_str(x.shape)}")
+
+    def given_or(i: int, fill: float) -> str:
+        return b.input(i) or b.const(np.full((channels,), fill, dtype=x.dtype), "fill")
+
+    batch_stats = uses_batch_stats(a, [v.type if v else None for v in node.inputs])
+    momentum = 0.9 if a.momentum is None else 1.0 - a.momentum
+    inputs = [b.input(0), given_or(3, 1.0), given_or(4, 0.0), given_or(1, 0.0), given_or(2, 1.0)]
+    return [b.op("BatchNormalization", inputs, epsilon=float(a.eps), momentum=float(momentum),
+                 training_mode=int(batch_stats))]
+
+
 batch_norm = register(OpDef(
     name="batch_norm",
     inputs=("input", "running_mean?", "running_var?", "weight?", "bias?"),
@@ -62,6 +89,7 @@ batch_norm = register(OpDef(
     attrs=BatchNormAttrs,
     infer=infer_batch_norm,
     cost=cost_batch_norm,
+    onnx=onnx_batch_norm,
     has_training_mode=True,
     flop_rule="eval 2E; training (or no running stats) 5E with affine, 4E without",
 ))

@@ -16,7 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cnnir.errors import ShapeError
 from cnnir.ir.types import (
@@ -40,6 +42,9 @@ from cnnir.ops.registry import (
     require,
     static_numel,
 )
+
+if TYPE_CHECKING:
+    from cnnir.ir.graph import Node
 
 
 @dataclass(frozen=True)
@@ -111,13 +116,57 @@ def pool_window(a: PoolAttrs, types: list[TensorType | None]) -> Window:
     return Window(kernel, (Fraction(a.stride[0]), Fraction(a.stride[1])))
 
 
+def _pool_onnx_attrs(a: PoolAttrs) -> dict[str, Any]:
+    """``pads`` = [top, left, bottom, right] from the symmetric torch padding."""
+    return {"kernel_shape": list(a.kernel_size), "strides": list(a.stride),
+            "pads": [*a.padding, *a.padding], "ceil_mode": int(a.ceil_mode)}
+
+
+def onnx_max_pool2d(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``MaxPool`` (ORT follows torch's ceil-mode rule)."""
+    return [b.op("MaxPool", [b.input(0)], dilations=list(node.attrs.dilation),
+                 **_pool_onnx_attrs(node.attrs))]
+
+
+def _include_pad_window_sizes(a: AvgPoolAttrs, x: TensorType, y: TensorType) -> np.ndarray:
+    """``pool_size`` per output position (§1.8): the window clipped at the padded border."""
+    sizes = []
+    for axis in range(2):
+        start = np.arange(y.shape[2 + axis]) * a.stride[axis] - a.padding[axis]
+        end = np.minimum(start + a.kernel_size[axis], x.shape[2 + axis] + a.padding[axis])
+        sizes.append(end - start)
+    return np.outer(sizes[0], sizes[1])
+
+
+def onnx_avg_pool2d(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``AveragePool`` that always states ``count_include_pad`` (ONNX's default
+    is 0, torch's 1). ``divisor_override`` d has no ONNX attribute and is decomposed as
+    ``AveragePool(count_include_pad=1) · pool_size / d``: a scalar factor ``kh·kw/d`` without
+    ceil mode, a per-position ``[OH, OW]`` factor (static shapes only) with it."""
+    a = node.attrs
+    x, y = node.inputs[0].type, node.output.type
+    include = a.divisor_override is not None or a.count_include_pad
+    pooled = b.op("AveragePool", [b.input(0)], count_include_pad=int(include),
+                  **_pool_onnx_attrs(a))
+    if a.divisor_override is None:
+        return [pooled]
+    if not a.ceil_mode:
+        factor = np.asarray(a.kernel_size[0] * a.kernel_size[1] / a.divisor_override)
+    elif x.is_static:
+        factor = _include_pad_window_sizes(a, x, y) / a.divisor_override
+    else:
+        b.fail(f"with divisor_override and ceil_mode needs static spatial dims, got input "
+               f"{shape_str(x.shape)}", "trace with concrete H and W")
+    return [b.op("Mul", [pooled, b.const(factor.astype(x.dtype), "divisor_factor")])]
+
+
 max_pool2d = register(OpDef(
     name="max_pool2d", inputs=("input",), attrs=PoolAttrs, infer=infer_pool, cost=cost_pool,
-    window=pool_window, flop_rule="E_out·kh·kw comparisons",
+    window=pool_window, flop_rule="E_out·kh·kw comparisons", onnx=onnx_max_pool2d,
 ))
 avg_pool2d = register(OpDef(
     name="avg_pool2d", inputs=("input",), attrs=AvgPoolAttrs, infer=infer_pool, cost=cost_pool,
-    window=pool_window, flop_rule="E_out·kh·kw",
+    window=pool_window, flop_rule="E_out·kh·kw", onnx=onnx_avg_pool2d,
 ))
 
 
@@ -178,15 +227,39 @@ def adaptive_window(a: AdaptivePoolAttrs, types: list[TensorType | None]) -> Win
     return Window(kernel, tuple(Fraction(x.shape[2 + i], out[i]) for i in range(2)))
 
 
+def onnx_adaptive_pool(global_type: str, pool_type: str, **pool_attrs: Any) -> Any:
+    """ONNX mapping of adaptive pooling: output (1, 1) is ``Global*Pool``; otherwise, where
+    every static input length L is divisible by its output length, ``*Pool(k = s = L/out)``;
+    anything else has no ONNX equivalent and is refused."""
+
+    def mapping(b: Any, node: Node) -> list[str]:
+        x = node.inputs[0].type
+        out = _adaptive_sizes(node.attrs, x)
+        if out == (1, 1):
+            return [b.op(global_type, [b.input(0)])]
+        lengths = x.shape[2:]
+        if not all(is_static(n) and n % o == 0 for n, o in zip(lengths, out)):
+            b.fail(f"cannot be exported: output_size {out} must divide the static input size "
+                   f"{list(lengths)} (input {shape_str(x.shape)})",
+                   "ONNX has no adaptive pooling; use output_size 1 or a divisible input size")
+        kernel = [n // o for n, o in zip(lengths, out)]
+        return [b.op(pool_type, [b.input(0)], kernel_shape=kernel, strides=kernel,
+                     pads=[0, 0, 0, 0], **pool_attrs)]
+
+    return mapping
+
+
 adaptive_avg_pool2d = register(OpDef(
     name="adaptive_avg_pool2d", inputs=("input",), attrs=AdaptivePoolAttrs,
     infer=infer_adaptive, cost=cost_adaptive_avg, window=adaptive_window,
     flop_rule="Σ window sizes + E_out (E_in + E_out when windows do not overlap)",
+    onnx=onnx_adaptive_pool("GlobalAveragePool", "AveragePool", count_include_pad=1),
 ))
 adaptive_max_pool2d = register(OpDef(
     name="adaptive_max_pool2d", inputs=("input",), attrs=AdaptivePoolAttrs,
     infer=infer_adaptive, cost=cost_adaptive_max, window=adaptive_window,
     flop_rule="Σ window sizes (comparisons)",
+    onnx=onnx_adaptive_pool("GlobalMaxPool", "MaxPool"),
 ))
 
 INTERPOLATE_MODES = ("nearest", "nearest-exact", "bilinear")
@@ -249,9 +322,46 @@ def interpolate_window(a: InterpolateAttrs, types: list[TensorType | None]) -> W
     return Window((taps, taps), stride)
 
 
+# (mode, coordinate_transformation_mode, nearest_mode) per torch variant (SEMANTICS §7.3);
+# all three are always written because ONNX's defaults are not torch's.
+RESIZE_MODES = {
+    ("nearest", False): ("nearest", "asymmetric", "floor"),
+    ("nearest-exact", False): ("nearest", "half_pixel", "round_prefer_ceil"),
+    ("bilinear", False): ("linear", "half_pixel", "floor"),
+    ("bilinear", True): ("linear", "align_corners", "floor"),
+}
+
+
+def _resize_uses_sizes(a: InterpolateAttrs) -> bool:
+    """``sizes`` for size=, recompute_scale_factor=True and align_corners with a scale that
+    is not a whole number (ONNX's reference does not floor ``in·scale`` there, onnx#2462);
+    ``scales`` otherwise (the same 1/scale in the coordinate math as torch)."""
+    if a.size is not None or a.recompute_scale_factor:
+        return True
+    return bool(a.align_corners) and any(s < 1 or s != int(s) for s in a.scale_factor)
+
+
+def onnx_interpolate(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Resize(X, "", scales | sizes, axes=[2, 3])``; the axes keep N and C
+    out of it, so the batch stays dynamic."""
+    a = node.attrs
+    x, y = node.inputs[0].type, node.output.type
+    mode, transform, nearest = RESIZE_MODES[(a.mode, bool(a.align_corners))]
+    if _resize_uses_sizes(a):
+        if not all(is_static(d) for d in y.shape[2:]):
+            b.fail(f"needs static output sizes to export 'sizes', got {shape_str(y.shape)} "
+                   f"from input {shape_str(x.shape)}", "trace with concrete H and W")
+        second = b.const(np.asarray(y.shape[2:], dtype=np.int64), "sizes")
+        inputs = [b.input(0), "", "", second]
+    else:
+        inputs = [b.input(0), "", b.const(np.asarray(a.scale_factor, np.float32), "scales")]
+    return [b.op("Resize", inputs, axes=[2, 3], mode=mode,
+                 coordinate_transformation_mode=transform, nearest_mode=nearest)]
+
+
 interpolate = register(OpDef(
     name="interpolate", inputs=("input",), attrs=InterpolateAttrs, infer=infer_interpolate,
-    cost=cost_interpolate, window=interpolate_window,
+    cost=cost_interpolate, window=interpolate_window, onnx=onnx_interpolate,
     flop_rule="nearest 0; bilinear 7·E_out (4 multiplies + 3 adds)",
 ))
 

@@ -75,6 +75,25 @@ class OpDef:
     is_loss: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Rules always see every fixed operand: absent trailing optional inputs become None.
+        object.__setattr__(self, "infer", self._padded(self.infer))
+        object.__setattr__(self, "cost", self._padded(self.cost))
+        if self.window is not None:
+            object.__setattr__(self, "window", self._padded(self.window))
+
+    def _padded(self, rule: Callable[..., Any]) -> Callable[..., Any]:
+        if getattr(rule, "pads_inputs", False) or self.inputs[-1:] and self.inputs[-1][-1] == "*":
+            return rule
+        arity = len(self.inputs)
+
+        def padded(attrs: Any, types: list, *rest: Any) -> Any:
+            return rule(attrs, list(types) + [None] * (arity - len(types)), *rest)
+
+        padded.pads_inputs = True  # type: ignore[attr-defined]
+        padded.__wrapped__ = rule  # type: ignore[attr-defined]
+        return padded
+
     def check_arity(self, types: list[TensorType | None]) -> None:
         variadic = bool(self.inputs) and self.inputs[-1].endswith("*")
         fixed = self.inputs[:-1] if variadic else self.inputs

@@ -9,6 +9,9 @@ data (cat, reshape, flatten, transpose, split, channel_shuffle, pad, identity) c
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cnnir.errors import ShapeError
 from cnnir.ir.types import (
@@ -31,6 +34,9 @@ from cnnir.ops.registry import (
     same_dtype,
     static_numel,
 )
+
+if TYPE_CHECKING:
+    from cnnir.ir.graph import Node
 
 
 def normalize_dim(dim: int, rank: int, what: str = "dim") -> int:
@@ -63,20 +69,30 @@ def infer_broadcast(attrs: object, types: list[TensorType | None]) -> list[Tenso
     return [TensorType(broadcast_shapes(a.shape, b.shape), same_dtype([a, b]))]
 
 
-def _binary(name: str, symbol: str) -> OpDef:
+def onnx_binary(op_type: str) -> Any:
+    """ONNX mapping: ``Add``/``Sub``/``Mul``/``Div`` (multidirectional numpy broadcasting)."""
+
+    def mapping(b: Any, node: Node) -> list[str]:
+        return [b.op(op_type, [b.input(0), b.input(1)])]
+
+    return mapping
+
+
+def _binary(name: str, symbol: str, onnx_type: str) -> OpDef:
     return register(OpDef(
         name=name,
         inputs=("input", "other"),
         infer=infer_broadcast,
         cost=elementwise_cost(1),
         flop_rule=f"one {symbol} per output element",
+        onnx=onnx_binary(onnx_type),
     ))
 
 
-add = _binary("add", "+")
-sub = _binary("sub", "-")
-mul = _binary("mul", "*")
-div = _binary("div", "/")
+add = _binary("add", "+", "Add")
+sub = _binary("sub", "-", "Sub")
+mul = _binary("mul", "*", "Mul")
+div = _binary("div", "/", "Div")
 
 
 @dataclass(frozen=True)
@@ -103,9 +119,15 @@ def infer_cat(a: DimAttrs, types: list[TensorType | None]) -> list[TensorType]:
     return [TensorType(tuple(shape), dtype)]
 
 
+def onnx_cat(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Concat(axis)``."""
+    axis = normalize_dim(node.attrs.dim, node.inputs[0].type.rank)
+    return [b.op("Concat", [b.input(i) for i in range(len(node.inputs))], axis=axis)]
+
+
 cat = register(OpDef(
     name="cat", inputs=("tensors*",), attrs=DimAttrs, infer=infer_cat, cost=free_cost,
-    flop_rule="0 (data movement)",
+    flop_rule="0 (data movement)", onnx=onnx_cat,
 ))
 
 
@@ -163,9 +185,43 @@ def infer_reshape(a: ReshapeAttrs, types: list[TensorType | None]) -> list[Tenso
     return [TensorType(resolve_shape(x.shape, a.shape), x.dtype)]
 
 
+def onnx_reshape_to(b: Any, x: str, src: tuple[Dim, ...], target: tuple[Dim, ...]) -> str:
+    """``Reshape(x, shape)`` from ``src`` to the fully resolved ``target``, keeping symbolic
+    dims dynamic: a symbol equal to the input dim at the same index becomes ``0`` (copy, with
+    ``allowzero=0``); one other symbol becomes ``-1``; more are gathered from ``Shape(x)``."""
+    copy_ok = 0 not in target
+    entries: list[Dim] = [
+        d if is_static(d) else (0 if copy_ok and i < len(src) and src[i] == d else None)
+        for i, d in enumerate(target)
+    ]
+    holes = [i for i, d in enumerate(entries) if d is None]
+    if len(holes) == 1:
+        entries[holes[0]] = -1
+    if len(holes) <= 1:
+        shape = b.const(np.asarray(entries, dtype=np.int64), "shape")
+        return b.op("Reshape", [x, shape], allowzero=int(not copy_ok))
+    shape_of = b.op("Shape", [x])
+    pieces = []
+    for i, d in enumerate(target):
+        if entries[i] is not None:
+            pieces.append(b.const(np.asarray([entries[i]], dtype=np.int64), "dim"))
+        elif d in src:
+            index = b.const(np.asarray([src.index(d)], dtype=np.int64), "index")
+            pieces.append(b.op("Gather", [shape_of, index], axis=0))
+        else:
+            b.fail(f"cannot express the symbolic dim {d!r} of {shape_str(target)} from the "
+                   f"input shape {shape_str(src)}", "reshape with at most one derived dim")
+    return b.op("Reshape", [x, b.op("Concat", pieces, axis=0)], allowzero=int(not copy_ok))
+
+
+def onnx_reshape(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Reshape`` to the inferred output shape (see ``onnx_reshape_to``)."""
+    return [onnx_reshape_to(b, b.input(0), node.inputs[0].type.shape, node.output.type.shape)]
+
+
 reshape = register(OpDef(
     name="reshape", inputs=("input",), attrs=ReshapeAttrs, infer=infer_reshape,
-    cost=free_cost, flop_rule="0 (data movement)",
+    cost=free_cost, flop_rule="0 (data movement)", onnx=onnx_reshape,
 ))
 
 
@@ -190,9 +246,18 @@ def flatten_window(a: FlattenAttrs, types: list[TensorType | None]) -> str | Non
     return GLOBAL if types[0].rank == 4 and a.start_dim in (0, 1) else None
 
 
+def onnx_flatten(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Flatten(axis=1)`` for flatten(1, -1), the only case where ONNX's
+    always-2-D Flatten equals torch's; every other flatten is a ``Reshape``."""
+    x, a = node.inputs[0].type, node.attrs
+    if x.rank >= 2 and normalize_dim(a.start_dim, x.rank) == 1 and a.end_dim in (-1, x.rank - 1):
+        return [b.op("Flatten", [b.input(0)], axis=1)]
+    return [onnx_reshape_to(b, b.input(0), x.shape, node.output.type.shape)]
+
+
 flatten = register(OpDef(
     name="flatten", inputs=("input",), attrs=FlattenAttrs, infer=infer_flatten,
-    cost=free_cost, window=flatten_window, flop_rule="0 (data movement)",
+    cost=free_cost, window=flatten_window, flop_rule="0 (data movement)", onnx=onnx_flatten,
 ))
 
 
@@ -210,9 +275,16 @@ def infer_transpose(a: TransposeAttrs, types: list[TensorType | None]) -> list[T
     return [TensorType(tuple(x.shape[p] for p in perm), x.dtype)]
 
 
+def onnx_transpose(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Transpose(perm)``."""
+    rank = node.inputs[0].type.rank
+    perm = [normalize_dim(p, rank, "perm entry") for p in node.attrs.perm]
+    return [b.op("Transpose", [b.input(0)], perm=perm)]
+
+
 transpose = register(OpDef(
     name="transpose", inputs=("input",), attrs=TransposeAttrs, infer=infer_transpose,
-    cost=free_cost, flop_rule="0 (data movement)",
+    cost=free_cost, flop_rule="0 (data movement)", onnx=onnx_transpose,
 ))
 
 
@@ -247,9 +319,17 @@ def infer_split(a: SplitAttrs, types: list[TensorType | None]) -> list[TensorTyp
     return outs
 
 
+def onnx_split(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Split(X, split, axis)`` (sizes are an input since opset 13)."""
+    a = node.attrs
+    sizes = b.const(np.asarray(a.sizes, dtype=np.int64), "split")
+    axis = normalize_dim(a.dim, node.inputs[0].type.rank)
+    return b.op("Split", [b.input(0), sizes], axis=axis, n_out=len(a.sizes))
+
+
 split = register(OpDef(
     name="split", inputs=("input",), attrs=SplitAttrs, infer=infer_split, cost=free_cost,
-    flop_rule="0 (data movement)",
+    flop_rule="0 (data movement)", onnx=onnx_split,
 ))
 
 
@@ -283,16 +363,35 @@ def cost_reduce(per_output: int):
     return cost
 
 
-def _reduction(name: str, per_output: int, rule: str) -> OpDef:
+def onnx_reduce(op_type: str) -> Any:
+    """ONNX mapping: ``Reduce*(X, axes?, keepdims)`` (axes an input since opset 18; no axes
+    reduces everything). mean over (2, 3) of a 4-D input with keepdim is ``GlobalAveragePool``.
+    """
+
+    def mapping(b: Any, node: Node) -> list[str]:
+        a, rank = node.attrs, node.inputs[0].type.rank
+        dims = None if a.dims is None else sorted({normalize_dim(d, rank) for d in a.dims})
+        if op_type == "ReduceMean" and rank == 4 and dims == [2, 3] and a.keepdim:
+            return [b.op("GlobalAveragePool", [b.input(0)])]
+        inputs = [b.input(0)]
+        if dims is not None:
+            inputs.append(b.const(np.asarray(dims, dtype=np.int64), "axes"))
+        return [b.op(op_type, inputs, keepdims=int(a.keepdim))]
+
+    return mapping
+
+
+def _reduction(name: str, per_output: int, rule: str, onnx_type: str) -> OpDef:
     return register(OpDef(
         name=name, inputs=("input",), attrs=ReduceAttrs, infer=infer_reduce,
         cost=cost_reduce(per_output), window=reduce_window, flop_rule=rule,
+        onnx=onnx_reduce(onnx_type),
     ))
 
 
-mean = _reduction("mean", 1, "E_in adds + E_out divisions")
-sum_ = _reduction("sum", 0, "E_in adds")
-amax = _reduction("amax", 0, "E_in comparisons")
+mean = _reduction("mean", 1, "E_in adds + E_out divisions", "ReduceMean")
+sum_ = _reduction("sum", 0, "E_in adds", "ReduceSum")
+amax = _reduction("amax", 0, "E_in comparisons", "ReduceMax")
 
 
 @dataclass(frozen=True)
@@ -315,9 +414,24 @@ def infer_channel_shuffle(a: ChannelShuffleAttrs,
     return [x]
 
 
+def onnx_channel_shuffle(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Reshape[0, g, C/g, H, W] → Transpose(perm=[0, 2, 1, 3, 4]) →
+    Reshape[0, C, H, W]``; the ``0`` copies the batch dim and keeps it dynamic."""
+    x, g = node.inputs[0].type, node.attrs.groups
+    n, channels, *rest = x.shape
+    if not is_static(channels):
+        b.fail(f"needs a static channel count, got {shape_str(x.shape)}")
+    grouped = (n, g, channels // g, *rest)
+    y = onnx_reshape_to(b, b.input(0), x.shape, grouped)
+    perm = [0, 2, 1, *range(3, len(grouped))]
+    swapped = tuple(grouped[p] for p in perm)
+    return [onnx_reshape_to(b, b.op("Transpose", [y], perm=perm), swapped, x.shape)]
+
+
 channel_shuffle = register(OpDef(
     name="channel_shuffle", inputs=("input",), attrs=ChannelShuffleAttrs,
     infer=infer_channel_shuffle, cost=free_cost, flop_rule="0 (data movement)",
+    onnx=onnx_channel_shuffle,
 ))
 
 
@@ -347,9 +461,21 @@ def infer_pad(a: PadAttrs, types: list[TensorType | None]) -> list[TensorType]:
     return [TensorType(tuple(shape), x.dtype)]
 
 
+def onnx_pad(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Pad(X, pads, value)`` mode 'constant'. torch lists (begin, end) from
+    the last dim backwards; ONNX lists all begins, then all ends, from the first dim."""
+    a, x = node.attrs, node.inputs[0].type
+    begins, ends = [0] * x.rank, [0] * x.rank
+    for i in range(len(a.pads) // 2):
+        begins[x.rank - 1 - i], ends[x.rank - 1 - i] = a.pads[2 * i], a.pads[2 * i + 1]
+    pads = b.const(np.asarray(begins + ends, dtype=np.int64), "pads")
+    value = b.scalar(a.value, x.dtype)
+    return [b.op("Pad", [b.input(0), pads, value], mode="constant")]
+
+
 pad = register(OpDef(
     name="pad", inputs=("input",), attrs=PadAttrs, infer=infer_pad, cost=free_cost,
-    flop_rule="0 (data movement)",
+    flop_rule="0 (data movement)", onnx=onnx_pad,
 ))
 
 
@@ -357,8 +483,14 @@ def infer_identity(attrs: object, types: list[TensorType | None]) -> list[Tensor
     return [types[0]]
 
 
+def onnx_identity(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Identity``."""
+    return [b.op("Identity", [b.input(0)])]
+
+
 identity = register(OpDef(
     name="identity", inputs=("input",), infer=infer_identity, cost=free_cost, flop_rule="0",
+    onnx=onnx_identity,
 ))
 
 __all__ = [

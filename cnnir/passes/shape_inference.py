@@ -7,10 +7,27 @@ allocates a tensor.
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 from cnnir.errors import CnnirError, ShapeError
 from cnnir.ir import Graph, TensorType, Value
+from cnnir.ir.types import evaluate_dim
 
 TypeMap = dict[int, TensorType]
+
+
+def bind_attrs(attrs: Any, env: dict[str, int]) -> Any:
+    """``attrs`` with symbolic dims in tuple fields (a reshape target) bound by ``env``."""
+    if not env or not dataclasses.is_dataclass(attrs):
+        return attrs
+    changes = {}
+    for f in dataclasses.fields(attrs):
+        value = getattr(attrs, f.name)
+        if isinstance(value, tuple) and any(isinstance(d, str) for d in value):
+            changes[f.name] = tuple(evaluate_dim(d, env) if isinstance(d, str) else d
+                                    for d in value)
+    return dataclasses.replace(attrs, **changes) if changes else attrs
 
 
 def bind_types(graph: Graph, env: dict[str, int]) -> TypeMap:
@@ -20,7 +37,7 @@ def bind_types(graph: Graph, env: dict[str, int]) -> TypeMap:
     for node in graph.nodes:
         in_types = [types[id(v)] if v is not None else None for v in node.inputs]
         try:
-            outs = node.op.infer_types(node.attrs, in_types)
+            outs = node.op.infer_types(bind_attrs(node.attrs, env), in_types)
         except CnnirError as e:
             raise e.with_context(node.describe()) from e
         types.update({id(v): t for v, t in zip(node.outputs, outs)})

@@ -1,0 +1,119 @@
+"""Elementwise kernels: activations and the fused epilogue of conv/linear/batch-norm.
+
+Activation codes (``ACT``) select a branch *outside* each element loop so every loop stays a
+straight, vectorizable pass. The epilogue computes ``act(scale[c]·src + shift[c] (+ res))``
+over ``[N, C, P]`` views in one memory pass: a conv's bias, a folded BatchNorm, a residual add
+and the activation, written where the output is produced.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cnnir.backends.numba_cpu.jit import helper, kernel, prange
+
+ACT = {"none": 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5, "tanh": 6,
+       "silu": 7, "hardsigmoid": 8, "hardswish": 9, "gelu": 10, "gelu_tanh": 11, "rrelu": 3}
+
+
+@helper
+def act_row(row, code, alpha):
+    """Apply activation ``code`` in place to a 1-D row."""
+    n = row.shape[0]
+    if code == 1:
+        for i in range(n):
+            v = row[i]
+            row[i] = v if v > 0 else (v if v != v else 0.0)
+    elif code == 2:
+        for i in range(n):
+            v = row[i]
+            row[i] = min(max(v, 0.0), 6.0) if v == v else v
+    elif code == 3:
+        for i in range(n):
+            v = row[i]
+            row[i] = v if v > 0 else v * alpha
+    elif code == 4:
+        for i in range(n):
+            v = row[i]
+            row[i] = v if v > 0 else alpha * (math.exp(v) - 1.0)
+    elif code == 5:
+        for i in range(n):
+            row[i] = 1.0 / (1.0 + math.exp(-row[i]))
+    elif code == 6:
+        for i in range(n):
+            row[i] = math.tanh(row[i])
+    elif code == 7:
+        for i in range(n):
+            v = row[i]
+            row[i] = v / (1.0 + math.exp(-v))
+    elif code == 8:
+        for i in range(n):
+            v = row[i]
+            row[i] = min(max(v + 3.0, 0.0), 6.0) / 6.0 if v == v else v
+    elif code == 9:
+        for i in range(n):
+            v = row[i]
+            row[i] = v * min(max(v + 3.0, 0.0), 6.0) / 6.0 if v == v else v
+    elif code == 10:
+        for i in range(n):
+            v = row[i]
+            row[i] = 0.5 * v * (1.0 + math.erf(v * 0.7071067811865476))
+    elif code == 11:
+        for i in range(n):
+            v = row[i]
+            row[i] = 0.5 * v * (1.0 + math.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)))
+
+
+@kernel
+def activation(x, out, code, alpha):
+    """``out = act(x)`` over flat, contiguous arrays, in parallel chunks."""
+    n = x.shape[0]
+    chunk = 16384
+    for c in prange((n + chunk - 1) // chunk):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        row = out[lo:hi]
+        row[:] = x[lo:hi]
+        act_row(row, code, alpha)
+
+
+@kernel
+def epilogue(src, scale, shift, res, has_res, out, code, alpha):
+    """``out[n, c, :] = act(scale[c]·src[n, c, :] + shift[c] (+ res[n, c, :]))``, 3-D views."""
+    n_img, channels, p = out.shape
+    for t in prange(n_img * channels):
+        n = t // channels
+        c = t % channels
+        s = scale[c]
+        b = shift[c]
+        row = out[n, c]
+        srow = src[n, c]
+        if has_res:
+            rrow = res[n, c]
+            for i in range(p):
+                row[i] = srow[i] * s + b + rrow[i]
+        else:
+            for i in range(p):
+                row[i] = srow[i] * s + b
+        act_row(row, code, alpha)
+
+
+@kernel
+def slopes(x, out, slope, per_channel):
+    """PReLU and training-mode RReLU: ``x > 0 ? x : a·x`` with a per-channel or per-element a.
+    ``x``/``out`` are [N, C, P]; ``slope`` is [C] (per_channel) or [N, C, P] flattened."""
+    n_img, channels, p = x.shape
+    for t in prange(n_img * channels):
+        n = t // channels
+        c = t % channels
+        for i in range(p):
+            v = x[n, c, i]
+            a = slope[c] if per_channel else slope[(n * channels + c) * p + i]
+            out[n, c, i] = v if v > 0 else v * a
+
+
+def dummy(dtype: np.dtype) -> np.ndarray:
+    """A placeholder for an absent residual (kernels take arrays, not None)."""
+    return np.zeros((1, 1, 1), dtype)

@@ -1,0 +1,207 @@
+"""Lowerings of the compute-heavy ops: convolutions, linear, matmul and batch norm.
+
+Per-op algorithm choice: a 1x1/stride-1/unpadded convolution is one GEMM per image (no
+im2col); a depthwise convolution is a direct stencil; every other convolution is im2col +
+one GEMM per group over the whole batch. GEMMs run on numpy's BLAS with ``out=`` into
+preallocated arrays. Bias, a folded BatchNorm, a residual and the activation go into one
+epilogue pass over the output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cnnir import ops
+from cnnir.backends.numba_cpu import act_kernels as ak
+from cnnir.backends.numba_cpu import conv_kernels as ck
+from cnnir.backends.numba_cpu.plan import Builder, Step, lower
+from cnnir.ir import Node
+
+
+@dataclass
+class Epilogue:
+    """``act(scale·y + shift (+ residual))`` per output channel."""
+
+    scale: np.ndarray
+    shift: np.ndarray
+    residual: np.ndarray | None = None
+    code: int = 0
+    alpha: float = 0.0
+
+    @property
+    def trivial(self) -> bool:
+        return (self.residual is None and self.code == 0 and not self.shift.any()
+                and bool((self.scale == 1).all()))
+
+
+def plain_epilogue(b: Builder, channels: int, bias: np.ndarray | None) -> Epilogue:
+    shift = bias if bias is not None else np.zeros(channels, b.dtype)
+    return Epilogue(np.ones(channels, b.dtype), np.ascontiguousarray(shift, b.dtype))
+
+
+def as3d(a: np.ndarray) -> np.ndarray:
+    """[N, C, ...] -> [N, C, P] view."""
+    return a.reshape(a.shape[0], a.shape[1], -1)
+
+
+def run_epilogue(src3: np.ndarray, out3: np.ndarray, ep: Epilogue) -> None:
+    res = as3d(ep.residual) if ep.residual is not None else ak.dummy(out3.dtype)
+    ak.epilogue(src3, ep.scale, ep.shift, res, ep.residual is not None, out3, ep.code, ep.alpha)
+
+
+def conv_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+              ep: Epilogue) -> Step:
+    n_img, channels = x.shape[:2]
+    out_ch, per_group, kh, kw = w.shape
+    groups = attrs.groups
+    pt, pl, pb, pr = attrs.padding
+    (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
+    oh, ow = out.shape[2], out.shape[3]
+    if per_group == 1 and groups == channels:
+        mult = out_ch // channels
+        res = ep.residual if ep.residual is not None else ak.dummy(out.dtype)[None]
+        return lambda: ck.depthwise(x, w, ep.scale, ep.shift, res, ep.residual is not None,
+                                    out, mult, sh, sw, pt, pl, dh, dw, ep.code, ep.alpha)
+    out3 = as3d(out)
+    if (kh, kw, sh, sw, groups) == (1, 1, 1, 1, 1) and not any(attrs.padding):
+        w2 = w.reshape(out_ch, channels)
+        x3 = as3d(x)
+
+        def pointwise() -> None:
+            for n in range(n_img):
+                np.matmul(w2, x3[n], out=out3[n])
+            if not ep.trivial:
+                run_epilogue(out3, out3, ep)
+
+        return pointwise
+    og = out_ch // groups
+    k = per_group * kh * kw
+    cols = b.scratch((k, n_img * oh * ow))
+    ys = out3[0] if n_img == 1 else b.scratch((out_ch, n_img * oh * ow))
+    w2 = w.reshape(out_ch, k)
+    src3 = ys.reshape(out_ch, n_img, oh * ow).transpose(1, 0, 2)
+
+    def gemm() -> None:
+        for g in range(groups):
+            ck.im2col(x, cols, g * per_group, per_group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
+            np.matmul(w2[g * og:(g + 1) * og], cols, out=ys[g * og:(g + 1) * og])
+        if n_img > 1 or not ep.trivial:
+            run_epilogue(src3, out3, ep)
+
+    return gemm
+
+
+@lower(ops.conv2d)
+def conv2d(b: Builder, node: Node) -> Step:
+    x, w, bias = (b.array(v) for v in node.inputs)
+    out = b.array(node.output)
+    return conv_step(b, node.attrs, x, w, out, plain_epilogue(b, w.shape[0], bias))
+
+
+@lower(ops.conv_transpose2d)
+def conv_transpose2d(b: Builder, node: Node) -> Step:
+    """Per image and group: ``cols = Wgᵀ·x_g`` (GEMM), then col2im scatters into the output."""
+    x, w, bias = (b.array(v) for v in node.inputs)
+    out = b.array(node.output)
+    a = node.attrs
+    n_img, c_in, height, width = x.shape
+    groups = a.groups
+    cg, og, kh, kw = c_in // groups, w.shape[1], w.shape[2], w.shape[3]
+    wt = b.pack((id(w), "convT"), lambda: np.ascontiguousarray(
+        w.reshape(groups, cg, og * kh * kw).transpose(0, 2, 1)))
+    cols = b.scratch((og * kh * kw, height * width))
+    fill = (bias if bias is not None else np.zeros(out.shape[1], out.dtype))[:, None, None]
+    x3 = as3d(x)
+
+    def step() -> None:
+        out[:] = fill
+        for n in range(n_img):
+            for g in range(groups):
+                np.matmul(wt[g], x3[n, g * cg:(g + 1) * cg], out=cols)
+                ck.col2im(cols, out, n, g * og, og, kh, kw, a.stride[0], a.stride[1],
+                          a.padding[0], a.padding[1], a.dilation[0], a.dilation[1],
+                          height, width)
+
+    return step
+
+
+@lower(ops.deform_conv2d)
+def deform_conv2d(b: Builder, node: Node) -> Step:
+    x, offset, w, bias, mask = (b.array(v) for v in (node.inputs + [None])[:5])
+    out = b.array(node.output)
+    a = node.attrs
+    n_img, channels = x.shape[:2]
+    out_ch, per_group, kh, kw = w.shape
+    groups, taps = channels // per_group, kh * kw
+    offset_groups = offset.shape[1] // (2 * taps)
+    og = out_ch // groups
+    cols = b.scratch((channels * taps, out.shape[2] * out.shape[3]))
+    w2 = w.reshape(out_ch, per_group * taps)
+    out3 = as3d(out)
+    ep = plain_epilogue(b, out_ch, bias)
+    mask_arr = mask if mask is not None else np.zeros((1, 1, 1, 1), out.dtype)
+
+    def step() -> None:
+        for n in range(n_img):
+            ck.deform_im2col(x, offset, mask_arr, mask is not None, cols, n, kh, kw,
+                             a.stride[0], a.stride[1], a.padding[0], a.padding[1],
+                             a.dilation[0], a.dilation[1], offset_groups)
+            for g in range(groups):
+                rows = slice(g * per_group * taps, (g + 1) * per_group * taps)
+                np.matmul(w2[g * og:(g + 1) * og], cols[rows], out=out3[n, g * og:(g + 1) * og])
+        if not ep.trivial:
+            run_epilogue(out3, out3, ep)
+
+    return step
+
+
+@lower(ops.linear)
+def linear(b: Builder, node: Node) -> Step:
+    x, w, bias = (b.array(v) for v in node.inputs)
+    out = b.array(node.output)
+    wt = b.pack((id(w), "T"), lambda: np.ascontiguousarray(w.T))
+    x2 = x.reshape(-1, w.shape[1])
+    out2 = out.reshape(-1, w.shape[0])
+
+    def step() -> None:
+        np.matmul(x2, wt, out=out2)
+        if bias is not None:
+            np.add(out2, bias, out=out2)
+
+    return step
+
+
+@lower(ops.matmul)
+def matmul(b: Builder, node: Node) -> Step:
+    x, y = (b.array(v) for v in node.inputs)
+    out = b.array(node.output)
+    return lambda: np.matmul(x, y, out=out)
+
+
+@lower(ops.batch_norm)
+def batch_norm(b: Builder, node: Node) -> Step:
+    """Eval: a precomputed per-channel scale and shift. Batch statistics (training, or no
+    running stats): biased mean and variance over every axis but the channels."""
+    x, rm, rv, gamma, beta = (b.array(v) for v in node.inputs)
+    out = b.array(node.output)
+    a = node.attrs
+    channels = x.shape[1]
+    g64 = gamma.astype(np.float64) if gamma is not None else np.ones(channels)
+    b64 = beta.astype(np.float64) if beta is not None else np.zeros(channels)
+    x3, out3 = as3d(x), as3d(out)
+    if not (a.training or rm is None):
+        scale = g64 / np.sqrt(rv.astype(np.float64) + a.eps)
+        shift = b64 - rm.astype(np.float64) * scale
+        ep = Epilogue(scale.astype(b.dtype), shift.astype(b.dtype))
+        return lambda: run_epilogue(x3, out3, ep)
+
+    def batch_stats() -> None:
+        mean = x3.mean(axis=(0, 2), dtype=np.float64)
+        var = x3.var(axis=(0, 2), dtype=np.float64)
+        scale = g64 / np.sqrt(var + a.eps)
+        run_epilogue(x3, out3, Epilogue(scale.astype(b.dtype),
+                                        (b64 - mean * scale).astype(b.dtype)))
+
+    return batch_stats

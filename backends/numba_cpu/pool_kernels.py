@@ -1,0 +1,114 @@
+"""Pooling and resampling kernels (NCHW), parallel over (image, channel) planes.
+
+max_pool2d: padding acts as −∞ and NaN always wins. avg_pool2d: ATen's divisor rule (the
+window is clipped to the padded extent first, counted, then clipped to the image).
+Adaptive pools: cell i covers [⌊iL/out⌋, ⌈(i+1)L/out⌉). interpolate: index and weight tables
+are computed once at compile time and applied separably.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnir.backends.numba_cpu.jit import kernel, prange
+
+
+@kernel
+def max_pool(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
+    n_img, channels, height, width = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for t in prange(n_img * channels):
+        plane = x[t // channels, t % channels]
+        dst = out[t // channels, t % channels]
+        for y in range(oh):
+            for xo in range(ow):
+                m = -np.inf
+                for i in range(kh):
+                    iy = y * sh - ph + i * dh
+                    if iy < 0 or iy >= height:
+                        continue
+                    for j in range(kw):
+                        ix = xo * sw - pw + j * dw
+                        if 0 <= ix < width:
+                            v = plane[iy, ix]
+                            if v > m or v != v:
+                                m = v
+                                if v != v:
+                                    break
+                dst[y, xo] = m
+
+
+@kernel
+def avg_pool(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
+    n_img, channels, height, width = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for t in prange(n_img * channels):
+        plane = x[t // channels, t % channels]
+        dst = out[t // channels, t % channels]
+        for y in range(oh):
+            h0 = y * sh - ph
+            h1 = min(h0 + kh, height + ph)
+            for xo in range(ow):
+                w0 = xo * sw - pw
+                w1 = min(w0 + kw, width + pw)
+                pool_size = (h1 - h0) * (w1 - w0)
+                a0, a1 = max(h0, 0), min(h1, height)
+                b0, b1 = max(w0, 0), min(w1, width)
+                acc = 0.0
+                for iy in range(a0, a1):
+                    for ix in range(b0, b1):
+                        acc += plane[iy, ix]
+                if divisor_override > 0:
+                    divisor = divisor_override
+                elif count_include_pad:
+                    divisor = pool_size
+                else:
+                    divisor = (a1 - a0) * (b1 - b0)
+                dst[y, xo] = acc / divisor
+
+
+@kernel
+def adaptive_pool(x, out, is_max):
+    n_img, channels, height, width = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for t in prange(n_img * channels):
+        plane = x[t // channels, t % channels]
+        dst = out[t // channels, t % channels]
+        for y in range(oh):
+            h0 = (y * height) // oh
+            h1 = -((-(y + 1) * height) // oh)
+            for xo in range(ow):
+                w0 = (xo * width) // ow
+                w1 = -((-(xo + 1) * width) // ow)
+                if is_max:
+                    m = -np.inf
+                    for iy in range(h0, h1):
+                        for ix in range(w0, w1):
+                            v = plane[iy, ix]
+                            if v > m or v != v:
+                                m = v
+                    dst[y, xo] = m
+                else:
+                    acc = 0.0
+                    for iy in range(h0, h1):
+                        for ix in range(w0, w1):
+                            acc += plane[iy, ix]
+                    dst[y, xo] = acc / ((h1 - h0) * (w1 - w0))
+
+
+@kernel
+def resample(x, out, h0, h1, lh, w0, w1, lw):
+    """``out[y, x] = Σ (1−λ or λ)·(1−μ or μ)·x[h0/h1[y], w0/w1[x]]`` (nearest: λ = μ = 0)."""
+    n_img, channels = x.shape[0], x.shape[1]
+    oh, ow = out.shape[2], out.shape[3]
+    for t in prange(n_img * channels):
+        plane = x[t // channels, t % channels]
+        dst = out[t // channels, t % channels]
+        for y in range(oh):
+            a = plane[h0[y]]
+            b = plane[h1[y]]
+            ly = lh[y]
+            for xo in range(ow):
+                top = (1 - lw[xo]) * a[w0[xo]] + lw[xo] * a[w1[xo]]
+                bottom = (1 - lw[xo]) * b[w0[xo]] + lw[xo] * b[w1[xo]]
+                dst[y, xo] = (1 - ly) * top + ly * bottom

@@ -1,0 +1,21 @@
+"""The reference executor: a plain float64 numpy kernel for every op, the oracle of tests.
+
+    run = cnnir.compile(graph, backend="reference", dtype="float64")
+    y = run(x)
+
+Each kernel is written from the formulas of SEMANTICS.md, simply and independently of the
+Numba backends; it is not tuned for speed. ``KERNELS`` maps each ``OpDef`` to its kernel.
+"""
+
+from cnnir.backends.reference.runtime import (  # noqa: I001  (kernels register on import)
+    KERNELS,
+    Context,
+    ReferenceProgram,
+    compile_graph,
+    kernel,
+)
+from cnnir.backends.reference import activation, conv, linear, loss, norm, pool, tensor  # noqa: F401
+
+UNSUPPORTED: frozenset = frozenset()  # OpDefs without a kernel: none
+
+__all__ = ["KERNELS", "UNSUPPORTED", "Context", "ReferenceProgram", "compile_graph", "kernel"]

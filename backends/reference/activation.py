@@ -1,0 +1,139 @@
+"""Reference activations, softmax and dropout (SEMANTICS.md §1.5, §1.6, §1.14).
+
+sigmoid 1/(1+e^{−x}); relu max(x,0); relu6 min(max(x,0),6); leaky_relu x>0 ? x : α·x;
+elu x>0 ? x : α(eˣ−1); prelu x>0 ? x : a_c·x (slope per channel on dim 1, or shared);
+rrelu x>0 ? x : a·x with a ~ U(lower, upper) per element in training, (lower+upper)/2 in eval;
+hardsigmoid min(max(x+3,0),6)/6; hardswish x·hardsigmoid(x); silu x·σ(x);
+gelu x·Φ(x) = ½x(1 + erf(x/√2)), or ½x(1 + tanh(√(2/π)(x + 0.044715x³))) with 'tanh';
+softmax exp(x − max)/Σexp(x − max); log_softmax x − max − log Σexp(x − max);
+dropout (training) x·mask/(1−p) with mask ~ Bernoulli(1−p), zeros for p = 1, identity in eval;
+dropout2d draws one mask value per (sample, channel).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import erf
+
+from cnnir import ops
+from cnnir.backends.reference.runtime import Context, kernel
+from cnnir.ops.activation import (
+    DropoutAttrs,
+    EluAttrs,
+    GeluAttrs,
+    LeakyReluAttrs,
+    RReluAttrs,
+    SoftmaxAttrs,
+)
+
+
+@kernel(ops.relu)
+def relu(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, 0.0)  # NaN propagates, -inf gives 0
+
+
+@kernel(ops.relu6)
+def relu6(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
+    return np.minimum(np.maximum(x, 0.0), 6.0)
+
+
+def sigmoid_of(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+@kernel(ops.sigmoid)
+def sigmoid(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
+    return sigmoid_of(x)
+
+
+@kernel(ops.tanh)
+def tanh(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
+    return np.tanh(x)
+
+
+@kernel(ops.silu)
+def silu(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
+    return x * sigmoid_of(x)
+
+
+def hardsigmoid_of(x: np.ndarray) -> np.ndarray:
+    return np.minimum(np.maximum(x + 3.0, 0.0), 6.0) / 6.0
+
+
+@kernel(ops.hardsigmoid)
+def hardsigmoid(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
+    return hardsigmoid_of(x)
+
+
+@kernel(ops.hardswish)
+def hardswish(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
+    return x * hardsigmoid_of(x)
+
+
+@kernel(ops.leaky_relu)
+def leaky_relu(ctx: Context, a: LeakyReluAttrs, x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x, a.negative_slope * x)
+
+
+@kernel(ops.elu)
+def elu(ctx: Context, a: EluAttrs, x: np.ndarray) -> np.ndarray:
+    return np.where(x > 0, x, a.alpha * np.expm1(x))
+
+
+@kernel(ops.gelu)
+def gelu(ctx: Context, a: GeluAttrs, x: np.ndarray) -> np.ndarray:
+    if a.approximate == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
+    return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+@kernel(ops.prelu)
+def prelu(ctx: Context, attrs: object, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    slope = w.reshape((1, -1) + (1,) * (x.ndim - 2)) if x.ndim >= 2 else w
+    return np.where(x > 0, x, slope * x)
+
+
+@kernel(ops.rrelu)
+def rrelu(ctx: Context, a: RReluAttrs, x: np.ndarray) -> np.ndarray:
+    if a.training:
+        slope = ctx.rng.uniform(a.lower, a.upper, size=x.shape).astype(x.dtype)
+    else:
+        slope = (a.lower + a.upper) / 2
+    return np.where(x > 0, x, slope * x)
+
+
+@kernel(ops.softmax)
+def softmax(ctx: Context, a: SoftmaxAttrs, x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=a.dim, keepdims=True))
+    return e / e.sum(axis=a.dim, keepdims=True)
+
+
+def log_softmax_of(x: np.ndarray, axis: int) -> np.ndarray:
+    shifted = x - x.max(axis=axis, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
+
+
+@kernel(ops.log_softmax)
+def log_softmax(ctx: Context, a: SoftmaxAttrs, x: np.ndarray) -> np.ndarray:
+    return log_softmax_of(x, a.dim)
+
+
+def _dropout(ctx: Context, a: DropoutAttrs, x: np.ndarray, mask_shape: tuple) -> np.ndarray:
+    if not a.training:
+        return x
+    if a.p == 1.0:
+        return np.zeros_like(x)
+    keep = ctx.rng.random(mask_shape) >= a.p
+    return x * keep * (1.0 / (1.0 - a.p))
+
+
+@kernel(ops.dropout)
+def dropout(ctx: Context, a: DropoutAttrs, x: np.ndarray) -> np.ndarray:
+    return _dropout(ctx, a, x, x.shape)
+
+
+@kernel(ops.dropout2d)
+def dropout2d(ctx: Context, a: DropoutAttrs, x: np.ndarray) -> np.ndarray:
+    return _dropout(ctx, a, x, x.shape[:2] + (1,) * (x.ndim - 2))
