@@ -125,7 +125,7 @@ def _graph_of(model_or_graph: Module | Graph, inputs: InputSpec | None,
 
 
 def compile(model_or_graph: Module | Graph, inputs: InputSpec | None = None, *,  # noqa: A001
-            backend: str = "numba", dtype: str = "float32", **options: Any) -> Any:
+            backend: str = "numba", dtype: str | None = None, **options: Any) -> Any:
     """A callable on numpy arrays that runs the graph on ``backend``.
 
     >>> run = cnnir.compile(model, (1, 3, 224, 224), backend="numba")
@@ -136,7 +136,9 @@ def compile(model_or_graph: Module | Graph, inputs: InputSpec | None = None, *, 
     if backend not in BACKENDS:
         raise CnnirError(f"unknown backend {backend!r}", hint=f"choose one of {sorted(BACKENDS)}")
     module = importlib.import_module(BACKENDS[backend])
-    return module.compile_graph(_graph_of(model_or_graph, inputs), dtype=dtype, **options)
+    if dtype is not None:  # else the backend's default: float32, or float64 for "reference"
+        options["dtype"] = dtype
+    return module.compile_graph(_graph_of(model_or_graph, inputs), **options)
 
 
 def optimize(graph: Graph, passes: Sequence[str], **options: Any) -> Graph:

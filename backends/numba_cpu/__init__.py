@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from cnnir.backends.numba_cpu import lower_conv, lower_loss, lower_misc  # noqa: F401
+from cnnir.backends.numba_cpu.gemm import single_threaded_blas
 from cnnir.backends.numba_cpu.plan import KERNELS, Program
 from cnnir.errors import CnnirError
 from cnnir.ir import Graph
@@ -62,7 +63,9 @@ class CompiledModel:
 
     def __call__(self, *arrays: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         checked = self._check(arrays)
-        outs = self.program(tuple(a.shape for a in checked)).run(checked)
+        program = self.program(tuple(a.shape for a in checked))
+        with single_threaded_blas():
+            outs = program.run(checked)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 

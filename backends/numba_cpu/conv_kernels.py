@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from cnnir.backends.numba_cpu.act_kernels import act_row
 from cnnir.backends.numba_cpu.jit import helper, kernel, prange
 
@@ -27,29 +29,80 @@ def valid_range(out_len, stride, offset, in_len):
     return min(lo, out_len), max(min(hi, out_len), min(lo, out_len))
 
 
+@helper
+def copy_strided(dst, d0, src, s0, count, stride):
+    """``dst[d0 + k] = src[s0 + k·stride]`` for k < count, with unsigned indices (no
+    wraparound checks, so the stride-1 case becomes a vectorized copy)."""
+    d = np.uint64(d0)
+    s = np.uint64(s0)
+    if stride == 1:
+        for k in range(count):
+            dst[d + np.uint64(k)] = src[s + np.uint64(k)]
+    else:
+        st = np.uint64(stride)
+        for k in range(count):
+            dst[d + np.uint64(k)] = src[s + np.uint64(k) * st]
+
+
 @kernel
 def im2col(x, cols, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
     """``cols[(c, i, j), (n, y, x)] = xpad[n, c0 + c, y·sh + i·dh, x·sw + j·dw]``."""
-    n_img, _, height, width = x.shape
+    n_img, channels, height, width = x.shape
     taps = kh * kw
+    xf = x.reshape(-1)
+    cf = cols.reshape(-1)
+    row_len = n_img * oh * ow
     for r in prange(cg * taps):
         c = r // taps
         i = (r % taps) // kw
         j = r % kw
         lo, hi = valid_range(ow, sw, j * dw - pl, width)
         for n in range(n_img):
+            plane0 = (n * channels + c0 + c) * height * width
             for y in range(oh):
-                dst = cols[r, (n * oh + y) * ow:(n * oh + y + 1) * ow]
+                d0 = r * row_len + (n * oh + y) * ow
                 iy = y * sh - pt + i * dh
                 if iy < 0 or iy >= height:
-                    dst[:] = 0.0
+                    cf[d0:d0 + ow] = 0.0
                     continue
-                src = x[n, c0 + c, iy]
-                dst[:lo] = 0.0
-                dst[hi:] = 0.0
-                base = j * dw - pl
-                for xo in range(lo, hi):
-                    dst[xo] = src[xo * sw + base]
+                cf[d0:d0 + lo] = 0.0
+                cf[d0 + hi:d0 + ow] = 0.0
+                copy_strided(cf, d0 + lo, xf, plane0 + iy * width + lo * sw + j * dw - pl,
+                             hi - lo, sw)
+
+
+@helper
+def tap_sum(xf, plane0, height, width, iy0, ix0, w, o, kh, kw, dh, dw):
+    """One output of a depthwise conv, taps outside the image skipped (zero padding)."""
+    acc = 0.0
+    for i in range(kh):
+        iy = iy0 + i * dh
+        if iy < 0 or iy >= height:
+            continue
+        for j in range(kw):
+            ix = ix0 + j * dw
+            if 0 <= ix < width:
+                acc += w[o, 0, i, j] * xf[plane0 + iy * width + ix]
+    return acc
+
+
+@helper
+def depthwise_row3(of, orow, xf, r0, r1, r2, w, o, lo, hi, sw, pl, d):
+    """The interior of an output row of a 3x3 depthwise conv: all nine taps in one
+    expression, so the loop over output columns vectorizes. Indices are unsigned so that
+    Numba emits no negative-index wraparound check, which would block vectorization."""
+    w00, w01, w02 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
+    w10, w11, w12 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
+    w20, w21, w22 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
+    a0, b0, c0 = np.uint64(r0), np.uint64(r1), np.uint64(r2)
+    d1, d2 = np.uint64(d), np.uint64(2 * d)
+    for xo in range(lo, hi):
+        ix = np.uint64(xo * sw - pl)
+        a, b, c = a0 + ix, b0 + ix, c0 + ix
+        of[np.uint64(orow + xo)] = (
+            w00 * xf[a] + w01 * xf[a + d1] + w02 * xf[a + d2]
+            + w10 * xf[b] + w11 * xf[b + d1] + w12 * xf[b + d2]
+            + w20 * xf[c] + w21 * xf[c + d1] + w22 * xf[c + d2])
 
 
 @kernel
@@ -59,26 +112,33 @@ def depthwise(x, w, scale, shift, res, has_res, out, mult, sh, sw, pt, pl, dh, d
     n_img, channels, height, width = x.shape
     _, out_ch, oh, ow = out.shape
     kh, kw = w.shape[2], w.shape[3]
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    # output columns whose every tap lies inside the image
+    lo, hi = valid_range(ow, sw, -pl, width - (kw - 1) * dw)
     for t in prange(n_img * out_ch):
         n = t // out_ch
         o = t % out_ch
-        c = o // mult
+        plane0 = (n * channels + o // mult) * height * width
         s = scale[o]
         b = shift[o]
         for y in range(oh):
+            iy0 = y * sh - pt
+            orow = (t * oh + y) * ow
+            if kh == 3 and kw == 3 and iy0 >= 0 and iy0 + 2 * dh < height:
+                r0 = plane0 + iy0 * width
+                for xo in range(lo):
+                    of[orow + xo] = tap_sum(xf, plane0, height, width, iy0, xo * sw - pl, w, o,
+                                            kh, kw, dh, dw)
+                depthwise_row3(of, orow, xf, r0, r0 + dh * width, r0 + 2 * dh * width, w, o,
+                               lo, hi, sw, pl, dw)
+                start = hi
+            else:
+                start = 0
+            for xo in range(start, ow):
+                of[orow + xo] = tap_sum(xf, plane0, height, width, iy0, xo * sw - pl, w, o,
+                                        kh, kw, dh, dw)
             row = out[n, o, y]
-            row[:] = 0.0
-            for i in range(kh):
-                iy = y * sh - pt + i * dh
-                if iy < 0 or iy >= height:
-                    continue
-                src = x[n, c, iy]
-                for j in range(kw):
-                    wt = w[o, 0, i, j]
-                    base = j * dw - pl
-                    lo, hi = valid_range(ow, sw, base, width)
-                    for xo in range(lo, hi):
-                        row[xo] += wt * src[xo * sw + base]
             if has_res:
                 rrow = res[n, o, y]
                 for xo in range(ow):

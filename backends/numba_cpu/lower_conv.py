@@ -16,6 +16,7 @@ import numpy as np
 from cnnir import ops
 from cnnir.backends.numba_cpu import act_kernels as ak
 from cnnir.backends.numba_cpu import conv_kernels as ck
+from cnnir.backends.numba_cpu.gemm import matmul as gemm
 from cnnir.backends.numba_cpu.plan import Builder, Step, lower
 from cnnir.ir import Node
 
@@ -71,7 +72,7 @@ def conv_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
 
         def pointwise() -> None:
             for n in range(n_img):
-                np.matmul(w2, x3[n], out=out3[n])
+                gemm(w2, x3[n], out3[n])
             if not ep.trivial:
                 run_epilogue(out3, out3, ep)
 
@@ -83,14 +84,14 @@ def conv_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
     w2 = w.reshape(out_ch, k)
     src3 = ys.reshape(out_ch, n_img, oh * ow).transpose(1, 0, 2)
 
-    def gemm() -> None:
+    def im2col_gemm() -> None:
         for g in range(groups):
             ck.im2col(x, cols, g * per_group, per_group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-            np.matmul(w2[g * og:(g + 1) * og], cols, out=ys[g * og:(g + 1) * og])
+            gemm(w2[g * og:(g + 1) * og], cols, ys[g * og:(g + 1) * og])
         if n_img > 1 or not ep.trivial:
             run_epilogue(src3, out3, ep)
 
-    return gemm
+    return im2col_gemm
 
 
 @lower(ops.conv2d)
@@ -119,7 +120,7 @@ def conv_transpose2d(b: Builder, node: Node) -> Step:
         out[:] = fill
         for n in range(n_img):
             for g in range(groups):
-                np.matmul(wt[g], x3[n, g * cg:(g + 1) * cg], out=cols)
+                gemm(wt[g], x3[n, g * cg:(g + 1) * cg], cols)
                 ck.col2im(cols, out, n, g * og, og, kh, kw, a.stride[0], a.stride[1],
                           a.padding[0], a.padding[1], a.dilation[0], a.dilation[1],
                           height, width)
@@ -150,7 +151,7 @@ def deform_conv2d(b: Builder, node: Node) -> Step:
                              a.dilation[0], a.dilation[1], offset_groups)
             for g in range(groups):
                 rows = slice(g * per_group * taps, (g + 1) * per_group * taps)
-                np.matmul(w2[g * og:(g + 1) * og], cols[rows], out=out3[n, g * og:(g + 1) * og])
+                gemm(w2[g * og:(g + 1) * og], cols[rows], out3[n, g * og:(g + 1) * og])
         if not ep.trivial:
             run_epilogue(out3, out3, ep)
 
@@ -166,7 +167,7 @@ def linear(b: Builder, node: Node) -> Step:
     out2 = out.reshape(-1, w.shape[0])
 
     def step() -> None:
-        np.matmul(x2, wt, out=out2)
+        gemm(x2, wt, out2)
         if bias is not None:
             np.add(out2, bias, out=out2)
 
@@ -205,3 +206,47 @@ def batch_norm(b: Builder, node: Node) -> Step:
                                         (b64 - mean * scale).astype(b.dtype)))
 
     return batch_stats
+
+
+ACTIVATION_CODES = {ops.relu: ak.ACT["relu"], ops.relu6: ak.ACT["relu6"],
+                    ops.leaky_relu: ak.ACT["leaky_relu"], ops.hardswish: ak.ACT["hardswish"],
+                    ops.sigmoid: ak.ACT["sigmoid"]}
+
+
+def fused_epilogue(b: Builder, node: Node, channels: int) -> Epilogue:
+    """The epilogue of conv2d_fused / linear_fused: bias, residual, activation."""
+    a = node.attrs
+    bias = b.array(node.inputs[2])
+    ep = plain_epilogue(b, channels, bias)
+    ep.residual = b.array(node.inputs[3])
+    if a.activation is not None:
+        ep.code = ACTIVATION_CODES[a.activation]
+        ep.alpha = getattr(a.activation_attrs, "negative_slope", 0.01)
+    return ep
+
+
+@lower(ops.conv2d_fused)
+def conv2d_fused(b: Builder, node: Node) -> Step:
+    x, w = b.array(node.inputs[0]), b.array(node.inputs[1])
+    out = b.array(node.output)
+    return conv_step(b, node.attrs, x, w, out, fused_epilogue(b, node, w.shape[0]))
+
+
+@lower(ops.linear_fused)
+def linear_fused(b: Builder, node: Node) -> Step:
+    """GEMM, then the epilogue over the output viewed as [rows, out_features, 1]."""
+    x, w = b.array(node.inputs[0]), b.array(node.inputs[1])
+    out = b.array(node.output)
+    wt = b.pack((id(w), "T"), lambda: np.ascontiguousarray(w.T))
+    x2 = x.reshape(-1, w.shape[1])
+    out2 = out.reshape(-1, w.shape[0])
+    ep = fused_epilogue(b, node, w.shape[0])
+    if ep.residual is not None:
+        ep.residual = ep.residual.reshape(out2.shape + (1,))
+    out3 = out2[:, :, None]
+
+    def step() -> None:
+        gemm(x2, wt, out2)
+        run_epilogue(out3, out3, ep)
+
+    return step

@@ -95,7 +95,7 @@ def _dropout(b: Builder, node: Node, per_channel: bool) -> Step:
             return
         keep = b.rng.random(mask_shape) >= p
         np.multiply(x, keep, out=out)
-        out *= out.dtype.type(1.0 / (1.0 - p))
+        np.multiply(out, out.dtype.type(1.0 / (1.0 - p)), out=out)
 
     return step
 
@@ -109,10 +109,10 @@ def _softmax(op, log: bool) -> None:
         def step() -> None:
             np.subtract(x, x.max(axis=dim, keepdims=True), out=out)
             if log:
-                out -= np.log(np.exp(out).sum(axis=dim, keepdims=True))
+                np.subtract(out, np.log(np.exp(out).sum(axis=dim, keepdims=True)), out=out)
             else:
                 np.exp(out, out=out)
-                out /= out.sum(axis=dim, keepdims=True)
+                np.divide(out, out.sum(axis=dim, keepdims=True), out=out)
 
         return step
 

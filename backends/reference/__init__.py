@@ -14,7 +14,16 @@ from cnnir.backends.reference.runtime import (  # noqa: I001  (kernels register 
     compile_graph,
     kernel,
 )
-from cnnir.backends.reference import activation, conv, linear, loss, norm, pool, tensor  # noqa: F401
+from cnnir.backends.reference import (  # noqa: F401
+    activation,
+    conv,
+    fused,
+    linear,
+    loss,
+    norm,
+    pool,
+    tensor,
+)
 
 UNSUPPORTED: frozenset = frozenset()  # OpDefs without a kernel: none
 

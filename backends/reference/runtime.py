@@ -27,7 +27,7 @@ import numpy as np
 from cnnir.errors import CnnirError, LoweringError
 from cnnir.ir import Graph, Node, Value
 from cnnir.ir.types import Dim, evaluate_dim, is_static, shape_str
-from cnnir.ops import REGISTRY, OpDef
+from cnnir.ops import OpDef
 
 Kernel = Callable[..., Any]
 KERNELS: dict[OpDef, Kernel] = {}
@@ -73,6 +73,19 @@ def _as_compute(array: np.ndarray, type_dtype: str, dtype: np.dtype) -> np.ndarr
     if np.dtype(type_dtype).kind == "b":
         return np.asarray(array, dtype=bool)
     return np.asarray(array, dtype=np.int64)
+
+
+def _in_compute_dtype(result: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Float results in the compute dtype (numpy promotes float32 with int64 to float64)."""
+    return result.astype(dtype) if result.dtype.kind == "f" and result.dtype != dtype else result
+
+
+def _frozen_constant(value: Value, dtype: np.dtype) -> np.ndarray:
+    """A private, read-only copy of a constant: no kernel or caller can change it between
+    calls, and the graph's own array is left untouched."""
+    array = np.array(_as_compute(value.const.array, value.type.dtype, dtype), copy=True)
+    array.flags.writeable = False
+    return array
 
 
 def _bind_symbol(env: dict[str, int], symbol: str, size: int, where: str) -> None:
@@ -146,10 +159,8 @@ class ReferenceProgram:
         self.graph = graph
         self.dtype = np.dtype(dtype)
         self.rng = np.random.default_rng(seed)
-        self.constants = {
-            id(v): _as_compute(v.const.array, v.type.dtype, self.dtype)
-            for v in graph.constants.values()
-        }
+        self.constants = {id(v): _frozen_constant(v, self.dtype)
+                          for v in graph.constants.values()}
 
     def bind_inputs(self, arrays: Sequence[Any]) -> tuple[dict[int, np.ndarray], dict[str, int]]:
         inputs = self.graph.inputs
@@ -204,7 +215,7 @@ class ReferenceProgram:
             raise LoweringError(f"{node.describe()} failed in the reference backend: {e}",
                                 hint="this is a reference kernel bug; please report it") from e
         results = tuple(result) if isinstance(result, tuple) else (result,)
-        results = tuple(np.asarray(r) for r in results)
+        results = tuple(_in_compute_dtype(np.asarray(r), ctx.dtype) for r in results)
         _check_outputs(node, results, ctx.env)
         return results
 
@@ -222,9 +233,4 @@ def compile_graph(graph: Graph, dtype: str = "float64", seed: int = 0,
     return ReferenceProgram(graph, dtype=dtype, seed=seed)
 
 
-def unsupported_ops() -> list[str]:
-    """Names of registered ops without a reference kernel (empty when complete)."""
-    return sorted(name for name, op in REGISTRY.items() if op not in KERNELS)
-
-
-__all__ = ["KERNELS", "Context", "ReferenceProgram", "compile_graph", "kernel", "unsupported_ops"]
+__all__ = ["KERNELS", "Context", "ReferenceProgram", "compile_graph", "kernel"]
