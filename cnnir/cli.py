@@ -1,8 +1,10 @@
 """The ``cnnir`` command line.
 
-    cnnir analyze MODEL [--input-shape 1x3x224x224 ...] [--format table|json|csv|markdown]
-                        [--depth N]
-    cnnir graph   MODEL [--format text|dot]
+    cnnir analyze  MODEL [--input-shape 1x3x224x224 ...] [--format table|json|csv|markdown]
+                         [--depth N] [--passes p1,p2] [-O] [--option KEY=VALUE ...]
+    cnnir optimize MODEL --passes p1,p2 [-O] [--format table|json] [-o out.onnx]
+                         [--option KEY=VALUE ...]
+    cnnir graph    MODEL [--format text|dot]
 
 MODEL is ``path.py`` or ``path.py:NAME``. Loading a .py model file RUNS it, exactly like
 ``python path.py``: only analyze files you trust.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from collections.abc import Sequence
 
 from cnnir.errors import CnnirError
@@ -48,11 +51,49 @@ def _load_graph(args: argparse.Namespace):
     return trace(loaded.module, loaded.inputs, training=False, name=loaded.name)
 
 
+def parse_option(text: str) -> tuple[str, object]:
+    """``width=32`` -> ("width", 32); values read as int, float, true/false/none or text;
+    dashes in the key become underscores (``stride-position=last``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"bad option {text!r}: expected KEY=VALUE")
+    words = {"true": True, "false": False, "none": None}
+    if raw.lower() in words:
+        return key.replace("-", "_"), words[raw.lower()]
+    for kind in (int, float):
+        try:
+            return key.replace("-", "_"), kind(raw)
+        except ValueError:
+            pass
+    return key.replace("-", "_"), raw
+
+
+def _pass_names(args: argparse.Namespace) -> list[str]:
+    from cnnir.passes.manager import DEFAULT_INFERENCE_PIPELINE
+
+    names = list(DEFAULT_INFERENCE_PIPELINE) if args.O else []
+    names += [n.strip() for n in (args.passes or "").split(",") if n.strip()]
+    return names
+
+
+def _optimized(args: argparse.Namespace, graph):
+    """``(graph after the passes, PassResult or None)``."""
+    from cnnir.passes.manager import run_pipeline
+
+    names = _pass_names(args)
+    if not names:
+        if args.option:
+            raise CnnirError("--option needs passes to apply to", hint="add --passes or -O")
+        return graph, None
+    result = run_pipeline(graph, names, **dict(args.option or []))
+    return result.graph, result
+
+
 def cmd_analyze(args: argparse.Namespace) -> str:
     from cnnir import report
     from cnnir.passes.cost import analyze_graph
 
-    rep = analyze_graph(_load_graph(args))
+    rep = analyze_graph(_optimized(args, _load_graph(args))[0])
     if args.format == "json":
         return report.format_json(rep)
     if args.format == "csv":
@@ -60,6 +101,59 @@ def cmd_analyze(args: argparse.Namespace) -> str:
     if args.format == "markdown":
         return report.format_markdown(rep, args.depth if args.depth is not None else 2)
     return report.format_table(rep, args.depth if args.depth is not None else 2)
+
+
+COST_ROWS = (("params", "Params"), ("trainable_params", "Trainable params"),
+             ("buffers", "Buffers"), ("macs", "MACs"), ("flops", "FLOPs"),
+             ("param_bytes", "Param bytes"), ("activation_bytes", "Activation bytes"),
+             ("peak_activation_bytes", "Peak activation bytes"))
+
+
+def _cost_table(before: dict[str, int], after: dict[str, int]) -> list[str]:
+    lines = [f"{'':24}{'before':>18}{'after':>18}{'difference':>18}"]
+    for key, label in COST_ROWS:
+        diff = after[key] - before[key]
+        lines.append(f"{label:24}{before[key]:>18,}{after[key]:>18,}{diff:>+18,}")
+    return lines
+
+
+def _export(graph, path: str) -> None:
+    from cnnir.api import export_onnx
+
+    try:
+        export_onnx(graph, path)
+    except ImportError as e:
+        raise CnnirError(f"ONNX export is unavailable, so {path} was not written: {e}",
+                         hint="run without -o, or install cnnir with its ONNX backend") from e
+
+
+def cmd_optimize(args: argparse.Namespace) -> str:
+    import json
+
+    from cnnir.passes.cost import analyze_graph
+    from cnnir.passes.manager import format_report
+
+    if not _pass_names(args):
+        raise CnnirError("cnnir optimize needs passes", hint="give --passes a,b or -O")
+    graph = _load_graph(args)
+    optimized, result = _optimized(args, graph)
+    before = analyze_graph(graph).totals.to_dict()
+    after = analyze_graph(optimized).totals.to_dict()
+    if args.output:
+        _export(optimized, args.output)
+    if args.format == "json":
+        return json.dumps({
+            "model": graph.name, "passes": _pass_names(args), "modified": result.modified,
+            "before": before, "after": after,
+            "difference": {k: after[k] - before[k] for k in before},
+            "reports": result.report["passes"], "output": args.output}, indent=2)
+    lines = [f"Model: {graph.name}",
+             *textwrap.wrap(f"Passes: {', '.join(_pass_names(args))}", 100,
+                            subsequent_indent="    "),
+             "", format_report(result), "", *_cost_table(before, after)]
+    if args.output:
+        lines.append(f"\nwrote {args.output}")
+    return "\n".join(lines)
 
 
 def cmd_graph(args: argparse.Namespace) -> str:
@@ -78,6 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--input-shape", action="append", type=parse_shape, metavar="SHAPE",
                        help="input shape like 1x3x224x224 (repeat for several inputs)")
 
+    def add_pass_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--passes", metavar="P1,P2",
+                       help="graph passes to apply first, by name (e.g. fuse-conv-bn,stack-3x3)")
+        p.add_argument("-O", action="store_true",
+                       help="apply every semantics-preserving inference pass (before --passes)")
+        p.add_argument("--option", action="append", type=parse_option, metavar="KEY=VALUE",
+                       help="a pass option, e.g. width=32 or stride_position=last (repeatable)")
+
     analyze = sub.add_parser("analyze", help="print what a network costs",
                              description="Per-layer and per-block shapes, params, MACs, FLOPs, "
                                          "memory and receptive field. " + MODEL_HELP)
@@ -86,7 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
                          default="table")
     analyze.add_argument("--depth", type=int, default=None,
                          help="module-tree depth of the table (default 2; csv: every node)")
+    add_pass_args(analyze)
     analyze.set_defaults(run=cmd_analyze)
+
+    optimize = sub.add_parser(
+        "optimize", help="run graph passes and print the cost before, after and the difference",
+        description="Apply passes (--passes a,b; -O for every semantics-preserving inference "
+                    "pass) and compare the costs. " + MODEL_HELP)
+    add_model_args(optimize)
+    add_pass_args(optimize)
+    optimize.add_argument("--format", choices=("table", "json"), default="table")
+    optimize.add_argument("-o", "--output", metavar="OUT.onnx",
+                          help="write the optimized graph as ONNX")
+    optimize.set_defaults(run=cmd_optimize)
 
     graph = sub.add_parser("graph", help="print the traced IR", description=MODEL_HELP)
     add_model_args(graph)

@@ -69,10 +69,16 @@ class CompiledModel:
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
-def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0,
+def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize: bool = True,
                   **options: Any) -> CompiledModel:
+    """Compile ``graph``; with ``optimize`` first apply the semantics-preserving inference
+    pipeline (BN folding, conv+activation+residual fusion, ...), which the kernels exploit."""
     if options:
         raise CnnirError(f"unknown numba backend options: {sorted(options)}")
+    if optimize:
+        from cnnir.passes.manager import DEFAULT_INFERENCE_PIPELINE, run_pipeline
+
+        graph = run_pipeline(graph, DEFAULT_INFERENCE_PIPELINE, verify_each=False).graph
     model = CompiledModel(graph, dtype, seed)
     if all(v.type.is_static for v in graph.inputs):
         model.program(tuple(tuple(v.type.shape) for v in graph.inputs))

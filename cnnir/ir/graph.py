@@ -183,7 +183,10 @@ class Graph:
         A shape error is re-raised naming the node and the user's location.
         """
         attrs = op.attrs() if attrs is None else attrs
-        node = Node(op, attrs, list(inputs), self.unique_name(name or op.name), scope, loc)
+        inputs = list(inputs)
+        if not op.inputs[-1:] or not op.inputs[-1].endswith("*"):
+            inputs += [None] * (len(op.inputs) - len(inputs))  # absent optional inputs
+        node = Node(op, attrs, inputs, self.unique_name(name or op.name), scope, loc)
         try:
             out_types = op.infer_types(attrs, [v.type if v is not None else None for v in inputs])
         except CnnirError as e:
@@ -239,6 +242,16 @@ class Graph:
         self._names.discard(node.name)
         for v in node.outputs:
             self._names.discard(v.name)
+
+    def remove_constant(self, value: Value, *, safe: bool = True) -> None:
+        """Remove a constant; with ``safe`` refuse while a node or a graph output uses it."""
+        if safe and (value.users or value in self.outputs):
+            users = [u.name for u in value.users] + (["graph output"] if value in self.outputs
+                                                     else [])
+            raise VerificationError(f"cannot remove constant %{value.name}: still used by "
+                                    f"{users}")
+        del self.constants[value.name]
+        self._names.discard(value.name)
 
     # -- queries -----------------------------------------------------------------------
 

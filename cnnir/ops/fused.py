@@ -17,14 +17,17 @@ writes the plain ops back (Conv, Add, activation).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnir.errors import ShapeError
 from cnnir.ir.types import TensorType
 from cnnir.ops.activation import hardswish, leaky_relu, relu, relu6, sigmoid
-from cnnir.ops.conv import Conv2dAttrs, conv_window, cost_conv2d, infer_conv2d
-from cnnir.ops.linear import cost_linear, infer_linear
+from cnnir.ops.conv import Conv2dAttrs, conv_window, cost_conv2d, infer_conv2d, onnx_conv2d
+from cnnir.ops.linear import cost_linear, infer_linear, onnx_linear
 from cnnir.ops.registry import Cost, OpDef, register, require, static_numel
+
+if TYPE_CHECKING:
+    from cnnir.ir.graph import Node
 
 FUSABLE_ACTIVATIONS: frozenset[OpDef] = frozenset({relu, relu6, leaky_relu, hardswish, sigmoid})
 
@@ -104,6 +107,23 @@ def conv2d_fused_window(a: Conv2dFusedAttrs, types: list[TensorType | None]):
     return conv_window(a, types[:2])
 
 
+def onnx_fused(base: Any) -> Any:
+    """ONNX mapping: the plain ops back, ``act(base(x, W, b) + r)`` as the base op's mapping,
+    then ``Add(r)``, then the activation's own mapping."""
+
+    def mapping(b: Any, node: Node) -> list[str]:
+        a, out = node.attrs, node.output.type
+        y = base(b, node)[0]
+        if a.residual:
+            y = b.op("Add", [y, b.input(3)])
+        if a.activation is not None:
+            attrs = a.activation_attrs if a.activation_attrs is not None else a.activation.attrs()
+            y = b.apply(a.activation, attrs, [y], [out], [out])[0]
+        return [y]
+
+    return mapping
+
+
 conv2d_fused = register(OpDef(
     name="conv2d_fused",
     inputs=("input", "weight", "bias?", "residual?"),
@@ -112,6 +132,7 @@ conv2d_fused = register(OpDef(
     infer=infer_conv2d_fused,
     cost=cost_conv2d_fused,
     window=conv2d_fused_window,
+    onnx=onnx_fused(onnx_conv2d),
     differentiable=False,
     flop_rule="conv2d's FLOPs + the activation's rule + one add per output element with a "
               "residual",
@@ -124,6 +145,7 @@ linear_fused = register(OpDef(
     attrs=LinearFusedAttrs,
     infer=infer_linear_fused,
     cost=cost_linear_fused,
+    onnx=onnx_fused(onnx_linear),
     differentiable=False,
     flop_rule="linear's FLOPs + the activation's rule + one add per output element with a "
               "residual",

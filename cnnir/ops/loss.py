@@ -20,10 +20,16 @@ default margin 1.0.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from cnnir.errors import ShapeError
 from cnnir.ir.types import TensorType, shape_str
 from cnnir.ops.registry import Cost, OpDef, register, require, same_dtype, static_numel
+
+if TYPE_CHECKING:
+    from cnnir.ir.graph import Node
 
 REDUCTIONS = ("none", "mean", "sum")
 
@@ -47,6 +53,87 @@ def reduction_flops(a: LossAttrs, items: int) -> int:
 
 def _is_int(t: TensorType) -> bool:
     return t.dtype.startswith(("int", "uint"))
+
+
+# -- ONNX mappings: ONNX's own loss ops where they exist, the formula otherwise ------------
+
+
+def onnx_reduce_loss(b: Any, reduction: str, per_item: str) -> str:
+    """'none' keeps the per-item losses; 'mean' and 'sum' reduce over every axis."""
+    if reduction == "none":
+        return per_item
+    op_type = "ReduceMean" if reduction == "mean" else "ReduceSum"
+    return b.op(op_type, [per_item], keepdims=0)
+
+
+def _class_weight_column(b: Any, weight: str, rank: int) -> str:
+    """A ``[C]`` class weight as ``[C, 1, …]``, broadcasting along dim 1 of a rank-``rank``
+    input."""
+    shape = np.asarray([-1] + [1] * (rank - 2), dtype=np.int64)
+    return b.op("Reshape", [weight, b.const(shape, "shape")])
+
+
+def _smoothed_class_index_ce(b: Any, node: Node, lp: str) -> str:
+    """Class targets with label smoothing ε: per row ``(1−ε)·nll + (ε/C)·S`` where
+    ``S = −Σ_c w_c·lp_c`` (0 on ignored rows); 'mean' divides by ``D = Σ w[y]`` over kept
+    rows, which is NLL('sum') of a tensor of −1s."""
+    a, x = node.attrs, node.inputs[0].type
+    target, weight, dtype = b.input(1), b.input(2), x.dtype
+    nll_inputs = [target] + ([weight] if weight else [])
+    nll = b.op("NegativeLogLikelihoodLoss", [lp, *nll_inputs], reduction="none",
+               ignore_index=a.ignore_index)
+    weighted = b.op("Mul", [lp, _class_weight_column(b, weight, x.rank)]) if weight else lp
+    axis = b.const(np.asarray([1], dtype=np.int64), "axes")
+    ignored = b.scalar(a.ignore_index, node.inputs[1].type.dtype)
+    kept = b.op("Not", [b.op("Equal", [target, ignored])])
+    smooth = b.op("Mul", [b.op("Neg", [b.op("ReduceSum", [weighted, axis], keepdims=0)]),
+                          b.op("CastLike", [kept, lp])])
+    eps = a.label_smoothing
+    rows = b.op("Add", [b.op("Mul", [nll, b.scalar(1.0 - eps, dtype)]),
+                        b.op("Mul", [smooth, b.scalar(eps / x.shape[1], dtype)])])
+    if a.reduction != "mean":
+        return onnx_reduce_loss(b, a.reduction, rows)
+    minus_ones = b.op("ConstantOfShape", [b.op("Shape", [lp])],
+                      value=np.asarray([-1.0], dtype=dtype))
+    total_weight = b.op("NegativeLogLikelihoodLoss", [minus_ones, *nll_inputs],
+                        reduction="sum", ignore_index=a.ignore_index)
+    return b.op("Div", [b.op("ReduceSum", [rows], keepdims=0), total_weight])
+
+
+def _probability_ce(b: Any, node: Node, lp: str) -> str:
+    """Probability targets: ``ℓ = −Σ_c w_c·q'_c·lp_c`` with ``q' = (1−ε)q + ε/C``; 'mean'
+    divides by N × spatial size."""
+    a, x = node.attrs, node.inputs[0].type
+    q, weight = b.input(1), b.input(2)
+    if a.label_smoothing:
+        eps = a.label_smoothing
+        q = b.op("Add", [b.op("Mul", [q, b.scalar(1.0 - eps, x.dtype)]),
+                         b.scalar(eps / x.shape[1], x.dtype)])
+    terms = b.op("Mul", [lp, q])
+    if weight:
+        terms = b.op("Mul", [terms, _class_weight_column(b, weight, x.rank)])
+    axis = b.const(np.asarray([1], dtype=np.int64), "axes")
+    rows = b.op("Neg", [b.op("ReduceSum", [terms, axis], keepdims=0)])
+    return onnx_reduce_loss(b, a.reduction, rows)
+
+
+def onnx_cross_entropy(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: class-index targets without smoothing are
+    ``SoftmaxCrossEntropyLoss(scores, labels, weights?)`` (reduction, ignore_index); label
+    smoothing (no ONNX attribute) and probability targets are decomposed over
+    ``LogSoftmax(axis=1)``."""
+    a, x, target = node.attrs, node.inputs[0].type, node.inputs[1].type
+    if x.rank < 2:
+        b.fail(f"cannot be exported for an unbatched input {shape_str(x.shape)}",
+               "ONNX's loss ops need (N, C, ...) scores; add a batch dim")
+    if _is_int(target) and not a.label_smoothing:
+        inputs = [b.input(0), b.input(1), b.input(2)]
+        return [b.op("SoftmaxCrossEntropyLoss", inputs, reduction=a.reduction,
+                     ignore_index=a.ignore_index)]
+    lp = b.op("LogSoftmax", [b.input(0)], axis=1)
+    if _is_int(target):
+        return [_smoothed_class_index_ce(b, node, lp)]
+    return [_probability_ce(b, node, lp)]
 
 
 # -- classification --------------------------------------------------------------------
@@ -106,7 +193,7 @@ def _classes(x: TensorType) -> int:
 
 cross_entropy = register(OpDef(
     name="cross_entropy", inputs=("input", "target", "weight?"), attrs=CrossEntropyAttrs,
-    infer=infer_classification, cost=cost_cross_entropy, is_loss=True,
+    infer=infer_classification, cost=cost_cross_entropy, is_loss=True, onnx=onnx_cross_entropy,
     flop_rule="5E log_softmax + 1 per row (2 with weights) + smoothing/prob terms + reduction",
 ))
 
@@ -128,9 +215,21 @@ def cost_nll(a: NllAttrs, ins: list[TensorType | None], outs: list[TensorType]) 
     return Cost(flops=rows * per_row + reduction_flops(a, rows))
 
 
+def onnx_nll_loss(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``NegativeLogLikelihoodLoss(input, target, weight?)`` (weighted mean as
+    in torch)."""
+    a, x = node.attrs, node.inputs[0].type
+    if x.rank < 2:
+        b.fail(f"cannot be exported for an unbatched input {shape_str(x.shape)}",
+               "ONNX's NegativeLogLikelihoodLoss needs (N, C, ...) input; add a batch dim")
+    return [b.op("NegativeLogLikelihoodLoss", [b.input(0), b.input(1), b.input(2)],
+                 reduction=a.reduction, ignore_index=a.ignore_index)]
+
+
 nll_loss = register(OpDef(
     name="nll_loss", inputs=("input", "target", "weight?"), attrs=NllAttrs, infer=infer_nll,
     cost=cost_nll, is_loss=True, flop_rule="1 per row (2 with weights) + reduction",
+    onnx=onnx_nll_loss,
 ))
 
 
@@ -165,12 +264,82 @@ def _pointwise_cost(per_element: int, per_weight: tuple[int, ...] = ()):
 
 
 def _pointwise_loss(name: str, per_element: int, attrs: type = LossAttrs,
-                    optional: tuple[str, ...] = (), per_weight: tuple[int, ...] = ()) -> OpDef:
+                    optional: tuple[str, ...] = (), per_weight: tuple[int, ...] = (),
+                    onnx: Any = None) -> OpDef:
     return register(OpDef(
         name=name, inputs=("input", "target", *optional), attrs=attrs, infer=infer_pointwise,
         cost=_pointwise_cost(per_element, per_weight), is_loss=True,
-        flop_rule=f"{per_element}E + reduction",
+        flop_rule=f"{per_element}E + reduction", onnx=onnx,
     ))
+
+
+def onnx_pointwise(per_element: Any) -> Any:
+    """ONNX mapping of an elementwise loss: ``per_element(b, node, input, target, dtype)``
+    builds the loss per element from its formula (no ONNX op), then the reduction."""
+
+    def mapping(b: Any, node: Node) -> list[str]:
+        dtype = node.inputs[0].type.dtype
+        loss = per_element(b, node, b.input(0), b.input(1), dtype)
+        return [onnx_reduce_loss(b, node.attrs.reduction, loss)]
+
+    return mapping
+
+
+def _bce(b: Any, node: Node, p: str, y: str, dtype: str) -> str:
+    """``−w·[y·max(log p, −100) + (1−y)·max(log(1−p), −100)]``."""
+    one, floor = b.scalar(1.0, dtype), b.scalar(-100.0, dtype)
+    log_p = b.op("Max", [b.op("Log", [p]), floor])
+    log_1mp = b.op("Max", [b.op("Log", [b.op("Sub", [one, p])]), floor])
+    both = b.op("Add", [b.op("Mul", [y, log_p]), b.op("Mul", [b.op("Sub", [one, y]), log_1mp])])
+    loss = b.op("Neg", [both])
+    return b.op("Mul", [loss, b.input(2)]) if b.input(2) else loss
+
+
+def _bce_with_logits(b: Any, node: Node, x: str, y: str, dtype: str) -> str:
+    """The stable form ``w·[(1−y)·x + (1 + (pw−1)·y)·(log(1 + e^{−|x|}) + max(−x, 0))]``."""
+    one = b.scalar(1.0, dtype)
+    softplus = b.op("Add", [b.op("Softplus", [b.op("Neg", [b.op("Abs", [x])])]),
+                            b.op("Relu", [b.op("Neg", [x])])])
+    if b.input(3):
+        coef = b.op("Add", [one, b.op("Mul", [b.op("Sub", [b.input(3), one]), y])])
+        softplus = b.op("Mul", [coef, softplus])
+    loss = b.op("Add", [b.op("Mul", [b.op("Sub", [one, y]), x]), softplus])
+    return b.op("Mul", [loss, b.input(2)]) if b.input(2) else loss
+
+
+def _l1(b: Any, node: Node, x: str, y: str, dtype: str) -> str:
+    """``|x − y|``."""
+    return b.op("Abs", [b.op("Sub", [x, y])])
+
+
+def _mse(b: Any, node: Node, x: str, y: str, dtype: str) -> str:
+    """``(x − y)²``."""
+    d = b.op("Sub", [x, y])
+    return b.op("Mul", [d, d])
+
+
+def _huber_like(b: Any, d: str, width: float, scale_small: float, scale_large: float,
+                dtype: str) -> str:
+    """``Where(|d| < width, scale_small·d², scale_large·(|d| − width/2))``."""
+    abs_d = b.op("Abs", [d])
+    small = b.op("Mul", [b.op("Mul", [d, d]), b.scalar(scale_small, dtype)])
+    large = b.op("Mul", [b.op("Sub", [abs_d, b.scalar(width / 2, dtype)]),
+                         b.scalar(scale_large, dtype)])
+    return b.op("Where", [b.op("Less", [abs_d, b.scalar(width, dtype)]), small, large])
+
+
+def _smooth_l1(b: Any, node: Node, x: str, y: str, dtype: str) -> str:
+    """``|d| < β ? 0.5·d²/β : |d| − 0.5·β``; β = 0 is exactly L1."""
+    beta = node.attrs.beta
+    if beta == 0:
+        return _l1(b, node, x, y, dtype)
+    return _huber_like(b, b.op("Sub", [x, y]), beta, 0.5 / beta, 1.0, dtype)
+
+
+def _huber(b: Any, node: Node, x: str, y: str, dtype: str) -> str:
+    """``|d| < δ ? 0.5·d² : δ·(|d| − 0.5·δ)``."""
+    delta = node.attrs.delta
+    return _huber_like(b, b.op("Sub", [x, y]), delta, 0.5, delta, dtype)
 
 
 @dataclass(frozen=True)
@@ -192,14 +361,15 @@ class HuberAttrs(LossAttrs):
 
 
 binary_cross_entropy = _pointwise_loss("binary_cross_entropy", 9, optional=("weight?",),
-                                       per_weight=(1,))
+                                       per_weight=(1,), onnx=onnx_pointwise(_bce))
 binary_cross_entropy_with_logits = _pointwise_loss(
     "binary_cross_entropy_with_logits", 8, optional=("weight?", "pos_weight?"),
-    per_weight=(1, 2))
-l1_loss = _pointwise_loss("l1_loss", 2)
-mse_loss = _pointwise_loss("mse_loss", 2)
-smooth_l1_loss = _pointwise_loss("smooth_l1_loss", 5, SmoothL1Attrs)
-huber_loss = _pointwise_loss("huber_loss", 5, HuberAttrs)
+    per_weight=(1, 2), onnx=onnx_pointwise(_bce_with_logits))
+l1_loss = _pointwise_loss("l1_loss", 2, onnx=onnx_pointwise(_l1))
+mse_loss = _pointwise_loss("mse_loss", 2, onnx=onnx_pointwise(_mse))
+smooth_l1_loss = _pointwise_loss("smooth_l1_loss", 5, SmoothL1Attrs,
+                                 onnx=onnx_pointwise(_smooth_l1))
+huber_loss = _pointwise_loss("huber_loss", 5, HuberAttrs, onnx=onnx_pointwise(_huber))
 
 
 # -- metric losses -------------------------------------------------------------------------
@@ -241,9 +411,32 @@ def cost_triplet(a: TripletAttrs, ins: list[TensorType | None], outs: list[Tenso
     return Cost(flops=flops + reduction_flops(a, rows))
 
 
+def onnx_pairwise_distance(b: Any, a: str, other: str, p: float, eps: float, dtype: str) -> str:
+    """``‖a − other + eps‖_p`` over the last dim (``ReduceL2``/``ReduceL1`` for p = 2/1)."""
+    diff = b.op("Add", [b.op("Sub", [a, other]), b.scalar(eps, dtype)])
+    last = b.const(np.asarray([-1], dtype=np.int64), "axes")
+    if p in (1, 2):
+        return b.op(f"ReduceL{int(p)}", [diff, last], keepdims=0)
+    powered = b.op("Pow", [b.op("Abs", [diff]), b.scalar(p, dtype)])
+    return b.op("Pow", [b.op("ReduceSum", [powered, last], keepdims=0), b.scalar(1 / p, dtype)])
+
+
+def onnx_triplet_margin_loss(b: Any, node: Node) -> list[str]:
+    """ONNX mapping (decomposed): ``max(d(a, pos) − d(a, neg) + margin, 0)``, with
+    ``d(a, neg) ← min(d(a, neg), d(pos, neg))`` when swapping."""
+    a, dtype = node.attrs, node.inputs[0].type.dtype
+    anchor, pos, neg = b.input(0), b.input(1), b.input(2)
+    d_ap = onnx_pairwise_distance(b, anchor, pos, a.p, a.eps, dtype)
+    d_an = onnx_pairwise_distance(b, anchor, neg, a.p, a.eps, dtype)
+    if a.swap:
+        d_an = b.op("Min", [d_an, onnx_pairwise_distance(b, pos, neg, a.p, a.eps, dtype)])
+    hinge = b.op("Relu", [b.op("Add", [b.op("Sub", [d_ap, d_an]), b.scalar(a.margin, dtype)])])
+    return [onnx_reduce_loss(b, a.reduction, hinge)]
+
+
 triplet_margin_loss = register(OpDef(
     name="triplet_margin_loss", inputs=("anchor", "positive", "negative"), attrs=TripletAttrs,
-    infer=infer_triplet, cost=cost_triplet, is_loss=True,
+    infer=infer_triplet, cost=cost_triplet, is_loss=True, onnx=onnx_triplet_margin_loss,
     flop_rule="2 distances (3 with swap) of 4E + N roots, 3N hinge + reduction",
 ))
 
@@ -270,8 +463,24 @@ def cost_contrastive(a: ContrastiveAttrs, ins: list[TensorType | None],
     return Cost(flops=4 * static_numel(x) + 10 * rows + reduction_flops(a, rows))
 
 
+def onnx_contrastive_loss(b: Any, node: Node) -> list[str]:
+    """ONNX mapping (decomposed): ``(1−Y)·½·D² + Y·½·max(0, m − D)²``,
+    ``D = ‖x1 − x2 + eps‖₂``."""
+    a, dtype = node.attrs, node.inputs[0].type.dtype
+    dist = onnx_pairwise_distance(b, b.input(0), b.input(1), 2, a.eps, dtype)
+    label = b.input(2)
+    if node.inputs[2].type.dtype != dtype:
+        label = b.op("CastLike", [label, dist])
+    half, one = b.scalar(0.5, dtype), b.scalar(1.0, dtype)
+    gap = b.op("Relu", [b.op("Sub", [b.scalar(a.margin, dtype), dist])])
+    similar = b.op("Mul", [b.op("Sub", [one, label]), b.op("Mul", [dist, dist])])
+    dissimilar = b.op("Mul", [label, b.op("Mul", [gap, gap])])
+    per_pair = b.op("Mul", [b.op("Add", [similar, dissimilar]), half])
+    return [onnx_reduce_loss(b, a.reduction, per_pair)]
+
+
 contrastive_loss = register(OpDef(
     name="contrastive_loss", inputs=("x1", "x2", "label"), attrs=ContrastiveAttrs,
-    infer=infer_contrastive, cost=cost_contrastive, is_loss=True,
+    infer=infer_contrastive, cost=cost_contrastive, is_loss=True, onnx=onnx_contrastive_loss,
     flop_rule="distance 4E + N roots, 9N for the two branches + reduction",
 ))

@@ -65,8 +65,10 @@ def onnx_batch_norm(b: Any, node: Node) -> list[str]:
     """ONNX mapping: ``BatchNormalization(X, scale, B, mean, var)`` with ``epsilon = eps`` and
     ``momentum = 1 − momentum_torch``. Absent affine parameters become ones/zeros constants.
     Training mode, or no running statistics, exports ``training_mode=1`` (batch statistics)
-    with output Y only: cnnir's op does not output the updated running statistics (ONNX
-    would update running_var with the biased variance, unlike PyTorch)."""
+    (ONNX then requires the running-mean and running-var outputs; they stay unused: cnnir's
+    op returns Y only, and ONNX would update running_var with the biased variance, unlike
+    PyTorch). ORT 1.32's graph optimizer evaluates such a node as if in eval mode when its
+    statistics are initializers; with optimizations off ORT follows the spec."""
     a, x = node.attrs, node.inputs[0].type
     channels = x.shape[1]
     if not is_static(channels):
@@ -78,8 +80,9 @@ def onnx_batch_norm(b: Any, node: Node) -> list[str]:
     batch_stats = uses_batch_stats(a, [v.type if v else None for v in node.inputs])
     momentum = 0.9 if a.momentum is None else 1.0 - a.momentum
     inputs = [b.input(0), given_or(3, 1.0), given_or(4, 0.0), given_or(1, 0.0), given_or(2, 1.0)]
-    return [b.op("BatchNormalization", inputs, epsilon=float(a.eps), momentum=float(momentum),
-                 training_mode=int(batch_stats))]
+    outputs = b.op("BatchNormalization", inputs, n_out=3 if batch_stats else 1,
+                   epsilon=float(a.eps), momentum=float(momentum), training_mode=int(batch_stats))
+    return [outputs[0] if batch_stats else outputs]
 
 
 batch_norm = register(OpDef(

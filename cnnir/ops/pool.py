@@ -142,7 +142,7 @@ def onnx_avg_pool2d(b: Any, node: Node) -> list[str]:
     """ONNX mapping: ``AveragePool`` that always states ``count_include_pad`` (ONNX's default
     is 0, torch's 1). ``divisor_override`` d has no ONNX attribute and is decomposed as
     ``AveragePool(count_include_pad=1) · pool_size / d``: a scalar factor ``kh·kw/d`` without
-    ceil mode, a per-position ``[OH, OW]`` factor (static shapes only) with it."""
+    ceil mode, a per-position ``[OH, OW]`` factor with it (ceil mode has static H and W)."""
     a = node.attrs
     x, y = node.inputs[0].type, node.output.type
     include = a.divisor_override is not None or a.count_include_pad
@@ -150,13 +150,10 @@ def onnx_avg_pool2d(b: Any, node: Node) -> list[str]:
                   **_pool_onnx_attrs(a))
     if a.divisor_override is None:
         return [pooled]
-    if not a.ceil_mode:
-        factor = np.asarray(a.kernel_size[0] * a.kernel_size[1] / a.divisor_override)
-    elif x.is_static:
+    if a.ceil_mode:
         factor = _include_pad_window_sizes(a, x, y) / a.divisor_override
     else:
-        b.fail(f"with divisor_override and ceil_mode needs static spatial dims, got input "
-               f"{shape_str(x.shape)}", "trace with concrete H and W")
+        factor = np.asarray(a.kernel_size[0] * a.kernel_size[1] / a.divisor_override)
     return [b.op("Mul", [pooled, b.const(factor.astype(x.dtype), "divisor_factor")])]
 
 

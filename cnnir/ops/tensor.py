@@ -324,7 +324,8 @@ def onnx_split(b: Any, node: Node) -> list[str]:
     a = node.attrs
     sizes = b.const(np.asarray(a.sizes, dtype=np.int64), "split")
     axis = normalize_dim(a.dim, node.inputs[0].type.rank)
-    return b.op("Split", [b.input(0), sizes], axis=axis, n_out=len(a.sizes))
+    outputs = b.op("Split", [b.input(0), sizes], axis=axis, n_out=len(a.sizes))
+    return outputs if len(a.sizes) > 1 else [outputs]
 
 
 split = register(OpDef(

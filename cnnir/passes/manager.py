@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,14 +188,16 @@ def run_pipeline(graph: Graph, names: Sequence[str], fixpoint: bool = False,
     return PassManager(names, fixpoint=fixpoint, verify_each=verify_each, **options).run(graph)
 
 
-def format_report(result: PassResult) -> str:
-    """The pass reports as text: one line per pass, then each pass's own rows."""
+def format_report(result: PassResult, width: int = 100) -> str:
+    """The pass reports as text, wrapped to ``width`` columns: one line per pass, then each
+    pass's own rows, indented."""
     lines = []
     for rep in result.report.get("passes", []):
         summary = rep.get("summary") or ("changed the graph" if rep["modified"] else
                                          "no change")
-        lines.append(f"{rep['name']}: {summary}")
-        lines += [f"  {row}" for row in rep.get("lines", [])]
+        lines += textwrap.wrap(f"{rep['name']}: {summary}", width, subsequent_indent="    ")
+        for row in rep.get("lines", []):
+            lines += textwrap.wrap(row, width, initial_indent="  ", subsequent_indent="      ")
     return "\n".join(lines)
 
 

@@ -9,6 +9,7 @@ user that is not a graph output, constant parameters) live here too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -44,12 +45,7 @@ def drop_constant(graph: Graph, value: Value | None) -> bool:
         return False
     if graph.constants.get(value.name) is not value:
         return False
-    remove = getattr(graph, "remove_constant", None)
-    if remove is not None:
-        remove(value)
-    else:  # the core has no remove_constant yet: keep its name table consistent by hand
-        del graph.constants[value.name]
-        graph._names.discard(value.name)
+    graph.remove_constant(value)
     return True
 
 
@@ -61,23 +57,38 @@ def constant_inputs(nodes: Iterable[Node]) -> list[Value]:
     return [v for n in nodes for v in n.inputs if v is not None and v.is_constant]
 
 
+def _kind_of(like: Value | None) -> tuple[str, bool]:
+    return (like.const.kind, like.const.requires_grad) if like is not None else ("parameter", True)
+
+
 def add_array(graph: Graph, base: str, array: np.ndarray, like: Value | None = None) -> Value:
     """A new constant holding ``array``, of the kind (parameter, buffer) of ``like``."""
-    kind = like.const.kind if like is not None else "parameter"
-    grad = like.const.requires_grad if like is not None else True
+    kind, grad = _kind_of(like)
     data = ConstantData(TensorType(array.shape, array.dtype.name), kind, array=array,
                         requires_grad=grad)
     return graph.add_constant(graph.unique_name(base), data)
 
 
 def add_lazy(graph: Graph, base: str, type: TensorType, make: Callable[[], np.ndarray],
-             kind: str = "parameter") -> Value:
-    """A new constant whose array is computed on first use (analysis never allocates it)."""
-    return graph.add_constant(graph.unique_name(base), ConstantData(type, kind, make=make))
+             like: Value | None = None) -> Value:
+    """A new constant whose array is computed on first use, so a pass that derives weights
+    (BN folding, reshaped heads) allocates nothing until something runs the graph."""
+    kind, grad = _kind_of(like)
+    return graph.add_constant(graph.unique_name(base),
+                              ConstantData(type, kind, make=make, requires_grad=grad))
 
 
-def first_in_order(graph: Graph, nodes: Sequence[Node]) -> int:
-    return min(graph.nodes.index(n) for n in nodes)
+def kaiming_init(shape: tuple[int, ...], dtype: str,
+                 seed: tuple[int, ...]) -> Callable[[], np.ndarray]:
+    """A maker of He-normal weights ``N(0, 2/fan_in)``, ``fan_in = ∏ shape[1:]`` (a conv's
+    in_channels/groups·kh·kw), seeded so every call gives the same array."""
+    fan_in = math.prod(shape[1:])
+
+    def make() -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        return (rng.standard_normal(shape) * math.sqrt(2.0 / fan_in)).astype(dtype)
+
+    return make
 
 
 class Splice:
@@ -122,6 +133,6 @@ def result_name(graph: Graph, first: Node, last: Node) -> str:
 
 __all__ = [
     "Splice", "add_array", "add_lazy", "all_constant", "array_of", "constant_inputs",
-    "drop_constant", "drop_constants", "first_in_order", "is_output", "result_name",
+    "drop_constant", "drop_constants", "is_output", "kaiming_init", "result_name",
     "sole_user",
 ]

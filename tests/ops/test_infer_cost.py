@@ -30,6 +30,7 @@ from cnnir.ops.activation import (
     SoftmaxAttrs,
 )
 from cnnir.ops.conv import Conv2dAttrs, ConvTranspose2dAttrs, normalize_padding
+from cnnir.ops.fused import Conv2dFusedAttrs, LinearFusedAttrs
 from cnnir.ops.loss import (
     ContrastiveAttrs,
     CrossEntropyAttrs,
@@ -197,6 +198,19 @@ CONV_CASES = [
 ]
 
 LINEAR_CASES = [
+    # fused ops: conv/linear cost plus the activation's FLOP rule and one add for a residual
+    OpCase("conv2d_fused-relu-residual", ops.conv2d_fused,
+           (T(1, 3, 8, 8), T(4, 3, 3, 3), T(4), T(1, 4, 8, 8)), out=((1, 4, 8, 8),),
+           attrs=Conv2dFusedAttrs(padding=1, activation=ops.relu, residual=True),
+           macs=1 * 4 * 8 * 8 * 27, flops=2 * (1 * 4 * 8 * 8 * 27) + 3 * (1 * 4 * 8 * 8)),
+    OpCase("conv2d_fused-hardswish", ops.conv2d_fused, (T(1, 3, 8, 8), T(4, 3, 3, 3), None),
+           out=((1, 4, 6, 6),), attrs=Conv2dFusedAttrs(activation=ops.hardswish),
+           macs=1 * 4 * 6 * 6 * 27, flops=2 * (1 * 4 * 6 * 6 * 27) + 5 * (1 * 4 * 6 * 6)),
+    OpCase("linear_fused-leaky-residual", ops.linear_fused,
+           (T(4, 16), T(10, 16), T(10), T(4, 10)), out=((4, 10),),
+           attrs=LinearFusedAttrs(activation=ops.leaky_relu,
+                                  activation_attrs=LeakyReluAttrs(0.2), residual=True),
+           macs=4 * 16 * 10, flops=2 * (4 * 16 * 10) + 4 * 10 + 4 * 10 + 2 * 4 * 10),
     OpCase("linear-2d-bias", ops.linear, (T(4, 16), T(10, 16), T(10)), out=((4, 10),),
            macs=4 * 16 * 10, flops=2 * (4 * 16 * 10) + 4 * 10),
     # every leading dim counts: 2·5·in·out
