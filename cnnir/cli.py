@@ -4,6 +4,7 @@
                          [--depth N] [--passes p1,p2] [-O] [--option KEY=VALUE ...]
     cnnir optimize MODEL --passes p1,p2 [-O] [--format table|json] [-o out.onnx]
                          [--option KEY=VALUE ...]
+    cnnir run      MODEL [--backend numba|reference|cuda] [--repeat N] [--dtype float32]
     cnnir graph    MODEL [--format text|dot]
 
 MODEL is ``path.py`` or ``path.py:NAME``. Loading a .py model file RUNS it, exactly like
@@ -156,6 +157,59 @@ def cmd_optimize(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def _random_inputs(graph, dtype: str, seed: int = 0) -> list:
+    """Standard-normal inputs (integer inputs get zeros); symbolic dims become 1."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    arrays = []
+    for value in graph.inputs:
+        shape = tuple(d if isinstance(d, int) else 1 for d in value.type.shape)
+        if np.dtype(value.type.dtype).kind == "f":
+            arrays.append(rng.standard_normal(shape).astype(dtype))
+        else:
+            arrays.append(np.zeros(shape, value.type.dtype))
+    return arrays
+
+
+def cmd_run(args: argparse.Namespace) -> str:
+    """Compile, run on random inputs, report output shapes and latency."""
+    import statistics
+    import time
+
+    from cnnir.api import compile as compile_graph
+
+    graph = _load_graph(args)
+    start = time.perf_counter()
+    run = compile_graph(graph, backend=args.backend, dtype=args.dtype)
+    inputs = _random_inputs(graph, args.dtype)
+    outputs = run(*inputs)
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(args.repeat):
+        t0 = time.perf_counter()
+        run(*inputs)
+        times.append(time.perf_counter() - t0)
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    lines = [f"model: {graph.name}    backend: {args.backend}    dtype: {args.dtype}",
+             "inputs:  " + ", ".join(f"{v.name} {list(a.shape)}"
+                                     for v, a in zip(graph.inputs, inputs)),
+             "outputs: " + ", ".join(str(list(o.shape)) for o in outputs),
+             f"compile + first run: {first:.3f} s"]
+    planned = getattr(run, "planned_bytes", None)
+    if planned is not None:
+        from cnnir.passes.cost import analyze_graph
+
+        peak = analyze_graph(graph).totals.peak_activation_bytes
+        lines.append(f"activation buffers: {planned / 2**20:.2f} MiB planned "
+                     f"(analysis peak {peak / 2**20:.2f} MiB)")
+    if times:
+        ms = [1e3 * t for t in times]
+        lines.append(f"latency over {len(ms)} runs: median {statistics.median(ms):.3f} ms, "
+                     f"min {min(ms):.3f} ms, max {max(ms):.3f} ms")
+    return "\n".join(lines)
+
+
 def cmd_graph(args: argparse.Namespace) -> str:
     from cnnir.ir.printer import format_dot, format_graph
 
@@ -201,6 +255,14 @@ def build_parser() -> argparse.ArgumentParser:
     optimize.add_argument("-o", "--output", metavar="OUT.onnx",
                           help="write the optimized graph as ONNX")
     optimize.set_defaults(run=cmd_optimize)
+
+    run = sub.add_parser("run", help="compile and run on random input; print shapes and latency",
+                         description=MODEL_HELP)
+    add_model_args(run)
+    run.add_argument("--backend", choices=("numba", "reference", "cuda"), default="numba")
+    run.add_argument("--repeat", type=int, default=10, help="timed runs after the first")
+    run.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    run.set_defaults(run=cmd_run)
 
     graph = sub.add_parser("graph", help="print the traced IR", description=MODEL_HELP)
     add_model_args(graph)

@@ -61,6 +61,13 @@ class CompiledModel:
             self._programs[shapes] = Program(self.graph, list(shapes), self.dtype.name, self.seed)
         return self._programs[shapes]
 
+    @property
+    def planned_bytes(self) -> int | None:
+        """Bytes of activation buffers of the most recently built plan (liveness-reused)."""
+        if not self._programs:
+            return None
+        return next(reversed(self._programs.values())).buffer_bytes
+
     def __call__(self, *arrays: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         checked = self._check(arrays)
         program = self.program(tuple(a.shape for a in checked))

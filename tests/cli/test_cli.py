@@ -126,3 +126,16 @@ def test_console_script_runs_in_a_fresh_process():
                           f"{EXAMPLES}/cifar.py", "--format", "json"],
                          capture_output=True, text=True, check=True, cwd="/")
     assert json.loads(out.stdout)["totals"]["params"] > 0
+
+
+def test_run_prints_shapes_latency_and_memory(capsys):
+    code, out, _ = run_cli(capsys, "run", f"{EXAMPLES}/cifar.py", "--repeat", "3")
+    assert code == 0
+    assert "outputs: [1, 10]" in out and "latency over 3 runs" in out
+    assert "MiB planned" in out
+
+
+def test_run_on_the_reference_backend_with_several_inputs(capsys):
+    code, out, _ = run_cli(capsys, "run", f"{EXAMPLES}/siamese.py:triplet", "--backend",
+                           "reference", "--repeat", "1")
+    assert code == 0 and out.count("[1, 64]") == 3
