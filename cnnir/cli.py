@@ -5,10 +5,11 @@
     cnnir optimize MODEL --passes p1,p2 [-O] [--format table|json] [-o out.onnx]
                          [--option KEY=VALUE ...]
     cnnir run      MODEL [--backend numba|reference|cuda] [--repeat N] [--dtype float32]
+    cnnir export   MODEL -o model.onnx [--opset 19]
     cnnir graph    MODEL [--format text|dot]
 
-MODEL is ``path.py`` or ``path.py:NAME``. Loading a .py model file RUNS it, exactly like
-``python path.py``: only analyze files you trust.
+MODEL is ``path.py``, ``path.py:NAME`` or ``path.onnx``. Loading a .py model file RUNS it,
+exactly like ``python path.py``: only analyze files you trust. An .onnx file runs no code.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from collections.abc import Sequence
 
 from cnnir.errors import CnnirError
 
-MODEL_HELP = ("path.py or path.py:NAME. A .py file is executed exactly like `python path.py` "
-              "(only load files you trust); it defines `model` and `input_shape`")
+MODEL_HELP = ("path.py, path.py:NAME or path.onnx. A .py file is executed exactly like "
+              "`python path.py` (only load files you trust); it defines `model` and "
+              "`input_shape`. An .onnx file is imported and runs no code")
 
 
 def parse_shape(text: str) -> tuple[int | str, ...]:
@@ -48,6 +50,10 @@ def _load_graph(args: argparse.Namespace):
     from cnnir.api import trace
     from cnnir.frontend.model_file import load_model_file
 
+    if args.model.endswith(".onnx"):
+        from cnnir.frontend.onnx_import import load
+
+        return load(args.model, input_shapes=args.input_shape)
     loaded = load_model_file(args.model, _shapes(args))
     return trace(loaded.module, loaded.inputs, training=False, name=loaded.name)
 
@@ -210,6 +216,14 @@ def cmd_run(args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def cmd_export(args: argparse.Namespace) -> str:
+    from cnnir.backends.onnx_export import export
+
+    graph = _load_graph(args)
+    export(graph, args.output, opset=args.opset)
+    return f"wrote {args.output} (opset {args.opset}, {len(graph.nodes)} nodes)"
+
+
 def cmd_graph(args: argparse.Namespace) -> str:
     from cnnir.ir.printer import format_dot, format_graph
 
@@ -263,6 +277,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeat", type=int, default=10, help="timed runs after the first")
     run.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     run.set_defaults(run=cmd_run)
+
+    export = sub.add_parser("export", help="write the model as a validated ONNX file",
+                            description="Trace (or import) MODEL and write it as ONNX, weights "
+                                        "as initializers, a symbolic batch as a dim_param. "
+                                        + MODEL_HELP)
+    add_model_args(export)
+    export.add_argument("-o", "--output", required=True, metavar="OUT.onnx")
+    export.add_argument("--opset", type=int, default=19,
+                        help="ONNX opset to write (19, the default, or newer)")
+    export.set_defaults(run=cmd_export)
 
     graph = sub.add_parser("graph", help="print the traced IR", description=MODEL_HELP)
     add_model_args(graph)

@@ -77,8 +77,8 @@ def _instantiate(obj: Any, what: str) -> Module:
 def load_model_file(spec: str, input_shapes: Any = None) -> LoadedModel:
     path, name = split_spec(spec)
     if path.endswith(".onnx"):
-        raise ModelFormatError(f"{path}: loading .onnx files needs the ONNX importer, which "
-                               f"is not part of this build yet")
+        raise ModelFormatError(f"{path} is an ONNX file: import it with cnnir.load_onnx(path) "
+                               f"(the command line does this for MODEL paths ending in .onnx)")
     namespace = run_user_file(path)
     key = name or "model"
     if key not in namespace:

@@ -58,7 +58,9 @@ class CompiledModel:
 
     def program(self, shapes: tuple[tuple[int, ...], ...]) -> Program:
         if shapes not in self._programs:
-            self._programs[shapes] = Program(self.graph, list(shapes), self.dtype.name, self.seed)
+            with single_threaded_blas():
+                self._programs[shapes] = Program(self.graph, list(shapes), self.dtype.name,
+                                                 self.seed)
         return self._programs[shapes]
 
     @property

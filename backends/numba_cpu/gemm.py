@@ -43,6 +43,20 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
+def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """``out[k] = a[k] @ b[k]`` for 3-D arrays, the batch split over the worker threads."""
+    parts = min(WORKERS, a.shape[0])
+    if parts == 1:
+        np.matmul(a, b, out=out)
+        return
+    bounds = np.linspace(0, a.shape[0], parts + 1).astype(int)
+    futures = [_pool().submit(np.matmul, a[lo:hi], b[lo:hi], out=out[lo:hi])
+               for lo, hi in zip(bounds[1:-1], bounds[2:])]
+    np.matmul(a[:bounds[1]], b[:bounds[1]], out=out[:bounds[1]])
+    for f in futures:
+        f.result()
+
+
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``out = a @ b`` for 2-D arrays, split over the worker threads when large."""
     m, k = a.shape

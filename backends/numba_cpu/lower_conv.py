@@ -16,6 +16,8 @@ import numpy as np
 from cnnir import ops
 from cnnir.backends.numba_cpu import act_kernels as ak
 from cnnir.backends.numba_cpu import conv_kernels as ck
+from cnnir.backends.numba_cpu import winograd_kernels as wk
+from cnnir.backends.numba_cpu.gemm import batched_matmul
 from cnnir.backends.numba_cpu.gemm import matmul as gemm
 from cnnir.backends.numba_cpu.plan import Builder, Step, lower
 from cnnir.ir import Node
@@ -52,34 +54,63 @@ def run_epilogue(src3: np.ndarray, out3: np.ndarray, ep: Epilogue) -> None:
     ak.epilogue(src3, ep.scale, ep.shift, res, ep.residual is not None, out3, ep.code, ep.alpha)
 
 
-def conv_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+def conv_step(b: Builder, node: Node, x: np.ndarray, w: np.ndarray, out: np.ndarray,
               ep: Epilogue) -> Step:
-    n_img, channels = x.shape[:2]
+    """The fastest applicable algorithm for this convolution, chosen by measurement."""
+    attrs = node.attrs
+    channels, (_, per_group, kh, kw) = x.shape[1], w.shape
+    if per_group == 1 and attrs.groups == channels:
+        return depthwise_step(attrs, x, w, out, ep)
+    candidates = {}
+    if (kh, kw, *attrs.stride, attrs.groups) == (1, 1, 1, 1, 1) and not any(attrs.padding):
+        candidates["pointwise-gemm"] = pointwise_step(x, w, out, ep)
+    else:
+        candidates["im2col-gemm"] = im2col_step(b, attrs, x, w, out, ep)
+    if (kh, kw, *attrs.stride, *attrs.dilation, attrs.groups) == (3, 3, 1, 1, 1, 1, 1):
+        candidates["winograd-f2x2-3x3"] = winograd_step(b, attrs, x, w, out, ep)
+    return b.choose(node, candidates)
+
+
+def _residual4(ep: Epilogue, dtype: np.dtype) -> np.ndarray:
+    return ep.residual if ep.residual is not None else ak.dummy(dtype)[None]
+
+
+def depthwise_step(attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray, ep: Epilogue) -> Step:
+    pt, pl = attrs.padding[:2]
+    (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
+    mult = w.shape[0] // x.shape[1]
+    res = _residual4(ep, out.dtype)
+    return lambda: ck.depthwise(x, w, ep.scale, ep.shift, res, ep.residual is not None,
+                                out, mult, sh, sw, pt, pl, dh, dw, ep.code, ep.alpha)
+
+
+def pointwise_step(x: np.ndarray, w: np.ndarray, out: np.ndarray, ep: Epilogue) -> Step:
+    """1x1, stride 1, unpadded: one GEMM per image, no im2col."""
+    w2 = w.reshape(w.shape[0], x.shape[1])
+    x3, out3 = as3d(x), as3d(out)
+
+    def pointwise() -> None:
+        for n in range(x.shape[0]):
+            gemm(w2, x3[n], out3[n])
+        if not ep.trivial:
+            run_epilogue(out3, out3, ep)
+
+    return pointwise
+
+
+def im2col_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                ep: Epilogue) -> Step:
+    """im2col over the whole batch, one GEMM per group, then the epilogue (which also moves
+    the [O, N, P] GEMM result into NCHW when N > 1)."""
+    n_img = x.shape[0]
     out_ch, per_group, kh, kw = w.shape
     groups = attrs.groups
-    pt, pl, pb, pr = attrs.padding
+    pt, pl = attrs.padding[:2]
     (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
     oh, ow = out.shape[2], out.shape[3]
-    if per_group == 1 and groups == channels:
-        mult = out_ch // channels
-        res = ep.residual if ep.residual is not None else ak.dummy(out.dtype)[None]
-        return lambda: ck.depthwise(x, w, ep.scale, ep.shift, res, ep.residual is not None,
-                                    out, mult, sh, sw, pt, pl, dh, dw, ep.code, ep.alpha)
-    out3 = as3d(out)
-    if (kh, kw, sh, sw, groups) == (1, 1, 1, 1, 1) and not any(attrs.padding):
-        w2 = w.reshape(out_ch, channels)
-        x3 = as3d(x)
-
-        def pointwise() -> None:
-            for n in range(n_img):
-                gemm(w2, x3[n], out3[n])
-            if not ep.trivial:
-                run_epilogue(out3, out3, ep)
-
-        return pointwise
-    og = out_ch // groups
-    k = per_group * kh * kw
+    og, k = out_ch // groups, per_group * kh * kw
     cols = b.scratch((k, n_img * oh * ow))
+    out3 = as3d(out)
     ys = out3[0] if n_img == 1 else b.scratch((out_ch, n_img * oh * ow))
     w2 = w.reshape(out_ch, k)
     src3 = ys.reshape(out_ch, n_img, oh * ow).transpose(1, 0, 2)
@@ -94,11 +125,33 @@ def conv_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
     return im2col_gemm
 
 
+def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                  ep: Epilogue) -> Step:
+    """Winograd F(2x2, 3x3): input tiles, 16 GEMMs, output tiles with the epilogue."""
+    n_img, channels = x.shape[:2]
+    oh, ow = out.shape[2], out.shape[3]
+    th, tw = (oh + 1) // 2, (ow + 1) // 2
+    tiles = n_img * th * tw
+    u = b.pack((id(w), "winograd"), lambda: wk.transform_weights(w, b.dtype))
+    v = b.scratch((16, channels, tiles))
+    m = b.scratch((16, w.shape[0], tiles))
+    pt, pl = attrs.padding[:2]
+    res = _residual4(ep, out.dtype)
+
+    def winograd() -> None:
+        wk.input_tiles(x, v, pt, pl, th, tw)
+        batched_matmul(u, v, m)
+        wk.output_tiles(m, out, ep.scale, ep.shift, res, ep.residual is not None, th, tw,
+                        ep.code, ep.alpha)
+
+    return winograd
+
+
 @lower(ops.conv2d)
 def conv2d(b: Builder, node: Node) -> Step:
     x, w, bias = (b.array(v) for v in node.inputs)
     out = b.array(node.output)
-    return conv_step(b, node.attrs, x, w, out, plain_epilogue(b, w.shape[0], bias))
+    return conv_step(b, node, x, w, out, plain_epilogue(b, w.shape[0], bias))
 
 
 @lower(ops.conv_transpose2d)
@@ -192,6 +245,15 @@ def batch_norm(b: Builder, node: Node) -> Step:
     g64 = gamma.astype(np.float64) if gamma is not None else np.ones(channels)
     b64 = beta.astype(np.float64) if beta is not None else np.zeros(channels)
     x3, out3 = as3d(x), as3d(out)
+    stats = [v for v in node.inputs[1:] if v is not None]
+    if not (a.training or rm is None) and not all(v.is_constant for v in stats):
+        def running_stats() -> None:  # statistics fed as graph inputs: read them per call
+            g = gamma.astype(np.float64) if gamma is not None else np.ones(channels)
+            scale = g / np.sqrt(rv.astype(np.float64) + a.eps)
+            shift = (beta if beta is not None else 0.0) - rm.astype(np.float64) * scale
+            run_epilogue(x3, out3, Epilogue(scale.astype(b.dtype), shift.astype(b.dtype)))
+
+        return running_stats
     if not (a.training or rm is None):
         scale = g64 / np.sqrt(rv.astype(np.float64) + a.eps)
         shift = b64 - rm.astype(np.float64) * scale
@@ -229,7 +291,7 @@ def fused_epilogue(b: Builder, node: Node, channels: int) -> Epilogue:
 def conv2d_fused(b: Builder, node: Node) -> Step:
     x, w = b.array(node.inputs[0]), b.array(node.inputs[1])
     out = b.array(node.output)
-    return conv_step(b, node.attrs, x, w, out, fused_epilogue(b, node, w.shape[0]))
+    return conv_step(b, node, x, w, out, fused_epilogue(b, node, w.shape[0]))
 
 
 @lower(ops.linear_fused)

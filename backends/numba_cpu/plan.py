@@ -8,6 +8,7 @@ inputs in, runs the steps and copies the outputs out; the steady state allocates
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,8 @@ class Builder:
         self.buffers: list[np.ndarray] = []
         self._scratch: dict[tuple, np.ndarray] = {}
         self.packed: dict[Any, Any] = {}
+        self.choices: dict[str, str] = {}
+        self.tune = True
 
     def value_dtype(self, value: Value) -> np.dtype:
         t = self.types[id(value)]
@@ -72,11 +75,31 @@ class Builder:
             self._scratch[key] = np.zeros(shape, dtype or self.dtype)
         return self._scratch[key]
 
+    def choose(self, node: Node, candidates: dict[str, Step]) -> Step:
+        """Per-op algorithm choice by measurement: run each candidate (after a warm-up that
+        also compiles or loads its kernels) and keep the fastest; recorded in ``choices``."""
+        if len(candidates) == 1 or not self.tune:
+            name = next(iter(candidates))
+        else:
+            timings = {}
+            for key, step in candidates.items():
+                step()
+                timings[key] = min(_elapsed(step) for _ in range(3))
+            name = min(timings, key=timings.get)
+        self.choices[node.name] = name
+        return candidates[name]
+
     def pack(self, key: Any, make: Callable[[], Any]) -> Any:
         """Pre-packed weights, made once per compile and shared between steps."""
         if key not in self.packed:
             self.packed[key] = make()
         return self.packed[key]
+
+
+def _elapsed(step: Step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
 
 
 def plan_buffers(b: Builder) -> None:

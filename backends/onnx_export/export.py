@@ -8,8 +8,9 @@
   derived one (an expression of symbols) is left unnamed.
 * Node names are the layers' module paths; decompositions add ``<layer>/<OpType>`` nodes.
 * Every export is validated: ``check_model(full_check=True)`` and strict, type-checked shape
-  inference with data propagation, run on the model with its weights as typed inputs (see
-  ``skeleton``). A failure is an exporter bug and raises LoweringError.
+  inference with data propagation (models over 64 MiB of weights as a ``skeleton`` whose
+  weights are typed inputs, so validation never copies them). A failure is an exporter bug
+  and raises LoweringError.
 * Models whose weights exceed ``large_model_bytes`` (2 GB protobuf limit) are written with
   external data (one ``<file>.data`` beside the model), then checked through the path.
 """
@@ -36,7 +37,9 @@ LARGE_MODEL_BYTES = 2_000_000_000
 # Tensors from this size on go to the external data file (shape constants stay inline:
 # externalized Reshape/Resize shapes break full_check).
 EXTERNAL_MIN_BYTES = 1024
-# Constants up to this size stay initializers in the validation skeleton.
+# Models with more weights than this are validated as a skeleton (weights as typed inputs);
+# constants up to SKELETON_INLINE_BYTES stay initializers there.
+SKELETON_ABOVE_BYTES = 64 * 2**20
 SKELETON_INLINE_BYTES = 4096
 
 
@@ -177,11 +180,14 @@ def export(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET, *,
     >>> export(cnnir.trace(model, ("N", 3, 224, 224)), "model.onnx")
     """
     base, consts = _assemble(graph, opset)
-    if check:
+    weight_bytes = sum(c.array.nbytes for c in consts.values())
+    if check and weight_bytes > SKELETON_ABOVE_BYTES:
         validate(skeleton(base, consts))
     model = _with_initializers(base, consts)
+    if check and weight_bytes <= SKELETON_ABOVE_BYTES:
+        validate(model)
     path = os.fspath(path)
-    if sum(c.array.nbytes for c in consts.values()) <= large_model_bytes:
+    if weight_bytes <= large_model_bytes:
         onnx.save_model(model, path)
         return
     location = os.path.basename(path) + ".data"

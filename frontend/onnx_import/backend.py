@@ -96,7 +96,7 @@ def _as_list(inputs: Any) -> Sequence[Any]:
 class CnnirBackend(Backend):
     """cnnir as an ONNX backend (CPU only)."""
 
-    runtime = "reference"
+    runtime = "numba"
 
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> CnnirRep:

@@ -195,3 +195,41 @@ def test_small_examples_match_the_reference_executor(tmp_path, name) -> None:
 
 def test_example_table_is_complete() -> None:
     assert set(EXAMPLE_SIZES) <= set(EXAMPLE_FILES) and len(EXAMPLE_FILES) >= 14
+
+
+def test_the_core_and_the_onnx_mappings_import_no_onnx() -> None:
+    """OpDef.onnx mappings build plain data; only the exporter imports onnx."""
+    import subprocess
+    import sys
+
+    code = ("import sys, cnnir; from cnnir import nn; "
+            "g = cnnir.trace(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU6()), (1, 3, 8, 8)); "
+            "cnnir.analyze(g); "
+            "print(sorted(m for m in ('onnx', 'onnxruntime') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_large_models_are_validated_as_a_skeleton(tmp_path, monkeypatch) -> None:
+    import importlib
+
+    exporter = importlib.import_module("cnnir.backends.onnx_export.export")
+    seen: list[onnx.ModelProto] = []
+    monkeypatch.setattr(exporter, "SKELETON_ABOVE_BYTES", 0)
+    monkeypatch.setattr(exporter, "validate", seen.append)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 10))
+    export(cnnir.trace(net, ("N", 3, 8, 8)), tmp_path / "m.onnx")
+    (checked,) = seen
+    assert [v.name for v in checked.graph.input] == ["x", "2.weight"]  # 5760 bytes
+    assert {t.name for t in checked.graph.initializer} == {"0.weight", "0.bias", "2.bias"}
+    onnx.checker.check_model(checked, full_check=True)
+
+
+def test_an_invalid_model_fails_validation_with_a_lowering_error() -> None:
+    from cnnir.backends.onnx_export import validate
+
+    m = to_model(cnnir.trace(nn.ReLU(), ("N", 2)))
+    m.graph.node[0].input[0] = "nowhere"
+    with pytest.raises(LoweringError, match="failed validation.*nowhere"):
+        validate(m)

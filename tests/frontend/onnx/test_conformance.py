@@ -1,5 +1,5 @@
 """ONNX's own backend node tests (SEMANTICS §7.5) through cnnir: import each model, run it
-on the reference backend, compare with ONNX's expected outputs (rtol 1e-3, atol 1e-7).
+on the Numba backend, compare with ONNX's expected outputs (rtol 1e-3, atol 1e-7).
 
 Every selected case that does not pass is an explicit xfail with its reason below; the
 per-prefix counts (passed / xfailed / total) are printed at the end of the pytest run
@@ -69,5 +69,9 @@ for _pattern in XFAIL:
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the case generators warn about overflowing casts
-    globals().update({name: case for name, case in backend_test.test_cases.items()
-                      if name == "OnnxBackendNodeModelTest"})
+    OnnxBackendNodeModelTest = backend_test.test_cases["OnnxBackendNodeModelTest"]
+# Cases outside the selection (other ops, the dtypes and _expanded bodies excluded above) are
+# generated as unittest skips; drop them so the run reports only what cnnir is checked on.
+for _name, _case in list(vars(OnnxBackendNodeModelTest).items()):
+    if _name.startswith("test_") and getattr(_case, "__unittest_skip__", False):
+        delattr(OnnxBackendNodeModelTest, _name)

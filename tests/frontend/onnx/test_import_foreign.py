@@ -143,7 +143,8 @@ def nearest_upsample(x: np.ndarray, sh: int, sw: int) -> np.ndarray:
 def test_legacy_upsample_opset9() -> None:
     nodes = [const_node("scales", np.array([1, 1, 2, 2], np.float32)),
              helper.make_node("Upsample", ["x", "scales"], ["y"], mode="nearest")]
-    graph = loads(model(nodes, [("x", [1, 2, 3, 3])], ["y"], opset=9).SerializeToString())
+    m = model(nodes, [("x", [1, 2, 3, 3])], ["y"], opset=9)
+    graph = assert_matches_ort(m, (1, 2, 3, 3))
     x = RNG.standard_normal((1, 2, 3, 3))
     np.testing.assert_array_equal(cnnir_run(graph, [x])[0], nearest_upsample(x, 2, 2))
 
@@ -154,7 +155,7 @@ def test_legacy_upsample_opset7_attribute_scales() -> None:
     m = model(nodes, [("x", [1, 2, 3, 3])], ["y"], opset=7)
     x = RNG.standard_normal((1, 2, 3, 3))
     for convert in (True, False):
-        graph = import_model(m, convert=convert)
+        graph = assert_matches_ort(m, (1, 2, 3, 3), graph=import_model(m, convert=convert))
         np.testing.assert_array_equal(cnnir_run(graph, [x])[0], nearest_upsample(x, 3, 2))
 
 
