@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from cnnir.backends.numba_cpu.jit import helper, kernel, prange
+from cnnir.backends.numba_cpu.jit import helper, kernel, prange, tile_kernel
 
 ACT = {"none": 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5, "tanh": 6,
        "silu": 7, "hardsigmoid": 8, "hardswish": 9, "gelu": 10, "gelu_tanh": 11, "rrelu": 3}
@@ -96,6 +96,25 @@ def epilogue(src, scale, shift, res, has_res, out, code, alpha):
                 row[i] = srow[i] * s + b + rrow[i]
         else:
             for i in range(p):
+                row[i] = srow[i] * s + b
+        act_row(row, code, alpha)
+
+
+@tile_kernel
+def epilogue_tile(src, scale, shift, res, has_res, out, code, alpha):
+    """``out[c, :] = act(scale[c]·src[c, :] + shift[c] (+ res[c, :]))`` on a [C, T] tile
+    (``out`` and ``res`` may be strided views into [C, P] planes; ``src`` may be ``out``)."""
+    for c in range(out.shape[0]):
+        s = scale[c]
+        b = shift[c]
+        row = out[c]
+        srow = src[c]
+        if has_res:
+            rrow = res[c]
+            for i in range(row.shape[0]):
+                row[i] = srow[i] * s + b + rrow[i]
+        else:
+            for i in range(row.shape[0]):
                 row[i] = srow[i] * s + b
         act_row(row, code, alpha)
 

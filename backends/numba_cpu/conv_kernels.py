@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from cnnir.backends.numba_cpu.act_kernels import act_row
-from cnnir.backends.numba_cpu.jit import helper, kernel, prange
+from cnnir.backends.numba_cpu.jit import helper, kernel, prange, tile_kernel
 
 
 @helper
@@ -29,46 +29,34 @@ def valid_range(out_len, stride, offset, in_len):
     return min(lo, out_len), max(min(hi, out_len), min(lo, out_len))
 
 
-@helper
-def copy_strided(dst, d0, src, s0, count, stride):
-    """``dst[d0 + k] = src[s0 + k·stride]`` for k < count, with unsigned indices (no
-    wraparound checks, so the stride-1 case becomes a vectorized copy)."""
-    d = np.uint64(d0)
-    s = np.uint64(s0)
-    if stride == 1:
-        for k in range(count):
-            dst[d + np.uint64(k)] = src[s + np.uint64(k)]
-    else:
-        st = np.uint64(stride)
-        for k in range(count):
-            dst[d + np.uint64(k)] = src[s + np.uint64(k) * st]
-
-
-@kernel
-def im2col(x, cols, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow):
-    """``cols[(c, i, j), (n, y, x)] = xpad[n, c0 + c, y·sh + i·dh, x·sw + j·dw]``."""
-    n_img, channels, height, width = x.shape
+@tile_kernel
+def im2col_rows(x, cols, n, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, y0, y1, ow):
+    """Columns of output rows [y0, y1) of image n:
+    ``cols[(c, i, j), (y − y0)·ow + x] = xpad[n, c0 + c, y·sh + i·dh, x·sw + j·dw]``."""
+    height, width = x.shape[2], x.shape[3]
     taps = kh * kw
-    xf = x.reshape(-1)
-    cf = cols.reshape(-1)
-    row_len = n_img * oh * ow
-    for r in prange(cg * taps):
+    for r in range(cg * taps):
         c = r // taps
         i = (r % taps) // kw
         j = r % kw
         lo, hi = valid_range(ow, sw, j * dw - pl, width)
-        for n in range(n_img):
-            plane0 = (n * channels + c0 + c) * height * width
-            for y in range(oh):
-                d0 = r * row_len + (n * oh + y) * ow
-                iy = y * sh - pt + i * dh
-                if iy < 0 or iy >= height:
-                    cf[d0:d0 + ow] = 0.0
-                    continue
-                cf[d0:d0 + lo] = 0.0
-                cf[d0 + hi:d0 + ow] = 0.0
-                copy_strided(cf, d0 + lo, xf, plane0 + iy * width + lo * sw + j * dw - pl,
-                             hi - lo, sw)
+        plane = x[n, c0 + c]
+        dst_row = cols[r]
+        for y in range(y0, y1):
+            dst = dst_row[(y - y0) * ow:(y - y0 + 1) * ow]
+            iy = y * sh - pt + i * dh
+            if iy < 0 or iy >= height:
+                dst[:] = 0.0
+                continue
+            dst[:lo] = 0.0
+            dst[hi:] = 0.0
+            src = plane[iy]
+            base = j * dw - pl
+            if sw == 1:
+                dst[lo:hi] = src[lo + base:hi + base]
+            else:
+                for xo in range(lo, hi):
+                    dst[xo] = src[xo * sw + base]
 
 
 @helper

@@ -43,6 +43,17 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
+def parallel_tiles(count: int, run_range) -> None:
+    """Call ``run_range(worker, lo, hi)`` on contiguous ranges of ``count`` tiles, one range
+    per worker thread (the caller is worker 0)."""
+    parts = min(WORKERS, count)
+    bounds = [count * i // parts for i in range(parts + 1)]
+    futures = [_pool().submit(run_range, i, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+    run_range(0, bounds[0], bounds[1])
+    for f in futures:
+        f.result()
+
+
 def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``out[k] = a[k] @ b[k]`` for 3-D arrays, the batch split over the worker threads."""
     parts = min(WORKERS, a.shape[0])

@@ -24,6 +24,12 @@ def kernel(fn):
     return numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True)(fn)
 
 
+def tile_kernel(fn):
+    """A serial, cached kernel that releases the GIL: several run at once on cnnir's worker
+    threads, each on its own tile (no Numba thread pool involved)."""
+    return numba.njit(cache=True, fastmath=FASTMATH, nogil=True)(fn)
+
+
 def helper(fn):
     """A small serial function inlined into kernels."""
     return numba.njit(cache=True, fastmath=FASTMATH, inline="always", nogil=True)(fn)

@@ -17,7 +17,7 @@ from cnnir import ops
 from cnnir.backends.numba_cpu import act_kernels as ak
 from cnnir.backends.numba_cpu import conv_kernels as ck
 from cnnir.backends.numba_cpu import winograd_kernels as wk
-from cnnir.backends.numba_cpu.gemm import batched_matmul
+from cnnir.backends.numba_cpu.gemm import WORKERS, batched_matmul, parallel_tiles
 from cnnir.backends.numba_cpu.gemm import matmul as gemm
 from cnnir.backends.numba_cpu.plan import Builder, Step, lower
 from cnnir.ir import Node
@@ -84,45 +84,97 @@ def depthwise_step(attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray, ep: Epi
                                 out, mult, sh, sw, pt, pl, dh, dw, ep.code, ep.alpha)
 
 
+TILE_BYTES = 512 * 1024  # an im2col tile plus its output tile stay in L2
+
+
+@dataclass(frozen=True)
+class Tile:
+    """Output rows [y0, y1) of image n, output channels [o0, o1)."""
+
+    n: int
+    y0: int
+    y1: int
+    o0: int
+    o1: int
+
+
+def output_tiles(n_img: int, oh: int, ow: int, out_ch: int, k: int,
+                 split_channels: bool = True) -> list[Tile]:
+    """Row bands of about TILE_BYTES of columns; when there are fewer bands than workers
+    (small late layers), the output channels are split as well."""
+    rows = max(1, TILE_BYTES // (4 * max(k, 1) * ow))
+    bands = [(n, y, min(oh, y + rows)) for n in range(n_img) for y in range(0, oh, rows)]
+    few = len(bands) < WORKERS and out_ch >= 2 * WORKERS
+    splits = WORKERS if split_channels and few else 1
+    cuts = [out_ch * i // splits for i in range(splits + 1)]
+    return [Tile(n, y0, y1, lo, hi) for n, y0, y1 in bands for lo, hi in zip(cuts, cuts[1:])]
+
+
+class TiledEpilogue:
+    """The epilogue applied to one tile: ``out[o0:o1, p0:p1]`` in place."""
+
+    def __init__(self, ep: Epilogue, out3: np.ndarray) -> None:
+        self.ep = ep
+        self.res3 = as3d(ep.residual) if ep.residual is not None else None
+        self.dummy = np.zeros((1, 1), out3.dtype)
+
+    def __call__(self, dst: np.ndarray, t: Tile, p0: int, p1: int) -> None:
+        ep = self.ep
+        if ep.trivial:
+            return
+        res = self.res3[t.n, t.o0:t.o1, p0:p1] if self.res3 is not None else self.dummy
+        ak.epilogue_tile(dst, ep.scale[t.o0:t.o1], ep.shift[t.o0:t.o1], res,
+                         self.res3 is not None, dst, ep.code, ep.alpha)
+
+
 def pointwise_step(x: np.ndarray, w: np.ndarray, out: np.ndarray, ep: Epilogue) -> Step:
-    """1x1, stride 1, unpadded: one GEMM per image, no im2col."""
+    """1x1, stride 1, unpadded: a GEMM per tile straight from the input, no im2col, with the
+    epilogue applied while the tile is in cache."""
     w2 = w.reshape(w.shape[0], x.shape[1])
     x3, out3 = as3d(x), as3d(out)
+    oh, ow = out.shape[2], out.shape[3]
+    tiles = output_tiles(x.shape[0], oh, ow, w.shape[0], x.shape[1])
+    epilogue = TiledEpilogue(ep, out3)
 
-    def pointwise() -> None:
-        for n in range(x.shape[0]):
-            gemm(w2, x3[n], out3[n])
-        if not ep.trivial:
-            run_epilogue(out3, out3, ep)
+    def run_range(worker: int, lo: int, hi: int) -> None:
+        for t in tiles[lo:hi]:
+            p0, p1 = t.y0 * ow, t.y1 * ow
+            dst = out3[t.n, t.o0:t.o1, p0:p1]
+            np.matmul(w2[t.o0:t.o1], x3[t.n, :, p0:p1], out=dst)
+            epilogue(dst, t, p0, p1)
 
-    return pointwise
+    return lambda: parallel_tiles(len(tiles), run_range)
 
 
 def im2col_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
                 ep: Epilogue) -> Step:
-    """im2col over the whole batch, one GEMM per group, then the epilogue (which also moves
-    the [O, N, P] GEMM result into NCHW when N > 1)."""
-    n_img = x.shape[0]
+    """Per tile of output rows: im2col into a worker's own cache-sized buffer, one GEMM per
+    group into the output, then the epilogue, all before the tile leaves the cache."""
     out_ch, per_group, kh, kw = w.shape
     groups = attrs.groups
     pt, pl = attrs.padding[:2]
     (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
     oh, ow = out.shape[2], out.shape[3]
     og, k = out_ch // groups, per_group * kh * kw
-    cols = b.scratch((k, n_img * oh * ow))
-    out3 = as3d(out)
-    ys = out3[0] if n_img == 1 else b.scratch((out_ch, n_img * oh * ow))
+    tiles = output_tiles(x.shape[0], oh, ow, out_ch, k, split_channels=groups == 1)
+    width = max((t.y1 - t.y0) * ow for t in tiles)
+    cols = [b.scratch((k, width), owner=i) for i in range(WORKERS)]
     w2 = w.reshape(out_ch, k)
-    src3 = ys.reshape(out_ch, n_img, oh * ow).transpose(1, 0, 2)
+    out3 = as3d(out)
+    epilogue = TiledEpilogue(ep, out3)
 
-    def im2col_gemm() -> None:
-        for g in range(groups):
-            ck.im2col(x, cols, g * per_group, per_group, kh, kw, sh, sw, pt, pl, dh, dw, oh, ow)
-            gemm(w2[g * og:(g + 1) * og], cols, ys[g * og:(g + 1) * og])
-        if n_img > 1 or not ep.trivial:
-            run_epilogue(src3, out3, ep)
+    def run_range(worker: int, lo: int, hi: int) -> None:
+        for t in tiles[lo:hi]:
+            p0, p1 = t.y0 * ow, t.y1 * ow
+            c = cols[worker][:, :p1 - p0]
+            for g in range(groups):
+                ck.im2col_rows(x, c, t.n, g * per_group, per_group, kh, kw, sh, sw, pt, pl,
+                               dh, dw, t.y0, t.y1, ow)
+                o0, o1 = max(t.o0, g * og), min(t.o1, (g + 1) * og)
+                np.matmul(w2[o0:o1], c, out=out3[t.n, o0:o1, p0:p1])
+            epilogue(out3[t.n, t.o0:t.o1, p0:p1], t, p0, p1)
 
-    return im2col_gemm
+    return lambda: parallel_tiles(len(tiles), run_range)
 
 
 def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,

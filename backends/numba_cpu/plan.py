@@ -68,9 +68,11 @@ class Builder:
                 value.const.array, dtype=self.value_dtype(value))
         return self.arrays[id(value)]
 
-    def scratch(self, shape: tuple[int, ...], dtype: np.dtype | None = None) -> np.ndarray:
-        """Working memory shared by every step that asks for the same shape."""
-        key = (tuple(shape), np.dtype(dtype or self.dtype).name)
+    def scratch(self, shape: tuple[int, ...], dtype: np.dtype | None = None,
+                owner: int = 0) -> np.ndarray:
+        """Working memory shared by every step that asks for the same shape (``owner``
+        separates the buffers of concurrent worker threads)."""
+        key = (tuple(shape), np.dtype(dtype or self.dtype).name, owner)
         if key not in self._scratch:
             self._scratch[key] = np.zeros(shape, dtype or self.dtype)
         return self._scratch[key]
@@ -142,6 +144,7 @@ class Program:
         self.builder = b = Builder(graph, types, dtype, seed)
         plan_buffers(b)
         self.steps: list[Step] = []
+        self.schedule: list[tuple[Node, Step]] = []
         for node in graph.nodes:
             lowering = KERNELS.get(node.op)
             if lowering is None:
@@ -153,12 +156,22 @@ class Program:
                 raise e.with_context(node.describe()) from e
             if step is not None:
                 self.steps.append(step)
+                self.schedule.append((node, step))
         self.inputs = [b.arrays[id(v)] for v in graph.inputs]
         self.outputs = [b.array(v) for v in graph.outputs]
 
     @property
     def buffer_bytes(self) -> int:
         return sum(buf.nbytes for buf in self.builder.buffers)
+
+    def profile(self, repeat: int = 10) -> dict[str, float]:
+        """Seconds per run spent in each op (with the algorithm chosen), summed over nodes."""
+        totals: dict[str, float] = {}
+        for _ in range(repeat):
+            for node, step in self.schedule:
+                key = self.builder.choices.get(node.name, node.op.name)
+                totals[key] = totals.get(key, 0.0) + _elapsed(step) / repeat
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         for dst, src in zip(self.inputs, arrays):
