@@ -2,8 +2,8 @@
 
 For ResNet-18, MobileNetV2 and SmallCIFAR at batch 1 and 8: every engine runs the same
 network and weights (onnxruntime on cnnir's own ONNX export, all graph optimizations,
-intra-op threads = cores; PyTorch eager if installed, loading the same state_dict), calls are
-interleaved round-robin and the medians of many runs are reported with achieved GFLOP/s
+intra-op threads = cores; PyTorch eager if installed, running the same graph and weights),
+calls are interleaved in blocks and the medians of many runs are reported with achieved GFLOP/s
 (2·MACs / time), the fraction of this machine's measured sgemm peak, and cnnir / ORT.
 Then cold compile (empty kernel cache) and warm start (a second process) for ResNet-18.
 
@@ -90,14 +90,20 @@ def torch_eager(model, shape):
     return torch_runner(cnnir.trace(model, shape))
 
 
-def measure(runners: dict, x: np.ndarray, runs: int) -> dict[str, float]:
+def measure(runners: dict, x: np.ndarray, runs: int, block: int = 5) -> dict[str, float]:
+    """Medians over ``runs`` calls per engine, interleaved in blocks of ``block`` calls.
+
+    Calls are interleaved block-wise rather than one by one: onnxruntime's (and OpenBLAS's)
+    idle threads keep spinning for a while after a call and would otherwise tax whichever
+    engine runs next. The first call of each block is untimed for the same reason."""
     for fn in runners.values():
         fn(x)
         fn(x)
     times: dict[str, list[float]] = {k: [] for k in runners}
-    for _ in range(runs):
+    for _ in range(max(1, runs // block)):
         for key, fn in runners.items():
-            times[key].append(_timed(lambda fn=fn: fn(x)))
+            fn(x)
+            times[key].extend(_timed(lambda fn=fn: fn(x)) for _ in range(block))
     return {k: statistics.median(v) for k, v in times.items()}
 
 

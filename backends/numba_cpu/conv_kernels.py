@@ -60,73 +60,60 @@ def im2col_rows(x, cols, n, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, y0, y1, ow):
 
 
 @helper
-def tap_sum(xf, plane0, height, width, iy0, ix0, w, o, kh, kw, dh, dw):
-    """One output of a depthwise conv, taps outside the image skipped (zero padding)."""
-    acc = 0.0
-    for i in range(kh):
-        iy = iy0 + i * dh
-        if iy < 0 or iy >= height:
-            continue
-        for j in range(kw):
-            ix = ix0 + j * dw
-            if 0 <= ix < width:
-                acc += w[o, 0, i, j] * xf[plane0 + iy * width + ix]
-    return acc
-
-
-@helper
-def depthwise_row3(of, orow, xf, r0, r1, r2, w, o, lo, hi, sw, pl, d):
-    """The interior of an output row of a 3x3 depthwise conv: all nine taps in one
-    expression, so the loop over output columns vectorizes. Indices are unsigned so that
-    Numba emits no negative-index wraparound check, which would block vectorization."""
+def depthwise_row3(dst, a, b, c, w, o, ow, sw, d):
+    """One output row of a 3x3 depthwise conv from three zero-padded input rows: all nine
+    taps in one expression so the loop over output columns vectorizes. Indices are unsigned
+    so Numba emits no negative-index wraparound check, which would block vectorization."""
     w00, w01, w02 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
     w10, w11, w12 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
     w20, w21, w22 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
-    a0, b0, c0 = np.uint64(r0), np.uint64(r1), np.uint64(r2)
     d1, d2 = np.uint64(d), np.uint64(2 * d)
-    for xo in range(lo, hi):
-        ix = np.uint64(xo * sw - pl)
-        a, b, c = a0 + ix, b0 + ix, c0 + ix
-        of[np.uint64(orow + xo)] = (
-            w00 * xf[a] + w01 * xf[a + d1] + w02 * xf[a + d2]
-            + w10 * xf[b] + w11 * xf[b + d1] + w12 * xf[b + d2]
-            + w20 * xf[c] + w21 * xf[c + d1] + w22 * xf[c + d2])
+    for xo in range(ow):
+        ix = np.uint64(xo * sw)
+        dst[np.uint64(xo)] = (w00 * a[ix] + w01 * a[ix + d1] + w02 * a[ix + d2]
+                              + w10 * b[ix] + w11 * b[ix + d1] + w12 * b[ix + d2]
+                              + w20 * c[ix] + w21 * c[ix + d1] + w22 * c[ix + d2])
+
+
+@helper
+def depthwise_row(dst, padded, y, w, o, ow, sh, sw, dh, dw):
+    """One output row of a k×k depthwise conv from a zero-padded plane, tap by tap."""
+    kh, kw = w.shape[2], w.shape[3]
+    dst[:] = 0.0
+    for i in range(kh):
+        src = padded[y * sh + i * dh]
+        for j in range(kw):
+            wt = w[o, 0, i, j]
+            base = np.uint64(j * dw)
+            for xo in range(ow):
+                dst[np.uint64(xo)] += wt * src[np.uint64(xo * sw) + base]
 
 
 @kernel
 def depthwise(x, w, scale, shift, res, has_res, out, mult, sh, sw, pt, pl, dh, dw, code, alpha):
     """Depthwise conv with a fused epilogue: output channel o reads input channel o // mult.
-    ``out[n, o] = act(scale[o]·Σ_ij w[o, 0, i, j]·xpad[...] + shift[o] (+ res))``."""
+    ``out[n, o] = act(scale[o]·Σ_ij w[o, 0, i, j]·xpad[...] + shift[o] (+ res))``. Each
+    plane is first copied into a zero-padded buffer, so every output is an interior one."""
     n_img, channels, height, width = x.shape
     _, out_ch, oh, ow = out.shape
     kh, kw = w.shape[2], w.shape[3]
-    xf = x.reshape(-1)
-    of = out.reshape(-1)
-    # output columns whose every tap lies inside the image
-    lo, hi = valid_range(ow, sw, -pl, width - (kw - 1) * dw)
+    hp = max((oh - 1) * sh + (kh - 1) * dh + 1, pt + height)
+    wp = max((ow - 1) * sw + (kw - 1) * dw + 1, pl + width)
     for t in prange(n_img * out_ch):
         n = t // out_ch
         o = t % out_ch
-        plane0 = (n * channels + o // mult) * height * width
+        padded = np.zeros((hp, wp), x.dtype)
+        padded[pt:pt + height, pl:pl + width] = x[n, o // mult]
         s = scale[o]
         b = shift[o]
         for y in range(oh):
-            iy0 = y * sh - pt
-            orow = (t * oh + y) * ow
-            if kh == 3 and kw == 3 and iy0 >= 0 and iy0 + 2 * dh < height:
-                r0 = plane0 + iy0 * width
-                for xo in range(lo):
-                    of[orow + xo] = tap_sum(xf, plane0, height, width, iy0, xo * sw - pl, w, o,
-                                            kh, kw, dh, dw)
-                depthwise_row3(of, orow, xf, r0, r0 + dh * width, r0 + 2 * dh * width, w, o,
-                               lo, hi, sw, pl, dw)
-                start = hi
-            else:
-                start = 0
-            for xo in range(start, ow):
-                of[orow + xo] = tap_sum(xf, plane0, height, width, iy0, xo * sw - pl, w, o,
-                                        kh, kw, dh, dw)
             row = out[n, o, y]
+            if kh == 3 and kw == 3:
+                r = y * sh
+                depthwise_row3(row, padded[r], padded[r + dh], padded[r + 2 * dh], w, o, ow,
+                               sw, dw)
+            else:
+                depthwise_row(row, padded, y, w, o, ow, sh, sw, dh, dw)
             if has_res:
                 rrow = res[n, o, y]
                 for xo in range(ow):

@@ -19,7 +19,7 @@ import numpy as np
 
 WORKERS = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
               else os.cpu_count() or 1)
-MIN_PARALLEL_FLOPS = 4_000_000  # below this a split costs more than it saves
+MIN_PARALLEL_FLOPS = 2_000_000  # below this a split costs more than it saves
 
 
 @functools.cache
@@ -43,10 +43,11 @@ def single_threaded_blas() -> Iterator[None]:
         yield
 
 
-def parallel_tiles(count: int, run_range) -> None:
+def parallel_tiles(count: int, run_range, flops: int = MIN_PARALLEL_FLOPS) -> None:
     """Call ``run_range(worker, lo, hi)`` on contiguous ranges of ``count`` tiles, one range
-    per worker thread (the caller is worker 0)."""
-    parts = min(WORKERS, count)
+    per worker thread (the caller is worker 0); small jobs stay on the calling thread, where
+    they cost less than waking a worker (about 20 µs)."""
+    parts = min(WORKERS, count) if flops >= MIN_PARALLEL_FLOPS else 1
     bounds = [count * i // parts for i in range(parts + 1)]
     futures = [_pool().submit(run_range, i, bounds[i], bounds[i + 1]) for i in range(1, parts)]
     run_range(0, bounds[0], bounds[1])

@@ -143,7 +143,8 @@ def pointwise_step(x: np.ndarray, w: np.ndarray, out: np.ndarray, ep: Epilogue) 
             np.matmul(w2[t.o0:t.o1], x3[t.n, :, p0:p1], out=dst)
             epilogue(dst, t, p0, p1)
 
-    return lambda: parallel_tiles(len(tiles), run_range)
+    flops = 2 * w2.size * x3.shape[0] * x3.shape[2]
+    return lambda: parallel_tiles(len(tiles), run_range, flops)
 
 
 def im2col_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
@@ -174,7 +175,8 @@ def im2col_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray
                 np.matmul(w2[o0:o1], c, out=out3[t.n, o0:o1, p0:p1])
             epilogue(out3[t.n, t.o0:t.o1, p0:p1], t, p0, p1)
 
-    return lambda: parallel_tiles(len(tiles), run_range)
+    flops = 2 * w2.size * out3.shape[0] * out3.shape[2]
+    return lambda: parallel_tiles(len(tiles), run_range, flops)
 
 
 def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,

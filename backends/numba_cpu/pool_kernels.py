@@ -10,32 +10,38 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnir.backends.numba_cpu.jit import kernel, prange
+from cnnir.backends.numba_cpu.conv_kernels import valid_range
+from cnnir.backends.numba_cpu.jit import helper, kernel, prange
+
+
+@helper
+def nan_max(a, b):
+    """max that lets NaN win, as torch's max_pool2d does."""
+    return a if (a > b or a != a) else b
 
 
 @kernel
 def max_pool(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
+    """Each output row is the running max over the window's taps, one tap at a time along
+    the whole row, so the inner loop over output columns vectorizes; padding is −∞."""
     n_img, channels, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
     for t in prange(n_img * channels):
         plane = x[t // channels, t % channels]
         dst = out[t // channels, t % channels]
         for y in range(oh):
-            for xo in range(ow):
-                m = -np.inf
-                for i in range(kh):
-                    iy = y * sh - ph + i * dh
-                    if iy < 0 or iy >= height:
-                        continue
-                    for j in range(kw):
-                        ix = xo * sw - pw + j * dw
-                        if 0 <= ix < width:
-                            v = plane[iy, ix]
-                            if v > m or v != v:
-                                m = v
-                                if v != v:
-                                    break
-                dst[y, xo] = m
+            row = dst[y]
+            row[:] = -np.inf
+            for i in range(kh):
+                iy = y * sh - ph + i * dh
+                if iy < 0 or iy >= height:
+                    continue
+                src = plane[iy]
+                for j in range(kw):
+                    base = j * dw - pw
+                    lo, hi = valid_range(ow, sw, base, width)
+                    for xo in range(lo, hi):
+                        row[xo] = nan_max(src[np.uint64(xo * sw + base)], row[xo])
 
 
 @kernel
