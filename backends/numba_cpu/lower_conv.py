@@ -84,7 +84,7 @@ def depthwise_step(attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray, ep: Epi
                                 out, mult, sh, sw, pt, pl, dh, dw, ep.code, ep.alpha)
 
 
-TILE_BYTES = 512 * 1024  # an im2col tile plus its output tile stay in L2
+TILE_BYTES = 1024 * 1024  # an im2col tile plus its output tile stay in L2
 
 
 @dataclass(frozen=True)
@@ -100,9 +100,10 @@ class Tile:
 
 def output_tiles(n_img: int, oh: int, ow: int, out_ch: int, k: int,
                  split_channels: bool = True) -> list[Tile]:
-    """Row bands of about TILE_BYTES of columns; when there are fewer bands than workers
-    (small late layers), the output channels are split as well."""
-    rows = max(1, TILE_BYTES // (4 * max(k, 1) * ow))
+    """Row bands whose input columns (k rows) and output tile (out_ch rows) fit in about
+    TILE_BYTES; when there are fewer bands than workers (small late layers), the output
+    channels are split as well."""
+    rows = max(1, TILE_BYTES // (4 * (k + out_ch) * ow))
     bands = [(n, y, min(oh, y + rows)) for n in range(n_img) for y in range(0, oh, rows)]
     few = len(bands) < WORKERS and out_ch >= 2 * WORKERS
     splits = WORKERS if split_channels and few else 1
