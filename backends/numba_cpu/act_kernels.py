@@ -66,6 +66,18 @@ def act_row(row, code, alpha):
             row[i] = 0.5 * v * (1.0 + math.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)))
 
 
+@helper
+def finish_row(row, src, s, b, res, has_res, code, alpha):
+    """``row = act(s·src + b (+ res))``: the epilogue of one output row (src may be row)."""
+    if has_res:
+        for i in range(row.shape[0]):
+            row[i] = src[i] * s + b + res[i]
+    else:
+        for i in range(row.shape[0]):
+            row[i] = src[i] * s + b
+    act_row(row, code, alpha)
+
+
 @kernel
 def activation(x, out, code, alpha):
     """``out = act(x)`` over flat, contiguous arrays, in parallel chunks."""
@@ -82,22 +94,12 @@ def activation(x, out, code, alpha):
 @kernel
 def epilogue(src, scale, shift, res, has_res, out, code, alpha):
     """``out[n, c, :] = act(scale[c]·src[n, c, :] + shift[c] (+ res[n, c, :]))``, 3-D views."""
-    n_img, channels, p = out.shape
+    n_img, channels = out.shape[0], out.shape[1]
     for t in prange(n_img * channels):
         n = t // channels
         c = t % channels
-        s = scale[c]
-        b = shift[c]
-        row = out[n, c]
-        srow = src[n, c]
-        if has_res:
-            rrow = res[n, c]
-            for i in range(p):
-                row[i] = srow[i] * s + b + rrow[i]
-        else:
-            for i in range(p):
-                row[i] = srow[i] * s + b
-        act_row(row, code, alpha)
+        finish_row(out[n, c], src[n, c], scale[c], shift[c], res[n, c] if has_res else res[0, 0],
+                   has_res, code, alpha)
 
 
 @tile_kernel
@@ -105,18 +107,8 @@ def epilogue_tile(src, scale, shift, res, has_res, out, code, alpha):
     """``out[c, :] = act(scale[c]·src[c, :] + shift[c] (+ res[c, :]))`` on a [C, T] tile
     (``out`` and ``res`` may be strided views into [C, P] planes; ``src`` may be ``out``)."""
     for c in range(out.shape[0]):
-        s = scale[c]
-        b = shift[c]
-        row = out[c]
-        srow = src[c]
-        if has_res:
-            rrow = res[c]
-            for i in range(row.shape[0]):
-                row[i] = srow[i] * s + b + rrow[i]
-        else:
-            for i in range(row.shape[0]):
-                row[i] = srow[i] * s + b
-        act_row(row, code, alpha)
+        finish_row(out[c], src[c], scale[c], shift[c], res[c] if has_res else res[0],
+                   has_res, code, alpha)
 
 
 @kernel

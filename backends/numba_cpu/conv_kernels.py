@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from cnnir.backends.numba_cpu.act_kernels import act_row
+from cnnir.backends.numba_cpu.act_kernels import finish_row
 from cnnir.backends.numba_cpu.jit import helper, kernel, prange, tile_kernel
 
 
@@ -114,14 +114,8 @@ def depthwise(x, w, scale, shift, res, has_res, out, mult, sh, sw, pt, pl, dh, d
                                sw, dw)
             else:
                 depthwise_row(row, padded, y, w, o, ow, sh, sw, dh, dw)
-            if has_res:
-                rrow = res[n, o, y]
-                for xo in range(ow):
-                    row[xo] = row[xo] * s + b + rrow[xo]
-            else:
-                for xo in range(ow):
-                    row[xo] = row[xo] * s + b
-            act_row(row, code, alpha)
+            finish_row(row, row, s, b, res[n, o, y] if has_res else res[0, 0, 0], has_res,
+                       code, alpha)
 
 
 @kernel

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnir.backends.numba_cpu.act_kernels import act_row
+from cnnir.backends.numba_cpu.act_kernels import finish_row
 from cnnir.backends.numba_cpu.jit import helper, kernel, prange
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -112,8 +112,5 @@ def output_tiles(m, out, scale, shift, res, has_res, th, tw, code, alpha):
                         out[n, o, y + 1, xo + 1] = (w1 - w2 - w3) * s + b
         for y in range(oh):
             row = out[n, o, y]
-            if has_res:
-                rrow = res[n, o, y]
-                for i in range(ow):
-                    row[i] += rrow[i]
-            act_row(row, code, alpha)
+            finish_row(row, row, 1.0, 0.0, res[n, o, y] if has_res else res[0, 0, 0], has_res,
+                       code, alpha)
