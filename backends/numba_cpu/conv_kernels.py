@@ -52,11 +52,8 @@ def im2col_rows(x, cols, n, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, y0, y1, ow):
             dst[hi:] = 0.0
             src = plane[iy]
             base = j * dw - pl
-            if sw == 1:
-                dst[lo:hi] = src[lo + base:hi + base]
-            else:
-                for xo in range(lo, hi):
-                    dst[xo] = src[xo * sw + base]
+            if hi > lo:
+                dst[lo:hi] = src[lo * sw + base:(hi - 1) * sw + base + 1:sw]
 
 
 @helper

@@ -164,20 +164,32 @@ def im2col_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray
     w2 = w.reshape(out_ch, k)
     out3 = as3d(out)
     epilogue = TiledEpilogue(ep, out3)
+    flops = 2 * w2.size * out3.shape[0] * out3.shape[2]
+    # Channel-split tiles (one small band, see output_tiles) share the band's columns, made
+    # once before the workers start rather than once per worker.
+    shared_columns = len(tiles) > 1 and all((t.n, t.y0) == (0, 0) for t in tiles)
+
+    def columns(c: np.ndarray, t: Tile, g: int) -> None:
+        ck.im2col_rows(x, c, t.n, g * per_group, per_group, kh, kw, sh, sw, pt, pl, dh, dw,
+                       t.y0, t.y1, ow)
 
     def run_range(worker: int, lo: int, hi: int) -> None:
         for t in tiles[lo:hi]:
             p0, p1 = t.y0 * ow, t.y1 * ow
-            c = cols[worker][:, :p1 - p0]
+            c = cols[0 if shared_columns else worker][:, :p1 - p0]
             for g in range(groups):
-                ck.im2col_rows(x, c, t.n, g * per_group, per_group, kh, kw, sh, sw, pt, pl,
-                               dh, dw, t.y0, t.y1, ow)
+                if not shared_columns:
+                    columns(c, t, g)
                 o0, o1 = max(t.o0, g * og), min(t.o1, (g + 1) * og)
                 np.matmul(w2[o0:o1], c, out=out3[t.n, o0:o1, p0:p1])
             epilogue(out3[t.n, t.o0:t.o1, p0:p1], t, p0, p1)
 
-    flops = 2 * w2.size * out3.shape[0] * out3.shape[2]
-    return lambda: parallel_tiles(len(tiles), run_range, flops)
+    def step() -> None:
+        if shared_columns:
+            columns(cols[0][:, :(tiles[0].y1 - tiles[0].y0) * ow], tiles[0], 0)
+        parallel_tiles(len(tiles), run_range, flops)
+
+    return step
 
 
 def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
