@@ -24,12 +24,14 @@ UNSUPPORTED: frozenset = frozenset()
 class CompiledModel:
     """A graph compiled for the CPU: call it on numpy arrays (NCHW)."""
 
-    def __init__(self, graph: Graph, dtype: str = "float32", seed: int = 0) -> None:
+    def __init__(self, graph: Graph, dtype: str = "float32", seed: int = 0,
+                 tune: bool = True) -> None:
         if np.dtype(dtype).kind != "f":
             raise CnnirError(f"dtype must be a float type, got {dtype!r}")
         self.graph = graph
         self.dtype = np.dtype(dtype)
         self.seed = seed
+        self.tune = tune
         self._programs: dict[tuple, Program] = {}
 
     def _check(self, arrays: tuple[Any, ...]) -> list[np.ndarray]:
@@ -60,7 +62,7 @@ class CompiledModel:
         if shapes not in self._programs:
             with single_threaded_blas():
                 self._programs[shapes] = Program(self.graph, list(shapes), self.dtype.name,
-                                                 self.seed)
+                                                 self.seed, self.tune)
         return self._programs[shapes]
 
     @property
@@ -79,16 +81,17 @@ class CompiledModel:
 
 
 def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize: bool = True,
-                  **options: Any) -> CompiledModel:
+                  tune: bool = True, **options: Any) -> CompiledModel:
     """Compile ``graph``; with ``optimize`` first apply the semantics-preserving inference
-    pipeline (BN folding, conv+activation+residual fusion, ...), which the kernels exploit."""
+    pipeline (BN folding, conv+activation+residual fusion, ...), which the kernels exploit;
+    with ``tune`` pick each convolution's algorithm by timing the candidates."""
     if options:
         raise CnnirError(f"unknown numba backend options: {sorted(options)}")
     if optimize:
         from cnnir.passes.manager import DEFAULT_INFERENCE_PIPELINE, run_pipeline
 
         graph = run_pipeline(graph, DEFAULT_INFERENCE_PIPELINE, verify_each=False).graph
-    model = CompiledModel(graph, dtype, seed)
+    model = CompiledModel(graph, dtype, seed, tune)
     if all(v.type.is_static for v in graph.inputs):
         model.program(tuple(tuple(v.type.shape) for v in graph.inputs))
     return model

@@ -36,9 +36,6 @@ def _controller():
 
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    if os.environ.get("CNNIR_GEMM") == "plain":
-        yield
-        return
     with _controller().limit(limits=1, user_api="blas"):
         yield
 
@@ -57,36 +54,21 @@ def parallel_tiles(count: int, run_range, flops: int = MIN_PARALLEL_FLOPS) -> No
 
 def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """``out[k] = a[k] @ b[k]`` for 3-D arrays, the batch split over the worker threads."""
-    parts = min(WORKERS, a.shape[0])
-    if parts == 1:
-        np.matmul(a, b, out=out)
-        return
-    bounds = np.linspace(0, a.shape[0], parts + 1).astype(int)
-    futures = [_pool().submit(np.matmul, a[lo:hi], b[lo:hi], out=out[lo:hi])
-               for lo, hi in zip(bounds[1:-1], bounds[2:])]
-    np.matmul(a[:bounds[1]], b[:bounds[1]], out=out[:bounds[1]])
-    for f in futures:
-        f.result()
+
+    def run_range(worker: int, lo: int, hi: int) -> None:
+        np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi])
+
+    parallel_tiles(a.shape[0], run_range, 2 * a.size * b.shape[-1])
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """``out = a @ b`` for 2-D arrays, split over the worker threads when large."""
-    m, k = a.shape
-    n = b.shape[1]
-    if os.environ.get("CNNIR_GEMM") == "plain":
-        np.matmul(a, b, out=out)
-        return
-    parts = WORKERS if 2 * m * n * k >= MIN_PARALLEL_FLOPS else 1
-    if parts == 1:
-        np.matmul(a, b, out=out)
-        return
-    if n >= m:
-        bounds = np.linspace(0, n, parts + 1).astype(int)
-        blocks = [(a, b[:, lo:hi], out[:, lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
-    else:
-        bounds = np.linspace(0, m, parts + 1).astype(int)
-        blocks = [(a[lo:hi], b, out[lo:hi]) for lo, hi in zip(bounds, bounds[1:])]
-    futures = [_pool().submit(np.matmul, x, y, out=z) for x, y, z in blocks[1:]]
-    np.matmul(*blocks[0][:2], out=blocks[0][2])
-    for f in futures:
-        f.result()
+    """``out = a @ b`` for 2-D arrays, split by columns (or rows) over the worker threads."""
+    m, n = a.shape[0], b.shape[1]
+
+    def columns(worker: int, lo: int, hi: int) -> None:
+        np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
+
+    def rows(worker: int, lo: int, hi: int) -> None:
+        np.matmul(a[lo:hi], b, out=out[lo:hi])
+
+    parallel_tiles(n if n >= m else m, columns if n >= m else rows, 2 * a.size * n)

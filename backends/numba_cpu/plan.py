@@ -138,10 +138,11 @@ class Program:
     """One compiled plan for fixed input shapes."""
 
     def __init__(self, graph: Graph, shapes: list[tuple[int, ...]], dtype: str,
-                 seed: int = 0) -> None:
+                 seed: int = 0, tune: bool = True) -> None:
         env = bind_env(graph, shapes)
         types = bind_types(graph, env)
         self.builder = b = Builder(graph, types, dtype, seed)
+        b.tune = tune
         plan_buffers(b)
         self.steps: list[Step] = []
         self.schedule: list[tuple[Node, Step]] = []

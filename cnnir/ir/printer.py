@@ -1,8 +1,8 @@
 """A stable, readable text form of a graph, used in tests, errors and ``cnnir graph``.
 
     graph Net(%x: float32[1, 3, 32, 32]) -> (%fc)
-      param %conv.weight: float32[8, 3, 3, 3]
-      %conv = conv2d(%x, %conv.weight, _) {stride=(1, 1), padding=(1, 1), ...}  # net.py:12
+      parameter %conv.weight: float32[8, 3, 3, 3]
+      %conv: float32[1, 8, 32, 32] = conv2d(%x, %conv.weight, _) {stride=(1, 1), ...}  # net.py:12
       return %fc
 """
 
