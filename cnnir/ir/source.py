@@ -40,13 +40,17 @@ class SourceLoc:
         return f"{path}:{self.line}"
 
 
+@functools.cache
+def _is_user_file(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    return not path.startswith(_own_dirs()) and not filename.startswith("<frozen")
+
+
 def user_location() -> SourceLoc | None:
     """The innermost frame that belongs to user code, or None."""
-    own = _own_dirs()
     frame = sys._getframe(1)
     while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(own) and not filename.startswith("<frozen"):
+        if _is_user_file(frame.f_code.co_filename):
             return SourceLoc(frame.f_code.co_filename, frame.f_lineno)
         frame = frame.f_back
     return None

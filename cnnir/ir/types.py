@@ -9,6 +9,7 @@ is known; ``evaluate_dim`` substitutes values for symbols without ever calling `
 from __future__ import annotations
 
 import ast
+import functools
 import math
 from dataclasses import dataclass
 
@@ -133,6 +134,8 @@ def _check_expression(text: str) -> None:
 
 
 def _check_dim(dim: object) -> Dim:
+    if type(dim) is int and dim >= 0:  # the common case, first
+        return dim
     if isinstance(dim, (bool, np.bool_)):
         raise ShapeError(f"a dimension must be an int or a symbol name, got {dim!r}")
     if isinstance(dim, (int, np.integer)):
@@ -143,6 +146,22 @@ def _check_dim(dim: object) -> Dim:
         _check_expression(dim.strip())
         return dim.strip()
     raise ShapeError(f"a dimension must be an int or a symbol name, got {dim!r}")
+
+
+@functools.cache
+def _dtype_name(dtype: object) -> str:
+    try:
+        return np.dtype(dtype).name
+    except TypeError as e:
+        raise ShapeError(f"unknown dtype {dtype!r}") from e
+
+
+def dtype_name(dtype: object) -> str:
+    """The numpy name of ``dtype`` (``"float32"``), memoized: types are built per value."""
+    try:
+        return _dtype_name(dtype)
+    except TypeError:  # unhashable dtype-like objects
+        return _dtype_name.__wrapped__(dtype)
 
 
 @dataclass(frozen=True)
@@ -160,10 +179,7 @@ class TensorType:
         if isinstance(self.shape, (int, str)):
             raise ShapeError(f"a shape must be a sequence of dimensions, got {self.shape!r}")
         object.__setattr__(self, "shape", tuple(_check_dim(d) for d in self.shape))
-        try:
-            object.__setattr__(self, "dtype", np.dtype(self.dtype).name)
-        except TypeError as e:
-            raise ShapeError(f"unknown dtype {self.dtype!r}") from e
+        object.__setattr__(self, "dtype", dtype_name(self.dtype))
 
     @property
     def rank(self) -> int:

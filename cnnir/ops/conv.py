@@ -110,6 +110,7 @@ def _check_window_fits(x: TensorType, kernel: tuple[int, int], a: Conv2dAttrs) -
         padded = size + a.padding[axis] + a.padding[axis + 2]
         eff = a.dilation[axis] * (k - 1) + 1
         require(eff <= padded,
+                lambda name=name, k=k, axis=axis, eff=eff, padded=padded:
                 f"has an effective kernel {name} of {eff} (kernel {k}, dilation "
                 f"{a.dilation[axis]}) larger than the padded input {name} of {padded} "
                 f"(input {shape_str(x.shape)}, padding {a.padding})",
@@ -142,8 +143,8 @@ def infer_conv2d(a: Conv2dAttrs, types: list[TensorType | None]) -> list[TensorT
                 f"has groups={g}, which must divide out_channels={out_ch} "
                 f"(weight {shape_str(w.shape)})")
     require(x.shape[1] == dim_mul(in_per_group, g),
-            f"expects {dim_mul(in_per_group, g)} input channels (weight {shape_str(w.shape)}, "
-            f"groups={g}) but its input is {shape_str(x.shape)}",
+            lambda: f"expects {dim_mul(in_per_group, g)} input channels (weight "
+                    f"{shape_str(w.shape)}, groups={g}) but its input is {shape_str(x.shape)}",
             "check in_channels of this layer against the previous layer's output")
     _check_bias(b, out_ch)
     oh, ow = _conv_spatial(x, (w.shape[2], w.shape[3]), a)

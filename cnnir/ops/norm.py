@@ -42,8 +42,8 @@ def infer_batch_norm(a: BatchNormAttrs, types: list[TensorType | None]) -> list[
     channels = x.shape[1]
     for name, t in zip(("running_mean", "running_var", "weight", "bias"), types[1:]):
         require(t is None or t.shape == (channels,),
-                f"expects {name} of shape [{channels}] for input {shape_str(x.shape)} but it "
-                f"is {shape_str(t.shape) if t is not None else None}")
+                lambda name=name, t=t: f"expects {name} of shape [{channels}] for input "
+                                       f"{shape_str(x.shape)} but it is {shape_str(t.shape)}")
     if uses_batch_stats(a, types):
         per_channel = dim_floordiv(numel(x.shape), channels) if is_static(channels) else None
         require(not (is_static(per_channel) and per_channel == 1),

@@ -144,9 +144,11 @@ def pair(value: Any, name: str) -> tuple[int, int]:
     raise ShapeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
-def require(cond: bool, message: str, hint: str | None = None) -> None:
+def require(cond: bool, message: str | Callable[[], str], hint: str | None = None) -> None:
+    """Raise ShapeError(message) unless ``cond``. Hot rules pass the message as a lambda so
+    the text is only built when the check fails."""
     if not cond:
-        raise ShapeError(message, hint=hint)
+        raise ShapeError(message() if callable(message) else message, hint=hint)
 
 
 def positive_pair(value: Any, name: str) -> tuple[int, int]:
