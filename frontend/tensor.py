@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from cnnir.errors import CnnirError
 from cnnir.ir import Value
-from cnnir.ir.types import Dim
+from cnnir.ir.types import Dim, sym
 
 if TYPE_CHECKING:
     from cnnir.frontend.tracer import Tracer
@@ -40,7 +40,8 @@ class Tensor:
     # -- type --------------------------------------------------------------------------
     @property
     def shape(self) -> tuple[Dim, ...]:
-        return self.value.type.shape
+        """Sizes; a symbolic one is a SymDim, whose arithmetic builds expressions."""
+        return tuple(sym(d) for d in self.value.type.shape)
 
     @property
     def dtype(self) -> str:
@@ -57,7 +58,7 @@ class Tensor:
         return self.shape if dim is None else self.shape[dim]
 
     def numel(self) -> Dim:
-        return self.value.type.numel
+        return sym(self.value.type.numel)
 
     def __repr__(self) -> str:
         return f"cnnir.Tensor(%{self.value.name}: {self.value.type})"

@@ -76,6 +76,45 @@ _BINOPS = {
 }
 
 
+class SymDim(str):
+    """A symbolic size as model code sees it (``x.size(0)`` under a symbolic batch).
+
+    Arithmetic builds dimension expressions, as torch's SymInt does, instead of Python's
+    string operators (``"N" * 2`` would silently be ``"NN"``)."""
+
+    def __add__(self, other: Dim) -> Dim:  # type: ignore[override]
+        return sym(dim_add(str(self), _plain(other)))
+
+    def __radd__(self, other: Dim) -> Dim:
+        return sym(dim_add(_plain(other), str(self)))
+
+    def __sub__(self, other: Dim) -> Dim:
+        return sym(dim_add(str(self), -other if isinstance(other, int) else
+                           f"-1 * {_wrap(_plain(other))}"))
+
+    def __mul__(self, other: Dim) -> Dim:  # type: ignore[override]
+        return sym(dim_mul(str(self), _plain(other)))
+
+    def __rmul__(self, other: Dim) -> Dim:  # type: ignore[override]
+        return sym(dim_mul(_plain(other), str(self)))
+
+    def __floordiv__(self, other: int) -> Dim:
+        return sym(dim_floordiv(str(self), other))
+
+    def __mod__(self, other: object) -> Dim:  # type: ignore[override]
+        raise ShapeError(f"the remainder of the symbolic size {str(self)!r} is unknown",
+                         hint="bind the symbol with a concrete input shape")
+
+
+def _plain(dim: Dim) -> Dim:
+    return str(dim) if isinstance(dim, SymDim) else dim
+
+
+def sym(dim: Dim) -> Dim:
+    """``dim`` as model code should see it: ints stay ints, symbols become SymDim."""
+    return SymDim(dim) if isinstance(dim, str) else dim
+
+
 def evaluate_dim(dim: Dim, env: dict[str, int]) -> Dim:
     """Substitute ``env`` into ``dim``; returns an int when every symbol is bound."""
     if is_static(dim):
@@ -144,7 +183,7 @@ def _check_dim(dim: object) -> Dim:
         return int(dim)
     if isinstance(dim, str) and dim.strip():
         _check_expression(dim.strip())
-        return dim.strip()
+        return str(dim).strip()
     raise ShapeError(f"a dimension must be an int or a symbol name, got {dim!r}")
 
 

@@ -8,6 +8,7 @@ data (cat, reshape, flatten, transpose, split, channel_shuffle, pad, identity) c
 
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -131,6 +132,23 @@ cat = register(OpDef(
 ))
 
 
+def _monomial(dim: str) -> tuple[int, list[str]]:
+    """``"N * 2"`` -> (2, ["N"]); any expression that is not a product stays one symbol."""
+    node = ast.parse(dim, mode="eval").body
+    coef, names, stack = 1, [], [node]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult):
+            stack += [n.left, n.right]
+        elif isinstance(n, ast.Constant) and isinstance(n.value, int):
+            coef *= n.value
+        elif isinstance(n, ast.Name):
+            names.append(n.id)
+        else:
+            return 1, [dim]
+    return coef, names
+
+
 def _factor(shape: tuple[Dim, ...]) -> tuple[int, tuple[str, ...]]:
     """An element count as (integer coefficient, sorted symbolic factors)."""
     coef, syms = 1, []
@@ -138,7 +156,9 @@ def _factor(shape: tuple[Dim, ...]) -> tuple[int, tuple[str, ...]]:
         if is_static(d):
             coef *= d
         else:
-            syms.append(str(d))
+            c, names = _monomial(str(d))
+            coef *= c
+            syms += names
     return coef, tuple(sorted(syms))
 
 
