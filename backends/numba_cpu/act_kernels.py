@@ -22,14 +22,15 @@ ACT = {"none": 0, "relu": 1, "relu6": 2, "leaky_relu": 3, "elu": 4, "sigmoid": 5
 def act_row(row, code, alpha):
     """Apply activation ``code`` in place to a 1-D row."""
     n = row.shape[0]
+    # selects ordered so that NaN falls through unchanged: no NaN test, so loops vectorize
     if code == 1:
         for i in range(n):
             v = row[i]
-            row[i] = v if v > 0 else (v if v != v else 0.0)
+            row[i] = 0.0 if v < 0 else v
     elif code == 2:
         for i in range(n):
             v = row[i]
-            row[i] = min(max(v, 0.0), 6.0) if v == v else v
+            row[i] = 0.0 if v < 0 else (6.0 if v > 6.0 else v)
     elif code == 3:
         for i in range(n):
             v = row[i]
@@ -50,12 +51,13 @@ def act_row(row, code, alpha):
             row[i] = v / (1.0 + math.exp(-v))
     elif code == 8:
         for i in range(n):
-            v = row[i]
-            row[i] = min(max(v + 3.0, 0.0), 6.0) / 6.0 if v == v else v
+            u = row[i] + 3.0
+            row[i] = (0.0 if u < 0 else (6.0 if u > 6.0 else u)) / 6.0
     elif code == 9:
         for i in range(n):
             v = row[i]
-            row[i] = v * min(max(v + 3.0, 0.0), 6.0) / 6.0 if v == v else v
+            u = v + 3.0
+            row[i] = v * (0.0 if u < 0 else (6.0 if u > 6.0 else u)) / 6.0
     elif code == 10:
         for i in range(n):
             v = row[i]
@@ -103,11 +105,14 @@ def epilogue(src, scale, shift, res, has_res, out, code, alpha):
 
 
 @tile_kernel
-def epilogue_tile(src, scale, shift, res, has_res, out, code, alpha):
-    """``out[c, :] = act(scale[c]·src[c, :] + shift[c] (+ res[c, :]))`` on a [C, T] tile
-    (``out`` and ``res`` may be strided views into [C, P] planes; ``src`` may be ``out``)."""
-    for c in range(out.shape[0]):
-        finish_row(out[c], src[c], scale[c], shift[c], res[c] if has_res else res[0],
+def epilogue_tile(plane, o0, o1, p0, p1, scale, shift, res, has_res, code, alpha):
+    """In place on a tile of a contiguous [C, P] plane, channels [o0, o1) × columns [p0, p1):
+    ``plane[c, p] = act(scale[c]·plane[c, p] + shift[c] (+ res[c, p]))``. Taking the whole
+    plane plus offsets (not a strided view) keeps every row contiguous for Numba, so the
+    loops vectorize."""
+    for c in range(o0, o1):
+        row = plane[c, p0:p1]
+        finish_row(row, row, scale[c], shift[c], res[c, p0:p1] if has_res else res[0, 0:1],
                    has_res, code, alpha)
 
 

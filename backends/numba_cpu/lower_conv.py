@@ -112,20 +112,21 @@ def output_tiles(n_img: int, oh: int, ow: int, out_ch: int, k: int,
 
 
 class TiledEpilogue:
-    """The epilogue applied to one tile: ``out[o0:o1, p0:p1]`` in place."""
+    """The epilogue applied to one tile: ``out[n, o0:o1, p0:p1]`` in place."""
 
     def __init__(self, ep: Epilogue, out3: np.ndarray) -> None:
         self.ep = ep
+        self.out3 = out3
         self.res3 = as3d(ep.residual) if ep.residual is not None else None
         self.dummy = np.zeros((1, 1), out3.dtype)
 
-    def __call__(self, dst: np.ndarray, t: Tile, p0: int, p1: int) -> None:
+    def __call__(self, t: Tile, p0: int, p1: int) -> None:
         ep = self.ep
         if ep.trivial:
             return
-        res = self.res3[t.n, t.o0:t.o1, p0:p1] if self.res3 is not None else self.dummy
-        ak.epilogue_tile(dst, ep.scale[t.o0:t.o1], ep.shift[t.o0:t.o1], res,
-                         self.res3 is not None, dst, ep.code, ep.alpha)
+        res = self.res3[t.n] if self.res3 is not None else self.dummy
+        ak.epilogue_tile(self.out3[t.n], t.o0, t.o1, p0, p1, ep.scale, ep.shift, res,
+                         self.res3 is not None, ep.code, ep.alpha)
 
 
 def pointwise_step(x: np.ndarray, w: np.ndarray, out: np.ndarray, ep: Epilogue) -> Step:
@@ -140,9 +141,8 @@ def pointwise_step(x: np.ndarray, w: np.ndarray, out: np.ndarray, ep: Epilogue) 
     def run_range(worker: int, lo: int, hi: int) -> None:
         for t in tiles[lo:hi]:
             p0, p1 = t.y0 * ow, t.y1 * ow
-            dst = out3[t.n, t.o0:t.o1, p0:p1]
-            np.matmul(w2[t.o0:t.o1], x3[t.n, :, p0:p1], out=dst)
-            epilogue(dst, t, p0, p1)
+            np.matmul(w2[t.o0:t.o1], x3[t.n, :, p0:p1], out=out3[t.n, t.o0:t.o1, p0:p1])
+            epilogue(t, p0, p1)
 
     flops = 2 * w2.size * x3.shape[0] * x3.shape[2]
     return lambda: parallel_tiles(len(tiles), run_range, flops)
@@ -171,22 +171,23 @@ def im2col_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray
 
     def columns(c: np.ndarray, t: Tile, g: int) -> None:
         ck.im2col_rows(x, c, t.n, g * per_group, per_group, kh, kw, sh, sw, pt, pl, dh, dw,
-                       t.y0, t.y1, ow)
+                       t.y0, t.y1, ow)  # c: the worker's whole buffer, filled from column 0
 
     def run_range(worker: int, lo: int, hi: int) -> None:
         for t in tiles[lo:hi]:
             p0, p1 = t.y0 * ow, t.y1 * ow
-            c = cols[0 if shared_columns else worker][:, :p1 - p0]
+            buffer = cols[0 if shared_columns else worker]
+            c = buffer[:, :p1 - p0]
             for g in range(groups):
                 if not shared_columns:
-                    columns(c, t, g)
+                    columns(buffer, t, g)
                 o0, o1 = max(t.o0, g * og), min(t.o1, (g + 1) * og)
                 np.matmul(w2[o0:o1], c, out=out3[t.n, o0:o1, p0:p1])
-            epilogue(out3[t.n, t.o0:t.o1, p0:p1], t, p0, p1)
+            epilogue(t, p0, p1)
 
     def step() -> None:
         if shared_columns:
-            columns(cols[0][:, :(tiles[0].y1 - tiles[0].y0) * ow], tiles[0], 0)
+            columns(cols[0], tiles[0], 0)
         parallel_tiles(len(tiles), run_range, flops)
 
     return step
