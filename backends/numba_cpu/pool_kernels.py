@@ -22,26 +22,32 @@ def nan_max(a, b):
 
 @kernel
 def max_pool(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
-    """Each output row is the running max over the window's taps, one tap at a time along
-    the whole row, so the inner loop over output columns vectorizes; padding is −∞."""
+    """Separable: each input row's max over the window's columns first (``rows``), then each
+    output row is the max over the window's rows of those, a contiguous and vectorizable
+    loop. Padding is −∞; NaN wins."""
     n_img, channels, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
     for t in prange(n_img * channels):
         plane = x[t // channels, t % channels]
         dst = out[t // channels, t % channels]
+        rows = np.full((height, ow), -np.inf, x.dtype)
+        for iy in range(height):
+            src = plane[iy]
+            row = rows[iy]
+            for j in range(kw):
+                base = j * dw - pw
+                lo, hi = valid_range(ow, sw, base, width)
+                for xo in range(lo, hi):
+                    row[xo] = nan_max(src[np.uint64(xo * sw + base)], row[xo])
         for y in range(oh):
-            row = dst[y]
-            row[:] = -np.inf
+            drow = dst[y]
+            drow[:] = -np.inf
             for i in range(kh):
                 iy = y * sh - ph + i * dh
-                if iy < 0 or iy >= height:
-                    continue
-                src = plane[iy]
-                for j in range(kw):
-                    base = j * dw - pw
-                    lo, hi = valid_range(ow, sw, base, width)
-                    for xo in range(lo, hi):
-                        row[xo] = nan_max(src[np.uint64(xo * sw + base)], row[xo])
+                if 0 <= iy < height:
+                    row = rows[iy]
+                    for xo in range(ow):
+                        drow[xo] = nan_max(row[xo], drow[xo])
 
 
 @kernel
