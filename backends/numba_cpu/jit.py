@@ -11,6 +11,7 @@ not ``nnan``/``ninf``: NaN must propagate as in PyTorch.
 from __future__ import annotations
 
 import os
+import types
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -19,9 +20,34 @@ import numba  # noqa: E402
 FASTMATH = {"contract", "arcp", "reassoc", "nsz", "afn"}
 
 
-def kernel(fn):
-    """A parallel, cached, shape-generic kernel."""
-    return numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True)(fn)
+PARALLEL_MIN_ELEMENTS = 1 << 16  # below this, waking Numba's sleeping threads costs more
+
+
+class Kernel:
+    """A shape-generic, cached kernel in two builds: parallel (its ``prange`` loops spread
+    over Numba's threads) and serial (the same loops on the calling thread). With
+    ``OMP_WAIT_POLICY=PASSIVE`` the pool's threads sleep between kernels and take tens of
+    microseconds to wake, so small tensors run ``serial``: ``kernel.sized(n)(...)``."""
+
+    def __init__(self, fn) -> None:
+        self.parallel = numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True)(fn)
+        serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                                    fn.__defaults__, fn.__closure__)
+        serial.__qualname__ = fn.__qualname__ + "_serial"  # its own on-disk cache entry
+        self.serial = numba.njit(cache=True, fastmath=FASTMATH, nogil=True)(serial)
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, *args):
+        return self.parallel(*args)
+
+    def sized(self, elements: int):
+        """The build to use for a call touching about ``elements`` output values."""
+        return self.parallel if elements >= PARALLEL_MIN_ELEMENTS else self.serial
+
+
+def kernel(fn) -> Kernel:
+    """A parallel/serial pair of cached, shape-generic kernels (see ``Kernel``)."""
+    return Kernel(fn)
 
 
 def tile_kernel(fn):

@@ -51,7 +51,8 @@ def as3d(a: np.ndarray) -> np.ndarray:
 
 def run_epilogue(src3: np.ndarray, out3: np.ndarray, ep: Epilogue) -> None:
     res = as3d(ep.residual) if ep.residual is not None else ak.dummy(out3.dtype)
-    ak.epilogue(src3, ep.scale, ep.shift, res, ep.residual is not None, out3, ep.code, ep.alpha)
+    ak.epilogue.sized(out3.size)(src3, ep.scale, ep.shift, res, ep.residual is not None, out3,
+                                 ep.code, ep.alpha)
 
 
 def conv_step(b: Builder, node: Node, x: np.ndarray, w: np.ndarray, out: np.ndarray,
@@ -80,7 +81,8 @@ def depthwise_step(attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray, ep: Epi
     (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
     mult = w.shape[0] // x.shape[1]
     res = _residual4(ep, out.dtype)
-    return lambda: ck.depthwise(x, w, ep.scale, ep.shift, res, ep.residual is not None,
+    depthwise = ck.depthwise.sized(out.size * w.shape[2] * w.shape[3])
+    return lambda: depthwise(x, w, ep.scale, ep.shift, res, ep.residual is not None,
                                 out, mult, sh, sw, pt, pl, dh, dw, ep.code, ep.alpha)
 
 
@@ -205,11 +207,13 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarr
     m = b.scratch((16, w.shape[0], tiles))
     pt, pl = attrs.padding[:2]
     res = _residual4(ep, out.dtype)
+    input_tiles = wk.input_tiles.sized(v.size)
+    output_tiles = wk.output_tiles.sized(m.size)
 
     def winograd() -> None:
-        wk.input_tiles(x, v, pt, pl, th, tw)
+        input_tiles(x, v, pt, pl, th, tw)
         batched_matmul(u, v, m)
-        wk.output_tiles(m, out, ep.scale, ep.shift, res, ep.residual is not None, th, tw,
+        output_tiles(m, out, ep.scale, ep.shift, res, ep.residual is not None, th, tw,
                         ep.code, ep.alpha)
 
     return winograd
@@ -236,13 +240,14 @@ def conv_transpose2d(b: Builder, node: Node) -> Step:
     cols = b.scratch((og * kh * kw, height * width))
     fill = (bias if bias is not None else np.zeros(out.shape[1], out.dtype))[:, None, None]
     x3 = as3d(x)
+    col2im = ck.col2im.sized(cols.size)
 
     def step() -> None:
         out[:] = fill
         for n in range(n_img):
             for g in range(groups):
                 gemm(wt[g], x3[n, g * cg:(g + 1) * cg], cols)
-                ck.col2im(cols, out, n, g * og, og, kh, kw, a.stride[0], a.stride[1],
+                col2im(cols, out, n, g * og, og, kh, kw, a.stride[0], a.stride[1],
                           a.padding[0], a.padding[1], a.dilation[0], a.dilation[1],
                           height, width)
 
@@ -264,10 +269,11 @@ def deform_conv2d(b: Builder, node: Node) -> Step:
     out3 = as3d(out)
     ep = plain_epilogue(b, out_ch, bias)
     mask_arr = mask if mask is not None else np.zeros((1, 1, 1, 1), out.dtype)
+    deform_im2col = ck.deform_im2col.sized(cols.size)
 
     def step() -> None:
         for n in range(n_img):
-            ck.deform_im2col(x, offset, mask_arr, mask is not None, cols, n, kh, kw,
+            deform_im2col(x, offset, mask_arr, mask is not None, cols, n, kh, kw,
                              a.stride[0], a.stride[1], a.padding[0], a.padding[1],
                              a.dilation[0], a.dilation[1], offset_groups)
             for g in range(groups):

@@ -27,7 +27,8 @@ def _activation(op, code_of) -> None:
         x, out = _io(b, node)
         code, alpha = code_of(node.attrs)
         flat_x, flat_out = x.reshape(-1), out.reshape(-1)
-        return lambda: ak.activation(flat_x, flat_out, code, alpha)
+        activation = ak.activation.sized(out.size)
+        return lambda: activation(flat_x, flat_out, code, alpha)
 
 
 for _op, _name in ((ops.relu, "relu"), (ops.relu6, "relu6"), (ops.sigmoid, "sigmoid"),
@@ -52,7 +53,8 @@ def prelu(b: Builder, node: Node) -> Step:
     out = b.array(node.output)
     x3, out3 = _nc_p(x), _nc_p(out)
     slope = np.ascontiguousarray(np.broadcast_to(w, (x3.shape[1],)), b.dtype)
-    return lambda: ak.slopes(x3, out3, slope, True)
+    slopes = ak.slopes.sized(out.size)
+    return lambda: slopes(x3, out3, slope, True)
 
 
 @lower(ops.rrelu)
@@ -62,7 +64,8 @@ def rrelu(b: Builder, node: Node) -> Step:
     if not a.training:
         eval_slope = (a.lower + a.upper) / 2
         fx, fo = x.reshape(-1), out.reshape(-1)
-        return lambda: ak.activation(fx, fo, ak.ACT["leaky_relu"], eval_slope)
+        activation = ak.activation.sized(out.size)
+        return lambda: activation(fx, fo, ak.ACT["leaky_relu"], eval_slope)
     x3, out3 = _nc_p(x), _nc_p(out)
 
     def sampled() -> None:
@@ -126,7 +129,8 @@ def max_pool2d(b: Builder, node: Node) -> Step:
     x, out = _io(b, node)
     a = node.attrs
     args = (*a.kernel_size, *a.stride, *a.padding, *a.dilation)
-    return lambda: pk.max_pool(x, out, *args)
+    max_pool = pk.max_pool.sized(out.size * a.kernel_size[0] * a.kernel_size[1])
+    return lambda: max_pool(x, out, *args)
 
 
 @lower(ops.avg_pool2d)
@@ -134,14 +138,16 @@ def avg_pool2d(b: Builder, node: Node) -> Step:
     x, out = _io(b, node)
     a = node.attrs
     args = (*a.kernel_size, *a.stride, *a.padding, a.count_include_pad, a.divisor_override or 0)
-    return lambda: pk.avg_pool(x, out, *args)
+    avg_pool = pk.avg_pool.sized(out.size * a.kernel_size[0] * a.kernel_size[1])
+    return lambda: avg_pool(x, out, *args)
 
 
 def _adaptive(op, is_max: bool) -> None:
     @lower(op)
     def lowering(b: Builder, node: Node) -> Step:
         x, out = _io(b, node)
-        return lambda: pk.adaptive_pool(x, out, is_max)
+        adaptive_pool = pk.adaptive_pool.sized(x.size)
+        return lambda: adaptive_pool(x, out, is_max)
 
 
 _adaptive(ops.adaptive_avg_pool2d, False)
@@ -177,7 +183,8 @@ def interpolate(b: Builder, node: Node) -> Step:
     h0, h1, lh = source_index_table(node.attrs, 0, x.shape[2], out.shape[2])
     w0, w1, lw = source_index_table(node.attrs, 1, x.shape[3], out.shape[3])
     lh, lw = lh.astype(b.dtype), lw.astype(b.dtype)
-    return lambda: pk.resample(x, out, h0, h1, lh, w0, w1, lw)
+    resample = pk.resample.sized(out.size)
+    return lambda: resample(x, out, h0, h1, lh, w0, w1, lw)
 
 
 def _binary(op, ufunc) -> None:
