@@ -13,9 +13,12 @@ if TYPE_CHECKING:
     from cnnir.passes.cost import CostReport, LayerCost
 
 
-def group_layers(layers: list[LayerCost], depth: int | None) -> list[tuple[int, LayerCost]]:
+def group_layers(layers: list[LayerCost], depth: int | None,
+                 module_types: dict[str, str] | None = None) -> list[tuple[int, LayerCost]]:
     """A tree of rows: every module path prefix up to ``depth`` components aggregates the
-    nodes under it; rows appear in first-execution order, indented by their level."""
+    nodes under it; rows appear in first-execution order, indented by their level. A
+    module's row is labelled with its class (``BasicBlock (14 ops)``) when known."""
+    module_types = module_types or {}
     if depth is None:
         return [(0, layer) for layer in layers]
     rows: dict[str, tuple[int, LayerCost]] = {}
@@ -26,13 +29,14 @@ def group_layers(layers: list[LayerCost], depth: int | None) -> list[tuple[int, 
             key = ".".join(parts[:k])
             is_node = k == len(parts)
             if key not in rows:
-                row = copy.copy(layer)
-                row.name = key
-                row.op = layer.op if is_node else "1 op"
-                rows[key] = (k - 1, row)
+                rows[key] = (k - 1, copy.copy(layer))
+                rows[key][1].name = key
             else:
                 rows[key][1].add(layer)
-                rows[key][1].op = f"{rows[key][1].count} ops"
+            if not is_node:
+                row = rows[key][1]
+                ops = f"{row.count} op{'s' if row.count > 1 else ''}"
+                row.op = f"{module_types[key]} ({ops})" if key in module_types else ops
     return list(rows.values())
 
 

@@ -39,6 +39,7 @@ class Tracer:
     def _register_root(self, root: Module) -> None:
         for path, module in root.named_modules():
             self.module_paths[id(module)] = path
+            self.graph.module_types[path] = type(module).__name__
         for name, param in root.named_parameters():
             self.constant_for(param, name)
         for name, buf in root.named_buffers():

@@ -128,6 +128,7 @@ class Graph:
         self.outputs: list[Value] = []
         self.nodes: list[Node] = []
         self.constants: dict[str, Value] = {}
+        self.module_types: dict[str, str] = {}  # module path -> class name, from tracing
         self._names: set[str] = set()
         self._counters: dict[str, int] = {}
 

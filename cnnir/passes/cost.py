@@ -89,6 +89,7 @@ class CostReport:
     layers: list[LayerCost]
     per_sample: bool = False
     notes: list[str] = field(default_factory=list)
+    module_types: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "inputs": self.inputs, "totals": self.totals.to_dict(),
@@ -101,7 +102,7 @@ class CostReport:
         """Rows of a module tree down to ``depth`` levels: ``(indent, aggregated cost)``."""
         from cnnir.report import group_layers
 
-        return group_layers(self.layers, depth)
+        return group_layers(self.layers, depth, self.module_types)
 
     def table(self, depth: int | None = 2, width: int = 100) -> str:
         from cnnir.report import format_table
@@ -166,7 +167,7 @@ def analyze_graph(graph: Graph) -> CostReport:
     inputs = [{"name": v.name, "shape": list(v.type.shape), "dtype": v.type.dtype}
               for v in graph.inputs]
     report = CostReport(graph.name, inputs, _totals(graph, layers, types), layers,
-                        per_sample=bool(env))
+                        per_sample=bool(env), module_types=dict(graph.module_types))
     if env:
         report.notes.append(f"per-sample figures: symbolic {', '.join(sorted(env))} bound to 1")
     return report

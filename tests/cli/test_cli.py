@@ -48,6 +48,7 @@ def test_table_fits_100_columns_and_names_blocks(capsys):
     assert code == 0
     assert max(len(line) for line in out.splitlines()) <= 100
     assert "layer1.0" in out and "25,557,032" in out and "4,089,184,256" in out
+    assert "Bottleneck (" in out  # module rows carry their class
 
 
 def test_csv_and_markdown(capsys):
