@@ -16,27 +16,19 @@ from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from op_helpers import (  # noqa: F401 (re-exported to the ONNX test files)
+    T,
+    binary_labels,
+    bn_with_stats,
+    class_targets,
+    fn,
+    module,
+    unit_interval,
+)
 
 import cnnir
 import cnnir.nn.functional as F
 from cnnir import nn
-
-
-class Fn(nn.Module):
-    """A network that applies ``fn(self, *inputs)``; extra submodules hold parameters."""
-
-    def __init__(self, fn: Callable[..., Any], **modules: nn.Module) -> None:
-        super().__init__()
-        self.fn = fn
-        for name, module in modules.items():
-            setattr(self, name, module)
-
-    def forward(self, *xs: Any) -> Any:
-        return self.fn(self, *xs)
-
-
-def T(*shape: int | str, dtype: str = "float32") -> cnnir.TensorType:
-    return cnnir.TensorType(shape, dtype)
 
 
 @dataclass
@@ -51,37 +43,6 @@ class Case:
     # ORT's graph optimizer folds a training-mode BatchNormalization whose statistics are
     # initializers as if it were in eval mode; with optimizations off ORT follows the spec.
     ort_optimize: bool = True
-
-
-def module(m: nn.Module) -> Callable[[], nn.Module]:
-    return lambda: m
-
-
-def fn(f: Callable[..., Any], **mods: nn.Module) -> Callable[[], nn.Module]:
-    return lambda: Fn(f, **mods)
-
-
-def bn_with_stats(channels: int, one_d: bool = False, affine: bool = True) -> nn.Module:
-    bn = (nn.BatchNorm1d if one_d else nn.BatchNorm2d)(channels, affine=affine)
-    rng = np.random.default_rng(1)
-    state = {"running_mean": rng.standard_normal(channels),
-             "running_var": 10 ** rng.uniform(-3, 1, channels), "num_batches_tracked": 3}
-    if affine:
-        state.update(weight=rng.uniform(0.5, 1.5, channels), bias=rng.standard_normal(channels))
-    bn.load_state_dict({k: np.asarray(v) for k, v in state.items()})
-    return bn.eval()
-
-
-def class_targets(classes: int) -> Callable[[np.random.Generator, tuple], np.ndarray]:
-    return lambda rng, shape: rng.integers(0, classes, shape).astype(np.int64)
-
-
-def unit_interval(rng: np.random.Generator, shape: tuple) -> np.ndarray:
-    return rng.uniform(0.02, 0.98, shape)
-
-
-def binary_labels(rng: np.random.Generator, shape: tuple) -> np.ndarray:
-    return rng.integers(0, 2, shape).astype(np.float64)
 
 
 def scaled(factor: float) -> Callable[[np.random.Generator, tuple], np.ndarray]:

@@ -1,0 +1,67 @@
+"""Building blocks of the op-case tables (OpInfo style) shared by the backend tests: a
+network wrapping one function call, input types, BatchNorm layers with non-trivial
+statistics, and input generators ``(rng, shape) -> array``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import cnnir
+from cnnir import nn
+
+Generator = Callable[[np.random.Generator, tuple], np.ndarray]
+
+
+class Fn(nn.Module):
+    """A network that applies ``fn(self, *inputs)``; extra submodules hold parameters."""
+
+    def __init__(self, fn: Callable[..., Any], **modules: nn.Module) -> None:
+        super().__init__()
+        self.fn = fn
+        for name, module in modules.items():
+            setattr(self, name, module)
+
+    def forward(self, *xs: Any) -> Any:
+        return self.fn(self, *xs)
+
+
+def T(*shape: int | str, dtype: str = "float32") -> cnnir.TensorType:
+    return cnnir.TensorType(shape, dtype)
+
+
+def module(m: nn.Module) -> Callable[[], nn.Module]:
+    return lambda: m
+
+
+def fn(f: Callable[..., Any], **mods: nn.Module) -> Callable[[], nn.Module]:
+    return lambda: Fn(f, **mods)
+
+
+def bn_with_stats(channels: int, one_d: bool = False, affine: bool = True,
+                  min_log_var: float = -3.0) -> nn.Module:
+    """An eval-mode BatchNorm with random statistics; variances are log-uniform down to
+    ``10**min_log_var`` so that eps and folding bugs show (SEMANTICS §8)."""
+    bn = (nn.BatchNorm1d if one_d else nn.BatchNorm2d)(channels, affine=affine)
+    rng = np.random.default_rng(1)
+    state = {"running_mean": rng.standard_normal(channels),
+             "running_var": 10 ** rng.uniform(min_log_var, 1, channels),
+             "num_batches_tracked": 3}
+    if affine:
+        state.update(weight=rng.uniform(0.5, 1.5, channels), bias=rng.standard_normal(channels))
+    bn.load_state_dict({k: np.asarray(v) for k, v in state.items()})
+    return bn.eval()
+
+
+def class_targets(classes: int) -> Generator:
+    return lambda rng, shape: rng.integers(0, classes, shape).astype(np.int64)
+
+
+def unit_interval(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    return rng.uniform(0.02, 0.98, shape)
+
+
+def binary_labels(rng: np.random.Generator, shape: tuple) -> np.ndarray:
+    return rng.integers(0, 2, shape).astype(np.float64)
