@@ -43,7 +43,8 @@ def _is_float(dtype: str) -> bool:
 class Builder:
     """What a lowering sees: arrays for values and constants, scratch space, the dtype."""
 
-    def __init__(self, graph: Graph, types: TypeMap, dtype: str, seed: int) -> None:
+    def __init__(self, graph: Graph, types: TypeMap, dtype: str, seed: int,
+                 tune: bool = True) -> None:
         self.graph = graph
         self.types = types
         self.dtype = np.dtype(dtype)
@@ -54,7 +55,7 @@ class Builder:
         self._scratch: dict[tuple, np.ndarray] = {}
         self.packed: dict[Any, Any] = {}
         self.choices: dict[str, str] = {}
-        self.tune = True
+        self.tune = tune
 
     def value_dtype(self, value: Value) -> np.dtype:
         t = self.types[id(value)]
@@ -141,8 +142,7 @@ class Program:
                  seed: int = 0, tune: bool = True) -> None:
         env = bind_env(graph, shapes)
         types = bind_types(graph, env)
-        self.builder = b = Builder(graph, types, dtype, seed)
-        b.tune = tune
+        self.builder = b = Builder(graph, types, dtype, seed, tune)
         plan_buffers(b)
         self.steps: list[Step] = []
         self.schedule: list[tuple[Node, Step]] = []

@@ -104,21 +104,21 @@ class OnnxBuilder:
             self.names[id(v)] = v.name
             self._used.add(v.name)
 
-    def _fresh(self, base: str) -> str:
+    @staticmethod
+    def _unused(base: str, taken: set[str], sep: str) -> str:
+        """``base``, or ``base<sep>1``, ``base<sep>2``... whichever is free; claimed."""
         name, k = base, 0
-        while name in self._used:
+        while name in taken:
             k += 1
-            name = f"{base}:{k}"
-        self._used.add(name)
+            name = f"{base}{sep}{k}"
+        taken.add(name)
         return name
 
+    def _fresh(self, base: str) -> str:
+        return self._unused(base, self._used, ":")
+
     def _fresh_node_name(self, base: str) -> str:
-        name, k = base, 0
-        while name in self._node_names:
-            k += 1
-            name = f"{base}_{k}"
-        self._node_names.add(name)
-        return name
+        return self._unused(base, self._node_names, "_")
 
     # -- what mappings call ------------------------------------------------------------
 

@@ -57,10 +57,6 @@ def dim_floordiv(a: Dim, b: int) -> Dim:
     return a if b == 1 else f"{_wrap(a)} // {b}"
 
 
-def dim_ceildiv(a: Dim, b: int) -> Dim:
-    return dim_floordiv(dim_add(a, b - 1), b)
-
-
 def dim_scale_floor(a: Dim, scale: float) -> Dim:
     """``floor(a * scale)``, exact for the float the user gave."""
     if is_static(a):

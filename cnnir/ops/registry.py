@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 from cnnir.errors import ShapeError
-from cnnir.ir.types import Dim, TensorType, is_static, shape_str
+from cnnir.ir.types import TensorType, is_static, shape_str
 
 
 @dataclass
@@ -188,10 +188,6 @@ def static_numel(t: TensorType) -> int:
             raise ShapeError(f"cost needs concrete shapes, got {shape_str(t.shape)}")
         n *= d
     return n
-
-
-def dims_equal(a: Dim, b: Dim) -> bool:
-    return a == b
 
 
 def elementwise_cost(flops_per_element: int) -> CostFn:

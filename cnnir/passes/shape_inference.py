@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any
 
 from cnnir.errors import CnnirError, ShapeError
-from cnnir.ir import Graph, TensorType, Value
+from cnnir.ir import Graph, TensorType
 from cnnir.ir.types import evaluate_dim
 
 TypeMap = dict[int, TensorType]
@@ -61,6 +61,3 @@ def batch_bindings(graph: Graph) -> dict[str, int]:
                 env[dim] = 1
     return env
 
-
-def static_type(types: TypeMap, value: Value) -> TensorType:
-    return types[id(value)]
