@@ -69,6 +69,17 @@ def act_row(row, code, alpha):
 
 
 @helper
+def clamp_bounds(code):
+    """The (lo, hi) clamp of the micro-kernel for activation ``code``: exact for none, ReLU
+    and ReLU6; other activations run afterwards on the stored rows."""
+    if code == 1:
+        return np.float32(0.0), np.float32(np.inf)
+    if code == 2:
+        return np.float32(0.0), np.float32(6.0)
+    return np.float32(-np.inf), np.float32(np.inf)
+
+
+@helper
 def finish_row(row, src, s, b, res, has_res, code, alpha):
     """``row = act(s·src + b (+ res))``: the epilogue of one output row (src may be row)."""
     if has_res:

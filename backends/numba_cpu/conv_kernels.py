@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 
-from cnnir.backends.numba_cpu.act_kernels import finish_row
+from cnnir.backends.numba_cpu.act_kernels import act_row, clamp_bounds, finish_row
 from cnnir.backends.numba_cpu.jit import helper, kernel, prange, tile_kernel
 
 
@@ -87,32 +88,130 @@ def depthwise_row(dst, padded, y, w, o, ow, sh, sw, dh, dw):
 
 
 @kernel
-def depthwise(x, w, scale, shift, res, has_res, out, mult, sh, sw, pt, pl, dh, dw, code, alpha):
+def depthwise(x, w, scale, shift, res, has_res, out, mult, sh, sw, pt, pl, dh, dw, code, alpha,
+              padded):
     """Depthwise conv with a fused epilogue: output channel o reads input channel o // mult.
     ``out[n, o] = act(scale[o]·Σ_ij w[o, 0, i, j]·xpad[...] + shift[o] (+ res))``. Each
-    plane is first copied into a zero-padded buffer, so every output is an interior one."""
+    plane is first copied into the interior of the thread's zero-bordered buffer ``padded``
+    [threads, hp, wp] (only interiors are ever written), so every output is an interior one."""
     n_img, channels, height, width = x.shape
     _, out_ch, oh, ow = out.shape
     kh, kw = w.shape[2], w.shape[3]
-    hp = max((oh - 1) * sh + (kh - 1) * dh + 1, pt + height)
-    wp = max((ow - 1) * sw + (kw - 1) * dw + 1, pl + width)
     for t in prange(n_img * out_ch):
         n = t // out_ch
         o = t % out_ch
-        padded = np.zeros((hp, wp), x.dtype)
-        padded[pt:pt + height, pl:pl + width] = x[n, o // mult]
+        plane = padded[numba.get_thread_id()]
+        plane[pt:pt + height, pl:pl + width] = x[n, o // mult]
         s = scale[o]
         b = shift[o]
         for y in range(oh):
             row = out[n, o, y]
             if kh == 3 and kw == 3:
                 r = y * sh
-                depthwise_row3(row, padded[r], padded[r + dh], padded[r + 2 * dh], w, o, ow,
+                depthwise_row3(row, plane[r], plane[r + dh], plane[r + 2 * dh], w, o, ow,
                                sw, dw)
             else:
-                depthwise_row(row, padded, y, w, o, ow, sh, sw, dh, dw)
+                depthwise_row(row, plane, y, w, o, ow, sh, sw, dh, dw)
             finish_row(row, row, s, b, res[n, o, y] if has_res else res[0, 0, 0], has_res,
                        code, alpha)
+
+
+@kernel
+def depthwise_phases(x, w, scale, shift, res, has_res, out, mult, stride, pt, pl, code, alpha,
+                     phases, acc):
+    """Undilated depthwise conv as flat, vectorizable passes. Each input plane is split into
+    ``stride²`` zero-bordered phase planes (``phase[a·s + b][y, x] = xpad[y·s + a, x·s + b]``,
+    flat with row length wq), so tap (i, j) of every output sits at one constant offset in
+    phase (i mod s, j mod s): ``acc[y·wq + x] = Σ_ij w[o, 0, i, j]·phase[...][(y + i div s)·wq
+    + x + j div s]`` over all y·wq + x at once (columns x ≥ ow are computed and dropped). Then
+    the epilogue compacts acc into the output rows. ``phases`` [threads, s², hq·wq + pad] and
+    ``acc`` [threads, oh·wq] are per-thread scratch; only phase interiors are ever written."""
+    n_img, channels, height, width = x.shape
+    _, out_ch, oh, ow = out.shape
+    kh, kw = w.shape[2], w.shape[3]
+    s = stride
+    wq = acc.shape[1] // oh
+    n_q = oh * wq
+    size = phases.shape[2]
+    lo, hi = clamp_bounds(code)
+    # Flat arrays and unsigned indices throughout: slicing per row costs more than the
+    # short rows themselves, and signed indices keep wraparound checks in the loops.
+    xf, outf, resf = x.reshape(-1), out.reshape(-1), res.reshape(-1)
+    for t in prange(n_img * out_ch):
+        n = t // out_ch
+        o = t % out_ch
+        tid = numba.get_thread_id()
+        ph = phases[tid].reshape(-1)
+        a = acc[tid]
+        src = (n * channels + o // mult) * height * width
+        for yy in range(height):
+            py = yy + pt
+            if s == 1:  # a contiguous row copy (a runtime stride would not vectorize)
+                dst = np.uint64(py * wq + pl)
+                first = np.uint64(src + yy * width)
+                for i in range(width):
+                    u = np.uint64(i)
+                    ph[dst + u] = xf[first + u]
+                continue
+            for col in range(s):  # the input columns landing in phase column ``col``
+                x0 = (col - pl) % s
+                dst = np.uint64(((py % s) * s + col) * size + (py // s) * wq + (x0 + pl) // s)
+                first = np.uint64(src + yy * width + x0)
+                step = np.uint64(s)
+                for i in range((width - x0 + s - 1) // s):
+                    u = np.uint64(i)
+                    ph[dst + u] = xf[first + u * step]
+        if kh == 3 and kw == 3 and s == 1:
+            w0, w1, w2 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
+            w3, w4, w5 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
+            w6, w7, w8 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
+            c1, c2 = np.uint64(1), np.uint64(2)
+            r1, r2 = np.uint64(wq), np.uint64(2 * wq)
+            for q in range(n_q):
+                u = np.uint64(q)
+                a[u] = (w0 * ph[u] + w1 * ph[u + c1] + w2 * ph[u + c2]
+                        + w3 * ph[u + r1] + w4 * ph[u + r1 + c1] + w5 * ph[u + r1 + c2]
+                        + w6 * ph[u + r2] + w7 * ph[u + r2 + c1] + w8 * ph[u + r2 + c2])
+        elif kh == 3 and kw == 3 and s == 2:
+            w0, w1, w2 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
+            w3, w4, w5 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
+            w6, w7, w8 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
+            c1, r1 = np.uint64(1), np.uint64(wq)
+            eo, oe, oo = np.uint64(size), np.uint64(2 * size), np.uint64(3 * size)
+            for q in range(n_q):
+                u = np.uint64(q)
+                a[u] = (w0 * ph[u] + w1 * ph[eo + u] + w2 * ph[u + c1]
+                        + w3 * ph[oe + u] + w4 * ph[oo + u] + w5 * ph[oe + u + c1]
+                        + w6 * ph[u + r1] + w7 * ph[eo + u + r1] + w8 * ph[u + r1 + c1])
+        else:
+            a[:n_q] = 0.0
+            for i in range(kh):
+                for j in range(kw):
+                    wt = w[o, 0, i, j]
+                    off = np.uint64(((i % s) * s + j % s) * size + (i // s) * wq + j // s)
+                    for q in range(n_q):
+                        u = np.uint64(q)
+                        a[u] += wt * ph[u + off]
+        sc = scale[o]
+        b = shift[o]
+        base = (n * out_ch + o) * oh * ow
+        for y in range(oh):
+            d = np.uint64(base + y * ow)
+            row = np.uint64(y * wq)
+            if has_res:
+                for xx in range(ow):
+                    u = np.uint64(xx)
+                    v = a[row + u] * sc + b + resf[d + u]
+                    v = lo if v < lo else v
+                    outf[d + u] = hi if v > hi else v
+            else:
+                for xx in range(ow):
+                    u = np.uint64(xx)
+                    v = a[row + u] * sc + b
+                    v = lo if v < lo else v
+                    outf[d + u] = hi if v > hi else v
+        if code > 2:
+            act_row(outf[base:base + oh * ow], code, alpha)
 
 
 @kernel

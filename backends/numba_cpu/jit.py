@@ -10,12 +10,13 @@ not ``nnan``/``ninf``: NaN must propagate as in PyTorch.
 
 from __future__ import annotations
 
-import os
 import types
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import numba
 
-import numba  # noqa: E402
+# Start Numba's thread pool now: cached kernels that call numba.get_thread_id() crash if the
+# first one to run in a process is a serial build loaded from the cache.
+numba.get_num_threads()
 
 FASTMATH = {"contract", "arcp", "reassoc", "nsz", "afn"}
 

@@ -16,6 +16,8 @@ import numpy as np
 from cnnir import ops
 from cnnir.backends.numba_cpu import act_kernels as ak
 from cnnir.backends.numba_cpu import conv_kernels as ck
+from cnnir.backends.numba_cpu import gemm_kernels as gk
+from cnnir.backends.numba_cpu import simd
 from cnnir.backends.numba_cpu import winograd_kernels as wk
 from cnnir.backends.numba_cpu.gemm import WORKERS, batched_matmul, parallel_tiles
 from cnnir.backends.numba_cpu.gemm import matmul as gemm
@@ -61,9 +63,15 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, w: np.ndarray, out: np.ndar
     attrs = node.attrs
     channels, (_, per_group, kh, kw) = x.shape[1], w.shape
     if per_group == 1 and attrs.groups == channels:
-        return depthwise_step(attrs, x, w, out, ep)
+        return depthwise_step(b, attrs, x, w, out, ep)
     candidates = {}
-    if (kh, kw, *attrs.stride, attrs.groups) == (1, 1, 1, 1, 1) and not any(attrs.padding):
+    pointwise = (kh, kw, *attrs.stride, attrs.groups) == (1, 1, 1, 1, 1) and not any(attrs.padding)
+    if b.dtype == np.float32:  # the register-blocked micro-kernel
+        if pointwise:
+            candidates["pointwise-mk"] = pointwise_mk_step(b, x, w, out, ep)
+        else:
+            candidates["im2col-mk"] = im2col_mk_step(b, attrs, x, w, out, ep)
+    elif pointwise:
         candidates["pointwise-gemm"] = pointwise_step(x, w, out, ep)
     else:
         candidates["im2col-gemm"] = im2col_step(b, attrs, x, w, out, ep)
@@ -72,18 +80,88 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, w: np.ndarray, out: np.ndar
     return b.choose(node, candidates)
 
 
+def _flat_residual(ep: Epilogue, dtype: np.dtype) -> np.ndarray:
+    return ep.residual.reshape(-1) if ep.residual is not None else np.zeros(1, dtype)
+
+
+def _build(kernel, jobs: int):
+    return kernel.parallel if jobs > 1 else kernel.serial
+
+
+def pointwise_mk_step(b: Builder, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                      ep: Epilogue) -> Step:
+    """1x1, stride 1, unpadded: one GEMM per image read straight from the image."""
+    n_img, k = x.shape[:2]
+    m, p = w.shape[0], x.shape[2] * x.shape[3]
+    ap = b.pack((id(w), "rows"), lambda: simd.pack_rows(w.reshape(m, k)))
+    blocks = gk.gemm_blocks(n_img, m, k, p, 0, k * p, m * p)
+    scratch = b.scratch((gk.THREADS, gk.scratch_size(k)))
+    xf, outf, res = x.reshape(-1), out.reshape(-1), _flat_residual(ep, out.dtype)
+    gemm = _build(gk.gemm, len(blocks))
+    return lambda: gemm(ap, k, xf, p, outf, p, blocks, ep.scale, ep.shift, res,
+                        ep.residual is not None, ep.code, ep.alpha, scratch)
+
+
+def im2col_mk_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                   ep: Epilogue) -> Step:
+    """k×k: per band of output rows, im2col into the thread's buffer, then the GEMM."""
+    out_ch, per_group, kh, kw = w.shape
+    groups, k = attrs.groups, per_group * kh * kw
+    oh, ow = out.shape[2], out.shape[3]
+    bands = gk.im2col_bands(x.shape[0], oh, ow, out_ch // groups, k)
+    width = int(max((bands[:, 2] - bands[:, 1]).max() * ow, 1))
+    ap = b.pack((id(w), "rows", groups),
+                lambda: simd.pack_rows(w.reshape(out_ch, k), groups))
+    cols = b.scratch((gk.THREADS, k, width))
+    scratch = b.scratch((gk.THREADS, gk.scratch_size(k)))
+    res = _residual4(ep, out.dtype)
+    pt, pl = attrs.padding[:2]
+    (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
+    im2col_gemm = _build(gk.im2col_gemm, len(bands))
+    return lambda: im2col_gemm(ap, x, cols, out, bands, ep.scale, ep.shift, res,
+                               ep.residual is not None, ep.code, ep.alpha, scratch,
+                               kh, kw, sh, sw, pt, pl, dh, dw)
+
+
 def _residual4(ep: Epilogue, dtype: np.dtype) -> np.ndarray:
     return ep.residual if ep.residual is not None else ak.dummy(dtype)[None]
 
 
-def depthwise_step(attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray, ep: Epilogue) -> Step:
+def depthwise_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                   ep: Epilogue) -> Step:
     pt, pl = attrs.padding[:2]
     (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
+    (height, width), (kh, kw), (oh, ow) = x.shape[2:], w.shape[2:], out.shape[2:]
+    hp = max((oh - 1) * sh + (kh - 1) * dh + 1, pt + height)
+    wp = max((ow - 1) * sw + (kw - 1) * dw + 1, pl + width)
     mult = w.shape[0] // x.shape[1]
     res = _residual4(ep, out.dtype)
-    depthwise = ck.depthwise.sized(out.size * w.shape[2] * w.shape[3])
+    if (dh, dw) == (1, 1) and sh == sw:
+        return depthwise_phases_step(b, x, w, out, ep, sh, pt, pl, hp, wp)
+    # zero borders stay zero: this buffer's users all write the same interior
+    padded = b.scratch((gk.THREADS, hp, wp), owner=("depthwise", pt, pl, height, width))
+    depthwise = ck.depthwise.sized(out.size * kh * kw)
     return lambda: depthwise(x, w, ep.scale, ep.shift, res, ep.residual is not None,
-                                out, mult, sh, sw, pt, pl, dh, dw, ep.code, ep.alpha)
+                             out, mult, sh, sw, pt, pl, dh, dw, ep.code, ep.alpha, padded)
+
+
+def depthwise_phases_step(b: Builder, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                          ep: Epilogue, stride: int, pt: int, pl: int, hp: int, wp: int) -> Step:
+    """Undilated depthwise conv over stride² phase planes (``ck.depthwise_phases``)."""
+    kh, kw = w.shape[2:]
+    oh = out.shape[2]
+    hq, wq = -(-hp // stride), -(-wp // stride)
+    # The flat tap reads of the last output row run up to (kh − 1)/s rows and (kw − 1)/s
+    # columns past oh·wq; the padding keeps them inside zeroed memory.
+    size = max(hq, oh + (kh - 1) // stride + 1) * wq + kw
+    phases = b.scratch((gk.THREADS, stride * stride, size),
+                       owner=("depthwise-phases", pt, pl, wq, *x.shape[2:]))
+    acc = b.scratch((gk.THREADS, oh * wq), owner="depthwise-acc")
+    mult = w.shape[0] // x.shape[1]
+    res = _residual4(ep, out.dtype)
+    depthwise = ck.depthwise_phases.sized(out.size * kh * kw)
+    return lambda: depthwise(x, w, ep.scale, ep.shift, res, ep.residual is not None, out, mult,
+                             stride, pt, pl, ep.code, ep.alpha, phases, acc)
 
 
 TILE_BYTES = 1024 * 1024  # an im2col tile plus its output tile stay in L2
@@ -204,15 +282,33 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarr
     tiles = n_img * th * tw
     u = b.pack((id(w), "winograd"), lambda: wk.transform_weights(w, b.dtype))
     v = b.scratch((16, channels, tiles))
-    m = b.scratch((16, w.shape[0], tiles))
+    m = b.scratch((16, w.shape[0], tiles), owner=-1)  # never the same buffer as v
     pt, pl = attrs.padding[:2]
     res = _residual4(ep, out.dtype)
     input_tiles = wk.input_tiles.sized(v.size)
     output_tiles = wk.output_tiles.sized(m.size)
 
+    if b.dtype == np.float32:
+        out_ch, channels = w.shape[0], w.shape[1]
+        ap = b.pack((id(w), "winograd-rows"),
+                    lambda: simd.pack_rows(u.reshape(16 * out_ch, channels), 16))
+        blocks = gk.gemm_blocks(16, out_ch, channels, tiles, simd.padded_rows(out_ch) * channels,
+                                channels * tiles, out_ch * tiles)
+        scratch = b.scratch((gk.THREADS, gk.scratch_size(channels)))
+        ones, zeros = np.ones(out_ch, b.dtype), np.zeros(out_ch, b.dtype)
+        vf, mf, no_res = v.reshape(-1), m.reshape(-1), np.zeros(1, b.dtype)
+        gemm = _build(gk.gemm, len(blocks))
+
+        def products() -> None:
+            gemm(ap, channels, vf, tiles, mf, tiles, blocks, ones, zeros, no_res, False, 0, 0.0,
+                 scratch)
+    else:
+        def products() -> None:
+            batched_matmul(u, v, m)
+
     def winograd() -> None:
         input_tiles(x, v, pt, pl, th, tw)
-        batched_matmul(u, v, m)
+        products()
         output_tiles(m, out, ep.scale, ep.shift, res, ep.residual is not None, th, tw,
                         ep.code, ep.alpha)
 
@@ -285,20 +381,31 @@ def deform_conv2d(b: Builder, node: Node) -> Step:
     return step
 
 
+def linear_step(b: Builder, x: np.ndarray, w: np.ndarray, shift: np.ndarray | None,
+                out2: np.ndarray) -> Step:
+    """``out2 = x·wᵀ (+ shift)``: a few rows stream the weights once (``linear_small_batch``);
+    more rows are a BLAS GEMM on the pre-transposed weights."""
+    x2 = x.reshape(-1, w.shape[1])
+    if x2.shape[0] <= gk.SMALL_BATCH:
+        shift = shift if shift is not None else np.zeros(w.shape[0], b.dtype)
+        kernel = gk.linear_small_batch.sized(w.size)
+        zero = b.dtype.type(0)
+        return lambda: kernel(x2, w, shift, out2, zero)
+    wt = b.pack((id(w), "T"), lambda: np.ascontiguousarray(w.T))
+
+    def step() -> None:
+        gemm(x2, wt, out2)
+        if shift is not None:
+            np.add(out2, shift, out=out2)
+
+    return step
+
+
 @lower(ops.linear)
 def linear(b: Builder, node: Node) -> Step:
     x, w, bias = (b.array(v) for v in node.inputs)
     out = b.array(node.output)
-    wt = b.pack((id(w), "T"), lambda: np.ascontiguousarray(w.T))
-    x2 = x.reshape(-1, w.shape[1])
-    out2 = out.reshape(-1, w.shape[0])
-
-    def step() -> None:
-        gemm(x2, wt, out2)
-        if bias is not None:
-            np.add(out2, bias, out=out2)
-
-    return step
+    return linear_step(b, x, w, bias, out.reshape(-1, w.shape[0]))
 
 
 @lower(ops.matmul)
@@ -370,19 +477,20 @@ def conv2d_fused(b: Builder, node: Node) -> Step:
 
 @lower(ops.linear_fused)
 def linear_fused(b: Builder, node: Node) -> Step:
-    """GEMM, then the epilogue over the output viewed as [rows, out_features, 1]."""
+    """The product, then the epilogue over the output viewed as [rows, out_features, 1]."""
     x, w = b.array(node.inputs[0]), b.array(node.inputs[1])
     out = b.array(node.output)
-    wt = b.pack((id(w), "T"), lambda: np.ascontiguousarray(w.T))
-    x2 = x.reshape(-1, w.shape[1])
     out2 = out.reshape(-1, w.shape[0])
     ep = fused_epilogue(b, node, w.shape[0])
+    product = linear_step(b, x, w, ep.shift, out2)
+    ep.shift = np.zeros_like(ep.shift)
     if ep.residual is not None:
         ep.residual = ep.residual.reshape(out2.shape + (1,))
     out3 = out2[:, :, None]
 
     def step() -> None:
-        gemm(x2, wt, out2)
-        run_epilogue(out3, out3, ep)
+        product()
+        if not ep.trivial:
+            run_epilogue(out3, out3, ep)
 
     return step

@@ -1,0 +1,199 @@
+"""Float32 GEMM kernels on the register-blocked micro-kernel of ``simd``.
+
+A GEMM is cut into blocks (``gemm_blocks``), each a band of output columns × a range of output
+rows; a parallel kernel runs the blocks over Numba's threads. Within a block, each 24-column
+panel of B stays in L1 while every 8-row tile of the packed A passes over it, and each finished
+tile gets the epilogue (scale, shift, residual, activation) while it is still in L1, on its way
+from a small scratch tile to the output. Convolutions feed B straight from the image (1x1) or
+from a per-thread im2col buffer of one band of output rows (k×k), so nothing is repacked per
+call and no BLAS runs: no OpenBLAS threads to clash with Numba's.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from cnnir.backends.numba_cpu.act_kernels import act_row, clamp_bounds
+from cnnir.backends.numba_cpu.conv_kernels import im2col_rows
+from cnnir.backends.numba_cpu.jit import helper, kernel, prange
+from cnnir.backends.numba_cpu.simd import LANES, MR, NR, tile_narrow, tile_wide
+
+THREADS = numba.config.NUMBA_NUM_THREADS
+
+
+def scratch_size(k: int) -> int:
+    """Floats of per-thread scratch for a GEMM of depth k: one tile plus a padded panel."""
+    return MR * LANES + k * LANES
+
+
+@helper
+def gemm_block(ap, a_off, rows, k, b, b_off, ldb, cols, out, o_off, ldo, scale, shift, s_off,
+               res, has_res, code, alpha, scratch):
+    """``out[o_off + r·ldo + j] = act(scale[s_off + r]·(A·B)[r, j] + shift[s_off + r] (+ res[same
+    index]))`` for r < rows, j < cols, where A is packed (``simd.pack_rows``) from ``a_off``
+    and ``B[i, j] = b[b_off + i·ldb + j]``; all arrays flat."""
+    lo, hi = clamp_bounds(code)
+    tile = scratch[:MR * LANES]
+    panel = scratch[MR * LANES:]
+    full = cols - cols % LANES
+    tail = cols - full
+    if tail:  # the last few columns: a zero-padded panel, its tiles through scratch
+        for i in range(k):
+            for q in range(LANES):
+                panel[i * LANES + q] = b[b_off + i * ldb + full + q] if q < tail else 0.0
+    for r0 in range(0, rows, MR):
+        a_at = a_off + r0 * k
+        valid = min(MR, rows - r0)
+        j = 0
+        while j < full:
+            c_off = o_off + r0 * ldo + j
+            width = NR if full - j >= NR else LANES
+            if width == NR:
+                tile_wide(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale, shift,
+                          s_off + r0, res, has_res, lo, hi)
+            else:
+                tile_narrow(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale,
+                            shift, s_off + r0, res, has_res, lo, hi)
+            if code > 2:
+                for r in range(valid):
+                    act_row(out[c_off + r * ldo:c_off + r * ldo + width], code, alpha)
+            j += width
+        if tail:
+            tile_narrow(ap, a_at, panel, 0, LANES, k, tile, 0, LANES, valid, scale, shift,
+                        s_off + r0, tile, False, -np.inf, np.inf)
+            for r in range(valid):
+                o = o_off + (r0 + r) * ldo + full
+                for q in range(tail):
+                    out[o + q] = tile[r * LANES + q] + (res[o + q] if has_res else 0.0)
+                act_row(out[o:o + tail], code, alpha)
+
+
+@kernel
+def gemm(ap, k, b, ldb, out, ldo, blocks, scale, shift, res, has_res, code, alpha, scratch):
+    """Each row of ``blocks`` (a_off, b_off, o_off, cols, s_off, rows) is one ``gemm_block``
+    with rows of scale/shift from s_off; the blocks run in parallel."""
+    for t in prange(blocks.shape[0]):
+        a_off, b_off, o_off = blocks[t, 0], blocks[t, 1], blocks[t, 2]
+        cols, s_off, rows = blocks[t, 3], blocks[t, 4], blocks[t, 5]
+        gemm_block(ap, a_off, rows, k, b, b_off, ldb, cols, out, o_off, ldo, scale, shift,
+                   s_off, res, has_res, code, alpha, scratch[numba.get_thread_id()])
+
+
+@kernel
+def im2col_gemm(ap, x, cols, out, bands, scale, shift, res, has_res, code, alpha, scratch,
+                kh, kw, sh, sw, pt, pl, dh, dw):
+    """A k×k (grouped, strided, dilated) convolution: per band (n, y0, y1, r0, r1) of output
+    rows, im2col of each group into the thread's buffer, then output channels [r0, r1) of
+    every group as a ``gemm_block``. ``ap`` packs each group's rows padded to MR."""
+    channels = x.shape[1]
+    out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    cg = cols.shape[1] // (kh * kw)
+    groups = channels // cg
+    og = out_ch // groups
+    k = cg * kh * kw
+    width = cols.shape[2]
+    g_stride = ((og + MR - 1) // MR) * MR * k
+    out_flat = out.reshape(-1)
+    res_flat = res.reshape(-1)
+    for t in prange(bands.shape[0]):
+        n, y0, y1, r0, r1 = bands[t, 0], bands[t, 1], bands[t, 2], bands[t, 3], bands[t, 4]
+        tid = numba.get_thread_id()
+        buffer = cols[tid]
+        for g in range(groups):
+            im2col_rows(x, buffer, n, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, y0, y1, ow)
+            first = g * og + r0
+            gemm_block(ap, g * g_stride + r0 * k, r1 - r0, k, buffer.reshape(-1), 0, width,
+                       (y1 - y0) * ow, out_flat, ((n * out_ch + first) * oh + y0) * ow,
+                       oh * ow, scale, shift, first, res_flat, has_res, code, alpha,
+                       scratch[tid])
+
+
+def split(total: int, parts: int, unit: int) -> list[int]:
+    """``parts + 1`` cut points of [0, total] on multiples of ``unit`` (the last is total)."""
+    cuts = sorted({min(total, round(total * i / parts / unit) * unit) for i in range(parts)})
+    return cuts + [total]
+
+
+TILE_BYTES = 512 * 1024  # a block's B columns plus its output columns stay in L2
+PARALLEL_FLOPS = 1_000_000  # below this one thread does it all
+
+
+def parts_wanted(flops: int) -> int:
+    return 1 if flops < PARALLEL_FLOPS else 4 * THREADS if flops > 32 * PARALLEL_FLOPS \
+        else THREADS
+
+
+def column_parts(cols: int, rows: int, k: int, batches: int, flops: int) -> tuple[int, int]:
+    """How many column bands and row ranges to cut each of ``batches`` GEMMs into: bands
+    small enough for L2, and enough blocks (a multiple of the threads) to keep them busy."""
+    by_cache = -(-4 * (k + rows) * cols // TILE_BYTES)
+    wanted = parts_wanted(flops)
+    col_parts = max(1, min(by_cache, -(-cols // NR)))
+    total = batches * col_parts
+    if total < wanted:
+        col_parts = max(col_parts, min(-(-wanted // batches), cols // (2 * NR) or 1))
+    total = batches * col_parts
+    row_parts = 1
+    if total < wanted:
+        row_parts = max(1, min(-(-wanted // total), rows // (4 * MR)))
+    return col_parts, row_parts
+
+
+def gemm_blocks(batches: int, rows: int, k: int, cols: int, a_stride: int, b_stride: int,
+                o_stride: int) -> np.ndarray:
+    """Blocks (a_off, b_off, o_off, cols, s_off, rows) for ``batches`` GEMMs [rows × k]·[k ×
+    cols], the b-th with A, B and output ``b·*_stride`` elements in (row-major, ldb = ldo =
+    cols)."""
+    flops = 2 * batches * rows * k * cols
+    col_parts, row_parts = column_parts(cols, rows, k, batches, flops)
+    col_cuts = split(cols, col_parts, NR)
+    row_cuts = split(rows, row_parts, MR)
+    out = []
+    for bt in range(batches):
+        for c0, c1 in zip(col_cuts, col_cuts[1:]):
+            for r0, r1 in zip(row_cuts, row_cuts[1:]):
+                out.append((bt * a_stride + r0 * k, bt * b_stride + c0,
+                            bt * o_stride + r0 * cols + c0, c1 - c0, r0, r1 - r0))
+    return np.array(out, np.int64).reshape(-1, 6)
+
+
+def im2col_bands(n_img: int, oh: int, ow: int, rows: int, k: int) -> np.ndarray:
+    """Bands (n, y0, y1, r0, r1) of output rows whose im2col columns fit L2 with their
+    output, the output channels split too when there are too few bands for the threads."""
+    flops = 2 * n_img * rows * k * oh * ow
+    band_rows = max(1, TILE_BYTES // (4 * (k + rows) * ow))
+    per_image = -(-oh // band_rows)
+    wanted = parts_wanted(flops)
+    if n_img * per_image < wanted:
+        per_image = max(per_image, min(-(-wanted // n_img), oh))
+    row_parts = 1
+    if n_img * per_image < wanted:
+        row_parts = max(1, min(-(-wanted // (n_img * per_image)), rows // (4 * MR)))
+    y_cuts = split(oh, per_image, 1)
+    r_cuts = split(rows, row_parts, MR)
+    out = [(n, y0, y1, r0, r1) for n in range(n_img) for y0, y1 in zip(y_cuts, y_cuts[1:])
+           for r0, r1 in zip(r_cuts, r_cuts[1:])]
+    return np.array(out, np.int64).reshape(-1, 5)
+
+
+SMALL_BATCH = 16  # up to this many rows, a linear layer is a weight-streaming GEMV
+
+
+@kernel
+def linear_small_batch(x, w, shift, out, zero):
+    """``out[b, o] = Σ_i x[b, i]·w[o, i] + shift[o]`` for a few rows b: memory-bound on the
+    weights, so each weight row is read once, for every b, while it is in L1; parallel over
+    blocks of output features."""
+    batch, k = x.shape
+    m = w.shape[0]
+    block = 32
+    for c in prange((m + block - 1) // block):
+        for o in range(c * block, min(m, c * block + block)):
+            row = w[o]
+            for bi in range(batch):
+                xs = x[bi]
+                acc = zero
+                for i in range(k):
+                    acc += row[i] * xs[i]
+                out[bi, o] = acc + shift[o]

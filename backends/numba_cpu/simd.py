@@ -1,0 +1,152 @@
+"""A register-blocked float32 GEMM micro-kernel, written as explicit LLVM vector IR.
+
+Numba's auto-vectorizer cannot keep a block of accumulators in registers across a reduction
+(SEMANTICS §10: a 16-lane channel loop became scalar FMAs), so the innermost tile is emitted
+directly with llvmlite through ``numba.extending.intrinsic``: ``MR`` rows × ``nv`` 8-lane
+vectors of accumulators stay in registers for the whole K loop, each step loading ``nv``
+vectors of B, broadcasting ``MR`` scalars of A and issuing ``MR·nv`` fused multiply-adds.
+
+A is pre-packed (``pack_rows``) as ``[row block][k][MR]``, so the broadcasts of one step are
+adjacent; B is read in place, one row of ``nv·8`` contiguous floats per step, ``ldb`` apart, so
+neither an image nor an im2col buffer needs repacking. With ``MR = 8`` and three vectors the
+24 accumulators, 3 B vectors and a broadcast fit the 32 registers of AVX-512VL; the kernel runs
+at about 105–115 GFLOP/s per core here (single-threaded OpenBLAS: 85–100).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+MR = 8  # rows of A per tile: output channels
+LANES = 8  # floats per vector
+NR = 3 * LANES  # columns of B per full tile: output pixels
+
+_F32 = ir.FloatType()
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+
+
+def _element_ptr(builder, base, index):
+    return builder.gep(base, [index], source_etype=_F32)
+
+
+def _data_ptr(context, builder, array_type, array, offset):
+    data = context.make_array(array_type)(context, builder, array).data
+    return _element_ptr(builder, data, offset)
+
+
+def _load(builder, ptr, typ):
+    if getattr(ptr.type, "is_opaque", False):
+        return builder.load(ptr, typ=typ, align=4)
+    return builder.load(builder.bitcast(ptr, typ.as_pointer()), align=4)
+
+
+def _store(builder, value, ptr):
+    if not getattr(ptr.type, "is_opaque", False):
+        ptr = builder.bitcast(ptr, value.type.as_pointer())
+    builder.store(value, ptr, align=4)
+
+
+def _tile_intrinsic(vectors: int):
+    """``tile(a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
+    has_res, lo, hi)``: for r < rows (≤ MR) and j < vectors·8, with ``y = Σ_i a[a_off + i·MR
+    + r] · b[b_off + i·ldb + j]``,
+    ``c[c_off + r·ldc + j] = clamp(scale[s_off + r]·y + shift[s_off + r] (+ res[c_off + r·ldc
+    + j]), lo, hi)``. The clamp is two selects, so NaN passes through as in PyTorch; it is
+    ReLU with lo = 0, hi = inf and ReLU6 with hi = 6. Arrays are float32 of any rank, offsets
+    in elements from their first element."""
+    vec = ir.VectorType(_F32, LANES)
+    fma_type = ir.FunctionType(vec, [vec, vec, vec])
+
+    @intrinsic
+    def tile(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off,
+             res, has_res, lo, hi):
+        arrays = (a, b, c, scale, shift, res)
+        if not all(isinstance(t, types.Array) and t.dtype == types.float32 for t in arrays):
+            return None
+        i = types.intp
+        sig = types.void(a, i, b, i, i, i, c, i, i, i, scale, shift, i, res, types.boolean,
+                         types.float32, types.float32)
+
+        def codegen(context, builder, sig, args):
+            (a_arg, a_off_arg, b_arg, b_off_arg, ldb_arg, k_arg, c_arg, c_off_arg, ldc_arg,
+             rows_arg, scale_arg, shift_arg, s_off_arg, res_arg, has_res_arg, lo_arg,
+             hi_arg) = args
+            ty = sig.args
+            pa = _data_ptr(context, builder, ty[0], a_arg, a_off_arg)
+            pb = _data_ptr(context, builder, ty[2], b_arg, b_off_arg)
+            pc = _data_ptr(context, builder, ty[6], c_arg, c_off_arg)
+            p_res = _data_ptr(context, builder, ty[13], res_arg, c_off_arg)
+            p_scale = _data_ptr(context, builder, ty[10], scale_arg, s_off_arg)
+            p_shift = _data_ptr(context, builder, ty[11], shift_arg, s_off_arg)
+            fma = cgutils.get_or_insert_function(builder.module, fma_type, "llvm.fma.v8f32")
+            undef = ir.Constant(vec, ir.Undefined)
+            splat_mask = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
+
+            def splat(scalar):
+                one = builder.insert_element(undef, scalar, ir.Constant(_I32, 0))
+                return builder.shuffle_vector(one, undef, splat_mask)
+
+            def at(base, index):
+                return _element_ptr(builder, base, ir.Constant(_I64, index))
+
+            zero = ir.Constant(vec, [0.0] * LANES)
+            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
+                   for _ in range(MR)]
+            with cgutils.for_range(builder, k_arg) as loop:
+                b_row = _element_ptr(builder, pb, builder.mul(loop.index, ldb_arg))
+                b_vecs = [_load(builder, at(b_row, LANES * j), vec) for j in range(vectors)]
+                a_row = _element_ptr(builder, pa, builder.mul(loop.index, ir.Constant(_I64, MR)))
+                for r in range(MR):
+                    a_vec = splat(_load(builder, at(a_row, r), _F32))
+                    for j in range(vectors):
+                        total = builder.call(fma, [a_vec, b_vecs[j], builder.load(acc[r][j])])
+                        builder.store(total, acc[r][j])
+            lo_vec, hi_vec = splat(lo_arg), splat(hi_arg)
+            for r in range(MR):
+                valid = builder.icmp_signed(">", rows_arg, ir.Constant(_I64, r))
+                with builder.if_then(valid, likely=True):
+                    row_offset = builder.mul(ir.Constant(_I64, r), ldc_arg)
+                    c_row = _element_ptr(builder, pc, row_offset)
+                    res_row = _element_ptr(builder, p_res, row_offset)
+                    scale_vec = splat(_load(builder, at(p_scale, r), _F32))
+                    shift_vec = splat(_load(builder, at(p_shift, r), _F32))
+                    for j in range(vectors):
+                        y = builder.call(fma, [builder.load(acc[r][j]), scale_vec, shift_vec])
+                        builder.store(y, acc[r][j])
+                        with builder.if_then(has_res_arg):
+                            residual = _load(builder, at(res_row, LANES * j), vec)
+                            builder.store(builder.fadd(y, residual), acc[r][j])
+                        y = builder.load(acc[r][j])
+                        y = builder.select(builder.fcmp_ordered("<", y, lo_vec), lo_vec, y)
+                        y = builder.select(builder.fcmp_ordered(">", y, hi_vec), hi_vec, y)
+                        _store(builder, y, at(c_row, LANES * j))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+tile_wide = _tile_intrinsic(NR // LANES)  # MR × 24
+tile_narrow = _tile_intrinsic(1)  # MR × 8, for the last columns
+
+
+def padded_rows(rows: int) -> int:
+    return -(-rows // MR) * MR
+
+
+def pack_rows(a: np.ndarray, groups: int = 1) -> np.ndarray:
+    """``a`` [groups·m, k] as float32 ``[group][m_pad / MR][k][MR]``, flat, rows zero-padded to
+    a multiple of MR within each group: the A operand of ``tile_*``."""
+    rows, k = a.shape
+    m = rows // groups
+    m_pad = padded_rows(m)
+    packed = np.zeros((groups, m_pad, k), np.float32)
+    packed[:, :m] = a.reshape(groups, m, k)
+    blocks = packed.reshape(groups, m_pad // MR, MR, k).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(blocks).reshape(-1)
