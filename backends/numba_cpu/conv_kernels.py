@@ -153,14 +153,27 @@ def depthwise_phases(x, w, scale, shift, res, has_res, out, mult, stride, pt, pl
                     u = np.uint64(i)
                     ph[dst + u] = xf[first + u]
                 continue
+            if s == 2:  # even and odd columns in one loop: LLVM vectorizes the pair of
+                # stride-2 loads as one interleaved load, but not either one alone
+                line = xf[src + yy * width:src + (yy + 1) * width]
+                row = (py % 2) * 2 * size + (py // 2) * wq
+                half = width // 2
+                even = ph[row + (pl % 2) * size + pl // 2:]
+                odd = ph[row + ((pl + 1) % 2) * size + (pl + 1) // 2:]
+                for i in range(half):
+                    even[i] = line[2 * i]
+                    odd[i] = line[2 * i + 1]
+                if width % 2:
+                    even[half] = line[width - 1]
+                continue
             for col in range(s):  # the input columns landing in phase column ``col``
                 x0 = (col - pl) % s
-                dst = np.uint64(((py % s) * s + col) * size + (py // s) * wq + (x0 + pl) // s)
-                first = np.uint64(src + yy * width + x0)
-                step = np.uint64(s)
+                dst = ((py % s) * s + col) * size + (py // s) * wq + (x0 + pl) // s
+                first = src + yy * width + x0
+                line = xf[first:]
+                out_line = ph[dst:]
                 for i in range((width - x0 + s - 1) // s):
-                    u = np.uint64(i)
-                    ph[dst + u] = xf[first + u * step]
+                    out_line[i] = line[s * i]
         if kh == 3 and kw == 3 and s == 1:
             w0, w1, w2 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
             w3, w4, w5 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
