@@ -33,28 +33,43 @@ def valid_range(out_len, stride, offset, in_len):
 @tile_kernel
 def im2col_rows(x, cols, n, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, y0, y1, ow):
     """Columns of output rows [y0, y1) of image n:
-    ``cols[(c, i, j), (y − y0)·ow + x] = xpad[n, c0 + c, y·sh + i·dh, x·sw + j·dw]``."""
-    height, width = x.shape[2], x.shape[3]
+    ``cols[(c, i, j), (y − y0)·ow + x] = xpad[n, c0 + c, y·sh + i·dh, x·sw + j·dw]``.
+    Flat arrays and unsigned indices: a slice per output row would cost more than the copy."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     taps = kh * kw
+    xf = x.reshape(-1)
+    stride = cols.shape[1]
+    cf = cols.reshape(-1)
+    zero = cf[0] * 0
     for r in range(cg * taps):
         c = r // taps
         i = (r % taps) // kw
         j = r % kw
-        lo, hi = valid_range(ow, sw, j * dw - pl, width)
-        plane = x[n, c0 + c]
-        dst_row = cols[r]
+        base = j * dw - pl
+        lo, hi = valid_range(ow, sw, base, width)
+        plane = ((n * channels + c0 + c) * height) * width
         for y in range(y0, y1):
-            dst = dst_row[(y - y0) * ow:(y - y0 + 1) * ow]
+            d = np.uint64(r * stride + (y - y0) * ow)
             iy = y * sh - pt + i * dh
             if iy < 0 or iy >= height:
-                dst[:] = 0.0
+                for xx in range(ow):
+                    cf[d + np.uint64(xx)] = zero
                 continue
-            dst[:lo] = 0.0
-            dst[hi:] = 0.0
-            src = plane[iy]
-            base = j * dw - pl
-            if hi > lo:
-                dst[lo:hi] = src[lo * sw + base:(hi - 1) * sw + base + 1:sw]
+            for xx in range(lo):
+                cf[d + np.uint64(xx)] = zero
+            for xx in range(hi, ow):
+                cf[d + np.uint64(xx)] = zero
+            src = np.uint64(plane + iy * width + base + lo * sw)
+            dst = d + np.uint64(lo)
+            if sw == 1:
+                for xx in range(hi - lo):
+                    u = np.uint64(xx)
+                    cf[dst + u] = xf[src + u]
+            else:
+                step = np.uint64(sw)
+                for xx in range(hi - lo):
+                    u = np.uint64(xx)
+                    cf[dst + u] = xf[src + u * step]
 
 
 @helper

@@ -281,9 +281,9 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarr
     th, tw = (oh + 1) // 2, (ow + 1) // 2
     tiles = n_img * th * tw
     u = b.pack((id(w), "winograd"), lambda: wk.transform_weights(w, b.dtype))
+    pt, pl = attrs.padding[:2]
     v = b.scratch((16, channels, tiles))
     m = b.scratch((16, w.shape[0], tiles), owner=-1)  # never the same buffer as v
-    pt, pl = attrs.padding[:2]
     res = _residual4(ep, out.dtype)
     input_tiles = wk.input_tiles.sized(v.size)
     output_tiles = wk.output_tiles.sized(m.size)
@@ -310,7 +310,7 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarr
         input_tiles(x, v, pt, pl, th, tw)
         products()
         output_tiles(m, out, ep.scale, ep.shift, res, ep.residual is not None, th, tw,
-                        ep.code, ep.alpha)
+                     ep.code, ep.alpha)
 
     return winograd
 
