@@ -4,6 +4,8 @@ statistics, and input generators ``(rng, shape) -> array``."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +13,7 @@ import numpy as np
 
 import cnnir
 from cnnir import nn
+from cnnir.ir import ConstantData
 
 Generator = Callable[[np.random.Generator, tuple], np.ndarray]
 
@@ -65,3 +68,28 @@ def unit_interval(rng: np.random.Generator, shape: tuple) -> np.ndarray:
 
 def binary_labels(rng: np.random.Generator, shape: tuple) -> np.ndarray:
     return rng.integers(0, 2, shape).astype(np.float64)
+
+
+def assert_close(actual: np.ndarray, expected: np.ndarray, reduction: int = 1) -> None:
+    """SEMANTICS §8: rtol 1e-4, atol 1e-5·max(1, ‖expected‖∞), widened by √K for a
+    reduction of length K."""
+    scale = max(1.0, float(np.nanmax(np.abs(expected))) if expected.size else 1.0)
+    atol = 1e-5 * scale * math.sqrt(reduction)
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=atol)
+
+
+def fused_graph(op, attrs, x_type, w_shape, with_residual: bool) -> cnnir.Graph:
+    """A graph of one fused conv/linear node (random weights and bias), the residual an input."""
+    rng = np.random.default_rng(3)
+    g = cnnir.Graph("fused")
+    x = g.add_input("x", x_type)
+    w = g.add_constant("w", ConstantData(T(*w_shape), "parameter",
+                                         array=rng.standard_normal(w_shape).astype(np.float32)))
+    b = g.add_constant("b", ConstantData(T(w_shape[0]), "parameter",
+                                         array=rng.standard_normal(w_shape[0]).astype(np.float32)))
+    plain = dataclasses.replace(attrs, residual=False)
+    out_type = op.infer_types(plain, [x.type, w.type, b.type, None])[0]
+    r = g.add_input("r", out_type) if with_residual else None
+    node = g.add_node(op, [x, w, b, r], attrs)
+    g.set_outputs([node.output])
+    return g

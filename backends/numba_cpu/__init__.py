@@ -25,7 +25,7 @@ class CompiledModel:
     """A graph compiled for the CPU: call it on numpy arrays (NCHW)."""
 
     def __init__(self, graph: Graph, dtype: str = "float32", seed: int = 0,
-                 tune: bool = True) -> None:
+                 tune: bool | str = True) -> None:
         if np.dtype(dtype).kind != "f":
             raise CnnirError(f"dtype must be a float type, got {dtype!r}")
         self.graph = graph
@@ -72,6 +72,13 @@ class CompiledModel:
             return None
         return next(reversed(self._programs.values())).buffer_bytes
 
+    @property
+    def choices(self) -> dict[str, str]:
+        """The algorithm each node of the most recently built plan runs (by node name)."""
+        if not self._programs:
+            return {}
+        return dict(next(reversed(self._programs.values())).builder.choices)
+
     def __call__(self, *arrays: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         checked = self._check(arrays)
         program = self.program(tuple(a.shape for a in checked))
@@ -81,10 +88,12 @@ class CompiledModel:
 
 
 def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize: bool = True,
-                  tune: bool = True, **options: Any) -> CompiledModel:
+                  tune: bool | str = True, **options: Any) -> CompiledModel:
     """Compile ``graph``; with ``optimize`` first apply the semantics-preserving inference
     pipeline (BN folding, conv+activation+residual fusion, ...), which the kernels exploit;
-    with ``tune`` pick each convolution's algorithm by timing the candidates."""
+    with ``tune`` pick each convolution's algorithm by timing the candidates (``tune=False``:
+    the first candidate; ``tune="winograd-f2x2-3x3"`` or another name from
+    ``CompiledModel.choices``: that algorithm wherever it applies)."""
     if options:
         raise CnnirError(f"unknown numba backend options: {sorted(options)}")
     if optimize:

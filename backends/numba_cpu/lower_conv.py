@@ -63,18 +63,21 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, w: np.ndarray, out: np.ndar
     attrs = node.attrs
     channels, (_, per_group, kh, kw) = x.shape[1], w.shape
     if per_group == 1 and attrs.groups == channels:
-        return depthwise_step(b, attrs, x, w, out, ep)
+        if attrs.dilation == (1, 1) and attrs.stride[0] == attrs.stride[1]:
+            return b.choose(node, {"depthwise-phases": depthwise_phases_step(b, attrs, x, w, out,
+                                                                              ep)})
+        return b.choose(node, {"depthwise-direct": depthwise_step(b, attrs, x, w, out, ep)})
     candidates = {}
     pointwise = (kh, kw, *attrs.stride, attrs.groups) == (1, 1, 1, 1, 1) and not any(attrs.padding)
     if b.dtype == np.float32:  # the register-blocked micro-kernel
         if pointwise:
-            candidates["pointwise-mk"] = pointwise_mk_step(b, x, w, out, ep)
+            candidates["pointwise-microkernel"] = pointwise_mk_step(b, x, w, out, ep)
         else:
-            candidates["im2col-mk"] = im2col_mk_step(b, attrs, x, w, out, ep)
+            candidates["im2col-microkernel"] = im2col_mk_step(b, attrs, x, w, out, ep)
     elif pointwise:
-        candidates["pointwise-gemm"] = pointwise_step(x, w, out, ep)
+        candidates["pointwise-blas"] = pointwise_step(x, w, out, ep)
     else:
-        candidates["im2col-gemm"] = im2col_step(b, attrs, x, w, out, ep)
+        candidates["im2col-blas"] = im2col_step(b, attrs, x, w, out, ep)
     if (kh, kw, *attrs.stride, *attrs.dilation, attrs.groups) == (3, 3, 1, 1, 1, 1, 1):
         candidates["winograd-f2x2-3x3"] = winograd_step(b, attrs, x, w, out, ep)
     return b.choose(node, candidates)
@@ -127,29 +130,39 @@ def _residual4(ep: Epilogue, dtype: np.dtype) -> np.ndarray:
     return ep.residual if ep.residual is not None else ak.dummy(dtype)[None]
 
 
-def depthwise_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
-                   ep: Epilogue) -> Step:
+def _padded_extent(attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray) -> tuple[int, int]:
+    """Height and width of the zero-padded input a strided, dilated window reads."""
     pt, pl = attrs.padding[:2]
     (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
     (height, width), (kh, kw), (oh, ow) = x.shape[2:], w.shape[2:], out.shape[2:]
-    hp = max((oh - 1) * sh + (kh - 1) * dh + 1, pt + height)
-    wp = max((ow - 1) * sw + (kw - 1) * dw + 1, pl + width)
+    return (max((oh - 1) * sh + (kh - 1) * dh + 1, pt + height),
+            max((ow - 1) * sw + (kw - 1) * dw + 1, pl + width))
+
+
+def depthwise_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                   ep: Epilogue) -> Step:
+    """Any depthwise conv (dilated, unequal strides): a padded plane, row by row."""
+    pt, pl = attrs.padding[:2]
+    (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
+    hp, wp = _padded_extent(attrs, x, w, out)
+    # zero borders stay zero: this buffer's users all write the same interior
+    padded = b.scratch((gk.THREADS, hp, wp), owner=("depthwise", pt, pl, *x.shape[2:]))
     mult = w.shape[0] // x.shape[1]
     res = _residual4(ep, out.dtype)
-    if (dh, dw) == (1, 1) and sh == sw:
-        return depthwise_phases_step(b, x, w, out, ep, sh, pt, pl, hp, wp)
-    # zero borders stay zero: this buffer's users all write the same interior
-    padded = b.scratch((gk.THREADS, hp, wp), owner=("depthwise", pt, pl, height, width))
-    depthwise = ck.depthwise.sized(out.size * kh * kw)
+    depthwise = ck.depthwise.sized(out.size * w.shape[2] * w.shape[3])
     return lambda: depthwise(x, w, ep.scale, ep.shift, res, ep.residual is not None,
                              out, mult, sh, sw, pt, pl, dh, dw, ep.code, ep.alpha, padded)
 
 
-def depthwise_phases_step(b: Builder, x: np.ndarray, w: np.ndarray, out: np.ndarray,
-                          ep: Epilogue, stride: int, pt: int, pl: int, hp: int, wp: int) -> Step:
-    """Undilated depthwise conv over stride² phase planes (``ck.depthwise_phases``)."""
+def depthwise_phases_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                          ep: Epilogue) -> Step:
+    """Undilated depthwise conv with equal strides over stride² phase planes
+    (``ck.depthwise_phases``)."""
+    pt, pl = attrs.padding[:2]
+    stride = attrs.stride[0]
     kh, kw = w.shape[2:]
     oh = out.shape[2]
+    hp, wp = _padded_extent(attrs, x, w, out)
     hq, wq = -(-hp // stride), -(-wp // stride)
     # The flat tap reads of the last output row run up to (kh − 1)/s rows and (kw − 1)/s
     # columns past oh·wq; the padding keeps them inside zeroed memory.

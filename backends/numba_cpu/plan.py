@@ -44,7 +44,7 @@ class Builder:
     """What a lowering sees: arrays for values and constants, scratch space, the dtype."""
 
     def __init__(self, graph: Graph, types: TypeMap, dtype: str, seed: int,
-                 tune: bool = True) -> None:
+                 tune: bool | str = True) -> None:
         self.graph = graph
         self.types = types
         self.dtype = np.dtype(dtype)
@@ -80,8 +80,12 @@ class Builder:
 
     def choose(self, node: Node, candidates: dict[str, Step]) -> Step:
         """Per-op algorithm choice by measurement: run each candidate (after a warm-up that
-        also compiles or loads its kernels) and keep the fastest; recorded in ``choices``."""
-        if len(candidates) == 1 or not self.tune:
+        also compiles or loads its kernels) and keep the fastest; recorded in ``choices``.
+        ``tune=False`` takes the first candidate; ``tune="<name>"`` takes that algorithm where
+        it applies and the first candidate elsewhere."""
+        if isinstance(self.tune, str):
+            name = self.tune if self.tune in candidates else next(iter(candidates))
+        elif len(candidates) == 1 or not self.tune:
             name = next(iter(candidates))
         else:
             timings = {}
@@ -139,7 +143,7 @@ class Program:
     """One compiled plan for fixed input shapes."""
 
     def __init__(self, graph: Graph, shapes: list[tuple[int, ...]], dtype: str,
-                 seed: int = 0, tune: bool = True) -> None:
+                 seed: int = 0, tune: bool | str = True) -> None:
         env = bind_env(graph, shapes)
         types = bind_types(graph, env)
         self.builder = b = Builder(graph, types, dtype, seed, tune)

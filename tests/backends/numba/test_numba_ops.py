@@ -7,8 +7,6 @@ atol 1e-5·max(1, ‖y_ref‖∞), widened by √K for reductions of length K.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +15,12 @@ import numpy as np
 import pytest
 from op_helpers import (
     T,
+    assert_close,
     binary_labels,
     bn_with_stats,
     class_targets,
     fn,
+    fused_graph,
     module,
     unit_interval,
 )
@@ -159,12 +159,6 @@ def make_inputs(case: Case, seed: int = 0) -> list[np.ndarray]:
     return arrays
 
 
-def assert_close(actual: np.ndarray, expected: np.ndarray, reduction: int = 1) -> None:
-    scale = max(1.0, float(np.nanmax(np.abs(expected))) if expected.size else 1.0)
-    atol = 1e-5 * scale * math.sqrt(reduction)
-    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=atol)
-
-
 def outputs(result: Any) -> list[np.ndarray]:
     return list(result) if isinstance(result, tuple) else [result]
 
@@ -202,24 +196,6 @@ def test_float64_on_request() -> None:
     ref = cnnir.compile(graph, backend="reference")(x)
     assert y.dtype == np.float64
     np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
-
-
-def fused_graph(op, attrs, x_type, w_shape, with_residual: bool) -> cnnir.Graph:
-    from cnnir.ir import ConstantData
-
-    rng = np.random.default_rng(3)
-    g = cnnir.Graph("fused")
-    x = g.add_input("x", x_type)
-    w = g.add_constant("w", ConstantData(T(*w_shape), "parameter",
-                                         array=rng.standard_normal(w_shape).astype(np.float32)))
-    b = g.add_constant("b", ConstantData(T(w_shape[0]), "parameter",
-                                         array=rng.standard_normal(w_shape[0]).astype(np.float32)))
-    plain = dataclasses.replace(attrs, residual=False)
-    out_type = op.infer_types(plain, [x.type, w.type, b.type, None])[0]
-    r = g.add_input("r", out_type) if with_residual else None
-    node = g.add_node(op, [x, w, b, r], attrs)
-    g.set_outputs([node.output])
-    return g
 
 
 @pytest.mark.parametrize("activation", [None, "relu", "relu6", "leaky_relu", "hardswish",

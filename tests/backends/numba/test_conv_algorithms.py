@@ -1,0 +1,100 @@
+"""Every convolution algorithm of the Numba backend, forced with ``tune="<name>"``, against the
+float64 reference executor, on geometries that reach its edge cases: output channels not a
+multiple of the micro-kernel's 8 rows, pixel counts with 24-, 8- and 1-column tails, groups,
+strides, dilation, odd sizes, paddings, and the fused epilogue (bias, residual, activation)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from op_helpers import T, assert_close, fused_graph
+
+import cnnir
+from cnnir import ops
+from cnnir.ops.activation import LeakyReluAttrs
+from cnnir.ops.fused import Conv2dFusedAttrs
+
+
+def conv_attrs(stride=1, padding=0, dilation=1, groups=1, **fused) -> Conv2dFusedAttrs:
+    return Conv2dFusedAttrs(stride=(stride, stride), padding=(padding,) * 4,
+                            dilation=(dilation, dilation), groups=groups, **fused)
+
+
+# (algorithm, input shape, weight shape, attrs), the weight [out, in/groups, kh, kw]
+GEOMETRIES = [
+    ("pointwise-microkernel", (2, 13, 5, 7), (21, 13, 1, 1), {}),  # 35 px: 24 + 8 + 3
+    ("pointwise-microkernel", (1, 40, 7, 7), (16, 40, 1, 1), {}),  # 49 px: 48 + 1
+    ("pointwise-microkernel", (3, 3, 4, 4), (5, 3, 1, 1), {}),  # 16 px, 5 rows
+    ("im2col-microkernel", (2, 6, 9, 11), (12, 2, 3, 3), dict(stride=2, padding=1, groups=3)),
+    ("im2col-microkernel", (1, 5, 10, 8), (9, 5, 3, 3), dict(padding=2, dilation=2)),
+    ("im2col-microkernel", (2, 3, 15, 15), (10, 3, 7, 7), dict(stride=2, padding=3)),
+    ("im2col-microkernel", (1, 4, 6, 6), (8, 4, 1, 1), dict(stride=2)),
+    ("winograd-f2x2-3x3", (2, 6, 9, 11), (10, 6, 3, 3), dict(padding=1)),
+    ("winograd-f2x2-3x3", (1, 5, 8, 8), (9, 5, 3, 3), {}),
+    ("winograd-f2x2-3x3", (1, 4, 7, 6), (4, 4, 3, 3), dict(padding=2)),
+    ("depthwise-phases", (2, 8, 9, 11), (8, 1, 3, 3), dict(padding=1, groups=8)),
+    ("depthwise-phases", (1, 6, 12, 13), (6, 1, 3, 3), dict(stride=2, padding=1, groups=6)),
+    ("depthwise-phases", (1, 6, 11, 11), (6, 1, 3, 3), dict(stride=2, groups=6)),
+    ("depthwise-phases", (2, 4, 10, 9), (8, 1, 5, 5), dict(stride=2, padding=2, groups=4)),
+    ("depthwise-phases", (1, 3, 16, 14), (3, 1, 7, 7), dict(stride=3, padding=3, groups=3)),
+    ("depthwise-direct", (1, 4, 11, 9), (4, 1, 3, 3), dict(padding=2, dilation=2, groups=4)),
+]
+
+EPILOGUES = [(None, False), ("relu6", True), ("leaky_relu", False), ("hardswish", True)]
+
+
+def run_forced(graph: cnnir.Graph, algorithm: str, inputs: list[np.ndarray]) -> np.ndarray:
+    compiled = cnnir.compile(graph, tune=algorithm)
+    got = compiled(*inputs)
+    assert set(compiled.choices.values()) == {algorithm}
+    return got
+
+
+@pytest.mark.parametrize("activation,residual", EPILOGUES,
+                         ids=[f"{a}-{'res' if r else 'nores'}" for a, r in EPILOGUES])
+@pytest.mark.parametrize("algorithm,x_shape,w_shape,attrs", GEOMETRIES,
+                         ids=[f"{g[0]}-{i}" for i, g in enumerate(GEOMETRIES)])
+def test_algorithm_matches_reference(algorithm, x_shape, w_shape, attrs, activation,
+                                     residual) -> None:
+    act = getattr(ops, activation) if activation else None
+    act_attrs = LeakyReluAttrs(0.2) if activation == "leaky_relu" else None
+    graph = fused_graph(ops.conv2d_fused, conv_attrs(**attrs, activation=act,
+                                                     activation_attrs=act_attrs,
+                                                     residual=residual),
+                        T(*x_shape), w_shape, residual)
+    rng = np.random.default_rng(7)
+    inputs = [rng.standard_normal(v.type.shape).astype(np.float32) * 2 for v in graph.inputs]
+    got = run_forced(graph, algorithm, inputs)
+    ref = cnnir.compile(graph, backend="reference")(*[a.astype(np.float64) for a in inputs])
+    assert got.shape == ref.shape
+    assert_close(got, ref, int(np.prod(w_shape[1:])))
+
+
+def test_nan_and_inf_pass_through_the_microkernel_epilogue() -> None:
+    """The clamp of ReLU/ReLU6 is written as selects so NaN propagates as in PyTorch."""
+    graph = fused_graph(ops.conv2d_fused, conv_attrs(activation=ops.relu6),
+                        T(1, 2, 5, 5), (9, 2, 1, 1), False)
+    x = np.zeros((1, 2, 5, 5), np.float32)
+    x[0, :, 2, 3] = np.nan
+    x[0, 0, 4, 4] = np.inf
+    got = run_forced(graph, "pointwise-microkernel", [x])
+    w = graph.nodes[0].inputs[1].const.array[:, :, 0, 0]
+    assert np.isnan(got[0, :, 2, 3]).all()
+    finite = np.delete(got.reshape(9, -1), [13, 24], axis=1)
+    assert np.isfinite(finite).all() and (finite >= 0).all() and (finite <= 6).all()
+    positive = w[:, 0] > 0
+    assert (got[0, positive, 4, 4] == 6).all() and (got[0, ~positive, 4, 4] == 0).all()
+
+
+@pytest.mark.parametrize("batch", [1, 5, 17])
+def test_linear_small_and_large_batches(batch: int) -> None:
+    """Up to 16 rows stream the weights (one dot product per output), more rows use BLAS."""
+    from cnnir.ops.fused import LinearFusedAttrs
+
+    graph = fused_graph(ops.linear_fused, LinearFusedAttrs(activation=ops.relu, residual=True),
+                        T(batch, 37), (11, 37), True)
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal(v.type.shape).astype(np.float32) for v in graph.inputs]
+    got = cnnir.compile(graph)(*inputs)
+    ref = cnnir.compile(graph, backend="reference")(*[a.astype(np.float64) for a in inputs])
+    assert_close(got, ref, 37)
