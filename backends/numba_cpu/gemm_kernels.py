@@ -17,7 +17,7 @@ import numpy as np
 from cnnir.backends.numba_cpu.act_kernels import act_row, clamp_bounds
 from cnnir.backends.numba_cpu.conv_kernels import im2col_rows
 from cnnir.backends.numba_cpu.jit import helper, kernel, prange
-from cnnir.backends.numba_cpu.simd import LANES, MR, NR, tile_narrow, tile_wide
+from cnnir.backends.numba_cpu.simd import LANES, MR, NR, tile_mid, tile_narrow, tile_wide
 
 THREADS = numba.config.NUMBA_NUM_THREADS
 
@@ -48,10 +48,14 @@ def gemm_block(ap, a_off, rows, k, b, b_off, ldb, cols, out, o_off, ldo, scale, 
         j = 0
         while j < full:
             c_off = o_off + r0 * ldo + j
-            width = NR if full - j >= NR else LANES
+            left = full - j
+            width = NR if left >= NR else 2 * LANES if left >= 2 * LANES else LANES
             if width == NR:
                 tile_wide(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale, shift,
                           s_off + r0, res, has_res, lo, hi)
+            elif width == 2 * LANES:
+                tile_mid(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale, shift,
+                         s_off + r0, res, has_res, lo, hi)
             else:
                 tile_narrow(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale,
                             shift, s_off + r0, res, has_res, lo, hi)
@@ -82,7 +86,7 @@ def gemm(ap, k, b, ldb, out, ldo, blocks, scale, shift, res, has_res, code, alph
 
 @kernel
 def im2col_gemm(ap, x, cols, out, bands, scale, shift, res, has_res, code, alpha, scratch,
-                kh, kw, sh, sw, pt, pl, dh, dw):
+                kh, kw, sh, sw, pt, pl, dh, dw, filled):
     """A k×k (grouped, strided, dilated) convolution: per band (n, y0, y1, r0, r1) of output
     rows, im2col of each group into the thread's buffer, then output channels [r0, r1) of
     every group as a ``gemm_block``. ``ap`` packs each group's rows padded to MR."""
@@ -96,12 +100,17 @@ def im2col_gemm(ap, x, cols, out, bands, scale, shift, res, has_res, code, alpha
     g_stride = ((og + MR - 1) // MR) * MR * k
     out_flat = out.reshape(-1)
     res_flat = res.reshape(-1)
+    filled[:] = -1  # per thread: the band its buffer holds (one group only)
     for t in prange(bands.shape[0]):
         n, y0, y1, r0, r1 = bands[t, 0], bands[t, 1], bands[t, 2], bands[t, 3], bands[t, 4]
         tid = numba.get_thread_id()
         buffer = cols[tid]
+        band = (n * oh + y0) * (oh + 1) + y1
         for g in range(groups):
-            im2col_rows(x, buffer, n, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, y0, y1, ow)
+            if groups > 1 or filled[tid] != band:
+                im2col_rows(x, buffer, n, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, y0, y1,
+                            ow)
+                filled[tid] = band
             first = g * og + r0
             gemm_block(ap, g * g_stride + r0 * k, r1 - r0, k, buffer.reshape(-1), 0, width,
                        (y1 - y0) * ow, out_flat, ((n * out_ch + first) * oh + y0) * ow,
@@ -115,7 +124,7 @@ def split(total: int, parts: int, unit: int) -> list[int]:
     return cuts + [total]
 
 
-TILE_BYTES = 512 * 1024  # a block's B columns plus its output columns stay in L2
+TILE_BYTES = 1024 * 1024  # a block's B columns plus its output columns stay in L2
 PARALLEL_FLOPS = 1_000_000  # below this one thread does it all
 
 
@@ -158,15 +167,18 @@ def gemm_blocks(batches: int, rows: int, k: int, cols: int, a_stride: int, b_str
     return np.array(out, np.int64).reshape(-1, 6)
 
 
+MIN_BAND_COLUMNS = 4 * NR  # narrower bands would run mostly on the micro-kernel's tails
+
+
 def im2col_bands(n_img: int, oh: int, ow: int, rows: int, k: int) -> np.ndarray:
     """Bands (n, y0, y1, r0, r1) of output rows whose im2col columns fit L2 with their
-    output, the output channels split too when there are too few bands for the threads."""
+    output (but at least MIN_BAND_COLUMNS wide); when there are too few bands for the threads,
+    the output channels are split too, into consecutive blocks of the same band (a thread
+    reuses a band's columns across its blocks)."""
     flops = 2 * n_img * rows * k * oh * ow
-    band_rows = max(1, TILE_BYTES // (4 * (k + rows) * ow))
+    band_rows = max(TILE_BYTES // (4 * (k + rows) * ow), -(-MIN_BAND_COLUMNS // ow), 1)
     per_image = -(-oh // band_rows)
     wanted = parts_wanted(flops)
-    if n_img * per_image < wanted:
-        per_image = max(per_image, min(-(-wanted // n_img), oh))
     row_parts = 1
     if n_img * per_image < wanted:
         row_parts = max(1, min(-(-wanted // (n_img * per_image)), rows // (4 * MR)))

@@ -121,9 +121,10 @@ def im2col_mk_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndar
     pt, pl = attrs.padding[:2]
     (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
     im2col_gemm = _build(gk.im2col_gemm, len(bands))
+    filled = np.zeros(gk.THREADS, np.int64)
     return lambda: im2col_gemm(ap, x, cols, out, bands, ep.scale, ep.shift, res,
                                ep.residual is not None, ep.code, ep.alpha, scratch,
-                               kh, kw, sh, sw, pt, pl, dh, dw)
+                               kh, kw, sh, sw, pt, pl, dh, dw, filled)
 
 
 def _residual4(ep: Epilogue, dtype: np.dtype) -> np.ndarray:
@@ -298,8 +299,28 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarr
     v = b.scratch((16, channels, tiles))
     m = b.scratch((16, w.shape[0], tiles), owner=-1)  # never the same buffer as v
     res = _residual4(ep, out.dtype)
-    input_tiles = wk.input_tiles.sized(v.size)
-    output_tiles = wk.output_tiles.sized(m.size)
+    if tw >= wk.VECTOR_MIN_TILES:
+        work = {key: b.scratch((gk.THREADS, *shape), owner=("winograd", key))
+                for key, shape in wk.scratch_shapes(x.shape[3], pl, tw).items()}
+        input_kernel = wk.input_tiles.sized(v.size)
+        output_kernel = wk.output_tiles.sized(m.size)
+
+        def input_tiles() -> None:
+            input_kernel(x, v, pt, pl, th, tw, work["rows"], work["split"], work["block"])
+
+        def output_tiles() -> None:
+            output_kernel(m, out, ep.scale, ep.shift, res, ep.residual is not None, th, tw,
+                          ep.code, ep.alpha, work["block"], work["out_rows"])
+    else:
+        input_kernel = wk.input_tiles_scalar.sized(v.size)
+        output_kernel = wk.output_tiles_scalar.sized(m.size)
+
+        def input_tiles() -> None:
+            input_kernel(x, v, pt, pl, th, tw)
+
+        def output_tiles() -> None:
+            output_kernel(m, out, ep.scale, ep.shift, res, ep.residual is not None, th, tw,
+                          ep.code, ep.alpha)
 
     if b.dtype == np.float32:
         out_ch, channels = w.shape[0], w.shape[1]
@@ -320,10 +341,9 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarr
             batched_matmul(u, v, m)
 
     def winograd() -> None:
-        input_tiles(x, v, pt, pl, th, tw)
+        input_tiles()
         products()
-        output_tiles(m, out, ep.scale, ep.shift, res, ep.residual is not None, th, tw,
-                     ep.code, ep.alpha)
+        output_tiles()
 
     return winograd
 

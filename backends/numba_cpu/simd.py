@@ -133,7 +133,8 @@ def _tile_intrinsic(vectors: int):
 
 
 tile_wide = _tile_intrinsic(NR // LANES)  # MR × 24
-tile_narrow = _tile_intrinsic(1)  # MR × 8, for the last columns
+tile_mid = _tile_intrinsic(2)  # MR × 16, for the last columns
+tile_narrow = _tile_intrinsic(1)  # MR × 8
 
 
 def padded_rows(rows: int) -> int:

@@ -3,7 +3,7 @@
 Each 2×2 output tile comes from a 4×4 input tile d: ``Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A``, so
 the 36 multiplies of direct convolution per tile and channel pair become 16, done as 16
 GEMMs ``M[k] = U[k] · V[k]`` (U: transformed weights [16, O, C], V: transformed input tiles
-[16, C, tiles]) on BLAS. With
+[16, C, tiles]). With
 
     Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]
     G  = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]
@@ -14,9 +14,10 @@ the transforms below are written out by hand (additions only, for B and A).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from cnnir.backends.numba_cpu.act_kernels import finish_row
+from cnnir.backends.numba_cpu.act_kernels import act_row, clamp_bounds, finish_row
 from cnnir.backends.numba_cpu.jit import helper, kernel, prange
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -28,6 +29,156 @@ def transform_weights(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]), dtype=dtype)
 
 
+VECTOR_MIN_TILES = 16  # tiles per row from which the vectorized transforms pay off
+CHUNK = 64  # tiles per pass of a row of tiles
+LW = CHUNK + 1  # entries per even/odd column buffer: a chunk's tiles reach one further
+
+
+def scratch_shapes(width: int, pl: int, tw: int) -> dict[str, tuple[int, ...]]:
+    """Per-thread scratch of the transforms (``input_tiles``/``output_tiles``)."""
+    return {"rows": (4, max(2 * tw + 2, pl + width)), "split": (8 * LW,),
+            "block": (16 * CHUNK,), "out_rows": (4 * CHUNK,)}
+
+
+@kernel
+def input_tiles(x, v, pt, pl, th, tw, rows, split, block):
+    """``v[k, c, t] = (Bᵀ d B)[k]`` for the 4×4 tile d at (2·ty − pt, 2·tx − pl).
+
+    For each row of tiles: its four input rows, zero-padded (``rows``); per chunk of CHUNK
+    tiles, their even and odd columns (``split``, rows LW apart), so tile tx's columns are
+    even[tx], odd[tx], even[tx + 1], odd[tx + 1]; the 16 transformed values of each tile into
+    ``block`` (rows CHUNK apart); then 16 contiguous copies into v. Every offset inside the
+    transform loop is a constant, so LLVM vectorizes it over the tiles (with runtime strides
+    it would need a pairwise alias check per row and gives up)."""
+    n_img, channels, height, width = x.shape
+    tiles = v.shape[2]
+    k_stride = channels * tiles
+    vf = v.reshape(-1)
+    for idx in prange(channels * n_img):
+        c = idx // n_img
+        n = idx % n_img
+        tid = numba.get_thread_id()
+        pad, eo, tb = rows[tid], split[tid], block[tid]
+        plane = x[n, c]
+        for ty in range(th):
+            for r in range(4):
+                line = pad[r]
+                line[:] = 0.0
+                iy = 2 * ty - pt + r
+                if 0 <= iy < height:
+                    line[pl:pl + width] = plane[iy]
+            for t0 in range(0, tw, CHUNK):
+                count = min(CHUNK, tw - t0)
+                for r in range(4):
+                    line = pad[r]
+                    for i in range(count + 1):
+                        eo[2 * r * LW + i] = line[2 * (t0 + i)]
+                        eo[(2 * r + 1) * LW + i] = line[2 * (t0 + i) + 1]
+                for tx in range(count):
+                    # Bᵀ along x in each row: (d0 − d2, d1 + d2, d2 − d1, d1 − d3)
+                    e0, e0n, o0, o0n = eo[tx], eo[tx + 1], eo[LW + tx], eo[LW + tx + 1]
+                    e1, e1n = eo[2 * LW + tx], eo[2 * LW + tx + 1]
+                    o1, o1n = eo[3 * LW + tx], eo[3 * LW + tx + 1]
+                    e2, e2n = eo[4 * LW + tx], eo[4 * LW + tx + 1]
+                    o2, o2n = eo[5 * LW + tx], eo[5 * LW + tx + 1]
+                    e3, e3n = eo[6 * LW + tx], eo[6 * LW + tx + 1]
+                    o3, o3n = eo[7 * LW + tx], eo[7 * LW + tx + 1]
+                    a0, a1, a2, a3 = e0 - e0n, o0 + e0n, e0n - o0, o0 - o0n
+                    b0, b1, b2, b3 = e1 - e1n, o1 + e1n, e1n - o1, o1 - o1n
+                    c0, c1, c2, c3 = e2 - e2n, o2 + e2n, e2n - o2, o2 - o2n
+                    d0, d1, d2, d3 = e3 - e3n, o3 + e3n, e3n - o3, o3 - o3n
+                    # then Bᵀ along y
+                    tb[tx] = a0 - c0
+                    tb[CHUNK + tx] = a1 - c1
+                    tb[2 * CHUNK + tx] = a2 - c2
+                    tb[3 * CHUNK + tx] = a3 - c3
+                    tb[4 * CHUNK + tx] = b0 + c0
+                    tb[5 * CHUNK + tx] = b1 + c1
+                    tb[6 * CHUNK + tx] = b2 + c2
+                    tb[7 * CHUNK + tx] = b3 + c3
+                    tb[8 * CHUNK + tx] = c0 - b0
+                    tb[9 * CHUNK + tx] = c1 - b1
+                    tb[10 * CHUNK + tx] = c2 - b2
+                    tb[11 * CHUNK + tx] = c3 - b3
+                    tb[12 * CHUNK + tx] = b0 - d0
+                    tb[13 * CHUNK + tx] = b1 - d1
+                    tb[14 * CHUNK + tx] = b2 - d2
+                    tb[15 * CHUNK + tx] = b3 - d3
+                first = c * tiles + (n * th + ty) * tw + t0
+                for k in range(16):
+                    dst = vf[k * k_stride + first:k * k_stride + first + count]
+                    src = tb[k * CHUNK:k * CHUNK + count]
+                    for i in range(count):
+                        dst[i] = src[i]
+
+
+@kernel
+def output_tiles(m, out, scale, shift, res, has_res, th, tw, code, alpha, block, out_rows):
+    """``out[n, o, 2ty + a, 2tx + b] = act(scale·(Aᵀ m A)[a, b] + shift (+ res))``: per chunk
+    of a row of tiles, the 16 rows of m are copied to ``block`` (constant offsets again), the
+    two output rows computed into ``out_rows``, then written through the epilogue."""
+    n_img, out_ch, oh, ow = out.shape
+    tiles = m.shape[2]
+    k_stride = out_ch * tiles
+    mf = m.reshape(-1)
+    outf = out.reshape(-1)
+    resf = res.reshape(-1)
+    lo, hi = clamp_bounds(code)
+    for idx in prange(out_ch * n_img):
+        o = idx // n_img
+        n = idx % n_img
+        tid = numba.get_thread_id()
+        mb, rb = block[tid], out_rows[tid]
+        s = scale[o]
+        b = shift[o]
+        for ty in range(th):
+            for t0 in range(0, tw, CHUNK):
+                count = min(CHUNK, tw - t0)
+                first = o * tiles + (n * th + ty) * tw + t0
+                for k in range(16):
+                    src = mf[k * k_stride + first:k * k_stride + first + count]
+                    dst = mb[k * CHUNK:k * CHUNK + count]
+                    for i in range(count):
+                        dst[i] = src[i]
+                for tx in range(count):
+                    m0, m1, m2, m3 = mb[tx], mb[CHUNK + tx], mb[2 * CHUNK + tx], mb[3 * CHUNK + tx]
+                    m4, m5 = mb[4 * CHUNK + tx], mb[5 * CHUNK + tx]
+                    m6, m7 = mb[6 * CHUNK + tx], mb[7 * CHUNK + tx]
+                    m8, m9 = mb[8 * CHUNK + tx], mb[9 * CHUNK + tx]
+                    m10, m11 = mb[10 * CHUNK + tx], mb[11 * CHUNK + tx]
+                    m12, m13 = mb[12 * CHUNK + tx], mb[13 * CHUNK + tx]
+                    m14, m15 = mb[14 * CHUNK + tx], mb[15 * CHUNK + tx]
+                    u0, u1, u2, u3 = m0 + m4 + m8, m1 + m5 + m9, m2 + m6 + m10, m3 + m7 + m11
+                    w0, w1 = m4 - m8 - m12, m5 - m9 - m13
+                    w2, w3 = m6 - m10 - m14, m7 - m11 - m15
+                    rb[2 * tx] = u0 + u1 + u2
+                    rb[2 * tx + 1] = u1 - u2 - u3
+                    rb[2 * CHUNK + 2 * tx] = w0 + w1 + w2
+                    rb[2 * CHUNK + 2 * tx + 1] = w1 - w2 - w3
+                x0 = 2 * t0
+                cols = min(2 * count, ow - x0)
+                for a in range(2):
+                    y = 2 * ty + a
+                    if y >= oh:
+                        break
+                    d = ((n * out_ch + o) * oh + y) * ow + x0
+                    line = rb[a * 2 * CHUNK:a * 2 * CHUNK + cols]
+                    dst = outf[d:d + cols]
+                    if has_res:
+                        extra = resf[d:d + cols]
+                        for i in range(cols):
+                            val = line[i] * s + b + extra[i]
+                            val = lo if val < lo else val
+                            dst[i] = hi if val > hi else val
+                    else:
+                        for i in range(cols):
+                            val = line[i] * s + b
+                            val = lo if val < lo else val
+                            dst[i] = hi if val > hi else val
+                    if code > 2:
+                        act_row(dst, code, alpha)
+
+
 @helper
 def load(plane, y, x, height, width):
     if 0 <= y < height and 0 <= x < width:
@@ -36,8 +187,9 @@ def load(plane, y, x, height, width):
 
 
 @kernel
-def input_tiles(x, v, pt, pl, th, tw):
-    """``v[k, c, t] = (Bᵀ d B)[k]`` for the 4×4 tile d at (2·ty − pt, 2·tx − pl)."""
+def input_tiles_scalar(x, v, pt, pl, th, tw):
+    """``input_tiles`` one tile at a time, for narrow planes (few tiles per row), where the
+    vectorized kernel's per-row setup costs more than it saves."""
     n_img, channels, height, width = x.shape
     for idx in prange(channels * n_img):
         c = idx // n_img
@@ -81,8 +233,8 @@ def store_row(v, k, c, t, r0, r1, r2, r3):
 
 
 @kernel
-def output_tiles(m, out, scale, shift, res, has_res, th, tw, code, alpha):
-    """``out[n, o, 2ty + a, 2tx + b] = act(scale·(Aᵀ m A)[a, b] + shift (+ res))``."""
+def output_tiles_scalar(m, out, scale, shift, res, has_res, th, tw, code, alpha):
+    """``output_tiles`` one tile at a time, for narrow planes."""
     n_img, out_ch, oh, ow = out.shape
     for idx in prange(out_ch * n_img):
         o = idx // n_img

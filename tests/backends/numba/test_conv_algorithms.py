@@ -32,6 +32,8 @@ GEOMETRIES = [
     ("winograd-f2x2-3x3", (2, 6, 9, 11), (10, 6, 3, 3), dict(padding=1)),
     ("winograd-f2x2-3x3", (1, 5, 8, 8), (9, 5, 3, 3), {}),
     ("winograd-f2x2-3x3", (1, 4, 7, 6), (4, 4, 3, 3), dict(padding=2)),
+    ("winograd-f2x2-3x3", (2, 3, 9, 35), (5, 3, 3, 3), dict(padding=1)),  # vectorized: 18 tiles
+    ("winograd-f2x2-3x3", (1, 2, 6, 133), (3, 2, 3, 3), dict(padding=2)),  # 68: two chunks
     ("depthwise-phases", (2, 8, 9, 11), (8, 1, 3, 3), dict(padding=1, groups=8)),
     ("depthwise-phases", (1, 6, 12, 13), (6, 1, 3, 3), dict(stride=2, padding=1, groups=6)),
     ("depthwise-phases", (1, 6, 11, 11), (6, 1, 3, 3), dict(stride=2, groups=6)),
