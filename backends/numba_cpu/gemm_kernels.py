@@ -27,50 +27,65 @@ def scratch_size(k: int) -> int:
     return MR * LANES + k * LANES
 
 
+L1_CHUNK_BYTES = 16 * 1024  # B columns swept by every row block while they are in L1
+
+
 @helper
 def gemm_block(ap, a_off, rows, k, b, b_off, ldb, cols, out, o_off, ldo, scale, shift, s_off,
                res, has_res, code, alpha, scratch):
     """``out[o_off + r·ldo + j] = act(scale[s_off + r]·(A·B)[r, j] + shift[s_off + r] (+ res[same
     index]))`` for r < rows, j < cols, where A is packed (``simd.pack_rows``) from ``a_off``
-    and ``B[i, j] = b[b_off + i·ldb + j]``; all arrays flat."""
+    and ``B[i, j] = b[b_off + i·ldb + j]``; all arrays flat. The columns go in chunks that
+    fit L1 (at least one 24-column panel), every row block sweeping a chunk before the next."""
     lo, hi = clamp_bounds(code)
     tile = scratch[:MR * LANES]
     panel = scratch[MR * LANES:]
     full = cols - cols % LANES
     tail = cols - full
+    chunk = max(NR, L1_CHUNK_BYTES // (4 * k) // NR * NR)
+    for j0 in range(0, full, chunk):
+        j1 = min(full, j0 + chunk)
+        for r0 in range(0, rows, MR):
+            sweep(ap, a_off + r0 * k, min(MR, rows - r0), k, b, b_off, ldb, j0, j1, out,
+                  o_off + r0 * ldo, ldo, scale, shift, s_off + r0, res, has_res, code, alpha,
+                  lo, hi)
     if tail:  # the last few columns: a zero-padded panel, its tiles through scratch
         for i in range(k):
             for q in range(LANES):
                 panel[i * LANES + q] = b[b_off + i * ldb + full + q] if q < tail else 0.0
-    for r0 in range(0, rows, MR):
-        a_at = a_off + r0 * k
-        valid = min(MR, rows - r0)
-        j = 0
-        while j < full:
-            c_off = o_off + r0 * ldo + j
-            left = full - j
-            width = NR if left >= NR else 2 * LANES if left >= 2 * LANES else LANES
-            if width == NR:
-                tile_wide(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale, shift,
-                          s_off + r0, res, has_res, lo, hi)
-            elif width == 2 * LANES:
-                tile_mid(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale, shift,
-                         s_off + r0, res, has_res, lo, hi)
-            else:
-                tile_narrow(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale,
-                            shift, s_off + r0, res, has_res, lo, hi)
-            if code > 2:
-                for r in range(valid):
-                    act_row(out[c_off + r * ldo:c_off + r * ldo + width], code, alpha)
-            j += width
-        if tail:
-            tile_narrow(ap, a_at, panel, 0, LANES, k, tile, 0, LANES, valid, scale, shift,
-                        s_off + r0, tile, False, -np.inf, np.inf)
+        for r0 in range(0, rows, MR):
+            valid = min(MR, rows - r0)
+            tile_narrow(ap, a_off + r0 * k, panel, 0, LANES, k, tile, 0, LANES, valid, scale,
+                        shift, s_off + r0, tile, False, -np.inf, np.inf)
             for r in range(valid):
                 o = o_off + (r0 + r) * ldo + full
                 for q in range(tail):
                     out[o + q] = tile[r * LANES + q] + (res[o + q] if has_res else 0.0)
                 act_row(out[o:o + tail], code, alpha)
+
+
+@helper
+def sweep(ap, a_at, valid, k, b, b_off, ldb, j0, j1, out, o_row, ldo, scale, shift, s_at, res,
+          has_res, code, alpha, lo, hi):
+    """One row block over columns [j0, j1) (a multiple of 8), in tiles of 24, 16 or 8."""
+    j = j0
+    while j < j1:
+        c_off = o_row + j
+        left = j1 - j
+        width = NR if left >= NR else 2 * LANES if left >= 2 * LANES else LANES
+        if width == NR:
+            tile_wide(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale, shift,
+                      s_at, res, has_res, lo, hi)
+        elif width == 2 * LANES:
+            tile_mid(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale, shift,
+                     s_at, res, has_res, lo, hi)
+        else:
+            tile_narrow(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale, shift,
+                        s_at, res, has_res, lo, hi)
+        if code > 2:
+            for r in range(valid):
+                act_row(out[c_off + r * ldo:c_off + r * ldo + width], code, alpha)
+        j += width
 
 
 @kernel
@@ -135,17 +150,22 @@ def parts_wanted(flops: int) -> int:
 
 def column_parts(cols: int, rows: int, k: int, batches: int, flops: int) -> tuple[int, int]:
     """How many column bands and row ranges to cut each of ``batches`` GEMMs into: bands
-    small enough for L2, and enough blocks (a multiple of the threads) to keep them busy."""
-    by_cache = -(-4 * (k + rows) * cols // TILE_BYTES)
+    small enough for L2 (but at least 48 columns), and enough blocks to keep the threads
+    busy: a multiple of the threads when there are few, since a static schedule of 3 blocks
+    on 2 threads runs at 2/3 speed."""
     wanted = parts_wanted(flops)
-    col_parts = max(1, min(by_cache, -(-cols // NR)))
-    total = batches * col_parts
-    if total < wanted:
-        col_parts = max(col_parts, min(-(-wanted // batches), cols // (2 * NR) or 1))
+    widest = max(1, cols // (2 * NR))
+    by_cache = -(-4 * (k + rows) * cols // TILE_BYTES)
+    col_parts = min(max(by_cache, -(-wanted // batches)), widest)
+    if wanted > 1 and batches * col_parts < 4 * THREADS:
+        while (batches * col_parts) % THREADS and col_parts < widest:
+            col_parts += 1
     total = batches * col_parts
     row_parts = 1
-    if total < wanted:
+    if wanted > 1 and (total < wanted or (total < 4 * THREADS and total % THREADS)):
         row_parts = max(1, min(-(-wanted // total), rows // (4 * MR)))
+        if (total * row_parts) % THREADS and rows // (4 * MR) >= THREADS:
+            row_parts = -(-row_parts // THREADS) * THREADS
     return col_parts, row_parts
 
 
