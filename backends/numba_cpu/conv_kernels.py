@@ -132,9 +132,10 @@ def depthwise(x, w, scale, shift, res, has_res, out, mult, sh, sw, pt, pl, dh, d
 
 
 @kernel
-def depthwise_phases(x, w, scale, shift, res, has_res, out, mult, stride, pt, pl, code, alpha,
-                     phases, acc):
-    """Undilated depthwise conv as flat, vectorizable passes. Each input plane is split into
+def window_phases(x, w, scale, shift, res, has_res, out, mult, stride, pt, pl, code, alpha,
+                  phases, acc, is_max):
+    """Undilated depthwise conv (or, with ``is_max``, max pool: −∞ borders, NaN wins) as flat,
+    vectorizable passes. Each input plane is split into
     ``stride²`` zero-bordered phase planes (``phase[a·s + b][y, x] = xpad[y·s + a, x·s + b]``,
     flat with row length wq), so tap (i, j) of every output sits at one constant offset in
     phase (i mod s, j mod s): ``acc[y·wq + x] = Σ_ij w[o, 0, i, j]·phase[...][(y + i div s)·wq
@@ -189,7 +190,17 @@ def depthwise_phases(x, w, scale, shift, res, has_res, out, mult, stride, pt, pl
                 out_line = ph[dst:]
                 for i in range((width - x0 + s - 1) // s):
                     out_line[i] = line[s * i]
-        if kh == 3 and kw == 3 and s == 1:
+        if is_max:
+            a[:n_q] = -np.inf
+            for i in range(kh):
+                for j in range(kw):
+                    off = np.uint64(((i % s) * s + j % s) * size + (i // s) * wq + j // s)
+                    for q in range(n_q):
+                        u = np.uint64(q)
+                        v = ph[u + off]
+                        best = a[u]
+                        a[u] = v if (v > best or v != v) else best
+        elif kh == 3 and kw == 3 and s == 1:
             w0, w1, w2 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
             w3, w4, w5 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
             w6, w7, w8 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]

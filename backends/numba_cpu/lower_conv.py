@@ -64,8 +64,8 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, w: np.ndarray, out: np.ndar
     channels, (_, per_group, kh, kw) = x.shape[1], w.shape
     if per_group == 1 and attrs.groups == channels:
         if attrs.dilation == (1, 1) and attrs.stride[0] == attrs.stride[1]:
-            return b.choose(node, {"depthwise-phases": depthwise_phases_step(b, attrs, x, w, out,
-                                                                              ep)})
+            return b.choose(node, {"depthwise-phases": window_phases_step(b, attrs, x, w, out,
+                                                                           ep)})
         return b.choose(node, {"depthwise-direct": depthwise_step(b, attrs, x, w, out, ep)})
     candidates = {}
     pointwise = (kh, kw, *attrs.stride, attrs.groups) == (1, 1, 1, 1, 1) and not any(attrs.padding)
@@ -155,10 +155,10 @@ def depthwise_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndar
                              out, mult, sh, sw, pt, pl, dh, dw, ep.code, ep.alpha, padded)
 
 
-def depthwise_phases_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
-                          ep: Epilogue) -> Step:
-    """Undilated depthwise conv with equal strides over stride² phase planes
-    (``ck.depthwise_phases``)."""
+def window_phases_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                       ep: Epilogue, is_max: bool = False) -> Step:
+    """An undilated depthwise conv, or max pool, with equal strides over stride² phase planes
+    (``ck.window_phases``)."""
     pt, pl = attrs.padding[:2]
     stride = attrs.stride[0]
     kh, kw = w.shape[2:]
@@ -166,16 +166,18 @@ def depthwise_phases_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: 
     hp, wp = _padded_extent(attrs, x, w, out)
     hq, wq = -(-hp // stride), -(-wp // stride)
     # The flat tap reads of the last output row run up to (kh − 1)/s rows and (kw − 1)/s
-    # columns past oh·wq; the padding keeps them inside zeroed memory.
+    # columns past oh·wq; the padding keeps them inside the border.
     size = max(hq, oh + (kh - 1) // stride + 1) * wq + kw
     phases = b.scratch((gk.THREADS, stride * stride, size),
-                       owner=("depthwise-phases", pt, pl, wq, *x.shape[2:]))
-    acc = b.scratch((gk.THREADS, oh * wq), owner="depthwise-acc")
+                       owner=("window-phases", is_max, pt, pl, wq, *x.shape[2:]))
+    if is_max:
+        phases.fill(-np.inf)  # borders stay −∞: this buffer's users all write one interior
+    acc = b.scratch((gk.THREADS, oh * wq), owner="window-acc")
     mult = w.shape[0] // x.shape[1]
     res = _residual4(ep, out.dtype)
-    depthwise = ck.depthwise_phases.sized(out.size * kh * kw)
-    return lambda: depthwise(x, w, ep.scale, ep.shift, res, ep.residual is not None, out, mult,
-                             stride, pt, pl, ep.code, ep.alpha, phases, acc)
+    kernel = ck.window_phases.sized(out.size * kh * kw)
+    return lambda: kernel(x, w, ep.scale, ep.shift, res, ep.residual is not None, out, mult,
+                          stride, pt, pl, ep.code, ep.alpha, phases, acc, is_max)
 
 
 TILE_BYTES = 1024 * 1024  # an im2col tile plus its output tile stay in L2
@@ -299,27 +301,30 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarr
     v = b.scratch((16, channels, tiles))
     m = b.scratch((16, w.shape[0], tiles), owner=-1)  # never the same buffer as v
     res = _residual4(ep, out.dtype)
-    if tw >= wk.VECTOR_MIN_TILES:
-        work = {key: b.scratch((gk.THREADS, *shape), owner=("winograd", key))
-                for key, shape in wk.scratch_shapes(x.shape[3], pl, tw).items()}
+    work = {key: b.scratch((gk.THREADS, *shape), owner=("winograd", key))
+            for key, shape in wk.scratch_shapes(x.shape[3], pl, tw).items()}
+    if tw >= wk.VECTOR_MIN_TILES_IN:
         input_kernel = wk.input_tiles.sized(v.size)
-        output_kernel = wk.output_tiles.sized(m.size)
 
         def input_tiles() -> None:
             input_kernel(x, v, pt, pl, th, tw, work["rows"], work["split"], work["block"])
+    else:
+        input_scalar = wk.input_tiles_scalar.sized(v.size)
+
+        def input_tiles() -> None:
+            input_scalar(x, v, pt, pl, th, tw)
+
+    if tw >= wk.VECTOR_MIN_TILES_OUT:
+        output_kernel = wk.output_tiles.sized(m.size)
 
         def output_tiles() -> None:
             output_kernel(m, out, ep.scale, ep.shift, res, ep.residual is not None, th, tw,
                           ep.code, ep.alpha, work["block"], work["out_rows"])
     else:
-        input_kernel = wk.input_tiles_scalar.sized(v.size)
-        output_kernel = wk.output_tiles_scalar.sized(m.size)
-
-        def input_tiles() -> None:
-            input_kernel(x, v, pt, pl, th, tw)
+        output_scalar = wk.output_tiles_scalar.sized(m.size)
 
         def output_tiles() -> None:
-            output_kernel(m, out, ep.scale, ep.shift, res, ep.residual is not None, th, tw,
+            output_scalar(m, out, ep.scale, ep.shift, res, ep.residual is not None, th, tw,
                           ep.code, ep.alpha)
 
     if b.dtype == np.float32:

@@ -12,7 +12,7 @@ import numpy as np
 from cnnir import ops
 from cnnir.backends.numba_cpu import act_kernels as ak
 from cnnir.backends.numba_cpu import pool_kernels as pk
-from cnnir.backends.numba_cpu.lower_conv import as3d
+from cnnir.backends.numba_cpu.lower_conv import as3d, plain_epilogue, window_phases_step
 from cnnir.backends.numba_cpu.plan import Builder, Step, lower
 from cnnir.ir import Node
 
@@ -128,9 +128,14 @@ _softmax(ops.log_softmax, log=True)
 def max_pool2d(b: Builder, node: Node) -> Step:
     x, out = _io(b, node)
     a = node.attrs
+    if a.dilation == (1, 1) and a.stride[0] == a.stride[1]:
+        window = np.zeros((x.shape[1], 1, *a.kernel_size), b.dtype)  # its shape: the window
+        ep = plain_epilogue(b, x.shape[1], None)
+        return b.choose(node, {"max-pool-phases": window_phases_step(b, a, x, window, out, ep,
+                                                                     is_max=True)})
     args = (*a.kernel_size, *a.stride, *a.padding, *a.dilation)
     max_pool = pk.max_pool.sized(out.size * a.kernel_size[0] * a.kernel_size[1])
-    return lambda: max_pool(x, out, *args)
+    return b.choose(node, {"max-pool-separable": lambda: max_pool(x, out, *args)})
 
 
 @lower(ops.avg_pool2d)

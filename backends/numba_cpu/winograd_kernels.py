@@ -29,7 +29,9 @@ def transform_weights(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]), dtype=dtype)
 
 
-VECTOR_MIN_TILES = 16  # tiles per row from which the vectorized transforms pay off
+# tiles per row from which the vectorized transforms beat the per-tile ones (measured)
+VECTOR_MIN_TILES_IN = 8
+VECTOR_MIN_TILES_OUT = 16
 CHUNK = 64  # tiles per pass of a row of tiles
 LW = CHUNK + 1  # entries per even/odd column buffer: a chunk's tiles reach one further
 

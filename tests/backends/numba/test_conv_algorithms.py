@@ -33,6 +33,7 @@ GEOMETRIES = [
     ("winograd-f2x2-3x3", (1, 5, 8, 8), (9, 5, 3, 3), {}),
     ("winograd-f2x2-3x3", (1, 4, 7, 6), (4, 4, 3, 3), dict(padding=2)),
     ("winograd-f2x2-3x3", (2, 3, 9, 35), (5, 3, 3, 3), dict(padding=1)),  # vectorized: 18 tiles
+    ("winograd-f2x2-3x3", (1, 3, 6, 20), (5, 3, 3, 3), dict(padding=1)),  # 10: vector input
     ("winograd-f2x2-3x3", (1, 2, 6, 133), (3, 2, 3, 3), dict(padding=2)),  # 68: two chunks
     ("depthwise-phases", (2, 8, 9, 11), (8, 1, 3, 3), dict(padding=1, groups=8)),
     ("depthwise-phases", (1, 6, 12, 13), (6, 1, 3, 3), dict(stride=2, padding=1, groups=6)),
@@ -100,3 +101,25 @@ def test_linear_small_and_large_batches(batch: int) -> None:
     got = cnnir.compile(graph)(*inputs)
     ref = cnnir.compile(graph, backend="reference")(*[a.astype(np.float64) for a in inputs])
     assert_close(got, ref, 37)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,ceil_mode,size", [
+    (3, 2, 1, False, (2, 3, 11, 12)), (3, 2, 1, True, (1, 2, 10, 9)),
+    (2, 2, 0, False, (1, 2, 8, 8)), (3, 1, 1, False, (1, 2, 7, 5)),
+    (5, 3, 2, True, (2, 2, 13, 11)), (3, (2, 1), 0, False, (1, 2, 9, 9))])
+def test_max_pool_paths_match_reference(kernel, stride, padding, ceil_mode, size) -> None:
+    """Equal strides run on the phase planes (−∞ borders), others on the separable kernel;
+    a NaN in the input wins its windows as in PyTorch."""
+    from cnnir import nn
+
+    model = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
+    x = np.random.default_rng(2).standard_normal(size).astype(np.float32)
+    x[0, 0, 3, 4] = np.nan
+    compiled = cnnir.compile(model, size)
+    got = compiled(x)
+    ref = cnnir.compile(model, size, backend="reference")(x.astype(np.float64))
+    equal_strides = not isinstance(stride, tuple)
+    assert set(compiled.choices.values()) == {
+        "max-pool-phases" if equal_strides else "max-pool-separable"}
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+    np.testing.assert_allclose(got, ref, rtol=0, atol=0)
