@@ -22,6 +22,7 @@ from cnnir.passes.memory import last_uses
 from cnnir.passes.shape_inference import TypeMap, bind_types
 
 Step = Callable[[], None]
+TUNING_ROUNDS = 5
 Lowering = Callable[["Builder", Node], Step | None]
 KERNELS: dict[OpDef, Lowering] = {}
 
@@ -88,10 +89,13 @@ class Builder:
         elif len(candidates) == 1 or not self.tune:
             name = next(iter(candidates))
         else:
-            timings = {}
-            for key, step in candidates.items():
-                step()
-                timings[key] = min(_elapsed(step) for _ in range(3))
+            for step in candidates.values():
+                step()  # compiles or loads its kernels
+            # interleaved rounds, best of each: robust to a machine whose speed drifts
+            timings = {key: float("inf") for key in candidates}
+            for _ in range(TUNING_ROUNDS):
+                for key, step in candidates.items():
+                    timings[key] = min(timings[key], _elapsed(step))
             name = min(timings, key=timings.get)
         self.choices[node.name] = name
         return candidates[name]
