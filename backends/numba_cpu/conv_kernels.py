@@ -1,10 +1,11 @@
-"""Convolution kernels (NCHW).
+"""Convolution kernels (NCHW): im2col of a band of output rows (the B operand of the dense
+GEMMs), depthwise stencils (flat passes over phase planes, or row by row for dilated ones;
+the phase kernel also max-pools), col2im for transposed convolutions and the
+bilinear-sampling im2col of deformable ones.
 
-Dense and grouped convolutions are lowered as im2col + one BLAS GEMM per group (the GEMM runs
-outside Numba, on numpy's OpenBLAS, never inside a prange); depthwise convolutions as a direct
-stencil per (image, channel) plane whose inner loop runs along the output row; transposed
-convolutions as a GEMM into columns followed by col2im; deformable convolutions as a
-bilinear-sampling im2col followed by the same GEMM.
+Inner loops index flat arrays with unsigned integers: a numpy slice per output row costs tens
+of cycles in Numba, more than a short row itself, and signed indices keep a wraparound check
+in the loop that blocks vectorization.
 """
 
 from __future__ import annotations

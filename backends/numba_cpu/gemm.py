@@ -1,4 +1,6 @@
-"""GEMM on numpy's BLAS without the thread-pool clash.
+"""GEMM on numpy's BLAS without the thread-pool clash: the float64 path, transposed and
+deformable convolutions, and linear layers with many rows (float32 convolutions run on
+cnnir's own micro-kernel instead, ``gemm_kernels``).
 
 After a multi-threaded BLAS call, OpenBLAS's worker threads busy-wait for a while and starve
 the Numba kernel that runs next (SEMANTICS §10 measured 1.06 ms alone vs 7.7 ms right after a

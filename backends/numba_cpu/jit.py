@@ -1,11 +1,17 @@
 """The one place that configures Numba for cnnir's CPU kernels.
 
 Kernels live in importable modules and are compiled with ``cache=True``, so a second process
-loads machine code from ``__pycache__`` instead of compiling. ``OMP_WAIT_POLICY=PASSIVE`` must
-be set before numba's OpenMP layer starts: otherwise its idle workers spin after every
-``prange`` and starve the OpenBLAS threads behind ``np.matmul`` (SEMANTICS §10: 7.7 ms instead of
-1.06 ms for one GEMM). fastmath allows contraction and reassociation (vectorized reductions) but
-not ``nnan``/``ninf``: NaN must propagate as in PyTorch.
+loads machine code from ``__pycache__`` instead of compiling. fastmath allows contraction and
+reassociation (vectorized reductions) but not ``nnan``/``ninf``: NaN must propagate as in
+PyTorch.
+
+Numba's OpenMP workers keep libgomp's default wait policy: they spin briefly after a parallel
+loop, then sleep. A model runs dozens of short parallel kernels back to back, and waking a
+sleeping worker costs about 46 µs on this machine against 1.5 µs for a spinning one, which is
+most of a small layer (``OMP_WAIT_POLICY=PASSIVE``, the earlier setting, cost MobileNetV2 about
+3 ms per call). The spinning is safe because the float32 hot path runs no BLAS: GEMMs are
+cnnir's own micro-kernel, so no OpenBLAS threads compete for the cores (SEMANTICS §10's
+clash). The float64 path still calls BLAS, single-threaded (``gemm.single_threaded_blas``).
 """
 
 from __future__ import annotations
@@ -21,14 +27,14 @@ numba.get_num_threads()
 FASTMATH = {"contract", "arcp", "reassoc", "nsz", "afn"}
 
 
-PARALLEL_MIN_ELEMENTS = 1 << 16  # below this, waking Numba's sleeping threads costs more
+PARALLEL_MIN_ELEMENTS = 1 << 16  # below this, starting Numba's threads costs more
 
 
 class Kernel:
     """A shape-generic, cached kernel in two builds: parallel (its ``prange`` loops spread
-    over Numba's threads) and serial (the same loops on the calling thread). With
-    ``OMP_WAIT_POLICY=PASSIVE`` the pool's threads sleep between kernels and take tens of
-    microseconds to wake, so small tensors run ``serial``: ``kernel.sized(n)(...)``."""
+    over Numba's threads) and serial (the same loops on the calling thread). Small tensors
+    run ``serial``, where starting the threads would cost more than the work they share:
+    ``kernel.sized(n)(...)``."""
 
     def __init__(self, fn) -> None:
         self.parallel = numba.njit(parallel=True, cache=True, fastmath=FASTMATH, nogil=True)(fn)

@@ -1,10 +1,17 @@
 """Lowerings of the compute-heavy ops: convolutions, linear, matmul and batch norm.
 
-Per-op algorithm choice: a 1x1/stride-1/unpadded convolution is one GEMM per image (no
-im2col); a depthwise convolution is a direct stencil; every other convolution is im2col +
-one GEMM per group over the whole batch. GEMMs run on numpy's BLAS with ``out=`` into
-preallocated arrays. Bias, a folded BatchNorm, a residual and the activation go into one
-epilogue pass over the output.
+Per-op algorithm choice, by timing the candidates at compile time (``Builder.choose``):
+
+- float32 (the default) runs on the register-blocked micro-kernel (``simd``, ``gemm_kernels``):
+  a 1x1/stride-1/unpadded convolution is one GEMM per image read straight from the image,
+  every other dense or grouped one im2col per band of output rows + GEMM, and a 3x3/stride-1
+  one may instead be Winograd F(2x2, 3x3), whose 16 GEMMs run on the same micro-kernel;
+- float64 runs the same structure on numpy's BLAS (``*_blas``);
+- a depthwise convolution is a direct stencil: over phase planes (``depthwise-phases``) when
+  undilated with equal strides, row by row otherwise (``depthwise-direct``).
+
+Bias, a folded BatchNorm, a residual and the activation are applied where the output is
+produced: in the micro-kernel's registers, or in the stencil's or transform's last pass.
 """
 
 from __future__ import annotations
