@@ -8,6 +8,7 @@ calls are interleaved in blocks and the medians of many runs are reported with a
 Then cold compile (empty kernel cache) and warm start (a second process) for ResNet-18.
 
     python benchmarks/bench_inference.py [--runs 30] [--models resnet18,mobilenet_v2,small_cifar]
+                                         [--batches 1,8] [--no-startup] [--profile]
 """
 
 from __future__ import annotations
@@ -107,6 +108,13 @@ def measure(runners: dict, x: np.ndarray, runs: int, block: int = 5) -> dict[str
     return {k: statistics.median(v) for k, v in times.items()}
 
 
+def print_profile(compiled, x: np.ndarray) -> None:
+    """Milliseconds per algorithm (summed over the nodes that run it) in cnnir's plan."""
+    profile = compiled.program((x.shape,)).profile(repeat=10)
+    print("    cnnir profile: " + ", ".join(f"{k} {v * 1e3:.2f}" for k, v in profile.items()
+                                           if v >= 5e-5))
+
+
 def startup_times() -> tuple[float, float]:
     """Cold compile (empty numba cache) and warm start (second process) of ResNet-18."""
     code = ("import time; t = time.perf_counter(); import numpy as np, runpy, cnnir; "
@@ -128,6 +136,8 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--no-startup", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print where cnnir's time goes, per algorithm")
     args = parser.parse_args()
     peak = sgemm_peak()
     print(f"machine: {os.cpu_count()} cores, numpy sgemm 2048^3 peak {peak:.0f} GFLOP/s")
@@ -146,6 +156,8 @@ def main() -> None:
                              if key == "cnnir" and "onnxruntime" in med else "")
                     print(f"{name:<14}{batch:>5}  {key:<12}{t * 1e3:>9.2f}{gflops:>9.1f}"
                           f"{100 * gflops / peak:>6.0f}%{ratio}")
+                if args.profile:
+                    print_profile(runners["cnnir"], x)
     if not args.no_startup:
         cold, warm = startup_times()
         print(f"resnet18 start (import + compile + first inference): cold {cold:.1f} s "
