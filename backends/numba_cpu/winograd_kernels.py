@@ -42,6 +42,16 @@ def scratch_shapes(width: int, pl: int, tw: int) -> dict[str, tuple[int, ...]]:
             "block": (16 * CHUNK,), "out_rows": (4 * CHUNK,)}
 
 
+@helper
+def copy_rows(dst, d0, d_stride, src, s0, s_stride, count):
+    """The 16 rows of a tile chunk: ``dst[d0 + k·d_stride + i] = src[s0 + k·s_stride + i]``."""
+    for k in range(16):
+        to = dst[d0 + k * d_stride:d0 + k * d_stride + count]
+        fro = src[s0 + k * s_stride:s0 + k * s_stride + count]
+        for i in range(count):
+            to[i] = fro[i]
+
+
 @kernel
 def input_tiles(x, v, pt, pl, th, tw, rows, split, block):
     """``v[k, c, t] = (Bᵀ d B)[k]`` for the 4×4 tile d at (2·ty − pt, 2·tx − pl).
@@ -106,12 +116,7 @@ def input_tiles(x, v, pt, pl, th, tw, rows, split, block):
                     tb[13 * CHUNK + tx] = b1 - d1
                     tb[14 * CHUNK + tx] = b2 - d2
                     tb[15 * CHUNK + tx] = b3 - d3
-                first = c * tiles + (n * th + ty) * tw + t0
-                for k in range(16):
-                    dst = vf[k * k_stride + first:k * k_stride + first + count]
-                    src = tb[k * CHUNK:k * CHUNK + count]
-                    for i in range(count):
-                        dst[i] = src[i]
+                copy_rows(vf, c * tiles + (n * th + ty) * tw + t0, k_stride, tb, 0, CHUNK, count)
 
 
 @kernel
@@ -136,12 +141,7 @@ def output_tiles(m, out, scale, shift, res, has_res, th, tw, code, alpha, block,
         for ty in range(th):
             for t0 in range(0, tw, CHUNK):
                 count = min(CHUNK, tw - t0)
-                first = o * tiles + (n * th + ty) * tw + t0
-                for k in range(16):
-                    src = mf[k * k_stride + first:k * k_stride + first + count]
-                    dst = mb[k * CHUNK:k * CHUNK + count]
-                    for i in range(count):
-                        dst[i] = src[i]
+                copy_rows(mb, 0, CHUNK, mf, o * tiles + (n * th + ty) * tw + t0, k_stride, count)
                 for tx in range(count):
                     m0, m1, m2, m3 = mb[tx], mb[CHUNK + tx], mb[2 * CHUNK + tx], mb[3 * CHUNK + tx]
                     m4, m5 = mb[4 * CHUNK + tx], mb[5 * CHUNK + tx]
