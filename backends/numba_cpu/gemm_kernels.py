@@ -16,7 +16,7 @@ import numpy as np
 
 from cnnir.backends.numba_cpu.act_kernels import act_row, clamp_bounds
 from cnnir.backends.numba_cpu.conv_kernels import im2col_rows
-from cnnir.backends.numba_cpu.jit import helper, kernel, prange
+from cnnir.backends.numba_cpu.jit import helper, kernel, prange, tile_kernel
 from cnnir.backends.numba_cpu.simd import LANES, MR, NR, tile_mid, tile_narrow, tile_wide
 
 THREADS = numba.config.NUMBA_NUM_THREADS
@@ -30,7 +30,7 @@ def scratch_size(k: int) -> int:
 L1_CHUNK_BYTES = 16 * 1024  # B columns swept by every row block while they are in L1
 
 
-@helper
+@tile_kernel
 def gemm_block(ap, a_off, rows, k, b, b_off, ldb, cols, out, o_off, ldo, scale, shift, s_off,
                res, has_res, code, alpha, scratch):
     """``out[o_off + r·ldo + j] = act(scale[s_off + r]·(A·B)[r, j] + shift[s_off + r] (+ res[same
