@@ -255,6 +255,67 @@ def window_phases(x, w, scale, shift, res, has_res, out, mult, stride, pt, pl, c
 
 
 @kernel
+def depthwise3x3_same(x, w, scale, shift, res, has_res, out, mult, code, alpha, planes, acc):
+    """3×3, stride-1, padding-1 depthwise conv with every plane handled as one flat row-major
+    array: the plane is copied in one loop between a zero row above and one below (``planes``:
+    per thread, (H + 2)·W + 2 floats, the interior from W + 1, only it ever written), so output
+    q = y·W + x reads tap (i, j) at q + i·W + j and the whole plane is one vectorizable loop.
+    Columns 0 and W − 1 would wrap into the neighbouring rows there, so they are recomputed
+    from their six valid taps; the epilogue is one flat pass too. Small planes (7×7, 14×14)
+    spend most of ``window_phases``' time in per-row loops; this has four loops per plane."""
+    n_img, channels, height, width = x.shape
+    out_ch = out.shape[1]
+    n_q = height * width
+    lo, hi = clamp_bounds(code)
+    xf, outf, resf = x.reshape(-1), out.reshape(-1), res.reshape(-1)
+    c1, c2 = np.uint64(1), np.uint64(2)
+    r1, r2 = np.uint64(width), np.uint64(2 * width)
+    for t in prange(n_img * out_ch):
+        n = t // out_ch
+        o = t % out_ch
+        tid = numba.get_thread_id()
+        p = planes[tid]
+        a = acc[tid]
+        src = np.uint64((n * channels + o // mult) * n_q)
+        first = np.uint64(width + 1)
+        for i in range(n_q):
+            u = np.uint64(i)
+            p[first + u] = xf[src + u]
+        w0, w1, w2 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
+        w3, w4, w5 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
+        w6, w7, w8 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
+        for q in range(n_q):
+            u = np.uint64(q)
+            a[u] = (w0 * p[u] + w1 * p[u + c1] + w2 * p[u + c2]
+                    + w3 * p[u + r1] + w4 * p[u + r1 + c1] + w5 * p[u + r1 + c2]
+                    + w6 * p[u + r2] + w7 * p[u + r2 + c1] + w8 * p[u + r2 + c2])
+        for y in range(height):
+            u = np.uint64(y * width)  # x = 0: no left taps
+            a[u] = (w1 * p[u + c1] + w2 * p[u + c2] + w4 * p[u + r1 + c1] + w5 * p[u + r1 + c2]
+                    + w7 * p[u + r2 + c1] + w8 * p[u + r2 + c2])
+            u += np.uint64(width - 1)  # x = W − 1: no right taps
+            a[u] = (w0 * p[u] + w1 * p[u + c1] + w3 * p[u + r1] + w4 * p[u + r1 + c1]
+                    + w6 * p[u + r2] + w7 * p[u + r2 + c1])
+        sc = scale[o]
+        b = shift[o]
+        base = np.uint64((n * out_ch + o) * n_q)
+        if has_res:
+            for i in range(n_q):
+                u = np.uint64(i)
+                v = a[u] * sc + b + resf[base + u]
+                v = lo if v < lo else v
+                outf[base + u] = hi if v > hi else v
+        else:
+            for i in range(n_q):
+                u = np.uint64(i)
+                v = a[u] * sc + b
+                v = lo if v < lo else v
+                outf[base + u] = hi if v > hi else v
+        if code > 2:
+            act_row(outf[base:base + np.uint64(n_q)], code, alpha)
+
+
+@kernel
 def col2im(cols, out, n, co0, cog, kh, kw, sh, sw, pt, pl, dh, dw, height, width):
     """Scatter-add ``cols[(co, i, j), (h, w)]`` into ``out[n, co0 + co]`` at
     ``(h·sh + i·dh − pt, w·sw + j·dw − pl)`` (transposed convolution; ``out`` pre-filled)."""

@@ -70,10 +70,7 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, w: np.ndarray, out: np.ndar
     attrs = node.attrs
     channels, (_, per_group, kh, kw) = x.shape[1], w.shape
     if per_group == 1 and attrs.groups == channels:
-        if attrs.dilation == (1, 1) and attrs.stride[0] == attrs.stride[1]:
-            return b.choose(node, {"depthwise-phases": window_phases_step(b, attrs, x, w, out,
-                                                                           ep)})
-        return b.choose(node, {"depthwise-direct": depthwise_step(b, attrs, x, w, out, ep)})
+        return b.choose(node, depthwise_candidates(b, attrs, x, w, out, ep))
     candidates = {}
     pointwise = (kh, kw, *attrs.stride, attrs.groups) == (1, 1, 1, 1, 1) and not any(attrs.padding)
     if b.dtype == np.float32:  # the register-blocked micro-kernel
@@ -88,6 +85,20 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, w: np.ndarray, out: np.ndar
     if (kh, kw, *attrs.stride, *attrs.dilation, attrs.groups) == (3, 3, 1, 1, 1, 1, 1):
         candidates["winograd-f2x2-3x3"] = winograd_step(b, attrs, x, w, out, ep)
     return b.choose(node, candidates)
+
+
+def depthwise_candidates(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                         ep: Epilogue) -> dict[str, Step]:
+    candidates = {}
+    if (*w.shape[2:], *attrs.stride, *attrs.dilation, *attrs.padding) == (3, 3, 1, 1, 1, 1,
+                                                                         1, 1, 1, 1) \
+            and x.shape[3] >= 2:
+        candidates["depthwise-3x3-flat"] = depthwise3x3_step(b, x, w, out, ep)
+    if attrs.dilation == (1, 1) and attrs.stride[0] == attrs.stride[1]:
+        candidates["depthwise-phases"] = window_phases_step(b, attrs, x, w, out, ep)
+    else:
+        candidates["depthwise-direct"] = depthwise_step(b, attrs, x, w, out, ep)
+    return candidates
 
 
 def _flat_residual(ep: Epilogue, dtype: np.dtype) -> np.ndarray:
@@ -160,6 +171,20 @@ def depthwise_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndar
     depthwise = ck.depthwise.sized(out.size * w.shape[2] * w.shape[3])
     return lambda: depthwise(x, w, ep.scale, ep.shift, res, ep.residual is not None,
                              out, mult, sh, sw, pt, pl, dh, dw, ep.code, ep.alpha, padded)
+
+
+def depthwise3x3_step(b: Builder, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                      ep: Epilogue) -> Step:
+    """3×3/stride 1/padding 1 depthwise conv on flat planes (``ck.depthwise3x3_same``)."""
+    height, width = x.shape[2:]
+    planes = b.scratch((gk.THREADS, (height + 2) * width + 2),
+                       owner=("depthwise-3x3", height, width))  # zero outside the interior
+    acc = b.scratch((gk.THREADS, height * width), owner="depthwise-acc")
+    mult = w.shape[0] // x.shape[1]
+    res = _residual4(ep, out.dtype)
+    kernel = ck.depthwise3x3_same.sized(out.size * 9)
+    return lambda: kernel(x, w, ep.scale, ep.shift, res, ep.residual is not None, out, mult,
+                          ep.code, ep.alpha, planes, acc)
 
 
 def window_phases_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,

@@ -41,6 +41,9 @@ GEOMETRIES = [
     ("depthwise-phases", (2, 4, 10, 9), (8, 1, 5, 5), dict(stride=2, padding=2, groups=4)),
     ("depthwise-phases", (1, 3, 16, 14), (3, 1, 7, 7), dict(stride=3, padding=3, groups=3)),
     ("depthwise-direct", (1, 4, 11, 9), (4, 1, 3, 3), dict(padding=2, dilation=2, groups=4)),
+    ("depthwise-3x3-flat", (2, 8, 7, 7), (8, 1, 3, 3), dict(padding=1, groups=8)),
+    ("depthwise-3x3-flat", (1, 3, 5, 13), (6, 1, 3, 3), dict(padding=1, groups=3)),
+    ("depthwise-3x3-flat", (1, 4, 1, 2), (4, 1, 3, 3), dict(padding=1, groups=4)),
 ]
 
 EPILOGUES = [(None, False), ("relu6", True), ("leaky_relu", False), ("hardswish", True)]
