@@ -17,6 +17,7 @@ import numpy as np
 
 from cnnir.backends.numba_cpu.act_kernels import act_row, clamp_bounds, finish_row
 from cnnir.backends.numba_cpu.jit import helper, kernel, prange, tile_kernel
+from cnnir.backends.numba_cpu.simd import LANES, vadd, vclamp, vfma, vload, vsplat, vstore
 
 
 @helper
@@ -257,62 +258,69 @@ def window_phases(x, w, scale, shift, res, has_res, out, mult, stride, pt, pl, c
 @kernel
 def depthwise3x3_same(x, w, scale, shift, res, has_res, out, mult, code, alpha, planes, acc):
     """3×3, stride-1, padding-1 depthwise conv with every plane handled as one flat row-major
-    array: the plane is copied in one loop between a zero row above and one below (``planes``:
-    per thread, (H + 2)·W + 2 floats, the interior from W + 1, only it ever written), so output
-    q = y·W + x reads tap (i, j) at q + i·W + j and the whole plane is one vectorizable loop.
-    Columns 0 and W − 1 would wrap into the neighbouring rows there, so they are recomputed
-    from their six valid taps; the epilogue is one flat pass too. Small planes (7×7, 14×14)
-    spend most of ``window_phases``' time in per-row loops; this has four loops per plane."""
+    array: the plane is copied in between a zero row above and one below (``planes``: per
+    thread, (H + 2)·W + 2 floats and a vector of slack, the interior from W + 1, only it ever
+    written), so output q = y·W + x reads tap (i, j) at q + i·W + j and the whole plane is one
+    loop. Columns 0 and W − 1 would wrap into the neighbouring rows there, so they are
+    recomputed from their six valid taps. The loops run on explicit 8-lane vectors: planes of
+    7×7 or 14×14 are too short for LLVM's vectorized loop bodies (64 floats an iteration), and
+    would run scalar."""
     n_img, channels, height, width = x.shape
     out_ch = out.shape[1]
     n_q = height * width
+    whole = n_q - n_q % LANES
     lo, hi = clamp_bounds(code)
+    lo_v, hi_v = vsplat(lo), vsplat(hi)
     xf, outf, resf = x.reshape(-1), out.reshape(-1), res.reshape(-1)
-    c1, c2 = np.uint64(1), np.uint64(2)
-    r1, r2 = np.uint64(width), np.uint64(2 * width)
+    r1, r2 = width, 2 * width
     for t in prange(n_img * out_ch):
         n = t // out_ch
         o = t % out_ch
         tid = numba.get_thread_id()
         p = planes[tid]
         a = acc[tid]
-        src = np.uint64((n * channels + o // mult) * n_q)
-        first = np.uint64(width + 1)
-        for i in range(n_q):
-            u = np.uint64(i)
-            p[first + u] = xf[src + u]
+        src = (n * channels + o // mult) * n_q
+        first = width + 1
+        for q in range(0, whole, LANES):
+            vstore(p, first + q, vload(xf, src + q))
+        for q in range(whole, n_q):
+            p[first + q] = xf[src + q]
         w0, w1, w2 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
         w3, w4, w5 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
         w6, w7, w8 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
-        for q in range(n_q):
-            u = np.uint64(q)
-            a[u] = (w0 * p[u] + w1 * p[u + c1] + w2 * p[u + c2]
-                    + w3 * p[u + r1] + w4 * p[u + r1 + c1] + w5 * p[u + r1 + c2]
-                    + w6 * p[u + r2] + w7 * p[u + r2 + c1] + w8 * p[u + r2 + c2])
+        v0, v1, v2 = vsplat(w0), vsplat(w1), vsplat(w2)
+        v3, v4, v5 = vsplat(w3), vsplat(w4), vsplat(w5)
+        v6, v7, v8 = vsplat(w6), vsplat(w7), vsplat(w8)
+        zero = vsplat(np.float32(0.0))
+        for q in range(0, n_q, LANES):  # the last vector runs into the slack
+            s0 = vfma(v2, vload(p, q + 2), vfma(v1, vload(p, q + 1), vfma(v0, vload(p, q), zero)))
+            s1 = vfma(v5, vload(p, q + r1 + 2),
+                      vfma(v4, vload(p, q + r1 + 1), vfma(v3, vload(p, q + r1), zero)))
+            s2 = vfma(v8, vload(p, q + r2 + 2),
+                      vfma(v7, vload(p, q + r2 + 1), vfma(v6, vload(p, q + r2), zero)))
+            vstore(a, q, vadd(vadd(s0, s1), s2))
         for y in range(height):
-            u = np.uint64(y * width)  # x = 0: no left taps
-            a[u] = (w1 * p[u + c1] + w2 * p[u + c2] + w4 * p[u + r1 + c1] + w5 * p[u + r1 + c2]
-                    + w7 * p[u + r2 + c1] + w8 * p[u + r2 + c2])
-            u += np.uint64(width - 1)  # x = W − 1: no right taps
-            a[u] = (w0 * p[u] + w1 * p[u + c1] + w3 * p[u + r1] + w4 * p[u + r1 + c1]
-                    + w6 * p[u + r2] + w7 * p[u + r2 + c1])
-        sc = scale[o]
-        b = shift[o]
-        base = np.uint64((n * out_ch + o) * n_q)
-        if has_res:
-            for i in range(n_q):
-                u = np.uint64(i)
-                v = a[u] * sc + b + resf[base + u]
-                v = lo if v < lo else v
-                outf[base + u] = hi if v > hi else v
-        else:
-            for i in range(n_q):
-                u = np.uint64(i)
-                v = a[u] * sc + b
-                v = lo if v < lo else v
-                outf[base + u] = hi if v > hi else v
+            u = y * width  # x = 0: no left taps
+            a[u] = (w1 * p[u + 1] + w2 * p[u + 2] + w4 * p[u + r1 + 1] + w5 * p[u + r1 + 2]
+                    + w7 * p[u + r2 + 1] + w8 * p[u + r2 + 2])
+            u += width - 1  # x = W − 1: no right taps
+            a[u] = (w0 * p[u] + w1 * p[u + 1] + w3 * p[u + r1] + w4 * p[u + r1 + 1]
+                    + w6 * p[u + r2] + w7 * p[u + r2 + 1])
+        sc, b = vsplat(scale[o]), vsplat(shift[o])
+        base = (n * out_ch + o) * n_q
+        for q in range(0, whole, LANES):
+            v = vfma(vload(a, q), sc, b)
+            if has_res:
+                v = vadd(v, vload(resf, base + q))
+            vstore(outf, base + q, vclamp(v, lo_v, hi_v))
+        for q in range(whole, n_q):
+            v = a[q] * scale[o] + shift[o]
+            if has_res:
+                v += resf[base + q]
+            v = lo if v < lo else v
+            outf[base + q] = hi if v > hi else v
         if code > 2:
-            act_row(outf[base:base + np.uint64(n_q)], code, alpha)
+            act_row(outf[base:base + n_q], code, alpha)
 
 
 @kernel

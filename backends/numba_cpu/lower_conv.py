@@ -177,9 +177,10 @@ def depthwise3x3_step(b: Builder, x: np.ndarray, w: np.ndarray, out: np.ndarray,
                       ep: Epilogue) -> Step:
     """3×3/stride 1/padding 1 depthwise conv on flat planes (``ck.depthwise3x3_same``)."""
     height, width = x.shape[2:]
-    planes = b.scratch((gk.THREADS, (height + 2) * width + 2),
+    slack = simd.LANES  # the last vector of a plane runs past it
+    planes = b.scratch((gk.THREADS, (height + 2) * width + 2 + slack),
                        owner=("depthwise-3x3", height, width))  # zero outside the interior
-    acc = b.scratch((gk.THREADS, height * width), owner="depthwise-acc")
+    acc = b.scratch((gk.THREADS, height * width + slack), owner="depthwise-acc")
     mult = w.shape[0] // x.shape[1]
     res = _residual4(ep, out.dtype)
     kernel = ck.depthwise3x3_same.sized(out.size * 9)

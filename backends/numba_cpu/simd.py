@@ -20,7 +20,7 @@ import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic
+from numba.extending import intrinsic, models, register_model
 
 MR = 8  # rows of A per tile: output channels
 LANES = 8  # floats per vector
@@ -161,3 +161,104 @@ def pack_rows(a: np.ndarray, groups: int = 1) -> np.ndarray:
     packed[:, :m] = a.reshape(groups, m, k)
     blocks = packed.reshape(groups, m_pad // MR, MR, k).transpose(0, 1, 3, 2)
     return np.ascontiguousarray(blocks).reshape(-1)
+
+
+class F32x8(types.Type):
+    """Eight float32 lanes in one register: the value type of the ``v*`` intrinsics below,
+    for kernels whose loops are too short for LLVM's (4×16-lane) vectorized loop bodies."""
+
+    def __init__(self) -> None:
+        super().__init__(name="f32x8")
+
+
+f32x8 = F32x8()
+_VEC = ir.VectorType(_F32, LANES)
+
+
+@register_model(F32x8)
+class _F32x8Model(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type) -> None:
+        super().__init__(dmm, fe_type, _VEC)
+
+
+def _float32_array(t) -> bool:
+    return isinstance(t, types.Array) and t.dtype == types.float32
+
+
+@intrinsic
+def vload(typingctx, array, offset):
+    """The eight floats from ``array``'s element ``offset`` (any rank; from its first element)."""
+    if not _float32_array(array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return _load(builder, _data_ptr(context, builder, sig.args[0], *args), _VEC)
+
+    return f32x8(array, types.intp), codegen
+
+
+@intrinsic
+def vstore(typingctx, array, offset, value):
+    """Store eight floats from ``array``'s element ``offset``."""
+    if not (_float32_array(array) and value == f32x8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        _store(builder, args[2], _data_ptr(context, builder, sig.args[0], args[0], args[1]))
+        return context.get_dummy_value()
+
+    return types.void(array, types.intp, f32x8), codegen
+
+
+@intrinsic
+def vsplat(typingctx, scalar):
+    """``scalar`` in all eight lanes."""
+    if scalar != types.float32:
+        return None
+
+    def codegen(context, builder, sig, args):
+        one = builder.insert_element(ir.Constant(_VEC, ir.Undefined), args[0],
+                                     ir.Constant(_I32, 0))
+        return builder.shuffle_vector(one, ir.Constant(_VEC, ir.Undefined),
+                                      ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+
+    return f32x8(types.float32), codegen
+
+
+@intrinsic
+def vfma(typingctx, a, b, c):
+    """``a·b + c`` lane by lane, fused."""
+    if not (a == b == c == f32x8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
+                                             "llvm.fma.v8f32")
+        return builder.call(fma, list(args))
+
+    return f32x8(f32x8, f32x8, f32x8), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    if not (a == b == f32x8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fadd(*args)
+
+    return f32x8(f32x8, f32x8), codegen
+
+
+@intrinsic
+def vclamp(typingctx, value, lo, hi):
+    """``lo`` where value < lo, ``hi`` where value > hi, else value: NaN passes through."""
+    if not (value == lo == hi == f32x8):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v, low, high = args
+        v = builder.select(builder.fcmp_ordered("<", v, low), low, v)
+        return builder.select(builder.fcmp_ordered(">", v, high), high, v)
+
+    return f32x8(f32x8, f32x8, f32x8), codegen
