@@ -30,16 +30,25 @@ def _pool() -> ThreadPoolExecutor:
 
 
 @functools.cache
-def _controller():
+def _blas_libraries() -> list:
+    """threadpoolctl's handles on the loaded BLAS libraries, found once: a fresh
+    ``ThreadpoolController().limit`` scans every library and costs about 12 µs a call."""
     from threadpoolctl import ThreadpoolController
 
-    return ThreadpoolController()
+    return list(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
 @contextlib.contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    with _controller().limit(limits=1, user_api="blas"):
+    libraries = _blas_libraries()
+    before = [lib.num_threads for lib in libraries]
+    for lib in libraries:
+        lib.set_num_threads(1)
+    try:
         yield
+    finally:
+        for lib, threads in zip(libraries, before):
+            lib.set_num_threads(threads)
 
 
 def parallel_tiles(count: int, run_range, flops: int = MIN_PARALLEL_FLOPS) -> None:
