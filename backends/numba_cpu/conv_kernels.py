@@ -42,7 +42,6 @@ def im2col_rows(x, cols, n, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, y0, y1, ow):
     xf = x.reshape(-1)
     stride = cols.shape[1]
     cf = cols.reshape(-1)
-    zero = cf[0] * 0
     for r in range(cg * taps):
         c = r // taps
         i = (r % taps) // kw
@@ -55,12 +54,12 @@ def im2col_rows(x, cols, n, c0, cg, kh, kw, sh, sw, pt, pl, dh, dw, y0, y1, ow):
             iy = y * sh - pt + i * dh
             if iy < 0 or iy >= height:
                 for xx in range(ow):
-                    cf[d + np.uint64(xx)] = zero
+                    cf[d + np.uint64(xx)] = 0.0
                 continue
             for xx in range(lo):
-                cf[d + np.uint64(xx)] = zero
+                cf[d + np.uint64(xx)] = 0.0
             for xx in range(hi, ow):
-                cf[d + np.uint64(xx)] = zero
+                cf[d + np.uint64(xx)] = 0.0
             src = np.uint64(plane + iy * width + base + lo * sw)
             dst = d + np.uint64(lo)
             if sw == 1:

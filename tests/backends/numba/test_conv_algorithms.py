@@ -29,6 +29,9 @@ GEOMETRIES = [
     ("im2col-microkernel", (1, 5, 10, 8), (9, 5, 3, 3), dict(padding=2, dilation=2)),
     ("im2col-microkernel", (2, 3, 15, 15), (10, 3, 7, 7), dict(stride=2, padding=3)),
     ("im2col-microkernel", (1, 4, 6, 6), (8, 4, 1, 1), dict(stride=2)),
+    ("im2col-microkernel", (1, 2, 5, 1), (3, 2, 3, 3), dict(stride=2, padding=1)),  # 1 wide
+    ("im2col-microkernel", (1, 3, 9, 10), (4, 3, 5, 5), dict(stride=2, padding=2)),
+    ("im2col-microkernel", (2, 2, 8, 9), (3, 2, 4, 4), dict(stride=2)),
     ("winograd-f2x2-3x3", (2, 6, 9, 11), (10, 6, 3, 3), dict(padding=1)),
     ("winograd-f2x2-3x3", (1, 5, 8, 8), (9, 5, 3, 3), {}),
     ("winograd-f2x2-3x3", (1, 4, 7, 6), (4, 4, 3, 3), dict(padding=2)),
@@ -126,3 +129,17 @@ def test_max_pool_paths_match_reference(kernel, stride, padding, ceil_mode, size
         "max-pool-phases" if equal_strides else "max-pool-separable"}
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     np.testing.assert_allclose(got, ref, rtol=0, atol=0)
+
+
+def test_im2col_writes_true_zeros_over_stale_scratch() -> None:
+    """im2col buffers are scratch shared between layers: whatever an earlier layer left there
+    (NaN included) must not leak into the padding of the next one."""
+    from cnnir.backends.numba_cpu.conv_kernels import im2col_rows
+
+    x = np.arange(2 * 4 * 5, dtype=np.float32).reshape(1, 2, 4, 5)
+    cols = np.full((2 * 9, 4 * 5), np.nan, np.float32)
+    im2col_rows(x, cols, 0, 0, 2, 3, 3, 1, 1, 1, 1, 1, 1, 0, 4, 5)
+    padded = np.pad(x[0], ((0, 0), (1, 1), (1, 1)))
+    want = np.stack([padded[c, i:i + 4, j:j + 5].reshape(-1)
+                     for c in range(2) for i in range(3) for j in range(3)])
+    np.testing.assert_array_equal(cols, want)
