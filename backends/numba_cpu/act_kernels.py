@@ -80,6 +80,26 @@ def clamp_bounds(code):
 
 
 @helper
+def finish_flat(out, d, src, s0, count, scale, shift, res, has_res, lo, hi):
+    """``out[d + i] = clamp(scale·src[s0 + i] + shift (+ res[d + i]), lo, hi)`` for i < count,
+    on flat arrays with unsigned indices (no per-row slices): the epilogue of a stencil or
+    transform row. The clamp (``clamp_bounds``) keeps NaN; other activations run afterwards."""
+    dst, first = np.uint64(d), np.uint64(s0)
+    if has_res:
+        for i in range(count):
+            u = np.uint64(i)
+            v = src[first + u] * scale + shift + res[dst + u]
+            v = lo if v < lo else v
+            out[dst + u] = hi if v > hi else v
+    else:
+        for i in range(count):
+            u = np.uint64(i)
+            v = src[first + u] * scale + shift
+            v = lo if v < lo else v
+            out[dst + u] = hi if v > hi else v
+
+
+@helper
 def finish_row(row, src, s, b, res, has_res, code, alpha):
     """``row = act(s·src + b (+ res))``: the epilogue of one output row (src may be row)."""
     if has_res:

@@ -15,7 +15,7 @@ import math
 import numba
 import numpy as np
 
-from cnnir.backends.numba_cpu.act_kernels import act_row, clamp_bounds, finish_row
+from cnnir.backends.numba_cpu.act_kernels import act_row, clamp_bounds, finish_flat, finish_row
 from cnnir.backends.numba_cpu.jit import helper, kernel, prange, tile_kernel
 from cnnir.backends.numba_cpu.simd import LANES, vadd, vclamp, vfma, vload, vsplat, vstore
 
@@ -236,20 +236,7 @@ def window_phases(x, w, scale, shift, res, has_res, out, mult, stride, pt, pl, c
         b = shift[o]
         base = (n * out_ch + o) * oh * ow
         for y in range(oh):
-            d = np.uint64(base + y * ow)
-            row = np.uint64(y * wq)
-            if has_res:
-                for xx in range(ow):
-                    u = np.uint64(xx)
-                    v = a[row + u] * sc + b + resf[d + u]
-                    v = lo if v < lo else v
-                    outf[d + u] = hi if v > hi else v
-            else:
-                for xx in range(ow):
-                    u = np.uint64(xx)
-                    v = a[row + u] * sc + b
-                    v = lo if v < lo else v
-                    outf[d + u] = hi if v > hi else v
+            finish_flat(outf, base + y * ow, a, y * wq, ow, sc, b, resf, has_res, lo, hi)
         if code > 2:
             act_row(outf[base:base + oh * ow], code, alpha)
 
@@ -312,12 +299,8 @@ def depthwise3x3_same(x, w, scale, shift, res, has_res, out, mult, code, alpha, 
             if has_res:
                 v = vadd(v, vload(resf, base + q))
             vstore(outf, base + q, vclamp(v, lo_v, hi_v))
-        for q in range(whole, n_q):
-            v = a[q] * scale[o] + shift[o]
-            if has_res:
-                v += resf[base + q]
-            v = lo if v < lo else v
-            outf[base + q] = hi if v > hi else v
+        finish_flat(outf, base + whole, a, whole, n_q - whole, scale[o], shift[o], resf, has_res,
+                    lo, hi)
         if code > 2:
             act_row(outf[base:base + n_q], code, alpha)
 

@@ -216,7 +216,8 @@ SMALL_BATCH = 16  # up to this many rows, a linear layer is a weight-streaming G
 def linear_small_batch(x, w, shift, out, zero):
     """``out[b, o] = Σ_i x[b, i]·w[o, i] + shift[o]`` for a few rows b: memory-bound on the
     weights, so each weight row is read once, for every b, while it is in L1; parallel over
-    blocks of output features."""
+    blocks of output features. ``zero`` is 0 in the compute dtype: the accumulator starts
+    from it so it is float32 for float32 (a literal 0.0 would make the dot products float64)."""
     batch, k = x.shape
     m = w.shape[0]
     block = 32

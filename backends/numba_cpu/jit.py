@@ -51,6 +51,11 @@ class Kernel:
         """The build to use for a call touching about ``elements`` output values."""
         return self.parallel if elements >= PARALLEL_MIN_ELEMENTS else self.serial
 
+    def over(self, jobs: int):
+        """The build for a kernel whose ``prange`` runs ``jobs`` independent blocks, already
+        sized for the threads: serial when there is only one."""
+        return self.parallel if jobs > 1 else self.serial
+
 
 def kernel(fn) -> Kernel:
     """A parallel/serial pair of cached, shape-generic kernels (see ``Kernel``)."""

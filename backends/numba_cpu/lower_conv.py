@@ -105,10 +105,6 @@ def _flat_residual(ep: Epilogue, dtype: np.dtype) -> np.ndarray:
     return ep.residual.reshape(-1) if ep.residual is not None else np.zeros(1, dtype)
 
 
-def _build(kernel, jobs: int):
-    return kernel.parallel if jobs > 1 else kernel.serial
-
-
 def pointwise_mk_step(b: Builder, x: np.ndarray, w: np.ndarray, out: np.ndarray,
                       ep: Epilogue) -> Step:
     """1x1, stride 1, unpadded: one GEMM per image read straight from the image."""
@@ -118,7 +114,7 @@ def pointwise_mk_step(b: Builder, x: np.ndarray, w: np.ndarray, out: np.ndarray,
     blocks = gk.gemm_blocks(n_img, m, k, p, 0, k * p, m * p)
     scratch = b.scratch((gk.THREADS, gk.scratch_size(k)))
     xf, outf, res = x.reshape(-1), out.reshape(-1), _flat_residual(ep, out.dtype)
-    gemm = _build(gk.gemm, len(blocks))
+    gemm = gk.gemm.over(len(blocks))
     return lambda: gemm(ap, k, xf, p, outf, p, blocks, ep.scale, ep.shift, res,
                         ep.residual is not None, ep.code, ep.alpha, scratch)
 
@@ -138,7 +134,7 @@ def im2col_mk_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndar
     res = _residual4(ep, out.dtype)
     pt, pl = attrs.padding[:2]
     (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
-    im2col_gemm = _build(gk.im2col_gemm, len(bands))
+    im2col_gemm = gk.im2col_gemm.over(len(bands))
     filled = np.zeros(gk.THREADS, np.int64)
     return lambda: im2col_gemm(ap, x, cols, out, bands, ep.scale, ep.shift, res,
                                ep.residual is not None, ep.code, ep.alpha, scratch,
@@ -213,35 +209,8 @@ def window_phases_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.
                           stride, pt, pl, ep.code, ep.alpha, phases, acc, is_max)
 
 
-TILE_BYTES = 1024 * 1024  # an im2col tile plus its output tile stay in L2
-
-
-@dataclass(frozen=True)
-class Tile:
-    """Output rows [y0, y1) of image n, output channels [o0, o1)."""
-
-    n: int
-    y0: int
-    y1: int
-    o0: int
-    o1: int
-
-
-def output_tiles(n_img: int, oh: int, ow: int, out_ch: int, k: int,
-                 split_channels: bool = True) -> list[Tile]:
-    """Row bands whose input columns (k rows) and output tile (out_ch rows) fit in about
-    TILE_BYTES; when there are fewer bands than workers (small late layers), the output
-    channels are split as well."""
-    rows = max(1, TILE_BYTES // (4 * (k + out_ch) * ow))
-    bands = [(n, y, min(oh, y + rows)) for n in range(n_img) for y in range(0, oh, rows)]
-    few = len(bands) < WORKERS and out_ch >= 2 * WORKERS
-    splits = WORKERS if split_channels and few else 1
-    cuts = [out_ch * i // splits for i in range(splits + 1)]
-    return [Tile(n, y0, y1, lo, hi) for n, y0, y1 in bands for lo, hi in zip(cuts, cuts[1:])]
-
-
 class TiledEpilogue:
-    """The epilogue applied to one tile: ``out[n, o0:o1, p0:p1]`` in place."""
+    """The epilogue applied in place to one block: ``out[n, o0:o1, p0:p1]``."""
 
     def __init__(self, ep: Epilogue, out3: np.ndarray) -> None:
         self.ep = ep
@@ -249,77 +218,65 @@ class TiledEpilogue:
         self.res3 = as3d(ep.residual) if ep.residual is not None else None
         self.dummy = np.zeros((1, 1), out3.dtype)
 
-    def __call__(self, t: Tile, p0: int, p1: int) -> None:
+    def __call__(self, n: int, o0: int, o1: int, p0: int, p1: int) -> None:
         ep = self.ep
         if ep.trivial:
             return
-        res = self.res3[t.n] if self.res3 is not None else self.dummy
-        ak.epilogue_tile(self.out3[t.n], t.o0, t.o1, p0, p1, ep.scale, ep.shift, res,
+        res = self.res3[n] if self.res3 is not None else self.dummy
+        ak.epilogue_tile(self.out3[n], o0, o1, p0, p1, ep.scale, ep.shift, res,
                          self.res3 is not None, ep.code, ep.alpha)
 
 
 def pointwise_step(x: np.ndarray, w: np.ndarray, out: np.ndarray, ep: Epilogue) -> Step:
-    """1x1, stride 1, unpadded: a GEMM per tile straight from the input, no im2col, with the
-    epilogue applied while the tile is in cache."""
+    """1x1, stride 1, unpadded, on BLAS (float64): a GEMM per band of output rows (the bands
+    of ``gk.im2col_bands``) straight from the input, each with its epilogue while in cache."""
     w2 = w.reshape(w.shape[0], x.shape[1])
     x3, out3 = as3d(x), as3d(out)
-    oh, ow = out.shape[2], out.shape[3]
-    tiles = output_tiles(x.shape[0], oh, ow, w.shape[0], x.shape[1])
+    ow = out.shape[3]
+    bands = gk.im2col_bands(x.shape[0], out.shape[2], ow, w.shape[0], x.shape[1]).tolist()
     epilogue = TiledEpilogue(ep, out3)
 
     def run_range(worker: int, lo: int, hi: int) -> None:
-        for t in tiles[lo:hi]:
-            p0, p1 = t.y0 * ow, t.y1 * ow
-            np.matmul(w2[t.o0:t.o1], x3[t.n, :, p0:p1], out=out3[t.n, t.o0:t.o1, p0:p1])
-            epilogue(t, p0, p1)
+        for n, y0, y1, o0, o1 in bands[lo:hi]:
+            p0, p1 = y0 * ow, y1 * ow
+            np.matmul(w2[o0:o1], x3[n, :, p0:p1], out=out3[n, o0:o1, p0:p1])
+            epilogue(n, o0, o1, p0, p1)
 
     flops = 2 * w2.size * x3.shape[0] * x3.shape[2]
-    return lambda: parallel_tiles(len(tiles), run_range, flops)
+    return lambda: parallel_tiles(len(bands), run_range, flops)
 
 
 def im2col_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
                 ep: Epilogue) -> Step:
-    """Per tile of output rows: im2col into a worker's own cache-sized buffer, one GEMM per
-    group into the output, then the epilogue, all before the tile leaves the cache."""
+    """Any other convolution on BLAS (float64): per band of output rows (``gk.im2col_bands``),
+    im2col of each group into the worker's own buffer, one GEMM per group into the output,
+    then the epilogue, all before the band leaves the cache."""
     out_ch, per_group, kh, kw = w.shape
     groups = attrs.groups
     pt, pl = attrs.padding[:2]
     (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
     oh, ow = out.shape[2], out.shape[3]
     og, k = out_ch // groups, per_group * kh * kw
-    tiles = output_tiles(x.shape[0], oh, ow, out_ch, k, split_channels=groups == 1)
-    width = max((t.y1 - t.y0) * ow for t in tiles)
+    bands = gk.im2col_bands(x.shape[0], oh, ow, og, k).tolist()
+    width = max((y1 - y0) * ow for _, y0, y1, _, _ in bands)
     cols = [b.scratch((k, width), owner=i) for i in range(WORKERS)]
     w2 = w.reshape(out_ch, k)
     out3 = as3d(out)
     epilogue = TiledEpilogue(ep, out3)
     flops = 2 * w2.size * out3.shape[0] * out3.shape[2]
-    # Channel-split tiles (one small band, see output_tiles) share the band's columns, made
-    # once before the workers start rather than once per worker.
-    shared_columns = len(tiles) > 1 and all((t.n, t.y0) == (0, 0) for t in tiles)
-
-    def columns(c: np.ndarray, t: Tile, g: int) -> None:
-        ck.im2col_rows(x, c, t.n, g * per_group, per_group, kh, kw, sh, sw, pt, pl, dh, dw,
-                       t.y0, t.y1, ow)  # c: the worker's whole buffer, filled from column 0
 
     def run_range(worker: int, lo: int, hi: int) -> None:
-        for t in tiles[lo:hi]:
-            p0, p1 = t.y0 * ow, t.y1 * ow
-            buffer = cols[0 if shared_columns else worker]
-            c = buffer[:, :p1 - p0]
+        buffer = cols[worker]
+        for n, y0, y1, r0, r1 in bands[lo:hi]:
+            p0, p1 = y0 * ow, y1 * ow
             for g in range(groups):
-                if not shared_columns:
-                    columns(buffer, t, g)
-                o0, o1 = max(t.o0, g * og), min(t.o1, (g + 1) * og)
-                np.matmul(w2[o0:o1], c, out=out3[t.n, o0:o1, p0:p1])
-            epilogue(t, p0, p1)
+                ck.im2col_rows(x, buffer, n, g * per_group, per_group, kh, kw, sh, sw, pt, pl,
+                               dh, dw, y0, y1, ow)
+                o0, o1 = g * og + r0, g * og + r1
+                np.matmul(w2[o0:o1], buffer[:, :p1 - p0], out=out3[n, o0:o1, p0:p1])
+                epilogue(n, o0, o1, p0, p1)
 
-    def step() -> None:
-        if shared_columns:
-            columns(cols[0], tiles[0], 0)
-        parallel_tiles(len(tiles), run_range, flops)
-
-    return step
+    return lambda: parallel_tiles(len(bands), run_range, flops)
 
 
 def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
@@ -369,7 +326,7 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarr
         scratch = b.scratch((gk.THREADS, gk.scratch_size(channels)))
         ones, zeros = np.ones(out_ch, b.dtype), np.zeros(out_ch, b.dtype)
         vf, mf, no_res = v.reshape(-1), m.reshape(-1), np.zeros(1, b.dtype)
-        gemm = _build(gk.gemm, len(blocks))
+        gemm = gk.gemm.over(len(blocks))
 
         def products() -> None:
             gemm(ap, channels, vf, tiles, mf, tiles, blocks, ones, zeros, no_res, False, 0, 0.0,

@@ -33,6 +33,7 @@ PREFETCH_FLOATS = 128
 _F32 = ir.FloatType()
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
+_VEC = ir.VectorType(_F32, LANES)
 
 
 def _element_ptr(builder, base, index):
@@ -56,22 +57,43 @@ def _store(builder, value, ptr):
     builder.store(value, ptr, align=4)
 
 
+def _splat(builder, scalar):
+    """``scalar`` in all lanes (LLVM folds a splat of a load into one broadcast)."""
+    undef = ir.Constant(_VEC, ir.Undefined)
+    one = builder.insert_element(undef, scalar, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, LANES),
+                                                          [0] * LANES))
+
+
+def _fma(builder, a, b, c):
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
+                                         "llvm.fma.v8f32")
+    return builder.call(fma, [a, b, c])
+
+
+def _clamp(builder, value, lo, hi):
+    """Two selects, not min/max: NaN passes through, as in PyTorch."""
+    value = builder.select(builder.fcmp_ordered("<", value, lo), lo, value)
+    return builder.select(builder.fcmp_ordered(">", value, hi), hi, value)
+
+
+def _float32_array(t) -> bool:
+    return isinstance(t, types.Array) and t.dtype == types.float32
+
+
 def _tile_intrinsic(vectors: int):
     """``tile(a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
     has_res, lo, hi)``: for r < rows (≤ MR) and j < vectors·8, with ``y = Σ_i a[a_off + i·MR
     + r] · b[b_off + i·ldb + j]``,
     ``c[c_off + r·ldc + j] = clamp(scale[s_off + r]·y + shift[s_off + r] (+ res[c_off + r·ldc
-    + j]), lo, hi)``. The clamp is two selects, so NaN passes through as in PyTorch; it is
-    ReLU with lo = 0, hi = inf and ReLU6 with hi = 6. Arrays are float32 of any rank, offsets
-    in elements from their first element."""
-    vec = ir.VectorType(_F32, LANES)
-    fma_type = ir.FunctionType(vec, [vec, vec, vec])
+    + j]), lo, hi)``. The clamp lets NaN through (``_clamp``); it is ReLU with lo = 0,
+    hi = inf and ReLU6 with hi = 6. Arrays are float32 of any rank, offsets in elements from
+    their first element."""
 
     @intrinsic
     def tile(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off,
              res, has_res, lo, hi):
-        arrays = (a, b, c, scale, shift, res)
-        if not all(isinstance(t, types.Array) and t.dtype == types.float32 for t in arrays):
+        if not all(_float32_array(t) for t in (a, b, c, scale, shift, res)):
             return None
         i = types.intp
         sig = types.void(a, i, b, i, i, i, c, i, i, i, scale, shift, i, res, types.boolean,
@@ -88,52 +110,42 @@ def _tile_intrinsic(vectors: int):
             p_res = _data_ptr(context, builder, ty[13], res_arg, c_off_arg)
             p_scale = _data_ptr(context, builder, ty[10], scale_arg, s_off_arg)
             p_shift = _data_ptr(context, builder, ty[11], shift_arg, s_off_arg)
-            fma = cgutils.get_or_insert_function(builder.module, fma_type, "llvm.fma.v8f32")
             prefetch = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), [pa.type, _I32, _I32, _I32]),
                 "llvm.prefetch.p0")
-            undef = ir.Constant(vec, ir.Undefined)
-            splat_mask = ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES)
-
-            def splat(scalar):
-                one = builder.insert_element(undef, scalar, ir.Constant(_I32, 0))
-                return builder.shuffle_vector(one, undef, splat_mask)
-
             def at(base, index):
                 return _element_ptr(builder, base, ir.Constant(_I64, index))
 
-            zero = ir.Constant(vec, [0.0] * LANES)
+            zero = ir.Constant(_VEC, [0.0] * LANES)
             acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
                    for _ in range(MR)]
             with cgutils.for_range(builder, k_arg) as loop:
                 b_row = _element_ptr(builder, pb, builder.mul(loop.index, ldb_arg))
-                b_vecs = [_load(builder, at(b_row, LANES * j), vec) for j in range(vectors)]
+                b_vecs = [_load(builder, at(b_row, LANES * j), _VEC) for j in range(vectors)]
                 builder.call(prefetch, [at(b_row, PREFETCH_FLOATS), ir.Constant(_I32, 0),
                                         ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
                 a_row = _element_ptr(builder, pa, builder.mul(loop.index, ir.Constant(_I64, MR)))
                 for r in range(MR):
-                    a_vec = splat(_load(builder, at(a_row, r), _F32))
+                    a_vec = _splat(builder, _load(builder, at(a_row, r), _F32))
                     for j in range(vectors):
-                        total = builder.call(fma, [a_vec, b_vecs[j], builder.load(acc[r][j])])
+                        total = _fma(builder, a_vec, b_vecs[j], builder.load(acc[r][j]))
                         builder.store(total, acc[r][j])
-            lo_vec, hi_vec = splat(lo_arg), splat(hi_arg)
+            lo_vec, hi_vec = _splat(builder, lo_arg), _splat(builder, hi_arg)
             for r in range(MR):
                 valid = builder.icmp_signed(">", rows_arg, ir.Constant(_I64, r))
                 with builder.if_then(valid, likely=True):
                     row_offset = builder.mul(ir.Constant(_I64, r), ldc_arg)
                     c_row = _element_ptr(builder, pc, row_offset)
                     res_row = _element_ptr(builder, p_res, row_offset)
-                    scale_vec = splat(_load(builder, at(p_scale, r), _F32))
-                    shift_vec = splat(_load(builder, at(p_shift, r), _F32))
+                    scale_vec = _splat(builder, _load(builder, at(p_scale, r), _F32))
+                    shift_vec = _splat(builder, _load(builder, at(p_shift, r), _F32))
                     for j in range(vectors):
-                        y = builder.call(fma, [builder.load(acc[r][j]), scale_vec, shift_vec])
+                        y = _fma(builder, builder.load(acc[r][j]), scale_vec, shift_vec)
                         builder.store(y, acc[r][j])
                         with builder.if_then(has_res_arg):
-                            residual = _load(builder, at(res_row, LANES * j), vec)
+                            residual = _load(builder, at(res_row, LANES * j), _VEC)
                             builder.store(builder.fadd(y, residual), acc[r][j])
-                        y = builder.load(acc[r][j])
-                        y = builder.select(builder.fcmp_ordered("<", y, lo_vec), lo_vec, y)
-                        y = builder.select(builder.fcmp_ordered(">", y, hi_vec), hi_vec, y)
+                        y = _clamp(builder, builder.load(acc[r][j]), lo_vec, hi_vec)
                         _store(builder, y, at(c_row, LANES * j))
             return context.get_dummy_value()
 
@@ -172,17 +184,12 @@ class F32x8(types.Type):
 
 
 f32x8 = F32x8()
-_VEC = ir.VectorType(_F32, LANES)
 
 
 @register_model(F32x8)
 class _F32x8Model(models.PrimitiveModel):
     def __init__(self, dmm, fe_type) -> None:
         super().__init__(dmm, fe_type, _VEC)
-
-
-def _float32_array(t) -> bool:
-    return isinstance(t, types.Array) and t.dtype == types.float32
 
 
 @intrinsic
@@ -217,10 +224,7 @@ def vsplat(typingctx, scalar):
         return None
 
     def codegen(context, builder, sig, args):
-        one = builder.insert_element(ir.Constant(_VEC, ir.Undefined), args[0],
-                                     ir.Constant(_I32, 0))
-        return builder.shuffle_vector(one, ir.Constant(_VEC, ir.Undefined),
-                                      ir.Constant(ir.VectorType(_I32, LANES), [0] * LANES))
+        return _splat(builder, args[0])
 
     return f32x8(types.float32), codegen
 
@@ -232,9 +236,7 @@ def vfma(typingctx, a, b, c):
         return None
 
     def codegen(context, builder, sig, args):
-        fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
-                                             "llvm.fma.v8f32")
-        return builder.call(fma, list(args))
+        return _fma(builder, *args)
 
     return f32x8(f32x8, f32x8, f32x8), codegen
 
@@ -257,8 +259,6 @@ def vclamp(typingctx, value, lo, hi):
         return None
 
     def codegen(context, builder, sig, args):
-        v, low, high = args
-        v = builder.select(builder.fcmp_ordered("<", v, low), low, v)
-        return builder.select(builder.fcmp_ordered(">", v, high), high, v)
+        return _clamp(builder, *args)
 
     return f32x8(f32x8, f32x8, f32x8), codegen

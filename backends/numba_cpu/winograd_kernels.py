@@ -17,7 +17,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from cnnir.backends.numba_cpu.act_kernels import act_row, clamp_bounds, finish_row
+from cnnir.backends.numba_cpu.act_kernels import act_row, clamp_bounds, finish_flat, finish_row
 from cnnir.backends.numba_cpu.jit import helper, kernel, prange
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -164,21 +164,9 @@ def output_tiles(m, out, scale, shift, res, has_res, th, tw, code, alpha, block,
                     if y >= oh:
                         break
                     d = ((n * out_ch + o) * oh + y) * ow + x0
-                    line = rb[a * 2 * CHUNK:a * 2 * CHUNK + cols]
-                    dst = outf[d:d + cols]
-                    if has_res:
-                        extra = resf[d:d + cols]
-                        for i in range(cols):
-                            val = line[i] * s + b + extra[i]
-                            val = lo if val < lo else val
-                            dst[i] = hi if val > hi else val
-                    else:
-                        for i in range(cols):
-                            val = line[i] * s + b
-                            val = lo if val < lo else val
-                            dst[i] = hi if val > hi else val
+                    finish_flat(outf, d, rb, a * 2 * CHUNK, cols, s, b, resf, has_res, lo, hi)
                     if code > 2:
-                        act_row(dst, code, alpha)
+                        act_row(outf[d:d + cols], code, alpha)
 
 
 @helper

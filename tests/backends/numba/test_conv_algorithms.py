@@ -143,3 +143,27 @@ def test_im2col_writes_true_zeros_over_stale_scratch() -> None:
     want = np.stack([padded[c, i:i + 4, j:j + 5].reshape(-1)
                      for c in range(2) for i in range(3) for j in range(3)])
     np.testing.assert_array_equal(cols, want)
+
+
+BLAS_GEOMETRIES = [
+    ("pointwise-blas", (2, 13, 5, 7), (21, 13, 1, 1), {}),
+    ("im2col-blas", (2, 6, 9, 11), (12, 2, 3, 3), dict(stride=2, padding=1, groups=3)),
+    ("im2col-blas", (1, 5, 10, 8), (9, 5, 3, 3), dict(padding=2, dilation=2)),
+    ("winograd-f2x2-3x3", (2, 3, 9, 35), (5, 3, 3, 3), dict(padding=1)),
+]
+
+
+@pytest.mark.parametrize("algorithm,x_shape,w_shape,attrs", BLAS_GEOMETRIES,
+                         ids=[f"{g[0]}-{i}" for i, g in enumerate(BLAS_GEOMETRIES)])
+def test_float64_algorithms_match_reference(algorithm, x_shape, w_shape, attrs) -> None:
+    """float64 runs the same structure on BLAS; it must agree to float64 rounding."""
+    graph = fused_graph(ops.conv2d_fused, conv_attrs(**attrs, activation=ops.relu6,
+                                                     residual=True),
+                        T(*x_shape), w_shape, True)
+    rng = np.random.default_rng(11)
+    inputs = [rng.standard_normal(v.type.shape) * 2 for v in graph.inputs]
+    compiled = cnnir.compile(graph, dtype="float64", tune=algorithm)
+    got = compiled(*inputs)
+    assert set(compiled.choices.values()) == {algorithm}
+    ref = cnnir.compile(graph, backend="reference")(*inputs)
+    np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
