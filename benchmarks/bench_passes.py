@@ -1,5 +1,5 @@
 """Pass speed: every semantics-preserving pass (cnnir.passes.manager.semantics_preserving(),
-``-O`` plus linear-to-conv1x1) on ResNet-152 at 1x3x224x224, as ``run_pipeline`` runs it:
+``-O`` plus linear-to-conv1x1) on ResNet-152 at 1x3x224x224, as ``cnnir.api.run_passes`` runs it:
 copy of the graph, each pass, verification after each one. Target: median < 1 s.
 
 Also times the ``-O`` pipeline, each pass alone, and a run that reads every folded weight
@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import cnnir
-from cnnir.passes.manager import DEFAULT_INFERENCE_PIPELINE, run_pipeline, semantics_preserving
+from cnnir.api import run_passes
+from cnnir.passes.manager import DEFAULT_INFERENCE_PIPELINE, semantics_preserving
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_S = 1.0
@@ -46,21 +47,21 @@ def main() -> None:
     graph = cnnir.trace(model.eval(), (1, 3, 224, 224))
     materialize(graph)  # the model's own weights, once; passes never draw them
     names = semantics_preserving()
-    run_pipeline(graph, names)  # warm-up: imports the pass modules and the reference kernels
+    run_passes(graph, names)  # warm-up: imports the pass modules and the reference kernels
     print(f"ResNet-152, {len(graph.nodes)} nodes; pipeline: {', '.join(names)}")
-    med, best = median_time(lambda: run_pipeline(graph, names), args.repeat)
+    med, best = median_time(lambda: run_passes(graph, names), args.repeat)
     verdict = "meets" if med < TARGET_S else "MISSES"
     print(f"all semantics-preserving passes: median {med:.3f} s, min {best:.3f} s over "
           f"{args.repeat} runs ({verdict} the {TARGET_S:.0f} s target)")
-    med, _ = median_time(lambda: run_pipeline(graph, DEFAULT_INFERENCE_PIPELINE), args.repeat)
+    med, _ = median_time(lambda: run_passes(graph, DEFAULT_INFERENCE_PIPELINE), args.repeat)
     print(f"-O pipeline: median {med:.3f} s")
-    med, _ = median_time(lambda: run_pipeline(graph, names, verify_each=False), args.repeat)
+    med, _ = median_time(lambda: run_passes(graph, names, verify_each=False), args.repeat)
     print(f"same without verify_each: median {med:.3f} s")
-    med, _ = median_time(lambda: materialize(run_pipeline(graph, names).graph), args.repeat)
+    med, _ = median_time(lambda: materialize(run_passes(graph, names).graph), args.repeat)
     print(f"same, then reading every folded weight: median {med:.3f} s")
     print(f"{'pass':<34}{'median s':>10}")
     for name in names:
-        med, _ = median_time(lambda n=name: run_pipeline(graph, [n]), args.repeat)
+        med, _ = median_time(lambda n=name: run_passes(graph, [n]), args.repeat)
         print(f"{name:<34}{med:>10.3f}")
 
 

@@ -10,15 +10,9 @@
 
 from __future__ import annotations
 
-import os as _os
+from cnnir._checkout import map_checkout_packages as _map_checkout_packages
 
-_checkout = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if _os.path.isfile(_os.path.join(_checkout, "pyproject.toml")) and _os.path.isfile(
-    _os.path.join(_checkout, "frontend", "__init__.py")
-):
-    # Running from a source checkout: map frontend/ and backends/ into the cnnir namespace,
-    # as the installed package does through setuptools' package-dir.
-    __path__.append(_checkout)
+_map_checkout_packages()
 
 from cnnir import nn  # noqa: E402
 from cnnir.api import (  # noqa: E402

@@ -11,14 +11,18 @@ import contextlib
 import gc
 import inspect
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cnnir.backend import CompiledGraph, get_backend
 from cnnir.errors import CnnirError
 from cnnir.frontend.module import Module
 from cnnir.frontend.tensor import Tensor
 from cnnir.frontend.tracer import Tracer, tracing
 from cnnir.ir import Graph, TensorType, verify
 from cnnir.passes.cost import CostReport, analyze_graph
+
+if TYPE_CHECKING:
+    from cnnir.passes.manager import PassResult
 
 InputSpec = Any  # a shape tuple, a TensorType, or a list of them
 
@@ -108,13 +112,6 @@ def analyze(model_or_graph: Module | Graph, inputs: InputSpec | None = None, *,
         return analyze_graph(graph)
 
 
-BACKENDS = {
-    "reference": "cnnir.backends.reference",
-    "numba": "cnnir.backends.numba_cpu",
-    "cuda": "cnnir.backends.numba_cuda",
-}
-
-
 def _graph_of(model_or_graph: Module | Graph, inputs: InputSpec | None,
               training: bool = False) -> Graph:
     if isinstance(model_or_graph, Graph):
@@ -125,27 +122,35 @@ def _graph_of(model_or_graph: Module | Graph, inputs: InputSpec | None,
 
 
 def compile(model_or_graph: Module | Graph, inputs: InputSpec | None = None, *,  # noqa: A001
-            backend: str = "numba", dtype: str | None = None, **options: Any) -> Any:
-    """A callable on numpy arrays that runs the graph on ``backend``.
+            backend: str = "numba", dtype: str | None = None, **options: Any) -> CompiledGraph:
+    """A callable on numpy arrays that runs the graph on ``backend`` (``"numba"``, the CPU;
+    ``"reference"``, the float64 oracle; ``"cuda"``), see ``cnnir.backend``.
 
     >>> run = cnnir.compile(model, (1, 3, 224, 224), backend="numba")
     >>> y = run(np.zeros((1, 3, 224, 224), np.float32))
     """
-    import importlib
-
-    if backend not in BACKENDS:
-        raise CnnirError(f"unknown backend {backend!r}", hint=f"choose one of {sorted(BACKENDS)}")
-    module = importlib.import_module(BACKENDS[backend])
+    module = get_backend(backend)
     if dtype is not None:  # else the backend's default: float32, or float64 for "reference"
         options["dtype"] = dtype
     return module.compile_graph(_graph_of(model_or_graph, inputs), **options)
 
 
-def optimize(graph: Graph, passes: Sequence[str], **options: Any) -> Graph:
-    """A new, verified graph with the named passes applied (the input is unchanged)."""
+def run_passes(graph: Graph, passes: Sequence[str], **options: Any) -> PassResult:
+    """Run the named passes on a copy of ``graph`` (``run_pipeline``), giving passes the
+    services they need: fold-constants gets the reference backend's evaluator unless
+    ``evaluate=`` is given."""
     from cnnir.passes.manager import run_pipeline
 
-    return run_pipeline(graph, list(passes), **options).graph
+    if "fold-constants" in passes and "evaluate" not in options:
+        from cnnir.backends.reference import evaluate
+
+        options["evaluate"] = evaluate
+    return run_pipeline(graph, list(passes), **options)
+
+
+def optimize(graph: Graph, passes: Sequence[str], **options: Any) -> Graph:
+    """A new, verified graph with the named passes applied (the input is unchanged)."""
+    return run_passes(graph, passes, **options).graph
 
 
 def export_onnx(model_or_graph: Module | Graph, path: str, inputs: InputSpec | None = None, *,
@@ -164,4 +169,4 @@ def load_onnx(path: str) -> Graph:
 
 
 __all__ = ["analyze", "compile", "export_onnx", "input_types", "load_onnx", "optimize",
-           "trace"]
+           "run_passes", "trace"]

@@ -85,14 +85,14 @@ def _pass_names(args: argparse.Namespace) -> list[str]:
 
 def _optimized(args: argparse.Namespace, graph):
     """``(graph after the passes, PassResult or None)``."""
-    from cnnir.passes.manager import run_pipeline
+    from cnnir.api import run_passes
 
     names = _pass_names(args)
     if not names:
         if args.option:
             raise CnnirError("--option needs passes to apply to", hint="add --passes or -O")
         return graph, None
-    result = run_pipeline(graph, names, **dict(args.option or []))
+    result = run_passes(graph, names, **dict(args.option or []))
     return result.graph, result
 
 
@@ -202,7 +202,7 @@ def cmd_run(args: argparse.Namespace) -> str:
                                      for v, a in zip(graph.inputs, inputs)),
              "outputs: " + ", ".join(str(list(o.shape)) for o in outputs),
              f"compile + first run: {first:.3f} s"]
-    planned = getattr(run, "planned_bytes", None)
+    planned = run.planned_bytes
     if planned is not None:
         from cnnir.passes.cost import analyze_graph
 

@@ -34,6 +34,10 @@ class LoweringError(CnnirError):
     """A graph a backend cannot run."""
 
 
+class BackendUnavailable(LoweringError):
+    """A backend that cannot run on this machine (no GPU, a missing optional extra)."""
+
+
 class PassError(CnnirError):
     """A pass that failed or broke the graph."""
 

@@ -1,4 +1,4 @@
-"""SmallCIFAR: the small benchmark and training network of SEMANTICS.md section 10.
+"""SmallCIFAR: the small benchmark and training network of docs/semantics.md §10.
 
 Three stages of conv3x3 (padding 1) - BN - ReLU - maxpool 2 with 32, 64 and 128 channels take a
 32x32 image down to 4x4; a global average pool and a linear layer give 10 class logits.

@@ -1,6 +1,10 @@
-"""Building blocks of the op-case tables (OpInfo style) shared by the backend tests: a
-network wrapping one function call, input types, BatchNorm layers with non-trivial
-statistics, and input generators ``(rng, shape) -> array``."""
+"""Building blocks of the op-case table (``op_cases.py``) and of the backend tests that build
+graphs by hand: a network wrapping one function call, input types, BatchNorm layers with
+non-trivial statistics, input generators ``(rng, shape) -> array``, the docs/semantics.md §8
+tolerance and a one-node fused graph.
+
+The table itself lives in ``op_cases.py``; these pieces stay here because tests that do not
+use the table (``test_conv_algorithms.py``, ...) import them too."""
 
 from __future__ import annotations
 
@@ -46,7 +50,7 @@ def fn(f: Callable[..., Any], **mods: nn.Module) -> Callable[[], nn.Module]:
 def bn_with_stats(channels: int, one_d: bool = False, affine: bool = True,
                   min_log_var: float = -3.0) -> nn.Module:
     """An eval-mode BatchNorm with random statistics; variances are log-uniform down to
-    ``10**min_log_var`` so that eps and folding bugs show (SEMANTICS §8)."""
+    ``10**min_log_var`` so that eps and folding bugs show (docs/semantics.md §8)."""
     bn = (nn.BatchNorm1d if one_d else nn.BatchNorm2d)(channels, affine=affine)
     rng = np.random.default_rng(1)
     state = {"running_mean": rng.standard_normal(channels),
@@ -71,8 +75,10 @@ def binary_labels(rng: np.random.Generator, shape: tuple) -> np.ndarray:
 
 
 def assert_close(actual: np.ndarray, expected: np.ndarray, reduction: int = 1) -> None:
-    """SEMANTICS §8: rtol 1e-4, atol 1e-5·max(1, ‖expected‖∞), widened by √K for a
-    reduction of length K."""
+    """docs/semantics.md §8, float32 against the float64 reference: rtol 1e-4,
+    atol 1e-5·max(1, ‖expected‖∞), widened by √K for a reduction of length K. NaNs are ignored
+    for the scale and must match position for position."""
+    expected = np.asarray(expected)
     scale = max(1.0, float(np.nanmax(np.abs(expected))) if expected.size else 1.0)
     atol = 1e-5 * scale * math.sqrt(reduction)
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=atol)

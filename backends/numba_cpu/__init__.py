@@ -1,109 +1,141 @@
 """The Numba CPU backend: ``cnnir.compile(graph, backend="numba")``.
 
-Kernels are registered against OpDef objects in the ``lower_*`` modules. A compiled model
-checks its inputs, binds symbolic dims on first use of each shape and keeps one execution
-plan per input-shape combination.
+It implements the backend contract of ``cnnir.backend``: ``KERNELS`` (lowerings registered
+against OpDefs in the ``lower_*`` modules, one per op family), ``UNSUPPORTED``,
+``check_available`` and ``compile_graph``. A ``CompiledModel`` checks its inputs, binds
+symbolic dims on first use of each shape and keeps one ``Program`` per input-shape
+combination; all its programs read one ``ProgramState`` (parameters, buffers and the packed
+forms derived from them). Calls are safe from several threads: each model runs one call at a
+time, models running at once share nothing mutable, and BLAS's process-wide thread setting is
+reference-counted (``blas.single_threaded_blas``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import threading
 from typing import Any
 
+import numba
 import numpy as np
 
-from cnnir.backends.numba_cpu import lower_conv, lower_loss, lower_misc  # noqa: F401
-from cnnir.backends.numba_cpu.gemm import single_threaded_blas
-from cnnir.backends.numba_cpu.plan import KERNELS, Program
-from cnnir.errors import CnnirError
+from cnnir.backend import bind_input_shapes
+from cnnir.backends.lowering import HOST_MEMORY, ProgramState
+from cnnir.backends.numba_cpu import (  # noqa: F401  (lowerings register on import)
+    lower_activation,
+    lower_conv,
+    lower_linear,
+    lower_loss,
+    lower_norm,
+    lower_pool,
+    lower_tensor,
+)
+from cnnir.backends.numba_cpu.blas import single_threaded_blas
+from cnnir.backends.numba_cpu.program import KERNELS, Program
+from cnnir.errors import CnnirError, LoweringError
 from cnnir.ir import Graph
-from cnnir.ir.types import is_static
 
 UNSUPPORTED: frozenset = frozenset()
 
+# Numba's "workqueue" threading layer (its fallback where neither OpenMP nor TBB loads) aborts
+# the process when two threads launch parallel kernels at once: there, models take turns.
+_TURNS = threading.Lock() if numba.threading_layer() == "workqueue" else contextlib.nullcontext()
+
+
+def check_available() -> None:
+    """Numba is a dependency of cnnir: this backend runs wherever cnnir installs."""
+
 
 class CompiledModel:
-    """A graph compiled for the CPU: call it on numpy arrays (NCHW)."""
+    """A graph compiled for the CPU: call it on numpy arrays (NCHW).
+
+    ``state`` holds the parameters and buffers it reads (by reference) and their packed
+    forms; ``state.assign(name, array)`` changes one for the next call."""
 
     def __init__(self, graph: Graph, dtype: str = "float32", seed: int = 0,
-                 tune: bool | str = True) -> None:
+                 tune: bool | str = True, state: ProgramState | None = None) -> None:
         if np.dtype(dtype).kind != "f":
             raise CnnirError(f"dtype must be a float type, got {dtype!r}")
         self.graph = graph
         self.dtype = np.dtype(dtype)
         self.seed = seed
         self.tune = tune
+        self.state = state if state is not None else ProgramState(self.dtype, HOST_MEMORY)
+        if self.state.dtype != self.dtype:
+            raise LoweringError(f"a {self.state.dtype} program state cannot serve a "
+                                f"{self.dtype} model", hint="compile both in one dtype")
         self._programs: dict[tuple, Program] = {}
+        self._lock = threading.Lock()
 
-    def _check(self, arrays: tuple[Any, ...]) -> list[np.ndarray]:
-        inputs = self.graph.inputs
-        if len(arrays) != len(inputs):
-            raise CnnirError(f"{self.graph.name} takes {len(inputs)} input(s) "
-                             f"({', '.join(v.name for v in inputs)}) but got {len(arrays)}")
-        checked, env = [], {}
-        for value, arr in zip(inputs, arrays):
-            arr = np.asarray(arr)
-            want = value.type
-            expect_float = np.dtype(want.dtype).kind == "f"
-            ok_dtype = arr.dtype == self.dtype if expect_float else arr.dtype.kind in "iu"
-            if not ok_dtype:
+    def _check(self, arrays: tuple[Any, ...]) -> tuple[list[np.ndarray], dict[str, int]]:
+        checked = [np.asarray(a) for a in arrays]
+        env = bind_input_shapes(self.graph.inputs, [a.shape for a in checked])
+        for value, arr in zip(self.graph.inputs, checked):
+            expect_float = np.dtype(value.type.dtype).kind == "f"
+            want = self.dtype if expect_float else value.type.dtype
+            if not (arr.dtype == self.dtype if expect_float else arr.dtype.kind in "iu"):
                 raise CnnirError(
-                    f"input %{value.name} must be {self.dtype if expect_float else want.dtype}"
-                    f" but got {arr.dtype}",
+                    f"input %{value.name} must be {want} but got {arr.dtype}",
                     hint="cast explicitly, e.g. x.astype(np.float32); cnnir never casts inputs")
-            if arr.ndim != want.rank or any(
-                    (is_static(d) and d != s) or (not is_static(d) and env.setdefault(d, s) != s)
-                    for d, s in zip(want.shape, arr.shape)):
-                raise CnnirError(f"input %{value.name} must have shape "
-                                 f"{list(want.shape)} but got {list(arr.shape)}")
-            checked.append(arr)
-        return checked
+        return checked, env
 
     def program(self, shapes: tuple[tuple[int, ...], ...]) -> Program:
+        """The plan for these input shapes, built (and tuned) on first use."""
         if shapes not in self._programs:
+            env = bind_input_shapes(self.graph.inputs, shapes)
             with single_threaded_blas():
-                self._programs[shapes] = Program(self.graph, list(shapes), self.dtype.name,
-                                                 self.seed, self.tune)
+                self._programs[shapes] = Program(self.graph, env, self.state, self.seed,
+                                                 self.tune)
         return self._programs[shapes]
+
+    def _latest(self) -> Program | None:
+        return next(reversed(self._programs.values()), None)
 
     @property
     def planned_bytes(self) -> int | None:
         """Bytes of activation buffers of the most recently built plan (liveness-reused)."""
-        if not self._programs:
-            return None
-        return next(reversed(self._programs.values())).buffer_bytes
+        latest = self._latest()
+        return None if latest is None else latest.buffer_bytes
 
     @property
     def choices(self) -> dict[str, str]:
         """The algorithm each node of the most recently built plan runs (by node name)."""
-        if not self._programs:
-            return {}
-        return dict(next(reversed(self._programs.values())).builder.choices)
+        latest = self._latest()
+        return {} if latest is None else dict(latest.builder.choices)
 
     def __call__(self, *arrays: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        checked = self._check(arrays)
-        program = self.program(tuple(a.shape for a in checked))
-        with single_threaded_blas():
+        checked, _ = self._check(arrays)
+        with self._lock, _TURNS, single_threaded_blas():
+            program = self.program(tuple(a.shape for a in checked))
+            self.state.refresh()
             outs = program.run(checked)
         return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize: bool = True,
-                  tune: bool | str = True, **options: Any) -> CompiledModel:
+                  tune: bool | str = True, state: ProgramState | None = None,
+                  **options: Any) -> CompiledModel:
     """Compile ``graph``; with ``optimize`` first apply the semantics-preserving inference
     pipeline (BN folding, conv+activation+residual fusion, ...), which the kernels exploit;
     with ``tune`` pick each convolution's algorithm by timing the candidates (``tune=False``:
     the first candidate; ``tune="winograd-f2x2-3x3"`` or another name from
-    ``CompiledModel.choices``: that algorithm wherever it applies)."""
+    ``CompiledModel.choices``: that algorithm wherever it applies). ``state`` shares the
+    parameters and packed weights of another compiled model of the same network.
+
+    The inference pipeline folds BatchNorm and constant subgraphs into new constants, which
+    are snapshots of the parameters at compile time; with ``optimize=False`` every parameter
+    stays bound to ``state`` by reference."""
     if options:
         raise CnnirError(f"unknown numba backend options: {sorted(options)}")
     if optimize:
-        from cnnir.passes.manager import DEFAULT_INFERENCE_PIPELINE, run_pipeline
+        from cnnir.api import run_passes
+        from cnnir.passes.manager import DEFAULT_INFERENCE_PIPELINE
 
-        graph = run_pipeline(graph, DEFAULT_INFERENCE_PIPELINE, verify_each=False).graph
-    model = CompiledModel(graph, dtype, seed, tune)
+        graph = run_passes(graph, DEFAULT_INFERENCE_PIPELINE, verify_each=False).graph
+    model = CompiledModel(graph, dtype, seed, tune, state)
     if all(v.type.is_static for v in graph.inputs):
         model.program(tuple(tuple(v.type.shape) for v in graph.inputs))
     return model
 
 
-__all__ = ["KERNELS", "UNSUPPORTED", "CompiledModel", "compile_graph"]
+__all__ = ["KERNELS", "UNSUPPORTED", "CompiledModel", "check_available", "compile_graph"]

@@ -1,7 +1,7 @@
 """Loss lowerings (numpy, computed in float64 and written in the compute dtype).
 
 Losses run once per step on small tensors, so clarity beats kernels here. Semantics follow
-PyTorch (SEMANTICS §2); contrastive_loss is the cnnir convention (label 0 = similar).
+PyTorch (docs/semantics.md §2); contrastive_loss is the cnnir convention (label 0 = similar).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from collections.abc import Callable
 import numpy as np
 
 from cnnir import ops
-from cnnir.backends.numba_cpu.plan import Builder, Step, lower
+from cnnir.backends.lowering import Builder, Step
+from cnnir.backends.numba_cpu.program import lower
 from cnnir.ir import Node
 
 

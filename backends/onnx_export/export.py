@@ -1,4 +1,4 @@
-"""cnnir Graph -> ONNX ModelProto (SEMANTICS.md §7.1-§7.4).
+"""cnnir Graph -> ONNX ModelProto (docs/semantics.md §7.1-§7.4).
 
 * opset 19 by default (DeformConv, AveragePool dilations, Resize axes); IR version
   ``onnx.helper.find_min_ir_version_for(opset_import)``, i.e. 9 for opset 19.

@@ -3,7 +3,7 @@
     run = cnnir.compile(graph, backend="reference", dtype="float64")
     y = run(x)
 
-Each kernel is written from the formulas of SEMANTICS.md, simply and independently of the
+Each kernel is written from the formulas of docs/semantics.md, simply and independently of the
 Numba backends; it is not tuned for speed. ``KERNELS`` maps each ``OpDef`` to its kernel.
 """
 
@@ -11,7 +11,9 @@ from cnnir.backends.reference.runtime import (  # noqa: I001  (kernels register 
     KERNELS,
     Context,
     ReferenceProgram,
+    check_available,
     compile_graph,
+    evaluate,
     kernel,
 )
 from cnnir.backends.reference import (  # noqa: F401
@@ -27,4 +29,5 @@ from cnnir.backends.reference import (  # noqa: F401
 
 UNSUPPORTED: frozenset = frozenset()  # OpDefs without a kernel: none
 
-__all__ = ["KERNELS", "UNSUPPORTED", "Context", "ReferenceProgram", "compile_graph", "kernel"]
+__all__ = ["KERNELS", "UNSUPPORTED", "Context", "ReferenceProgram", "check_available",
+           "compile_graph", "evaluate", "kernel"]

@@ -1,4 +1,4 @@
-"""Reference activations, softmax and dropout (SEMANTICS.md §1.5, §1.6, §1.14).
+"""Reference activations, softmax and dropout (docs/semantics.md §1.5, §1.6, §1.14).
 
 sigmoid 1/(1+e^{−x}); relu max(x,0); relu6 min(max(x,0),6); leaky_relu x>0 ? x : α·x;
 elu x>0 ? x : α(eˣ−1); prelu x>0 ? x : a_c·x (slope per channel on dim 1, or shared);

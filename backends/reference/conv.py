@@ -1,4 +1,4 @@
-"""Reference convolutions (SEMANTICS.md §1.1–§1.3), written as im2col plus a grouped matmul.
+"""Reference convolutions (docs/semantics.md §1.1–§1.3), written as im2col plus a grouped matmul.
 
 conv2d:
     y[n,o,oh,ow] = b[o] + Σ_{c',i,j} W[o,c',i,j]·xp[n, g(o)·C/G + c', oh·s_h + i·d_h,

@@ -1,4 +1,4 @@
-"""Reference fully connected layers and matrix products (SEMANTICS.md §1.11).
+"""Reference fully connected layers and matrix products (docs/semantics.md §1.11).
 
 linear: ``y = x·Wᵀ + b`` over the last dim, W ``[out, in]``, any number of leading dims.
 matmul: torch.matmul, which follows numpy's matmul (1-D operands promoted and squeezed, batch

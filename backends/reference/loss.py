@@ -1,4 +1,4 @@
-"""Reference losses (SEMANTICS.md §2); reduction 'none' | 'sum' | 'mean' (default 'mean').
+"""Reference losses (docs/semantics.md §2); reduction 'none' | 'sum' | 'mean' (default 'mean').
 
 cross_entropy, lp = log_softmax(x, dim=1):
     class indices: ℓ_n = −w[y_n]·lp[n, y_n] (0 where y_n = ignore_index); with smoothing ε,

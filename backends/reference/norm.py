@@ -1,4 +1,4 @@
-"""Reference batch normalization (SEMANTICS.md §1.4); channels are dim 1.
+"""Reference batch normalization (docs/semantics.md §1.4); channels are dim 1.
 
 Training, or no running statistics: μ and σ²_b are the **biased** mean and variance over every
 dim but 1, ``y = γ(x − μ)/√(σ²_b + eps) + β``. Eval: ``y = γ(x − rm)/√(rv + eps) + β``.

@@ -1,4 +1,4 @@
-"""Reference pooling and resampling (SEMANTICS.md §1.7–§1.10).
+"""Reference pooling and resampling (docs/semantics.md §1.7–§1.10).
 
 Output size per axis (max and avg pool, d = 1 for avg):
     out = ⌊(L + 2p − d(k−1) − 1 + (ceil ? s−1 : 0))/s⌋ + 1, minus 1 in ceil mode when the

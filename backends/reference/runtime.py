@@ -24,25 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from cnnir.backend import KernelTable, bind_input_shapes
 from cnnir.errors import CnnirError, LoweringError
 from cnnir.ir import Graph, Node, Value
 from cnnir.ir.types import Dim, evaluate_dim, is_static, shape_str
 from cnnir.ops import OpDef
 
 Kernel = Callable[..., Any]
-KERNELS: dict[OpDef, Kernel] = {}
+KERNELS = KernelTable("reference")
 
 
 def kernel(op: OpDef) -> Callable[[Kernel], Kernel]:
     """Register ``fn`` as the reference kernel of ``op`` (keyed by the OpDef object)."""
-
-    def register(fn: Kernel) -> Kernel:
-        if op in KERNELS:
-            raise ValueError(f"reference kernel for {op.name} registered twice")
-        KERNELS[op] = fn
-        return fn
-
-    return register
+    return KERNELS.register(op)
 
 
 @dataclass
@@ -88,45 +82,6 @@ def _frozen_constant(value: Value, dtype: np.dtype) -> np.ndarray:
     return array
 
 
-def _bind_symbol(env: dict[str, int], symbol: str, size: int, where: str) -> None:
-    if env.setdefault(symbol, size) != size:
-        raise LoweringError(
-            f"{where} has size {size} for the symbolic dim '{symbol}', which another input "
-            f"already bound to {env[symbol]}",
-            hint="inputs sharing a symbol (e.g. the batch 'N') must agree on its size",
-        )
-
-
-def _check_input(value: Value, array: np.ndarray, env: dict[str, int]) -> None:
-    """Match an array's shape against an input's type, binding bare symbols in ``env``."""
-    want = value.type.shape
-    where = f"input '{value.name}'"
-    if array.ndim != len(want):
-        raise LoweringError(
-            f"{where} expects a {len(want)}-D array of shape {shape_str(want)} but got a "
-            f"{array.ndim}-D array of shape {list(array.shape)}")
-    for axis, (dim, size) in enumerate(zip(want, array.shape)):
-        if is_static(dim) and dim != size:
-            raise LoweringError(
-                f"{where} expects shape {shape_str(want)} but got {list(array.shape)} "
-                f"(dim {axis} is {size}, expected {dim})",
-                hint="compile the graph for this shape, or trace it with a symbolic dim")
-        if not is_static(dim) and dim.isidentifier():
-            _bind_symbol(env, dim, size, where)
-
-
-def _check_derived_dims(value: Value, array: np.ndarray, env: dict[str, int]) -> None:
-    """Dims written as expressions (``"N * 2"``) must evaluate to the array's sizes."""
-    for axis, (dim, size) in enumerate(zip(value.type.shape, array.shape)):
-        if is_static(dim) or dim.isidentifier():
-            continue
-        expected = evaluate_dim(dim, env)
-        if isinstance(expected, int) and expected != size:
-            raise LoweringError(
-                f"input '{value.name}' has size {size} on dim {axis}, but its type "
-                f"{shape_str(value.type.shape)} gives {expected} for the bound symbols {env}")
-
-
 def _check_outputs(node: Node, results: Sequence[np.ndarray], env: dict[str, int]) -> None:
     if len(results) != len(node.outputs):
         raise LoweringError(f"{node.describe()} produced {len(results)} outputs but has "
@@ -153,9 +108,7 @@ class ReferenceProgram:
         if not is_float_dtype(dtype):
             raise LoweringError(f"the reference backend computes in a float dtype, got {dtype!r}",
                                 hint="use dtype='float64' (the default) or 'float32'")
-        missing = sorted({n.op.name for n in graph.nodes if n.op not in KERNELS})
-        if missing:
-            raise LoweringError(f"the reference backend has no kernel for {missing}")
+        KERNELS.check_supports(graph)
         self.graph = graph
         self.dtype = np.dtype(dtype)
         self.rng = np.random.default_rng(seed)
@@ -168,15 +121,9 @@ class ReferenceProgram:
             names = ", ".join(f"'{v.name}' {v.type}" for v in inputs)
             raise LoweringError(f"graph '{self.graph.name}' takes {len(inputs)} input(s) "
                                 f"({names}) but was called with {len(arrays)}")
-        env: dict[str, int] = {}
-        values: dict[int, np.ndarray] = {}
-        for value, raw in zip(inputs, arrays):
-            array = self._input_array(value, raw)
-            _check_input(value, array, env)
-            values[id(value)] = array
-        for value in inputs:
-            _check_derived_dims(value, values[id(value)], env)
-        return values, env
+        checked = [self._input_array(value, raw) for value, raw in zip(inputs, arrays)]
+        env = bind_input_shapes(inputs, [a.shape for a in checked])
+        return {id(v): a for v, a in zip(inputs, checked)}, env
 
     def _input_array(self, value: Value, raw: Any) -> np.ndarray:
         try:
@@ -191,6 +138,9 @@ class ReferenceProgram:
                 f"input '{value.name}' is typed {value.type} (integer) but got a "
                 f"{array.dtype} array", hint="pass class indices as an integer array")
         return _as_compute(array, value.type.dtype, self.dtype)
+
+    planned_bytes = None  # no buffer plan: every value is a fresh numpy array
+    choices: dict[str, str] = {}  # one kernel per op, nothing to choose
 
     def __call__(self, *arrays: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         values, env = self.bind_inputs(arrays)
@@ -220,6 +170,21 @@ class ReferenceProgram:
         return results
 
 
+def evaluate(node: Node, arrays: Sequence[np.ndarray | None]) -> list[np.ndarray]:
+    """One node computed by its reference kernel on constant inputs, floats in float64, the
+    results in the dtypes of the node's outputs: the evaluator of ``fold-constants``."""
+    args = [a.astype(np.float64) if a is not None and a.dtype.kind == "f" else a
+            for a in arrays]
+    result = KERNELS[node.op](Context(np.random.default_rng(0), np.dtype(np.float64)),
+                              node.attrs, *args)
+    results = result if isinstance(result, tuple) else (result,)
+    return [np.asarray(r, dtype=v.type.dtype) for r, v in zip(results, node.outputs)]
+
+
+def check_available() -> None:
+    """numpy is all this backend needs: it runs everywhere."""
+
+
 def compile_graph(graph: Graph, dtype: str = "float64", seed: int = 0,
                   **options: Any) -> ReferenceProgram:
     """The graph as a callable on numpy arrays, computed by the reference kernels.
@@ -233,4 +198,5 @@ def compile_graph(graph: Graph, dtype: str = "float64", seed: int = 0,
     return ReferenceProgram(graph, dtype=dtype, seed=seed)
 
 
-__all__ = ["KERNELS", "Context", "ReferenceProgram", "compile_graph", "kernel"]
+__all__ = ["KERNELS", "Context", "ReferenceProgram", "check_available", "compile_graph",
+           "evaluate", "kernel"]

@@ -1,5 +1,5 @@
 """Reference tensor ops: broadcasting arithmetic, concatenation, reshapes, permutations,
-splits, reductions, channel shuffle, constant padding and identity (SEMANTICS.md §1.11–§1.13).
+splits, reductions, channel shuffle, constant padding and identity (docs/semantics.md §1.11–§1.13).
 
 channel_shuffle: ``out[:, j·g + i] = in[:, i·(C/g) + j]``, i.e. reshape to (N, g, C/g, ...),
 swap axes 1 and 2, reshape back. pad: torch order, (left, right) of the last dim first; a

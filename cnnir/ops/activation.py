@@ -1,4 +1,4 @@
-"""Activations, softmax and dropout (PyTorch semantics; SEMANTICS.md §1.5, §1.6, §1.14).
+"""Activations, softmax and dropout (PyTorch semantics; docs/semantics.md §1.5, §1.6, §1.14).
 
 FLOPs per element E: relu 1; relu6, leaky_relu, prelu, rrelu 2; elu, sigmoid 3; tanh 1;
 silu, hardsigmoid 4; hardswish 5; gelu 6 (scale, erf, add, two multiplies, halving);

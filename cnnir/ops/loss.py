@@ -1,4 +1,4 @@
-"""Losses (PyTorch semantics; SEMANTICS.md §2). Default reduction 'mean'.
+"""Losses (PyTorch semantics; docs/semantics.md §2). Default reduction 'mean'.
 
 Output: the per-element (or per-sample) loss with reduction='none', else a scalar.
 FLOPs are the sum of each loss's elementwise decomposition plus its reduction, which costs

@@ -319,7 +319,7 @@ def interpolate_window(a: InterpolateAttrs, types: list[TensorType | None]) -> W
     return Window((taps, taps), stride)
 
 
-# (mode, coordinate_transformation_mode, nearest_mode) per torch variant (SEMANTICS §7.3);
+# (mode, coordinate_transformation_mode, nearest_mode) per torch variant (docs/semantics.md §7.3);
 # all three are always written because ONNX's defaults are not torch's.
 RESIZE_MODES = {
     ("nearest", False): ("nearest", "asymmetric", "floor"),

@@ -1,10 +1,13 @@
 """fold-constants: evaluate, once, every node whose inputs are all constants.
 
 Walking in topological order, a node whose present inputs are all graph constants is run by
-the reference executor's kernel (float inputs in float64, the result cast to the node's
-output dtype) and its outputs become literal constants, so chains of constant nodes fold in
+an evaluator and its outputs become literal constants, so chains of constant nodes fold in
 one walk. Literal inputs left without users are removed; parameters and buffers stay (see
 eliminate-dead-code).
+
+The evaluator is passed in (``evaluate=``): a function ``(node, input arrays) -> output
+arrays`` in the outputs' dtypes. The core has no kernels of its own; ``cnnir.optimize`` and
+the backends pass the reference backend's (float inputs in float64, results cast back).
 
 Not folded: ops in training mode (random or with an effect), results that are graph outputs
 (a graph output stays a computed value), symbolic shapes, and results larger than
@@ -13,19 +16,21 @@ Not folded: ops in training mode (random or with an effect), results that are gr
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from cnnir.errors import CnnirError
+from cnnir.errors import CnnirError, PassError
 from cnnir.ir import Graph, Node
 from cnnir.passes.manager import Pass, PassResult
 from cnnir.passes.rewrite import constant_inputs, drop_constant, is_output
 
+Evaluator = Callable[[Node, Sequence[np.ndarray | None]], list[np.ndarray]]
 
-def _foldable(graph: Graph, node: Node, kernels: dict, max_elements: int) -> bool:
+
+def _foldable(graph: Graph, node: Node, max_elements: int) -> bool:
     present = [v for v in node.inputs if v is not None]
-    if not present or not all(v.is_constant for v in present) or node.op not in kernels:
+    if not present or not all(v.is_constant for v in present):
         return False
     if bool(getattr(node.attrs, "training", False)) and (node.op.random or
                                                         node.op.has_training_mode):
@@ -36,30 +41,20 @@ def _foldable(graph: Graph, node: Node, kernels: dict, max_elements: int) -> boo
     return True
 
 
-def evaluate(node: Node, kernels: dict, context: Any) -> list[np.ndarray]:
-    """The node's outputs computed by its reference kernel, in the outputs' dtypes."""
-    args = []
-    for v in node.inputs:
-        array = None if v is None else v.const.array
-        if array is not None and array.dtype.kind == "f":
-            array = array.astype(np.float64)
-        args.append(array)
-    result = kernels[node.op](context, node.attrs, *args)
-    results = result if isinstance(result, tuple) else (result,)
-    return [np.asarray(r, dtype=v.type.dtype) for r, v in zip(results, node.outputs)]
-
-
-def fold_constants(graph: Graph, *, max_elements: int = 1 << 20) -> PassResult:
-    """Replace constant subgraphs by literals computed with the reference kernels."""
-    from cnnir.backends.reference import KERNELS, Context
-
-    context = Context(np.random.default_rng(0), np.dtype(np.float64))
+def fold_constants(graph: Graph, *, max_elements: int = 1 << 20,
+                   evaluate: Evaluator | None = None) -> PassResult:
+    """Replace constant subgraphs by literals computed by ``evaluate``."""
+    if evaluate is None:
+        raise PassError("fold-constants needs an evaluator to compute the folded values",
+                        hint="pass evaluate=cnnir.backends.reference.evaluate (cnnir.optimize "
+                             "and the backends do)")
     folded, failed = [], []
     for node in list(graph.nodes):
-        if not _foldable(graph, node, KERNELS, max_elements):
+        if not _foldable(graph, node, max_elements):
             continue
         try:
-            arrays = evaluate(node, KERNELS, context)
+            arrays = [np.asarray(a) for a in evaluate(
+                node, [None if v is None else v.const.array for v in node.inputs])]
         except (CnnirError, ArithmeticError, IndexError, TypeError, ValueError) as e:
             failed.append(f"{node.describe()} was left unfolded: {e}")
             continue

@@ -3,7 +3,7 @@ of at most 3. THIS PASS CHANGES THE NETWORK'S FUNCTION: it reparameterizes the l
 observation that two 3x3 convs see what one 5x5 sees, with fewer weights); tests check
 shapes, receptive fields and costs, not values.
 
-Shape of the stack (SEMANTICS.md §6.3). An odd side k becomes (k − 1)/2 convs of side 3 (a 5x5
+Shape of the stack (docs/semantics.md §6.3). An odd side k becomes (k − 1)/2 convs of side 3 (a 5x5
 two 3x3, a 7x7 three, a 1x7 three 1x3; the shorter axis of a 5x7 is padded with side-1
 convs). Groups and dilation are kept; the widths are C → m → ... → m → O, with
 ``m = min(C, O)`` by default, lowered to a multiple of the groups when the stack would

@@ -1,6 +1,6 @@
 """``onnx.backend.base.Backend`` over cnnir: import the model, run it on a cnnir backend.
 
-Drives ONNX's own node tests (``onnx.backend.test.BackendTest``, SEMANTICS §7.5)::
+Drives ONNX's own node tests (``onnx.backend.test.BackendTest``, docs/semantics.md §7.5)::
 
     bt = onnx.backend.test.BackendTest(CnnirBackend, __name__)
 

@@ -335,7 +335,7 @@ def _nearest_ties(outs: list[int], scales: list[float]) -> bool:
 
 def _torch_mode(ctx: ImportContext, n: OnnxNode, x: TensorType, outs: list,
                 scales: list[float]) -> tuple[str, bool | None]:
-    """(interpolate mode, align_corners) for the Resize attributes (SEMANTICS §7.3)."""
+    """(interpolate mode, align_corners) for the Resize attributes (docs/semantics.md §7.3)."""
     mode = n.attr("mode", "nearest")
     transform = n.attr("coordinate_transformation_mode", "half_pixel")
     nearest = n.attr("nearest_mode", "round_prefer_floor")

@@ -1,4 +1,4 @@
-"""ONNX ModelProto -> cnnir Graph (SEMANTICS.md §7.6).
+"""ONNX ModelProto -> cnnir Graph (docs/semantics.md §7.6).
 
 1. Structure: node count, SSA, defined inputs, acyclicity and depth (``order``).
 2. Opsets: the default domain at versions 7-28; the model is converted to opset 19 with

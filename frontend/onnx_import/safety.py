@@ -1,4 +1,4 @@
-"""Reading an untrusted ``.onnx`` file (SEMANTICS.md §9.1, §9.3, §9.5).
+"""Reading an untrusted ``.onnx`` file (docs/semantics.md §9.1, §9.3, §9.5).
 
 * The file size is checked against the 2 GiB protobuf limit before parsing; a truncated or
   non-ONNX file is a ModelFormatError wrapping protobuf's DecodeError.

@@ -1,6 +1,6 @@
 """Classic torchvision CNNs written in the cnnir DSL reproduce torchvision's published counts.
 
-Golden numbers: SEMANTICS.md §6.2 (parameters exact, GMACs rounded to 3 decimals, one
+Golden numbers: docs/semantics.md §6.2 (parameters exact, GMACs rounded to 3 decimals, one
 1x3x224x224 image) and the exact MAC totals of §6.1.
 """
 

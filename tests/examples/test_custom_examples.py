@@ -1,6 +1,6 @@
 """Parameter and MAC totals of the non-torchvision example models, against closed forms.
 
-Every expected count is written out from the layer formulas of SEMANTICS.md section 6.1:
+Every expected count is written out from the layer formulas of docs/semantics.md section 6.1:
 conv params ``O*C*k*k (+O bias)``, conv MACs ``N*O*OH*OW*C*k*k``, transposed conv MACs counted
 on the input grid ``N*C*H*W*O*k*k``, linear ``in*out (+out)``; BatchNorm adds ``2*C`` params.
 """
@@ -17,7 +17,7 @@ from cnnir.passes.cost import CostReport
 
 EXAMPLES = Path(__file__).parents[2] / "examples"
 
-# torchvision's ResNet-18 (SEMANTICS.md 6.1 / 6.2); the attention nets add to it.
+# torchvision's ResNet-18 (docs/semantics.md 6.1 / 6.2); the attention nets add to it.
 RESNET18_PARAMS = 11_689_512
 RESNET18_MACS = 1_814_073_344
 RESNET18_STAGES = ((64, 56), (128, 28), (256, 14), (512, 7))  # channels, feature-map side

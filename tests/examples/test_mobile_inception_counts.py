@@ -1,7 +1,7 @@
 """Parameter and MAC totals of the mobile and Inception example models.
 
 torchvision-equivalent builders must reproduce torchvision's published metadata
-(SEMANTICS.md §6.2): ``params`` exactly and ``round(macs / 1e9, 3)`` equal to the GMAC
+(docs/semantics.md §6.2): ``params`` exactly and ``round(macs / 1e9, 3)`` equal to the GMAC
 column. MobileNet v1 has no torchvision entry, so it is checked against a closed form.
 """
 

@@ -1,4 +1,4 @@
-"""The bad inputs of SEMANTICS.md §9.5 that tracing and analysis must handle.
+"""The bad inputs of docs/semantics.md §9.5 that tracing and analysis must handle.
 
 Each test asserts the exception type (a ``cnnir.CnnirError`` subclass) and a message regex.
 The models are written in this file, so the ``file:line`` that errors quote points here.

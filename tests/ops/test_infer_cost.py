@@ -1,7 +1,7 @@
 """Every op's shape rule and cost rule against hand arithmetic (an OpInfo-style table).
 
 Each case gives an op, its input types and attributes, the output shapes, and the MACs and
-FLOPs written out from the formulas of SEMANTICS.md §1 (shapes) and §6 (costs), never computed
+FLOPs written out from the formulas of docs/semantics.md §1 (shapes) and §6 (costs), never computed
 by cnnir. Notation in the arithmetic: ``N·O·OH·OW·(C/G)·kh·kw`` for conv MACs, ``E`` for an
 element count, ``2·MACs (+ E_out with a bias)`` for conv/linear FLOPs.
 
@@ -275,7 +275,7 @@ ACTIVATION_CASES = [
     OpCase("silu", ops.silu, (X4,), out=((2, 3, 4, 5),), macs=0, flops=4 * E),
     OpCase("hardsigmoid", ops.hardsigmoid, (X4,), out=((2, 3, 4, 5),), macs=0, flops=4 * E),
     OpCase("hardswish", ops.hardswish, (X4,), out=((2, 3, 4, 5),), macs=0, flops=5 * E),
-    # gelu is not in SEMANTICS §6.3; activation.py documents 6E
+    # gelu is not in docs/semantics.md §6.3; activation.py documents 6E
     OpCase("gelu", ops.gelu, (X4,), out=((2, 3, 4, 5),), attrs=GeluAttrs(), macs=0, flops=6 * E),
     OpCase("softmax", ops.softmax, (X4,), out=((2, 3, 4, 5),), attrs=SoftmaxAttrs(1),
            macs=0, flops=5 * E),

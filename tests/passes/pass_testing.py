@@ -1,6 +1,6 @@
 """Shared helpers of the pass tests: float64 graphs, random BN statistics, model builders.
 
-Pass equivalence is checked in float64 (SEMANTICS.md §8): ``run(P(g))`` vs ``run(g)`` with the
+Pass equivalence is checked in float64 (docs/semantics.md §8): ``run(P(g))`` vs ``run(g)`` with the
 reference executor, rtol 1e-10. Traced models are float32, so ``as_float64`` rebuilds a graph
 with every float type and constant in float64 (types re-inferred by the ops' rules).
 """

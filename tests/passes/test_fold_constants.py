@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from pass_testing import assert_equivalent, constant
 
 from cnnir import ops
+from cnnir.api import run_passes
+from cnnir.errors import PassError
 from cnnir.ir import Graph, TensorType
 from cnnir.ops.activation import DropoutAttrs
 from cnnir.ops.tensor import TransposeAttrs
@@ -24,7 +27,7 @@ def test_a_constant_chain_folds_to_one_literal():
                          name="shift")
     t = g.add_node(ops.transpose, [shifted.output], TransposeAttrs((1, 0)), name="t")
     g.set_outputs([g.add_node(ops.matmul, [x, t.output], name="mm").output])
-    result = run_pipeline(g, ["fold-constants"])
+    result = run_passes(g, ["fold-constants"])
     out = result.graph
     assert [n.name for n in out.nodes] == ["mm"]
     folded = out.nodes[0].inputs[1]
@@ -41,7 +44,7 @@ def test_float32_results_keep_their_dtype():
     c = g.add_literal(np.asarray([1.0, 2.0, 3.0], np.float32), "c")
     e = g.add_node(ops.sigmoid, [c], name="sig")
     g.set_outputs([g.add_node(ops.add, [x, e.output], name="out").output])
-    out = run_pipeline(g, ["fold-constants"]).graph
+    out = run_passes(g, ["fold-constants"]).graph
     lit = out.nodes[0].inputs[1]
     assert lit.type.dtype == "float32" and lit.const.array.dtype == np.float32
     np.testing.assert_allclose(lit.const.array, 1 / (1 + np.exp(-np.array([1.0, 2.0, 3.0]))),
@@ -54,10 +57,20 @@ def test_outputs_random_training_ops_and_huge_results_are_not_folded():
     drop = g.add_node(ops.dropout, [c], DropoutAttrs(0.5, training=True), name="drop")
     out = g.add_node(ops.relu, [c], name="is_output")
     g.set_outputs([drop.output, out.output])
-    assert not run_pipeline(g, ["fold-constants"]).modified
+    assert not run_passes(g, ["fold-constants"]).modified
     big = Graph("big")
     x = big.add_input("x", TensorType((8, 8), "float64"))
     r = big.add_node(ops.relu, [big.add_literal(np.ones((8, 8)), "c")], name="r")
     big.set_outputs([big.add_node(ops.add, [x, r.output], name="a").output])
-    assert not run_pipeline(big, ["fold-constants"], max_elements=10).modified
-    assert run_pipeline(big, ["fold-constants"]).modified
+    assert not run_passes(big, ["fold-constants"], max_elements=10).modified
+    assert run_passes(big, ["fold-constants"]).modified
+
+
+def test_folding_needs_an_evaluator_passed_in():
+    """The core has no kernels: run_pipeline without ``evaluate`` says how to give one."""
+    g = Graph("needs")
+    x = g.add_input("x", TensorType((3,), "float64"))
+    r = g.add_node(ops.relu, [g.add_literal(np.ones(3), "c")], name="r")
+    g.set_outputs([g.add_node(ops.add, [x, r.output], name="a").output])
+    with pytest.raises(PassError, match="(?s)needs an evaluator.*evaluate="):
+        run_pipeline(g, ["fold-constants"])

@@ -7,6 +7,7 @@ import pytest
 from pass_testing import build, conv_bn_graph
 
 from cnnir import ops
+from cnnir.api import run_passes
 from cnnir.errors import PassError
 from cnnir.ir import ConstantData, TensorType
 from cnnir.ir.clone import clone_graph
@@ -46,7 +47,7 @@ def test_unknown_pass_names_the_choices():
 def test_the_input_graph_is_never_mutated():
     g = conv_bn_graph()
     text = str(g)
-    result = run_pipeline(g, DEFAULT_INFERENCE_PIPELINE)
+    result = run_passes(g, DEFAULT_INFERENCE_PIPELINE)
     assert result.modified and str(g) == text
     assert not any(n.op is ops.batch_norm for n in result.graph.nodes)
     assert any(n.op is ops.batch_norm for n in g.nodes)

@@ -8,12 +8,13 @@ from pass_testing import as_float64, assert_equivalent, build, randomize_bn
 
 import cnnir
 from cnnir import ops
-from cnnir.passes.manager import DEFAULT_INFERENCE_PIPELINE, run_pipeline, semantics_preserving
+from cnnir.api import run_passes
+from cnnir.passes.manager import DEFAULT_INFERENCE_PIPELINE, semantics_preserving
 
 
 def test_every_semantics_preserving_pass_on_resnet152_verifies():
     g = build("resnet.py", "resnet152", (1, 3, 224, 224))
-    result = run_pipeline(g, semantics_preserving())
+    result = run_passes(g, semantics_preserving())
     out = cnnir.verify(result.graph)
     kinds = {n.op for n in out.nodes}
     assert ops.batch_norm not in kinds and ops.relu not in kinds and ops.add not in kinds
@@ -36,6 +37,6 @@ MODELS = [("resnet.py", "resnet18", (1, 3, 32, 32)),
 def test_pipelines_keep_outputs(path, builder, shape, pipeline):
     g = randomize_bn(as_float64(build(path, builder, shape)))
     names = DEFAULT_INFERENCE_PIPELINE if pipeline == "O" else semantics_preserving()
-    result = run_pipeline(g, names, fixpoint=True)
+    result = run_passes(g, names, fixpoint=True)
     assert result.modified
     assert_equivalent(g, result.graph)

@@ -1,6 +1,6 @@
 """stack-3x3 changes the function, so its tests check what it promises instead of values:
 kernel sides, output shapes, receptive fields, and parameter and MAC deltas against the
-closed form of SEMANTICS.md §6.3; plus the fit it reports, measured on the stack's own
+closed form of docs/semantics.md §6.3; plus the fit it reports, measured on the stack's own
 impulse response."""
 
 from __future__ import annotations

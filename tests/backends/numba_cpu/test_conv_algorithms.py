@@ -134,11 +134,11 @@ def test_max_pool_paths_match_reference(kernel, stride, padding, ceil_mode, size
 def test_im2col_writes_true_zeros_over_stale_scratch() -> None:
     """im2col buffers are scratch shared between layers: whatever an earlier layer left there
     (NaN included) must not leak into the padding of the next one."""
-    from cnnir.backends.numba_cpu.conv_kernels import im2col_rows
+    from cnnir.backends.numba_cpu.kernels.conv import im2col_rows
 
     x = np.arange(2 * 4 * 5, dtype=np.float32).reshape(1, 2, 4, 5)
     cols = np.full((2 * 9, 4 * 5), np.nan, np.float32)
-    im2col_rows(x, cols, 0, 0, 2, 3, 3, 1, 1, 1, 1, 1, 1, 0, 4, 5)
+    im2col_rows(x, cols, 0, 0, 2, (3, 3, 1, 1, 1, 1, 1, 1), 0, 4, 5)
     padded = np.pad(x[0], ((0, 0), (1, 1), (1, 1)))
     want = np.stack([padded[c, i:i + 4, j:j + 5].reshape(-1)
                      for c in range(2) for i in range(3) for j in range(3)])

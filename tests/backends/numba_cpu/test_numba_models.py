@@ -74,7 +74,8 @@ def test_wrong_input_count(small) -> None:
 
 def test_wrong_shape(small) -> None:
     _, run = small
-    with pytest.raises(cnnir.CnnirError, match=r"must have shape \['N', 3, 8, 8\].*\[1, 4, 8, 8\]"):
+    with pytest.raises(cnnir.CnnirError,
+                       match=r"expects shape \[N, 3, 8, 8\] but got \[1, 4, 8, 8\]"):
         run(np.zeros((1, 4, 8, 8), np.float32))
 
 

@@ -1,4 +1,4 @@
-"""Model-level properties of the ONNX export (SEMANTICS §7.1, §7.4): versions, names,
+"""Model-level properties of the ONNX export (docs/semantics.md §7.1, §7.4): versions, names,
 initializers, symbolic batch, validation, external data, errors; and every example model."""
 
 from __future__ import annotations
@@ -9,14 +9,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from onnx_cases import (
-    EXAMPLE_FILES,
-    EXAMPLE_SIZES,
-    assert_close,
-    example_specs,
-    reference,
-    run_ort,
-)
+from onnx_cases import EXAMPLE_FILES, EXAMPLE_SIZES, example_specs, run_ort
+from op_cases import reference
+from op_helpers import assert_close
 
 import cnnir
 from cnnir import nn

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from onnx_cases import CASES, EXAMPLE_FILES, Case, example_specs, make_inputs, reference
+from onnx_cases import EXAMPLE_FILES, REIMPORTED, example_specs
+from op_cases import Case, make_inputs, reference, trace
 
 import cnnir
 from cnnir.backends.onnx_export import export
@@ -43,12 +44,9 @@ def assert_same_costs(original: cnnir.Graph, imported: cnnir.Graph, flops: bool)
         assert b.totals.flops == a.totals.flops
 
 
-REIMPORTED = [c for c in CASES if c.reimports]
-
-
 @pytest.mark.parametrize("case", REIMPORTED, ids=[c.name for c in REIMPORTED])
 def test_ops_round_trip(tmp_path, case: Case) -> None:
-    graph = cnnir.trace(case.build(), case.inputs)
+    graph = trace(case)
     back = round_trip(tmp_path, graph)
     assert [v.type for v in back.inputs] == [v.type for v in graph.inputs]
     assert [v.type for v in back.outputs] == [v.type for v in graph.outputs]
@@ -60,7 +58,7 @@ def test_ops_round_trip(tmp_path, case: Case) -> None:
 
 
 def test_round_trip_keeps_weight_names_and_kinds(tmp_path) -> None:
-    from onnx_cases import bn_with_stats
+    from op_helpers import bn_with_stats
 
     net = cnnir.nn.Sequential(cnnir.nn.Conv2d(3, 4, 3), bn_with_stats(4), cnnir.nn.PReLU(4),
                               cnnir.nn.Flatten(), cnnir.nn.Linear(16, 2))

@@ -1,5 +1,5 @@
 """Reference activations, softmax, dropout and batch norm against scalar formulas
-(SEMANTICS.md §1.4–§1.6, §1.14)."""
+(docs/semantics.md §1.4–§1.6, §1.14)."""
 
 from __future__ import annotations
 

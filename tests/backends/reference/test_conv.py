@@ -1,4 +1,4 @@
-"""Reference convolutions against brute-force loops written from SEMANTICS.md §1.1–§1.3."""
+"""Reference convolutions against brute-force loops written from docs/semantics.md §1.1–§1.3."""
 
 from __future__ import annotations
 

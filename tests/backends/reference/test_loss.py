@@ -1,4 +1,4 @@
-"""Reference losses against per-element loops written from SEMANTICS.md §2."""
+"""Reference losses against per-element loops written from docs/semantics.md §2."""
 
 from __future__ import annotations
 

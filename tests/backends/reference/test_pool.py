@@ -1,4 +1,4 @@
-"""Reference pooling and interpolate against loops written from SEMANTICS.md §1.7–§1.10."""
+"""Reference pooling and interpolate against loops written from docs/semantics.md §1.7–§1.10."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Reference tensor ops, linear and matmul against explicit index loops
-(SEMANTICS.md §1.11–§1.13)."""
+(docs/semantics.md §1.11–§1.13)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ONNX's own backend node tests (SEMANTICS §7.5) through cnnir: import each model, run it
+"""ONNX's own backend node tests (docs/semantics.md §7.5) through cnnir: import each model, run it
 on the Numba backend, compare with ONNX's expected outputs (rtol 1e-3, atol 1e-7).
 
 Every selected case that does not pass is an explicit xfail with its reason below; the
@@ -33,7 +33,7 @@ XFAIL = {
     r"^test_batchnorm_(example|epsilon)_training_mode_": "the running-statistics outputs: "
         "cnnir's batch_norm returns Y only",
     r"^test_training_dropout(_default|_mask|_default_mask)?_cpu": "the expected masks come "
-        "from numpy's RNG (SEMANTICS §7.5)",
+        "from numpy's RNG (docs/semantics.md §7.5)",
     r"^test_training_dropout_zero_ratio_mask_": "cnnir's dropout does not return the mask "
         "in training mode",
     r"^test_resize_.*cubic": "cnnir's interpolate has no bicubic mode",

@@ -1,5 +1,5 @@
 """ONNX files written the way other exporters write them (built here with onnx.helper),
-imported and run on the reference executor against onnxruntime (SEMANTICS §7.6)."""
+imported and run on the reference executor against onnxruntime (docs/semantics.md §7.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Loading untrusted ONNX files (SEMANTICS §9.1, §9.3, §9.5 #15-17, #20): every bad input is
+"""Loading untrusted ONNX files (docs/semantics.md §9.1, §9.3, §9.5 #15-17, #20): every bad input is
 a ModelFormatError with a message naming the problem, never a crash, a read outside the
 model's folder, a RecursionError or an allocation of the declared size."""
 

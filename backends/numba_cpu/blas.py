@@ -1,20 +1,19 @@
 """GEMM on numpy's BLAS without the thread-pool clash: the float64 path, transposed and
 deformable convolutions, and linear layers with many rows (float32 convolutions run on
-cnnir's own micro-kernel instead, ``gemm_kernels``).
+cnnir's own micro-kernel instead, ``kernels.gemm``).
 
-After a multi-threaded BLAS call, OpenBLAS's worker threads busy-wait for a while and starve
-the Numba kernel that runs next (SEMANTICS §10 measured 1.06 ms alone vs 7.7 ms right after a
-prange). So while a compiled model runs, BLAS is limited to one thread and cnnir splits each
-large GEMM into column (or row) blocks that run on a small pool of Python threads; numpy
-releases the GIL inside BLAS, so the blocks run in parallel, and idle pool threads sleep.
+Numba's OpenMP workers keep spinning for a while after a parallel loop, and a multi-threaded
+BLAS call made right then oversubscribes the cores (a GEMM measured 1.06 ms alone, 7.7 ms right
+after a prange). So while a compiled model runs, BLAS is limited to one thread and cnnir
+splits each large GEMM into column (or row) blocks that run on a small pool of Python threads;
+numpy releases the GIL inside BLAS, so the blocks run in parallel, and idle pool threads sleep.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
-from collections.abc import Iterator
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -38,17 +37,43 @@ def _blas_libraries() -> list:
     return list(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
-@contextlib.contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    libraries = _blas_libraries()
-    before = [lib.num_threads for lib in libraries]
-    for lib in libraries:
-        lib.set_num_threads(1)
-    try:
-        yield
-    finally:
-        for lib, threads in zip(libraries, before):
-            lib.set_num_threads(threads)
+class _SingleThreadedBlas:
+    """BLAS's thread count is one setting for the whole process: it is set to 1 when the first
+    compiled model starts running and restored when the last one running finishes, under a
+    lock, so calls from several Python threads (or nested calls) never restore it early and
+    never leave it at 1. While a model runs, other BLAS calls in the process run on one
+    thread too. (OpenBLAS 0.3.31 ignores a count set from a second thread once the main
+    thread has set one: a float64 model first called off the main thread may then run BLAS
+    on several threads, slower but with the same results.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running = 0
+        self._saved: list[int] = []
+
+    def __enter__(self) -> None:
+        with self._lock:
+            if self._running == 0:
+                libraries = _blas_libraries()
+                self._saved = [lib.num_threads for lib in libraries]
+                for lib in libraries:
+                    lib.set_num_threads(1)
+            self._running += 1
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._running -= 1
+            if self._running == 0:
+                for lib, threads in zip(_blas_libraries(), self._saved):
+                    lib.set_num_threads(threads)
+
+
+_SINGLE_THREADED_BLAS = _SingleThreadedBlas()
+
+
+def single_threaded_blas() -> _SingleThreadedBlas:
+    """``with single_threaded_blas(): ...`` runs the block with BLAS on one thread."""
+    return _SINGLE_THREADED_BLAS
 
 
 def parallel_tiles(count: int, run_range, flops: int = MIN_PARALLEL_FLOPS) -> None:

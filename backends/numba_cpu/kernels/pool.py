@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cnnir.backends.numba_cpu.conv_kernels import valid_range
-from cnnir.backends.numba_cpu.jit import helper, kernel, prange
+from cnnir.backends.numba_cpu.kernels.conv import valid_range
+from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange
 
 
 @helper
@@ -21,10 +21,11 @@ def nan_max(a, b):
 
 
 @kernel
-def max_pool(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
+def max_pool(x, out, window):
     """Separable: each input row's max over the window's columns first (``rows``), then each
     output row is the max over the window's rows of those, a contiguous and vectorizable
-    loop. Padding is −∞; NaN wins."""
+    loop. Padding is −∞; NaN wins. ``window`` = (kh, kw, sh, sw, ph, pw, dh, dw)."""
+    kh, kw, sh, sw, ph, pw, dh, dw = window
     n_img, channels, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
     for t in prange(n_img * channels):
@@ -51,7 +52,9 @@ def max_pool(x, out, kh, kw, sh, sw, ph, pw, dh, dw):
 
 
 @kernel
-def avg_pool(x, out, kh, kw, sh, sw, ph, pw, count_include_pad, divisor_override):
+def avg_pool(x, out, window, count_include_pad, divisor_override):
+    """ATen's divisor rule over ``window`` = (kh, kw, sh, sw, ph, pw, 1, 1)."""
+    kh, kw, sh, sw, ph, pw, _, _ = window
     n_img, channels, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
     for t in prange(n_img * channels):

@@ -1,7 +1,7 @@
 """A register-blocked float32 GEMM micro-kernel, written as explicit LLVM vector IR.
 
 Numba's auto-vectorizer cannot keep a block of accumulators in registers across a reduction
-(SEMANTICS §10: a 16-lane channel loop became scalar FMAs), so the innermost tile is emitted
+(a 16-lane channel loop written in Numba became scalar FMAs), so the innermost tile is emitted
 directly with llvmlite through ``numba.extending.intrinsic``: ``MR`` rows × ``nv`` 8-lane
 vectors of accumulators stay in registers for the whole K loop, each step loading ``nv``
 vectors of B (and prefetching further along its row), broadcasting ``MR`` scalars of A and

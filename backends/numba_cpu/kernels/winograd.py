@@ -17,8 +17,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from cnnir.backends.numba_cpu.act_kernels import act_row, clamp_bounds, finish_flat, finish_row
-from cnnir.backends.numba_cpu.jit import helper, kernel, prange
+from cnnir.backends.numba_cpu.kernels.activation import activate_flat, finish_flat
+from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -36,9 +36,9 @@ CHUNK = 64  # tiles per pass of a row of tiles
 LW = CHUNK + 1  # entries per even/odd column buffer: a chunk's tiles reach one further
 
 
-def scratch_shapes(width: int, pl: int, tw: int) -> dict[str, tuple[int, ...]]:
+def scratch_shapes(width: int, pad_left: int, tw: int) -> dict[str, tuple[int, ...]]:
     """Per-thread scratch of the transforms (``input_tiles``/``output_tiles``)."""
-    return {"rows": (4, max(2 * tw + 2, pl + width)), "split": (8 * LW,),
+    return {"rows": (4, max(2 * tw + 2, pad_left + width)), "split": (8 * LW,),
             "block": (16 * CHUNK,), "out_rows": (4 * CHUNK,)}
 
 
@@ -52,17 +52,74 @@ def copy_rows(dst, d0, d_stride, src, s0, s_stride, count):
             to[i] = fro[i]
 
 
+@helper
+def load_padded_rows(rows, plane, ty, pad_top, pad_left):
+    """The four zero-padded input rows of tile row ``ty``."""
+    height, width = plane.shape
+    for r in range(4):
+        line = rows[r]
+        line[:] = 0.0
+        iy = 2 * ty - pad_top + r
+        if 0 <= iy < height:
+            line[pad_left:pad_left + width] = plane[iy]
+
+
+@helper
+def split_even_odd(split, rows, t0, count):
+    """Even and odd columns of the four rows for tiles [t0, t0 + count), LW apart: tile tx's
+    columns are then even[tx], odd[tx], even[tx + 1], odd[tx + 1]."""
+    for r in range(4):
+        line = rows[r]
+        for i in range(count + 1):
+            split[2 * r * LW + i] = line[2 * (t0 + i)]
+            split[(2 * r + 1) * LW + i] = line[2 * (t0 + i) + 1]
+
+
+@helper
+def transform_input_chunk(split, block, count):
+    """``block[k·CHUNK + tx] = (Bᵀ d B)[k]`` for the ``count`` tiles of a chunk."""
+    for tx in range(count):
+        # Bᵀ along x in each row: (d0 − d2, d1 + d2, d2 − d1, d1 − d3)
+        e0, e0n, o0, o0n = split[tx], split[tx + 1], split[LW + tx], split[LW + tx + 1]
+        e1, e1n = split[2 * LW + tx], split[2 * LW + tx + 1]
+        o1, o1n = split[3 * LW + tx], split[3 * LW + tx + 1]
+        e2, e2n = split[4 * LW + tx], split[4 * LW + tx + 1]
+        o2, o2n = split[5 * LW + tx], split[5 * LW + tx + 1]
+        e3, e3n = split[6 * LW + tx], split[6 * LW + tx + 1]
+        o3, o3n = split[7 * LW + tx], split[7 * LW + tx + 1]
+        a0, a1, a2, a3 = e0 - e0n, o0 + e0n, e0n - o0, o0 - o0n
+        b0, b1, b2, b3 = e1 - e1n, o1 + e1n, e1n - o1, o1 - o1n
+        c0, c1, c2, c3 = e2 - e2n, o2 + e2n, e2n - o2, o2 - o2n
+        d0, d1, d2, d3 = e3 - e3n, o3 + e3n, e3n - o3, o3 - o3n
+        # then Bᵀ along y
+        block[tx] = a0 - c0
+        block[CHUNK + tx] = a1 - c1
+        block[2 * CHUNK + tx] = a2 - c2
+        block[3 * CHUNK + tx] = a3 - c3
+        block[4 * CHUNK + tx] = b0 + c0
+        block[5 * CHUNK + tx] = b1 + c1
+        block[6 * CHUNK + tx] = b2 + c2
+        block[7 * CHUNK + tx] = b3 + c3
+        block[8 * CHUNK + tx] = c0 - b0
+        block[9 * CHUNK + tx] = c1 - b1
+        block[10 * CHUNK + tx] = c2 - b2
+        block[11 * CHUNK + tx] = c3 - b3
+        block[12 * CHUNK + tx] = b0 - d0
+        block[13 * CHUNK + tx] = b1 - d1
+        block[14 * CHUNK + tx] = b2 - d2
+        block[15 * CHUNK + tx] = b3 - d3
+
+
 @kernel
-def input_tiles(x, v, pt, pl, th, tw, rows, split, block):
-    """``v[k, c, t] = (Bᵀ d B)[k]`` for the 4×4 tile d at (2·ty − pt, 2·tx − pl).
+def input_tiles(x, v, pad_top, pad_left, th, tw, rows, split, block):
+    """``v[k, c, t] = (Bᵀ d B)[k]`` for the 4×4 tile d at (2·ty − pad_top, 2·tx − pad_left).
 
     For each row of tiles: its four input rows, zero-padded (``rows``); per chunk of CHUNK
-    tiles, their even and odd columns (``split``, rows LW apart), so tile tx's columns are
-    even[tx], odd[tx], even[tx + 1], odd[tx + 1]; the 16 transformed values of each tile into
+    tiles, their even and odd columns (``split``); the 16 transformed values of each tile into
     ``block`` (rows CHUNK apart); then 16 contiguous copies into v. Every offset inside the
     transform loop is a constant, so LLVM vectorizes it over the tiles (with runtime strides
     it would need a pairwise alias check per row and gives up)."""
-    n_img, channels, height, width = x.shape
+    n_img, channels = x.shape[0], x.shape[1]
     tiles = v.shape[2]
     k_stride = channels * tiles
     vf = v.reshape(-1)
@@ -70,57 +127,20 @@ def input_tiles(x, v, pt, pl, th, tw, rows, split, block):
         c = idx // n_img
         n = idx % n_img
         tid = numba.get_thread_id()
-        pad, eo, tb = rows[tid], split[tid], block[tid]
+        padded, columns, transformed = rows[tid], split[tid], block[tid]
         plane = x[n, c]
         for ty in range(th):
-            for r in range(4):
-                line = pad[r]
-                line[:] = 0.0
-                iy = 2 * ty - pt + r
-                if 0 <= iy < height:
-                    line[pl:pl + width] = plane[iy]
+            load_padded_rows(padded, plane, ty, pad_top, pad_left)
             for t0 in range(0, tw, CHUNK):
                 count = min(CHUNK, tw - t0)
-                for r in range(4):
-                    line = pad[r]
-                    for i in range(count + 1):
-                        eo[2 * r * LW + i] = line[2 * (t0 + i)]
-                        eo[(2 * r + 1) * LW + i] = line[2 * (t0 + i) + 1]
-                for tx in range(count):
-                    # Bᵀ along x in each row: (d0 − d2, d1 + d2, d2 − d1, d1 − d3)
-                    e0, e0n, o0, o0n = eo[tx], eo[tx + 1], eo[LW + tx], eo[LW + tx + 1]
-                    e1, e1n = eo[2 * LW + tx], eo[2 * LW + tx + 1]
-                    o1, o1n = eo[3 * LW + tx], eo[3 * LW + tx + 1]
-                    e2, e2n = eo[4 * LW + tx], eo[4 * LW + tx + 1]
-                    o2, o2n = eo[5 * LW + tx], eo[5 * LW + tx + 1]
-                    e3, e3n = eo[6 * LW + tx], eo[6 * LW + tx + 1]
-                    o3, o3n = eo[7 * LW + tx], eo[7 * LW + tx + 1]
-                    a0, a1, a2, a3 = e0 - e0n, o0 + e0n, e0n - o0, o0 - o0n
-                    b0, b1, b2, b3 = e1 - e1n, o1 + e1n, e1n - o1, o1 - o1n
-                    c0, c1, c2, c3 = e2 - e2n, o2 + e2n, e2n - o2, o2 - o2n
-                    d0, d1, d2, d3 = e3 - e3n, o3 + e3n, e3n - o3, o3 - o3n
-                    # then Bᵀ along y
-                    tb[tx] = a0 - c0
-                    tb[CHUNK + tx] = a1 - c1
-                    tb[2 * CHUNK + tx] = a2 - c2
-                    tb[3 * CHUNK + tx] = a3 - c3
-                    tb[4 * CHUNK + tx] = b0 + c0
-                    tb[5 * CHUNK + tx] = b1 + c1
-                    tb[6 * CHUNK + tx] = b2 + c2
-                    tb[7 * CHUNK + tx] = b3 + c3
-                    tb[8 * CHUNK + tx] = c0 - b0
-                    tb[9 * CHUNK + tx] = c1 - b1
-                    tb[10 * CHUNK + tx] = c2 - b2
-                    tb[11 * CHUNK + tx] = c3 - b3
-                    tb[12 * CHUNK + tx] = b0 - d0
-                    tb[13 * CHUNK + tx] = b1 - d1
-                    tb[14 * CHUNK + tx] = b2 - d2
-                    tb[15 * CHUNK + tx] = b3 - d3
-                copy_rows(vf, c * tiles + (n * th + ty) * tw + t0, k_stride, tb, 0, CHUNK, count)
+                split_even_odd(columns, padded, t0, count)
+                transform_input_chunk(columns, transformed, count)
+                copy_rows(vf, c * tiles + (n * th + ty) * tw + t0, k_stride, transformed, 0,
+                          CHUNK, count)
 
 
 @kernel
-def output_tiles(m, out, scale, shift, res, has_res, th, tw, code, alpha, block, out_rows):
+def output_tiles(m, out, th, tw, ep, block, out_rows):
     """``out[n, o, 2ty + a, 2tx + b] = act(scale·(Aᵀ m A)[a, b] + shift (+ res))``: per chunk
     of a row of tiles, the 16 rows of m are copied to ``block`` (constant offsets again), the
     two output rows computed into ``out_rows``, then written through the epilogue."""
@@ -129,15 +149,11 @@ def output_tiles(m, out, scale, shift, res, has_res, th, tw, code, alpha, block,
     k_stride = out_ch * tiles
     mf = m.reshape(-1)
     outf = out.reshape(-1)
-    resf = res.reshape(-1)
-    lo, hi = clamp_bounds(code)
     for idx in prange(out_ch * n_img):
         o = idx // n_img
         n = idx % n_img
         tid = numba.get_thread_id()
         mb, rb = block[tid], out_rows[tid]
-        s = scale[o]
-        b = shift[o]
         for ty in range(th):
             for t0 in range(0, tw, CHUNK):
                 count = min(CHUNK, tw - t0)
@@ -164,9 +180,8 @@ def output_tiles(m, out, scale, shift, res, has_res, th, tw, code, alpha, block,
                     if y >= oh:
                         break
                     d = ((n * out_ch + o) * oh + y) * ow + x0
-                    finish_flat(outf, d, rb, a * 2 * CHUNK, cols, s, b, resf, has_res, lo, hi)
-                    if code > 2:
-                        act_row(outf[d:d + cols], code, alpha)
+                    finish_flat(outf, d, rb, a * 2 * CHUNK, cols, o, ep)
+                    activate_flat(outf, d, cols, ep)
 
 
 @helper
@@ -177,7 +192,7 @@ def load(plane, y, x, height, width):
 
 
 @kernel
-def input_tiles_scalar(x, v, pt, pl, th, tw):
+def input_tiles_scalar(x, v, pad_top, pad_left, th, tw):
     """``input_tiles`` one tile at a time, for narrow planes (few tiles per row), where the
     vectorized kernel's per-row setup costs more than it saves."""
     n_img, channels, height, width = x.shape
@@ -186,9 +201,9 @@ def input_tiles_scalar(x, v, pt, pl, th, tw):
         n = idx % n_img
         p = x[n, c]
         for ty in range(th):
-            y0 = 2 * ty - pt
+            y0 = 2 * ty - pad_top
             for tx in range(tw):
-                x0 = 2 * tx - pl
+                x0 = 2 * tx - pad_left
                 t = (n * th + ty) * tw + tx
                 # rows of Bᵀ d (a combination of input rows), each then times B
                 a0 = load(p, y0, x0, height, width)
@@ -223,14 +238,14 @@ def store_row(v, k, c, t, r0, r1, r2, r3):
 
 
 @kernel
-def output_tiles_scalar(m, out, scale, shift, res, has_res, th, tw, code, alpha):
-    """``output_tiles`` one tile at a time, for narrow planes."""
+def output_tiles_scalar(m, out, th, tw, ep):
+    """``output_tiles`` one tile at a time, for narrow planes: Aᵀ m A into the output plane,
+    then the epilogue over it in place."""
     n_img, out_ch, oh, ow = out.shape
+    outf = out.reshape(-1)
     for idx in prange(out_ch * n_img):
         o = idx // n_img
         n = idx % n_img
-        s = scale[o]
-        b = shift[o]
         for ty in range(th):
             y = 2 * ty
             for tx in range(tw):
@@ -245,14 +260,13 @@ def output_tiles_scalar(m, out, scale, shift, res, has_res, th, tw, code, alpha)
                 w1 = m[5, o, t] - m[9, o, t] - m[13, o, t]
                 w2 = m[6, o, t] - m[10, o, t] - m[14, o, t]
                 w3 = m[7, o, t] - m[11, o, t] - m[15, o, t]
-                out[n, o, y, xo] = (u0 + u1 + u2) * s + b
+                out[n, o, y, xo] = u0 + u1 + u2
                 if xo + 1 < ow:
-                    out[n, o, y, xo + 1] = (u1 - u2 - u3) * s + b
+                    out[n, o, y, xo + 1] = u1 - u2 - u3
                 if y + 1 < oh:
-                    out[n, o, y + 1, xo] = (w0 + w1 + w2) * s + b
+                    out[n, o, y + 1, xo] = w0 + w1 + w2
                     if xo + 1 < ow:
-                        out[n, o, y + 1, xo + 1] = (w1 - w2 - w3) * s + b
-        for y in range(oh):
-            row = out[n, o, y]
-            finish_row(row, row, 1.0, 0.0, res[n, o, y] if has_res else res[0, 0, 0], has_res,
-                       code, alpha)
+                        out[n, o, y + 1, xo + 1] = w1 - w2 - w3
+        d = (n * out_ch + o) * oh * ow
+        finish_flat(outf, d, outf, d, oh * ow, o, ep)
+        activate_flat(outf, d, oh * ow, ep)

@@ -14,10 +14,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from cnnir.backends.numba_cpu.act_kernels import act_row, clamp_bounds
-from cnnir.backends.numba_cpu.conv_kernels import im2col_rows
-from cnnir.backends.numba_cpu.jit import helper, kernel, prange, tile_kernel
-from cnnir.backends.numba_cpu.simd import LANES, MR, NR, tile_mid, tile_narrow, tile_wide
+from cnnir.backends.numba_cpu.kernels.activation import act_row, activate_flat, clamp_bounds
+from cnnir.backends.numba_cpu.kernels.conv import im2col_rows
+from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
+from cnnir.backends.numba_cpu.kernels.simd import LANES, MR, NR, tile_mid, tile_narrow, tile_wide
 
 THREADS = numba.config.NUMBA_NUM_THREADS
 
@@ -31,80 +31,97 @@ L1_CHUNK_BYTES = 16 * 1024  # B columns swept by every row block while they are 
 
 
 @tile_kernel
-def gemm_block(ap, a_off, rows, k, b, b_off, ldb, cols, out, o_off, ldo, scale, shift, s_off,
-               res, has_res, code, alpha, scratch):
-    """``out[o_off + r·ldo + j] = act(scale[s_off + r]·(A·B)[r, j] + shift[s_off + r] (+ res[same
-    index]))`` for r < rows, j < cols, where A is packed (``simd.pack_rows``) from ``a_off``
-    and ``B[i, j] = b[b_off + i·ldb + j]``; all arrays flat. The columns go in chunks that
-    fit L1 (at least one 24-column panel), every row block sweeping a chunk before the next."""
-    lo, hi = clamp_bounds(code)
-    tile = scratch[:MR * LANES]
-    panel = scratch[MR * LANES:]
+def gemm_block(a, b, c, rows, cols, k, s_off, ep, scratch):
+    """``C[r, j] = act(scale[s_off + r]·(A·B)[r, j] + shift[s_off + r] (+ res))`` for r < rows,
+    j < cols, on flat operands: ``a = (packed, offset)`` (``simd.pack_rows`` rows from
+    offset), ``b = (array, offset, ld)`` with ``B[i, j] = array[offset + i·ld + j]``, and
+    ``c = (array, offset, ld)`` likewise; the residual is indexed like C's array. The
+    columns go in chunks that fit L1 (at least one 24-column panel), every row block
+    sweeping a chunk before the next."""
+    packed, a_off = a
+    out, o_off, ldo = c
     full = cols - cols % LANES
-    tail = cols - full
     chunk = max(NR, L1_CHUNK_BYTES // (4 * k) // NR * NR)
     for j0 in range(0, full, chunk):
         j1 = min(full, j0 + chunk)
         for r0 in range(0, rows, MR):
-            sweep(ap, a_off + r0 * k, min(MR, rows - r0), k, b, b_off, ldb, j0, j1, out,
-                  o_off + r0 * ldo, ldo, scale, shift, s_off + r0, res, has_res, code, alpha,
-                  lo, hi)
-    if tail:  # the last few columns: a zero-padded panel, its tiles through scratch
-        for i in range(k):
-            for q in range(LANES):
-                panel[i * LANES + q] = b[b_off + i * ldb + full + q] if q < tail else 0.0
-        for r0 in range(0, rows, MR):
-            valid = min(MR, rows - r0)
-            tile_narrow(ap, a_off + r0 * k, panel, 0, LANES, k, tile, 0, LANES, valid, scale,
-                        shift, s_off + r0, tile, False, -np.inf, np.inf)
-            for r in range(valid):
-                o = o_off + (r0 + r) * ldo + full
-                for q in range(tail):
-                    out[o + q] = tile[r * LANES + q] + (res[o + q] if has_res else 0.0)
-                act_row(out[o:o + tail], code, alpha)
+            sweep((packed, a_off + r0 * k), min(MR, rows - r0), k, b, j0, j1,
+                  (out, o_off + r0 * ldo, ldo), s_off + r0, ep)
+    if cols > full:
+        tail_columns(a, b, c, rows, k, full, cols - full, s_off, ep, scratch)
 
 
 @helper
-def sweep(ap, a_at, valid, k, b, b_off, ldb, j0, j1, out, o_row, ldo, scale, shift, s_at, res,
-          has_res, code, alpha, lo, hi):
-    """One row block over columns [j0, j1) (a multiple of 8), in tiles of 24, 16 or 8."""
+def tail_columns(a, b, c, rows, k, first, count, s_off, ep, scratch):
+    """The last ``count`` (< 8) columns from ``first``: copied into a zero-padded panel, each
+    tile through a scratch tile, then the epilogue into C."""
+    packed, a_off = a
+    b_arr, b_off, ldb = b
+    out, o_off, ldo = c
+    scale, shift, res, has_res, code, alpha = ep
+    tile = scratch[:MR * LANES]
+    panel = scratch[MR * LANES:]
+    for i in range(k):
+        for q in range(LANES):
+            panel[i * LANES + q] = b_arr[b_off + i * ldb + first + q] if q < count else 0.0
+    for r0 in range(0, rows, MR):
+        valid = min(MR, rows - r0)
+        tile_narrow(packed, a_off + r0 * k, panel, 0, LANES, k, tile, 0, LANES, valid, scale,
+                    shift, s_off + r0, tile, False, -np.inf, np.inf)
+        for r in range(valid):
+            o = o_off + (r0 + r) * ldo + first
+            for q in range(count):
+                out[o + q] = tile[r * LANES + q] + (res[o + q] if has_res else 0.0)
+            act_row(out[o:o + count], code, alpha)
+
+
+@helper
+def sweep(a, valid, k, b, j0, j1, c, s_at, ep):
+    """One row block (``valid`` ≤ MR rows) over columns [j0, j1) (a multiple of 8), in tiles
+    of 24, 16 or 8 columns; activations that are not clamps run on each finished tile."""
+    packed, a_at = a
+    b_arr, b_off, ldb = b
+    out, o_row, ldo = c
+    scale, shift, res, has_res, code, alpha = ep
+    lo, hi = clamp_bounds(code)
     j = j0
     while j < j1:
         c_off = o_row + j
         left = j1 - j
         width = NR if left >= NR else 2 * LANES if left >= 2 * LANES else LANES
         if width == NR:
-            tile_wide(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale, shift,
-                      s_at, res, has_res, lo, hi)
+            tile_wide(packed, a_at, b_arr, b_off + j, ldb, k, out, c_off, ldo, valid, scale,
+                      shift, s_at, res, has_res, lo, hi)
         elif width == 2 * LANES:
-            tile_mid(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale, shift,
-                     s_at, res, has_res, lo, hi)
+            tile_mid(packed, a_at, b_arr, b_off + j, ldb, k, out, c_off, ldo, valid, scale,
+                     shift, s_at, res, has_res, lo, hi)
         else:
-            tile_narrow(ap, a_at, b, b_off + j, ldb, k, out, c_off, ldo, valid, scale, shift,
-                        s_at, res, has_res, lo, hi)
-        if code > 2:
-            for r in range(valid):
-                act_row(out[c_off + r * ldo:c_off + r * ldo + width], code, alpha)
+            tile_narrow(packed, a_at, b_arr, b_off + j, ldb, k, out, c_off, ldo, valid, scale,
+                        shift, s_at, res, has_res, lo, hi)
+        for r in range(valid):
+            activate_flat(out, c_off + r * ldo, width, ep)
         j += width
 
 
 @kernel
-def gemm(ap, k, b, ldb, out, ldo, blocks, scale, shift, res, has_res, code, alpha, scratch):
+def gemm(packed, k, b, ldb, out, ldo, blocks, ep, scratch):
     """Each row of ``blocks`` (a_off, b_off, o_off, cols, s_off, rows) is one ``gemm_block``
-    with rows of scale/shift from s_off; the blocks run in parallel."""
+    of the packed A, flat B and flat output; the blocks run in parallel."""
     for t in prange(blocks.shape[0]):
         a_off, b_off, o_off = blocks[t, 0], blocks[t, 1], blocks[t, 2]
         cols, s_off, rows = blocks[t, 3], blocks[t, 4], blocks[t, 5]
-        gemm_block(ap, a_off, rows, k, b, b_off, ldb, cols, out, o_off, ldo, scale, shift,
-                   s_off, res, has_res, code, alpha, scratch[numba.get_thread_id()])
+        gemm_block((packed, a_off), (b, b_off, ldb), (out, o_off, ldo), rows, cols, k, s_off,
+                   ep, scratch[numba.get_thread_id()])
 
 
 @kernel
-def im2col_gemm(ap, x, cols, out, bands, scale, shift, res, has_res, code, alpha, scratch,
-                kh, kw, sh, sw, pt, pl, dh, dw, filled):
+def im2col_gemm(packed, x, out, bands, window, ep, cols, scratch, filled):
     """A k×k (grouped, strided, dilated) convolution: per band (n, y0, y1, r0, r1) of output
-    rows, im2col of each group into the thread's buffer, then output channels [r0, r1) of
-    every group as a ``gemm_block``. ``ap`` packs each group's rows padded to MR."""
+    rows, im2col of each group into the thread's buffer ``cols``, then output channels
+    [r0, r1) of every group as a ``gemm_block``. ``packed`` holds each group's rows padded to
+    MR; ``filled`` remembers, per thread, the band its buffer holds (when there is one
+    group, the blocks of a band split by output channels reuse its columns)."""
+    kh, kw = window[0], window[1]
     channels = x.shape[1]
     out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     cg = cols.shape[1] // (kh * kw)
@@ -112,10 +129,9 @@ def im2col_gemm(ap, x, cols, out, bands, scale, shift, res, has_res, code, alpha
     og = out_ch // groups
     k = cg * kh * kw
     width = cols.shape[2]
-    g_stride = ((og + MR - 1) // MR) * MR * k
+    group_stride = ((og + MR - 1) // MR) * MR * k
     out_flat = out.reshape(-1)
-    res_flat = res.reshape(-1)
-    filled[:] = -1  # per thread: the band its buffer holds (one group only)
+    filled[:] = -1
     for t in prange(bands.shape[0]):
         n, y0, y1, r0, r1 = bands[t, 0], bands[t, 1], bands[t, 2], bands[t, 3], bands[t, 4]
         tid = numba.get_thread_id()
@@ -123,14 +139,12 @@ def im2col_gemm(ap, x, cols, out, bands, scale, shift, res, has_res, code, alpha
         band = (n * oh + y0) * (oh + 1) + y1
         for g in range(groups):
             if groups > 1 or filled[tid] != band:
-                im2col_rows(x, buffer, n, g * cg, cg, kh, kw, sh, sw, pt, pl, dh, dw, y0, y1,
-                            ow)
+                im2col_rows(x, buffer, n, g * cg, cg, window, y0, y1, ow)
                 filled[tid] = band
             first = g * og + r0
-            gemm_block(ap, g * g_stride + r0 * k, r1 - r0, k, buffer.reshape(-1), 0, width,
-                       (y1 - y0) * ow, out_flat, ((n * out_ch + first) * oh + y0) * ow,
-                       oh * ow, scale, shift, first, res_flat, has_res, code, alpha,
-                       scratch[tid])
+            gemm_block((packed, g * group_stride + r0 * k), (buffer.reshape(-1), 0, width),
+                       (out_flat, ((n * out_ch + first) * oh + y0) * ow, oh * ow), r1 - r0,
+                       (y1 - y0) * ow, k, first, ep, scratch[tid])
 
 
 def split(total: int, parts: int, unit: int) -> list[int]:

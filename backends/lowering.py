@@ -1,0 +1,280 @@
+"""What every backend's lowering shares: program state, the builder, the lowering loop.
+
+A compiled model is a *program* (steps over planned buffers, one per input-shape binding) and
+its *state*:
+
+- ``ProgramState`` holds the parameters and buffers the program reads, by ``state_dict`` name
+  and by reference: a float32 model compiled in float32 reads the module's own arrays, so an
+  optimizer updating them in place trains the model itself. It also holds the forms derived
+  from them (pre-packed or transformed weights, folded scales): each remembers the versions
+  of its sources and is recomputed, in place, before the next run after a source changed.
+  Writers say what they changed: ``assign(name, values)`` copies and marks; code that writes
+  a state array itself calls ``mark_changed(names)``. Several compiled models may share one
+  state (a training step and the evaluation program of the same network).
+- ``Builder`` is what a lowering sees while it turns one node into a step: arrays for values
+  (views of the buffers of the shared memory plan, literals, state), scratch space, derived
+  forms, and the per-node algorithm choice by measurement.
+
+A device supplies its ``DeviceMemory`` (how to allocate, view, upload and overwrite arrays;
+``HOST_MEMORY`` for numpy) and a clock; the rest is the same on every device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cnnir.backend import KernelTable
+from cnnir.errors import CnnirError, LoweringError
+from cnnir.ir import Graph, Node, Value
+from cnnir.passes.memory import plan_buffers
+from cnnir.passes.shape_inference import TypeMap
+
+Step = Callable[[], None]
+STATE_KINDS = ("parameter", "buffer")  # constants bound by reference through the state
+TUNING_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """How a device makes and fills arrays (numpy arrays on the CPU, device arrays on a GPU)."""
+
+    allocate: Callable[[int], Any]  # nbytes -> a raw byte buffer
+    view: Callable[[Any, np.dtype, tuple[int, ...]], Any]  # buffer -> typed array at offset 0
+    upload: Callable[[np.ndarray], Any]  # host array -> a (contiguous) device array
+    overwrite: Callable[[Any, np.ndarray], None]  # host values into an existing device array
+
+
+def _host_view(buffer: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+    size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    return buffer[:size].view(dtype).reshape(shape)
+
+
+HOST_MEMORY = DeviceMemory(allocate=lambda nbytes: np.zeros(nbytes, np.uint8), view=_host_view,
+                           upload=np.ascontiguousarray, overwrite=np.copyto)
+
+
+def compute_dtype(type_dtype: str, dtype: np.dtype) -> np.dtype:
+    """Floating-point tensors compute in the program's dtype; others keep their own."""
+    return dtype if np.dtype(type_dtype).kind == "f" else np.dtype(type_dtype)
+
+
+@dataclass
+class _Derived:
+    value: Any  # an array, or a tuple of arrays
+    make: Callable[[], Any]
+    seen: dict[str, int]  # source name -> its version when value was made
+
+
+class ProgramState:
+    """Parameters, buffers and the forms derived from them (see the module docstring).
+
+    >>> run = cnnir.compile(model, (1, 3, 32, 32))
+    >>> run.state.assign("fc.weight", new_weight)    # the next call uses it (and repacks)
+    >>> run.state["fc.weight"]                        # a read-only view
+    """
+
+    def __init__(self, dtype: str | np.dtype, memory: DeviceMemory) -> None:
+        self.dtype = np.dtype(dtype)
+        self.memory = memory
+        self._arrays: dict[str, Any] = {}
+        self._versions: dict[str, int] = {}
+        self._derived: dict[Hashable, _Derived] = {}
+        self._stale = False
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._arrays
+
+    def __getitem__(self, name: str) -> Any:
+        array = self._arrays[name]
+        if isinstance(array, np.ndarray):
+            array = array.view()
+            array.flags.writeable = False  # writes go through assign(), which marks them
+        return array
+
+    def names(self) -> list[str]:
+        return list(self._arrays)
+
+    def bind(self, value: Value) -> Any:
+        """The array of a parameter or buffer: the graph's own array when it already has the
+        compute dtype and is contiguous (bound by reference), else a converted copy. A name
+        bound before (by another program sharing this state) keeps its array."""
+        if value.name not in self._arrays:
+            source = value.const.array
+            dtype = compute_dtype(value.type.dtype, self.dtype)
+            if isinstance(source, np.ndarray) and (source.dtype != dtype
+                                                   or not source.flags.c_contiguous):
+                source = np.ascontiguousarray(source, dtype=dtype)
+            self._arrays[value.name] = self.memory.upload(source)
+            self._versions[value.name] = 0
+        return self._arrays[value.name]
+
+    def mark_changed(self, names: Iterable[str] | None = None) -> None:
+        """Record that these arrays (all when None) were written in place."""
+        for name in self._arrays if names is None else names:
+            if name not in self._versions:
+                raise LoweringError(f"the program state has no array named {name!r}",
+                                    hint=f"its names: {', '.join(self._arrays)}")
+            self._versions[name] += 1
+        self._stale = True
+
+    def assign(self, name: str, values: Any) -> None:
+        """Overwrite a parameter or buffer in place (same shape) and mark it changed."""
+        if name not in self._arrays:
+            raise LoweringError(f"the program state has no array named {name!r}",
+                                hint=f"its names: {', '.join(self._arrays)}")
+        target = self._arrays[name]
+        values = np.asarray(values)
+        if tuple(values.shape) != tuple(target.shape):
+            raise LoweringError(f"cannot assign an array of shape {list(values.shape)} to "
+                                f"{name!r} of shape {list(target.shape)}")
+        self.memory.overwrite(target, values.astype(target.dtype, copy=False))
+        self.mark_changed([name])
+
+    def derive(self, key: Hashable, sources: Sequence[str], make: Callable[[], Any]) -> Any:
+        """The form ``make()`` computes from the named arrays, made once per state and remade
+        in place when a source changes (``refresh``)."""
+        if key not in self._derived:
+            value = _map_arrays(self.memory.upload, make())
+            self._derived[key] = _Derived(value, make, {s: self._versions[s] for s in sources})
+        return self._derived[key].value
+
+    def refresh(self) -> None:
+        """Remake the derived forms whose sources changed since they were made (cheap when
+        nothing changed: one flag)."""
+        if not self._stale:
+            return
+        for derived in self._derived.values():
+            if any(self._versions[s] != v for s, v in derived.seen.items()):
+                fresh = derived.make()
+                for target, values in zip(_as_tuple(derived.value), _as_tuple(fresh)):
+                    self.memory.overwrite(target, values)
+                derived.seen = {s: self._versions[s] for s in derived.seen}
+        self._stale = False
+
+
+def _as_tuple(x: Any) -> tuple:
+    return x if isinstance(x, tuple) else (x,)
+
+
+def _map_arrays(fn: Callable[[np.ndarray], Any], x: Any) -> Any:
+    return tuple(fn(a) for a in x) if isinstance(x, tuple) else fn(x)
+
+
+class Builder:
+    """What a lowering sees (see the module docstring). A device's subclass sets ``memory``
+    (its arrays) and ``elapsed`` (its clock, for tuning)."""
+
+    memory: DeviceMemory
+
+    def __init__(self, graph: Graph, types: TypeMap, state: ProgramState, seed: int = 0,
+                 tune: bool | str = True) -> None:
+        self.graph = graph
+        self.types = types
+        self.state = state
+        self.dtype = state.dtype
+        self.rng = np.random.default_rng(seed)
+        self.tune = tune
+        self.choices: dict[str, str] = {}
+        self._scratch: dict[Hashable, Any] = {}
+        self._local: dict[Hashable, Any] = {}  # forms derived from literals only
+        self.plan = plan_buffers(graph, self._nbytes)
+        self.buffers = [self.memory.allocate(n) for n in self.plan.buffer_bytes]
+        self.arrays: dict[int, Any] = {}
+        for value in (*graph.inputs, *(v for n in graph.nodes for v in n.outputs)):
+            placement = self.plan.placements[id(value)]
+            self.arrays[id(value)] = self.memory.view(
+                self.buffers[placement.buffer], self.value_dtype(value), types[id(value)].shape)
+
+    def value_dtype(self, value: Value) -> np.dtype:
+        return compute_dtype(self.types[id(value)].dtype, self.dtype)
+
+    def _nbytes(self, value: Value) -> int:
+        return self.types[id(value)].numel * self.value_dtype(value).itemsize
+
+    def array(self, value: Value | None) -> Any:
+        """The array of a value: its planned buffer, a literal, or the state's array."""
+        if value is None:
+            return None
+        if id(value) not in self.arrays:  # a constant, bound on first use
+            if value.const.kind in STATE_KINDS:
+                self.arrays[id(value)] = self.state.bind(value)
+            else:
+                self.arrays[id(value)] = self.memory.upload(np.asarray(
+                    value.const.array, dtype=self.value_dtype(value)))
+        return self.arrays[id(value)]
+
+    def derived(self, sources: Sequence[Value | None], kind: Hashable,
+                make: Callable[[], Any]) -> Any:
+        """A form computed by ``make()`` from the arrays of ``sources`` (packed weights, a
+        folded scale): shared through the state, and remade when a parameter or buffer among
+        the sources changes; from literals alone it is made once."""
+        present = [v for v in sources if v is not None]
+        for v in present:
+            self.array(v)  # bind first, so make() reads the arrays the steps read
+        named = [v.name for v in present if v.is_constant and v.const.kind in STATE_KINDS]
+        if named:
+            return self.state.derive((kind, *named), named, make)
+        key = (kind, *(id(v) for v in present))
+        if key not in self._local:
+            self._local[key] = _map_arrays(self.memory.upload, make())
+        return self._local[key]
+
+    def scratch(self, shape: tuple[int, ...], dtype: np.dtype | None = None,
+                owner: Hashable = 0) -> Any:
+        """Working memory shared by every step that asks for the same shape (``owner``
+        separates the buffers of concurrent workers, or of steps that must not share)."""
+        dtype = np.dtype(dtype or self.dtype)
+        key = (tuple(shape), dtype.name, owner)
+        if key not in self._scratch:
+            nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+            self._scratch[key] = self.memory.view(self.memory.allocate(max(1, nbytes)), dtype,
+                                                  tuple(shape))
+        return self._scratch[key]
+
+    def elapsed(self, step: Step) -> float:
+        """Seconds one run of ``step`` takes on this device."""
+        raise NotImplementedError
+
+    def choose(self, node: Node, candidates: dict[str, Step]) -> Step:
+        """Per-op algorithm choice by measurement: run each candidate (after a warm-up that
+        also compiles or loads its kernels) and keep the fastest; recorded in ``choices``.
+        ``tune=False`` takes the first candidate; ``tune="<name>"`` takes that algorithm where
+        it applies and the first candidate elsewhere."""
+        if isinstance(self.tune, str):
+            name = self.tune if self.tune in candidates else next(iter(candidates))
+        elif len(candidates) == 1 or not self.tune:
+            name = next(iter(candidates))
+        else:
+            for step in candidates.values():
+                step()  # compiles or loads its kernels
+            # interleaved rounds, best of each: robust to a machine whose speed drifts
+            timings = dict.fromkeys(candidates, float("inf"))
+            for _ in range(TUNING_ROUNDS):
+                for key, step in candidates.items():
+                    timings[key] = min(timings[key], self.elapsed(step))
+            name = min(timings, key=timings.get)
+        self.choices[node.name] = name
+        return candidates[name]
+
+
+def lower_nodes(builder: Builder, kernels: KernelTable) -> list[tuple[Node, Step]]:
+    """Each node's step, from its lowering in ``kernels`` (a lowering may return None for a
+    node that needs no work); a failure names the node."""
+    kernels.check_supports(builder.graph)
+    schedule = []
+    for node in builder.graph.nodes:
+        try:
+            step = kernels[node.op](builder, node)
+        except CnnirError as e:
+            raise e.with_context(node.describe()) from e
+        if step is not None:
+            schedule.append((node, step))
+    return schedule
+
+
+__all__ = ["HOST_MEMORY", "STATE_KINDS", "Builder", "DeviceMemory", "ProgramState", "Step",
+           "compute_dtype", "lower_nodes"]

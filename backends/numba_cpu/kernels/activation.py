@@ -1,0 +1,187 @@
+"""Elementwise kernels: activations, and the epilogue of conv/linear/batch-norm kernels.
+
+Activation codes (``Act``) select a branch *outside* each element loop so every loop stays a
+straight, vectorizable pass. The epilogue ``ep = (scale, shift, res, has_res, code, alpha)``
+(``epilogue.Epilogue.args``) computes ``act(scale[c]·src + shift[c] (+ res))`` in one memory
+pass; ``res`` is flat and indexed like the flat output. The clamps (NONE, RELU, RELU6) are
+applied with the affine part; any other activation runs as a second pass over the rows just
+written, while they are in cache (``activate_flat``).
+"""
+
+from __future__ import annotations
+
+import math
+from enum import IntEnum
+
+import numpy as np
+
+from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
+
+
+class Act(IntEnum):
+    """The kernels' activation codes. NONE, RELU and RELU6 come first: up to ``LAST_CLAMP`` an
+    activation is a clamp (``clamp_bounds``), which the GEMM micro-kernel applies in
+    registers; later ones run as a pass over the stored rows (``act_row``)."""
+
+    NONE = 0
+    RELU = 1
+    RELU6 = 2
+    LEAKY_RELU = 3
+    ELU = 4
+    SIGMOID = 5
+    TANH = 6
+    SILU = 7
+    HARDSIGMOID = 8
+    HARDSWISH = 9
+    GELU = 10
+    GELU_TANH = 11
+
+
+LAST_CLAMP = Act.RELU6
+SQRT_HALF = 0.7071067811865476
+SQRT_2_OVER_PI = 0.7978845608028654
+
+
+@helper
+def act_row(row, code, alpha):
+    """Apply activation ``code`` in place to a 1-D row."""
+    n = row.shape[0]
+    # selects ordered so that NaN falls through unchanged: no NaN test, so loops vectorize
+    if code == Act.RELU:
+        for i in range(n):
+            v = row[i]
+            row[i] = 0.0 if v < 0 else v
+    elif code == Act.RELU6:
+        for i in range(n):
+            v = row[i]
+            row[i] = 0.0 if v < 0 else (6.0 if v > 6.0 else v)
+    elif code == Act.LEAKY_RELU:
+        for i in range(n):
+            v = row[i]
+            row[i] = v if v > 0 else v * alpha
+    elif code == Act.ELU:
+        for i in range(n):
+            v = row[i]
+            row[i] = v if v > 0 else alpha * (math.exp(v) - 1.0)
+    elif code == Act.SIGMOID:
+        for i in range(n):
+            row[i] = 1.0 / (1.0 + math.exp(-row[i]))
+    elif code == Act.TANH:
+        for i in range(n):
+            row[i] = math.tanh(row[i])
+    elif code == Act.SILU:
+        for i in range(n):
+            v = row[i]
+            row[i] = v / (1.0 + math.exp(-v))
+    elif code == Act.HARDSIGMOID:
+        for i in range(n):
+            u = row[i] + 3.0
+            row[i] = (0.0 if u < 0 else (6.0 if u > 6.0 else u)) / 6.0
+    elif code == Act.HARDSWISH:
+        for i in range(n):
+            v = row[i]
+            u = v + 3.0
+            row[i] = v * (0.0 if u < 0 else (6.0 if u > 6.0 else u)) / 6.0
+    elif code == Act.GELU:
+        for i in range(n):
+            v = row[i]
+            row[i] = 0.5 * v * (1.0 + math.erf(v * SQRT_HALF))
+    elif code == Act.GELU_TANH:
+        for i in range(n):
+            v = row[i]
+            row[i] = 0.5 * v * (1.0 + math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)))
+
+
+@helper
+def clamp_bounds(code):
+    """The (lo, hi) clamp of activation ``code``: exact for NONE, RELU and RELU6; the other
+    activations run afterwards (``activate_flat``)."""
+    if code == Act.RELU:
+        return np.float32(0.0), np.float32(np.inf)
+    if code == Act.RELU6:
+        return np.float32(0.0), np.float32(6.0)
+    return np.float32(-np.inf), np.float32(np.inf)
+
+
+@helper
+def finish_flat(out, d, src, s0, count, channel, ep):
+    """``out[d + i] = clamp(scale[channel]·src[s0 + i] + shift[channel] (+ res[d + i]))`` for
+    i < count, on flat arrays with unsigned indices (no per-row slices); ``src`` may be
+    ``out``. The clamp (``clamp_bounds``) keeps NaN; ``activate_flat`` does the rest."""
+    scale, shift, res, has_res, code, _ = ep
+    s, b = scale[channel], shift[channel]
+    lo, hi = clamp_bounds(code)
+    dst, first = np.uint64(d), np.uint64(s0)
+    if has_res:
+        for i in range(count):
+            u = np.uint64(i)
+            v = src[first + u] * s + b + res[dst + u]
+            v = lo if v < lo else v
+            out[dst + u] = hi if v > hi else v
+    else:
+        for i in range(count):
+            u = np.uint64(i)
+            v = src[first + u] * s + b
+            v = lo if v < lo else v
+            out[dst + u] = hi if v > hi else v
+
+
+@helper
+def activate_flat(out, d, count, ep):
+    """The epilogue's activation over ``out[d:d + count]`` when it is not a clamp."""
+    code, alpha = ep[4], ep[5]
+    if code > LAST_CLAMP:
+        act_row(out[d:d + count], code, alpha)
+
+
+@kernel
+def activation(x, out, code, alpha):
+    """``out = act(x)`` over flat, contiguous arrays, in parallel chunks."""
+    n = x.shape[0]
+    chunk = 16384
+    for c in prange((n + chunk - 1) // chunk):
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        row = out[lo:hi]
+        row[:] = x[lo:hi]
+        act_row(row, code, alpha)
+
+
+@kernel
+def epilogue(src, out, ep):
+    """``out[n, c, :] = act(scale[c]·src[n, c, :] + shift[c] (+ res))`` over [N, C, P]."""
+    n_img, channels, p = out.shape
+    srcf, outf = src.reshape(-1), out.reshape(-1)
+    for t in prange(n_img * channels):
+        d = t * p
+        finish_flat(outf, d, srcf, d, p, t % channels, ep)
+        activate_flat(outf, d, p, ep)
+
+
+@tile_kernel
+def epilogue_block(out, d0, rows, row_stride, cols, c0, ep):
+    """In place on a block of a flat output: rows r < ``rows`` of ``cols`` values from
+    ``d0 + r·row_stride``, channel ``c0 + r`` (a band of a GEMM's output, while in cache)."""
+    for r in range(rows):
+        d = d0 + r * row_stride
+        finish_flat(out, d, out, d, cols, c0 + r, ep)
+        activate_flat(out, d, cols, ep)
+
+
+@kernel
+def slopes(x, out, slope, per_channel):
+    """PReLU and training-mode RReLU: ``x > 0 ? x : a·x`` with a per-channel or per-element a.
+    ``x``/``out`` are [N, C, P]; ``slope`` is [C] (per_channel) or [N, C, P] flattened."""
+    n_img, channels, p = x.shape
+    for t in prange(n_img * channels):
+        n = t // channels
+        c = t % channels
+        for i in range(p):
+            v = x[n, c, i]
+            a = slope[c] if per_channel else slope[(n * channels + c) * p + i]
+            out[n, c, i] = v if v > 0 else v * a
+
+
+def dummy(dtype: np.dtype) -> np.ndarray:
+    """A placeholder for an absent residual (kernels take arrays, not None)."""
+    return np.zeros(1, dtype)

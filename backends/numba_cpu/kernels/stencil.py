@@ -1,0 +1,323 @@
+"""Depthwise convolutions and max pooling as stencils, one (image, channel) plane per task.
+
+- ``depthwise3x3_same``: 3×3, stride 1, padding 1 on flat planes (explicit 8-lane vectors);
+- ``depthwise_phases`` / ``max_pool_phases``: undilated windows with equal strides over
+  stride² phase planes, every tap one constant offset (flat, vectorizable passes);
+- ``depthwise``: anything else (dilated, unequal strides), row by row on a padded plane.
+
+A phase plane holds every s-th row and column of the zero-padded input:
+``phase[a·s + b][y·wq + x] = xpad[y·s + a, x·s + b]`` (row length wq, each plane ``size``
+floats, flat, all stride² planes of a thread one after another). Output (y, x) then reads tap
+(i, j) at ``y·wq + x + tap_offset(i, j)`` in phase (i mod s, j mod s), so the whole plane is
+one loop per tap; columns x ≥ ow are computed into the accumulator and dropped.
+
+Inner loops index flat arrays with unsigned integers: a numpy slice per output row costs more
+than a short row itself, and signed indices keep a wraparound check that blocks
+vectorization. Per-thread scratch is only ever written in its interior, so zero (or −∞)
+borders set once at compile time stay valid.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from cnnir.backends.numba_cpu.kernels.activation import activate_flat, clamp_bounds, finish_flat
+from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange
+from cnnir.backends.numba_cpu.kernels.simd import LANES, vadd, vclamp, vfma, vload, vsplat, vstore
+
+
+@helper
+def copy_flat(dst, d, src, s, count):
+    """``dst[d:d + count] = src[s:s + count]`` with unsigned indices (vectorizes)."""
+    to, fro = np.uint64(d), np.uint64(s)
+    for i in range(count):
+        u = np.uint64(i)
+        dst[to + u] = src[fro + u]
+
+
+@helper
+def copy_vectors(dst, d, src, s, count):
+    """``copy_flat`` on explicit 8-lane vectors, for rows too short for LLVM's loop bodies."""
+    whole = count - count % LANES
+    for i in range(0, whole, LANES):
+        vstore(dst, d + i, vload(src, s + i))
+    copy_flat(dst, d + whole, src, s + whole, count - whole)
+
+
+@helper
+def split_row(phases, row_at, line, width, pad_left, stride, size):
+    """One padded input row (``line``) into its ``stride`` phase planes, each starting at
+    ``row_at`` in the phase of its column (``row_at`` already includes the row's phase)."""
+    if stride == 2:  # even and odd columns in one loop: LLVM vectorizes the pair of
+        # stride-2 loads as one interleaved load, but not either one alone
+        half = width // 2
+        even = phases[row_at + (pad_left % 2) * size + pad_left // 2:]
+        odd = phases[row_at + ((pad_left + 1) % 2) * size + (pad_left + 1) // 2:]
+        for i in range(half):
+            even[i] = line[2 * i]
+            odd[i] = line[2 * i + 1]
+        if width % 2:
+            even[half] = line[width - 1]
+        return
+    for col in range(stride):  # the input columns landing in phase column ``col``
+        x0 = (col - pad_left) % stride
+        out_line = phases[row_at + col * size + (x0 + pad_left) // stride:]
+        for i in range((width - x0 + stride - 1) // stride):
+            out_line[i] = line[x0 + stride * i]
+
+
+@helper
+def split_phases(phases, xf, plane_at, height, width, stride, pad_top, pad_left, wq, size):
+    """The input plane at ``xf[plane_at:]`` into the interiors of the phase planes."""
+    for yy in range(height):
+        py = yy + pad_top
+        src = plane_at + yy * width
+        if stride == 1:  # a contiguous row copy (a runtime stride would not vectorize)
+            copy_flat(phases, py * wq + pad_left, xf, src, width)
+        else:
+            row_at = (py % stride) * stride * size + (py // stride) * wq
+            split_row(phases, row_at, xf[src:src + width], width, pad_left, stride, size)
+
+
+@helper
+def tap_offset(i, j, stride, size, wq):
+    """Where tap (i, j) of output 0 sits in the flat phase planes."""
+    return np.uint64(((i % stride) * stride + j % stride) * size + (i // stride) * wq
+                     + j // stride)
+
+
+@helper
+def taps_3x3_stride1(acc, ph, w, o, n_q, wq):
+    """``acc[q] = Σ_ij w[o, 0, i, j]·ph[q + i·wq + j]``, all nine taps in one expression."""
+    w0, w1, w2 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
+    w3, w4, w5 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
+    w6, w7, w8 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
+    c1, c2 = np.uint64(1), np.uint64(2)
+    r1, r2 = np.uint64(wq), np.uint64(2 * wq)
+    for q in range(n_q):
+        u = np.uint64(q)
+        acc[u] = (w0 * ph[u] + w1 * ph[u + c1] + w2 * ph[u + c2]
+                  + w3 * ph[u + r1] + w4 * ph[u + r1 + c1] + w5 * ph[u + r1 + c2]
+                  + w6 * ph[u + r2] + w7 * ph[u + r2 + c1] + w8 * ph[u + r2 + c2])
+
+
+@helper
+def taps_3x3_stride2(acc, ph, w, o, n_q, wq, size):
+    """The same for stride 2: taps spread over the four phases (even/odd rows × columns)."""
+    w0, w1, w2 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
+    w3, w4, w5 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
+    w6, w7, w8 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
+    c1, r1 = np.uint64(1), np.uint64(wq)
+    even_odd, odd_even, odd_odd = np.uint64(size), np.uint64(2 * size), np.uint64(3 * size)
+    for q in range(n_q):
+        u = np.uint64(q)
+        acc[u] = (w0 * ph[u] + w1 * ph[even_odd + u] + w2 * ph[u + c1]
+                  + w3 * ph[odd_even + u] + w4 * ph[odd_odd + u] + w5 * ph[odd_even + u + c1]
+                  + w6 * ph[u + r1] + w7 * ph[even_odd + u + r1] + w8 * ph[u + r1 + c1])
+
+
+@helper
+def taps_any(acc, ph, w, o, n_q, stride, size, wq):
+    """Any kernel size and stride: one pass over the plane per tap."""
+    acc[:n_q] = 0.0
+    for i in range(w.shape[2]):
+        for j in range(w.shape[3]):
+            wt = w[o, 0, i, j]
+            off = tap_offset(i, j, stride, size, wq)
+            for q in range(n_q):
+                u = np.uint64(q)
+                acc[u] += wt * ph[u + off]
+
+
+@helper
+def taps_max(acc, ph, kh, kw, n_q, stride, size, wq):
+    """``acc[q] = max_ij ph[q + tap_offset(i, j)]``; NaN wins, as in torch's max_pool2d."""
+    acc[:n_q] = -np.inf
+    for i in range(kh):
+        for j in range(kw):
+            off = tap_offset(i, j, stride, size, wq)
+            for q in range(n_q):
+                u = np.uint64(q)
+                v = ph[u + off]
+                best = acc[u]
+                acc[u] = v if (v > best or v != v) else best
+
+
+@helper
+def finish_phase_rows(outf, base, acc, wq, oh, ow, channel, ep):
+    """The epilogue, compacting the accumulator's rows (wq apart) into the output plane."""
+    for y in range(oh):
+        finish_flat(outf, base + y * ow, acc, y * wq, ow, channel, ep)
+    activate_flat(outf, base, oh * ow, ep)
+
+
+@helper
+def phase_layout(phases, acc, oh):
+    """``(wq, n_q, size)``: phase row length, accumulator length, floats per phase plane."""
+    wq = acc.shape[1] // oh
+    return wq, oh * wq, phases.shape[2]
+
+
+@kernel
+def depthwise_phases(x, w, out, mult, stride, pad_top, pad_left, ep, phases, acc):
+    """Undilated depthwise conv with equal strides and a fused epilogue: output channel o
+    reads input channel o // mult. ``phases`` [threads, stride², size] and ``acc``
+    [threads, oh·wq] are per-thread scratch (see the module docstring)."""
+    n_img, channels, height, width = x.shape
+    _, out_ch, oh, ow = out.shape
+    kh, kw = w.shape[2], w.shape[3]
+    wq, n_q, size = phase_layout(phases, acc, oh)
+    xf, outf = x.reshape(-1), out.reshape(-1)
+    for t in prange(n_img * out_ch):
+        n, o = t // out_ch, t % out_ch
+        tid = numba.get_thread_id()
+        ph, a = phases[tid].reshape(-1), acc[tid]
+        split_phases(ph, xf, (n * channels + o // mult) * height * width, height, width, stride,
+                     pad_top, pad_left, wq, size)
+        if kh == 3 and kw == 3 and stride == 1:
+            taps_3x3_stride1(a, ph, w, o, n_q, wq)
+        elif kh == 3 and kw == 3 and stride == 2:
+            taps_3x3_stride2(a, ph, w, o, n_q, wq, size)
+        else:
+            taps_any(a, ph, w, o, n_q, stride, size, wq)
+        finish_phase_rows(outf, (n * out_ch + o) * oh * ow, a, wq, oh, ow, o, ep)
+
+
+@kernel
+def max_pool_phases(x, out, kh, kw, stride, pad_top, pad_left, phases, acc):
+    """Max pool (undilated, equal strides) over phase planes whose borders are −∞."""
+    n_img, channels, height, width = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    wq, n_q, size = phase_layout(phases, acc, oh)
+    xf, outf = x.reshape(-1), out.reshape(-1)
+    for t in prange(n_img * channels):
+        tid = numba.get_thread_id()
+        ph, a = phases[tid].reshape(-1), acc[tid]
+        split_phases(ph, xf, t * height * width, height, width, stride, pad_top, pad_left, wq,
+                     size)
+        taps_max(a, ph, kh, kw, n_q, stride, size, wq)
+        for y in range(oh):
+            copy_flat(outf, (t * oh + y) * ow, a, y * wq, ow)
+
+
+@helper
+def edge_columns_3x3(acc, p, w, o, height, width):
+    """Columns 0 and W − 1 of a flat 3×3 pass read across the row ends: recompute them from
+    their six valid taps."""
+    w0, w1, w2 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
+    w3, w4, w5 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
+    w6, w7, w8 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
+    r1, r2 = width, 2 * width
+    for y in range(height):
+        u = y * width  # x = 0: no left taps
+        acc[u] = (w1 * p[u + 1] + w2 * p[u + 2] + w4 * p[u + r1 + 1] + w5 * p[u + r1 + 2]
+                  + w7 * p[u + r2 + 1] + w8 * p[u + r2 + 2])
+        u += width - 1  # x = W − 1: no right taps
+        acc[u] = (w0 * p[u] + w1 * p[u + 1] + w3 * p[u + r1] + w4 * p[u + r1 + 1]
+                  + w6 * p[u + r2] + w7 * p[u + r2 + 1])
+
+
+@helper
+def row3_vector(p, q, row, wa, wb, wc):
+    """Eight outputs' sum over one row of taps: ``wa·p[q] + wb·p[q + 1] + wc·p[q + 2]``."""
+    return vfma(wc, vload(p, q + row + 2),
+                vfma(wb, vload(p, q + row + 1), vfma(wa, vload(p, q + row),
+                                                     vsplat(np.float32(0.0)))))
+
+
+@kernel
+def depthwise3x3_same(x, w, out, mult, ep, planes, acc):
+    """3×3, stride-1, padding-1 depthwise conv with every plane handled as one flat row-major
+    array: the plane is copied in between a zero row above and one below (``planes``: per
+    thread, (H + 2)·W + 2 floats and a vector of slack, the interior from W + 1), so output
+    q = y·W + x reads tap (i, j) at q + i·W + j and the whole plane is one loop; columns 0
+    and W − 1 are then recomputed (``edge_columns_3x3``). The loops run on explicit 8-lane
+    vectors: planes of 7×7 or 14×14 are too short for LLVM's vectorized loop bodies (64
+    floats an iteration), and would run scalar."""
+    n_img, channels, height, width = x.shape
+    out_ch = out.shape[1]
+    n_q = height * width
+    whole = n_q - n_q % LANES
+    scale, shift, res, has_res, code, _ = ep
+    lo, hi = clamp_bounds(code)
+    lo_v, hi_v = vsplat(lo), vsplat(hi)
+    xf, outf = x.reshape(-1), out.reshape(-1)
+    for t in prange(n_img * out_ch):
+        n, o = t // out_ch, t % out_ch
+        tid = numba.get_thread_id()
+        p, a = planes[tid], acc[tid]
+        copy_vectors(p, width + 1, xf, (n * channels + o // mult) * n_q, n_q)
+        v0, v1, v2 = vsplat(w[o, 0, 0, 0]), vsplat(w[o, 0, 0, 1]), vsplat(w[o, 0, 0, 2])
+        v3, v4, v5 = vsplat(w[o, 0, 1, 0]), vsplat(w[o, 0, 1, 1]), vsplat(w[o, 0, 1, 2])
+        v6, v7, v8 = vsplat(w[o, 0, 2, 0]), vsplat(w[o, 0, 2, 1]), vsplat(w[o, 0, 2, 2])
+        for q in range(0, n_q, LANES):  # the last vector runs into the slack
+            total = vadd(vadd(row3_vector(p, q, 0, v0, v1, v2),
+                              row3_vector(p, q, width, v3, v4, v5)),
+                         row3_vector(p, q, 2 * width, v6, v7, v8))
+            vstore(a, q, total)
+        edge_columns_3x3(a, p, w, o, height, width)
+        sc, b = vsplat(scale[o]), vsplat(shift[o])
+        base = (n * out_ch + o) * n_q
+        for q in range(0, whole, LANES):
+            v = vfma(vload(a, q), sc, b)
+            if has_res:
+                v = vadd(v, vload(res, base + q))
+            vstore(outf, base + q, vclamp(v, lo_v, hi_v))
+        finish_flat(outf, base + whole, a, whole, n_q - whole, o, ep)
+        activate_flat(outf, base, n_q, ep)
+
+
+@helper
+def depthwise_row3(dst, a, b, c, w, o, ow, sw, d):
+    """One output row of a 3x3 depthwise conv from three zero-padded input rows: all nine
+    taps in one expression so the loop over output columns vectorizes."""
+    w00, w01, w02 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
+    w10, w11, w12 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
+    w20, w21, w22 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
+    d1, d2 = np.uint64(d), np.uint64(2 * d)
+    for xo in range(ow):
+        ix = np.uint64(xo * sw)
+        dst[np.uint64(xo)] = (w00 * a[ix] + w01 * a[ix + d1] + w02 * a[ix + d2]
+                              + w10 * b[ix] + w11 * b[ix + d1] + w12 * b[ix + d2]
+                              + w20 * c[ix] + w21 * c[ix + d1] + w22 * c[ix + d2])
+
+
+@helper
+def depthwise_row(dst, padded, y, w, o, ow, sh, sw, dh, dw):
+    """One output row of a k×k depthwise conv from a zero-padded plane, tap by tap."""
+    kh, kw = w.shape[2], w.shape[3]
+    dst[:] = 0.0
+    for i in range(kh):
+        src = padded[y * sh + i * dh]
+        for j in range(kw):
+            wt = w[o, 0, i, j]
+            base = np.uint64(j * dw)
+            for xo in range(ow):
+                dst[np.uint64(xo)] += wt * src[np.uint64(xo * sw) + base]
+
+
+@kernel
+def depthwise(x, w, out, mult, window, ep, padded):
+    """Any depthwise conv (``window`` = kh, kw, sh, sw, pad_top, pad_left, dh, dw) with a
+    fused epilogue. Each plane is first copied into the interior of the thread's
+    zero-bordered buffer ``padded`` [threads, hp, wp], so every output is an interior one."""
+    _, _, sh, sw, pad_top, pad_left, dh, dw = window
+    n_img, channels, height, width = x.shape
+    _, out_ch, oh, ow = out.shape
+    outf = out.reshape(-1)
+    for t in prange(n_img * out_ch):
+        n, o = t // out_ch, t % out_ch
+        plane = padded[numba.get_thread_id()]
+        plane[pad_top:pad_top + height, pad_left:pad_left + width] = x[n, o // mult]
+        for y in range(oh):
+            row = out[n, o, y]
+            if w.shape[2] == 3 and w.shape[3] == 3:
+                r = y * sh
+                depthwise_row3(row, plane[r], plane[r + dh], plane[r + 2 * dh], w, o, ow,
+                               sw, dw)
+            else:
+                depthwise_row(row, plane, y, w, o, ow, sh, sw, dh, dw)
+            d = ((n * out_ch + o) * oh + y) * ow
+            finish_flat(outf, d, outf, d, ow, o, ep)
+            activate_flat(outf, d, ow, ep)

@@ -1,0 +1,115 @@
+"""Lowerings of the tensor family: broadcasting arithmetic, cat, reshape/flatten/identity,
+transpose, split, reductions, channel_shuffle and pad.
+
+All of it is data movement or a single numpy call: numpy with ``out=`` into the planned
+buffers (views prepared at compile time), so a call allocates nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cnnir import ops
+from cnnir.backends.lowering import Builder, Step
+from cnnir.backends.numba_cpu.program import lower, unary
+from cnnir.ir import Node
+
+
+def binary(ufunc):
+    def lowering(b: Builder, node: Node) -> Step:
+        x, y = (b.array(v) for v in node.inputs)
+        out = b.array(node.output)
+        return lambda: ufunc(x, y, out=out)
+
+    return lowering
+
+
+for _op, _ufunc in ((ops.add, np.add), (ops.sub, np.subtract), (ops.mul, np.multiply),
+                    (ops.div, np.divide)):
+    lower(_op)(binary(_ufunc))
+
+
+@lower(ops.cat)
+def cat(b: Builder, node: Node) -> Step:
+    xs = [b.array(v) for v in node.inputs]
+    out = b.array(node.output)
+    axis = node.attrs.dim % out.ndim
+    return lambda: np.concatenate(xs, axis=axis, out=out)
+
+
+def copy_reshaped(b: Builder, node: Node) -> Step:
+    x, out = unary(b, node)
+    src = x.reshape(out.shape)
+    return lambda: np.copyto(out, src)
+
+
+for _op in (ops.reshape, ops.flatten, ops.identity):
+    lower(_op)(copy_reshaped)
+
+
+@lower(ops.transpose)
+def transpose(b: Builder, node: Node) -> Step:
+    x, out = unary(b, node)
+    view = x.transpose(node.attrs.perm)
+    return lambda: np.copyto(out, view)
+
+
+@lower(ops.split)
+def split(b: Builder, node: Node) -> Step:
+    x = b.array(node.inputs[0])
+    outs = [b.array(v) for v in node.outputs]
+    dim = node.attrs.dim
+    bounds = np.cumsum((0, *node.attrs.sizes))
+    views = [x[(slice(None),) * dim + (slice(lo, hi),)] for lo, hi in zip(bounds, bounds[1:])]
+
+    def step() -> None:
+        for out, view in zip(outs, views):
+            np.copyto(out, view)
+
+    return step
+
+
+def reduction(fn):
+    def lowering(b: Builder, node: Node) -> Step:
+        x, out = unary(b, node)
+        a = node.attrs
+        axis = None if a.dims is None else tuple(d % x.ndim for d in a.dims)
+        return lambda: fn(x, axis=axis, keepdims=a.keepdim, out=out)
+
+    return lowering
+
+
+for _op, _fn in ((ops.mean, np.mean), (ops.sum_, np.sum), (ops.amax, np.max)):
+    lower(_op)(reduction(_fn))
+
+
+@lower(ops.channel_shuffle)
+def channel_shuffle(b: Builder, node: Node) -> Step:
+    x, out = unary(b, node)
+    g = node.attrs.groups
+    n, c = x.shape[:2]
+    rest = x.shape[2:]
+    src = x.reshape(n, g, c // g, *rest).swapaxes(1, 2)
+    dst = out.reshape(n, c // g, g, *rest)
+    return lambda: np.copyto(dst, src)
+
+
+@lower(ops.pad)
+def pad(b: Builder, node: Node) -> Step:
+    """Constant padding in torch order; negative pads crop."""
+    x, out = unary(b, node)
+    pads = node.attrs.pads
+    src, dst = [slice(None)] * x.ndim, [slice(None)] * x.ndim
+    for i in range(len(pads) // 2):
+        axis = x.ndim - 1 - i
+        lo, hi = pads[2 * i], pads[2 * i + 1]
+        src[axis] = slice(max(-lo, 0), x.shape[axis] - max(-hi, 0))
+        dst[axis] = slice(max(lo, 0), out.shape[axis] - max(hi, 0))
+    src_view, dst_view = x[tuple(src)], out[tuple(dst)]
+    value = node.attrs.value
+
+    def step() -> None:
+        out.fill(value)
+        np.copyto(dst_view, src_view)
+
+    return step

@@ -1,0 +1,80 @@
+"""The compiled execution plan of the CPU backend: a schedule of steps over numpy buffers.
+
+Compilation binds the input shapes, infers every value's static type, places every value in
+a buffer of the shared memory plan (``cnnir.passes.memory.plan_buffers``), and lowers each
+node to a step: a closure calling a kernel on fixed arrays. Parameters and buffers come from
+the ``ProgramState`` by reference, packed weights are its derived forms. A call copies the
+inputs in, runs the steps and copies the outputs out; the steady state allocates nothing else.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from cnnir.backend import KernelTable
+from cnnir.backends.lowering import HOST_MEMORY, Builder, ProgramState, Step, lower_nodes
+from cnnir.ir import Graph, Node
+from cnnir.passes.shape_inference import bind_types
+
+KERNELS = KernelTable("numba")
+Lowering = Callable[[Builder, Node], Step | None]
+
+
+def lower(op) -> Callable[[Lowering], Lowering]:
+    """Register the lowering of ``op`` (keyed by the OpDef object)."""
+    return KERNELS.register(op)
+
+
+def unary(b: Builder, node: Node) -> tuple[np.ndarray, np.ndarray]:
+    """The input and output arrays of a one-input op."""
+    return b.array(node.inputs[0]), b.array(node.output)
+
+
+def elapsed(step: Step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+class CpuBuilder(Builder):
+    """The builder on numpy arrays, tuning by the CPU's clock."""
+
+    memory = HOST_MEMORY
+
+    def elapsed(self, step: Step) -> float:
+        return elapsed(step)
+
+
+class Program:
+    """One compiled plan for fixed input shapes, reading its weights from ``state``."""
+
+    def __init__(self, graph: Graph, env: dict[str, int], state: ProgramState, seed: int = 0,
+                 tune: bool | str = True) -> None:
+        self.builder = b = CpuBuilder(graph, bind_types(graph, env), state, seed, tune)
+        self.schedule = lower_nodes(b, KERNELS)
+        self.steps = [step for _, step in self.schedule]
+        self.inputs = [b.array(v) for v in graph.inputs]
+        self.outputs = [b.array(v) for v in graph.outputs]
+
+    @property
+    def buffer_bytes(self) -> int:
+        return self.builder.plan.total_bytes
+
+    def profile(self, repeat: int = 10) -> dict[str, float]:
+        """Seconds per run spent in each op (with the algorithm chosen), summed over nodes."""
+        totals: dict[str, float] = {}
+        for _ in range(repeat):
+            for node, step in self.schedule:
+                key = self.builder.choices.get(node.name, node.op.name)
+                totals[key] = totals.get(key, 0.0) + elapsed(step) / repeat
+        return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
+
+    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        for dst, src in zip(self.inputs, arrays):
+            np.copyto(dst, src, casting="same_kind")
+        for step in self.steps:
+            step()
+        return [out.copy() for out in self.outputs]

@@ -1,0 +1,101 @@
+"""Compiled models called from several Python threads at once: every output stays right, and
+the process-wide BLAS thread setting is restored once the last call ends."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+import cnnir
+from cnnir import nn
+from cnnir.backends.numba_cpu import blas
+
+CALLS = 40
+
+
+def blas_threads() -> list[int]:
+    """Threads of each BLAS library the guard limits (numpy's, which the float64 path calls;
+    one loaded later, e.g. SciPy's, is outside it)."""
+    return [lib.num_threads for lib in blas._blas_libraries()]
+
+
+def net(width: int) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(3, width, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(width, width, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(width, 10)).eval()
+
+
+def hammer(jobs: list[tuple]) -> list[bool]:
+    """Call each (model, input, expected) CALLS times, all jobs at once; True per exact call."""
+    def calls(model, x, expected) -> bool:
+        return all(np.array_equal(model(x), expected) for _ in range(CALLS))
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(lambda job: calls(*job), jobs))
+
+
+def test_models_in_several_threads() -> None:
+    """float32 models (micro-kernel) beside float64 ones (BLAS under the thread limit)."""
+    rng = np.random.default_rng(0)
+    jobs = []
+    for dtype in ("float32", "float32", "float64", "float64"):
+        model = cnnir.compile(net(16), (4, 3, 16, 16), dtype=dtype)
+        x = rng.standard_normal((4, 3, 16, 16)).astype(dtype)
+        jobs.append((model, x, model(x)))
+    before = blas_threads()  # every BLAS library the models use is loaded by now
+    assert hammer(jobs) == [True] * len(jobs)
+    assert blas_threads() == before
+
+
+def test_one_model_in_two_threads_takes_turns() -> None:
+    """Its buffers are shared by its calls: concurrent calls run one at a time."""
+    model = cnnir.compile(net(16), (2, 3, 16, 16))
+    rng = np.random.default_rng(1)
+    xs = [rng.standard_normal((2, 3, 16, 16)).astype(np.float32) for _ in range(2)]
+    assert hammer([(model, x, model(x)) for x in xs]) == [True, True]
+
+
+class FakeBlas:
+    """A BLAS library's thread setting, as threadpoolctl's controllers expose it."""
+
+    def __init__(self) -> None:
+        self.num_threads = 2
+
+    def set_num_threads(self, n: int) -> None:
+        self.num_threads = n
+
+
+def test_blas_stays_limited_until_the_last_running_call_ends(monkeypatch) -> None:
+    """Call A starts, call B starts, A ends while B still runs, then B ends: BLAS must stay
+    on one thread until B ends, then get its setting back (a save-and-restore per call gives
+    B multi-threaded BLAS, then leaves the process at one thread). The library is a stand-in:
+    OpenBLAS 0.3.31 ignores a count set from a second thread once the main thread has set
+    one, which would hide the bookkeeping this test checks."""
+    library = FakeBlas()
+    monkeypatch.setattr(blas, "_blas_libraries", lambda: [library])
+    guard = blas.single_threaded_blas()
+    a_running, b_running, a_done = (threading.Event() for _ in range(3))
+    seen: dict[str, int] = {}
+
+    def call_a() -> None:
+        with guard:
+            a_running.set()
+            b_running.wait()
+        a_done.set()
+
+    def call_b() -> None:
+        a_running.wait()
+        with guard:
+            b_running.set()
+            a_done.wait()
+            seen["while B runs alone"] = library.num_threads
+
+    threads = [threading.Thread(target=call_a), threading.Thread(target=call_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {"while B runs alone": 1}
+    assert library.num_threads == 2
