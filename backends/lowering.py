@@ -110,23 +110,29 @@ class ProgramState:
                 source = np.ascontiguousarray(source, dtype=dtype)
             self._arrays[value.name] = self.memory.upload(source)
             self._versions[value.name] = 0
-        return self._arrays[value.name]
+        bound = self._arrays[value.name]
+        if tuple(bound.shape) != tuple(value.type.shape):
+            raise LoweringError(f"the shared program state holds {value.name!r} with shape "
+                                f"{list(bound.shape)}, but this graph's has {value.type}",
+                                hint="share a state only between compilations of one network")
+        return bound
+
+    def _array(self, name: str) -> Any:
+        if name not in self._arrays:
+            raise LoweringError(f"the program state has no array named {name!r}",
+                                hint=f"its names: {', '.join(self._arrays)}")
+        return self._arrays[name]
 
     def mark_changed(self, names: Iterable[str] | None = None) -> None:
         """Record that these arrays (all when None) were written in place."""
         for name in self._arrays if names is None else names:
-            if name not in self._versions:
-                raise LoweringError(f"the program state has no array named {name!r}",
-                                    hint=f"its names: {', '.join(self._arrays)}")
+            self._array(name)
             self._versions[name] += 1
         self._stale = True
 
     def assign(self, name: str, values: Any) -> None:
         """Overwrite a parameter or buffer in place (same shape) and mark it changed."""
-        if name not in self._arrays:
-            raise LoweringError(f"the program state has no array named {name!r}",
-                                hint=f"its names: {', '.join(self._arrays)}")
-        target = self._arrays[name]
+        target = self._array(name)
         values = np.asarray(values)
         if tuple(values.shape) != tuple(target.shape):
             raise LoweringError(f"cannot assign an array of shape {list(values.shape)} to "

@@ -125,6 +125,10 @@ def test_state_views_are_read_only_and_assignments_checked() -> None:
         run.state.assign("fc.bias", np.zeros(3))
     with pytest.raises(LoweringError, match="(?s)no array named 'fc.b'.*fc.bias"):
         run.state.assign("fc.b", np.zeros(5))
+    other = nn.Sequential()
+    other.add_module("fc", nn.Linear(3, 5))
+    with pytest.raises(LoweringError, match=r"holds 'fc.weight' with shape \[5, 1024\]"):
+        cnnir.compile(other.eval(), (2, 3), optimize=False, state=run.state)
     with pytest.raises(LoweringError, match="float64 program state cannot serve a float32"):
         cnnir.compile(model, SHAPE, optimize=False,
                       state=cnnir.compile(model, SHAPE, optimize=False, dtype="float64").state)
