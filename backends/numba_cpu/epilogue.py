@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,23 +20,29 @@ from cnnir.backends.lowering import Builder
 from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels.activation import Act
 from cnnir.ir import Node
+from cnnir.ops import OpDef
 
-# The kernels' code for each activation op (elementwise lowering and fused epilogues alike);
-# it covers every op of ``cnnir.ops.fused.FUSABLE_ACTIVATIONS`` (tested).
-ACTIVATION_CODES = {ops.relu: Act.RELU, ops.relu6: Act.RELU6, ops.leaky_relu: Act.LEAKY_RELU,
-                    ops.elu: Act.ELU, ops.sigmoid: Act.SIGMOID, ops.tanh: Act.TANH,
-                    ops.silu: Act.SILU, ops.hardsigmoid: Act.HARDSIGMOID,
-                    ops.hardswish: Act.HARDSWISH}
+# Per activation op: its attributes -> the kernels' code and parameter (slope or alpha), for
+# the elementwise lowering and fused epilogues alike. It covers every op of
+# ``cnnir.ops.fused.FUSABLE_ACTIVATIONS`` (tested).
+ACTIVATIONS: dict[OpDef, Callable[[Any], tuple[Act, float]]] = {
+    ops.relu: lambda a: (Act.RELU, 0.0),
+    ops.relu6: lambda a: (Act.RELU6, 0.0),
+    ops.leaky_relu: lambda a: (Act.LEAKY_RELU, a.negative_slope),
+    ops.elu: lambda a: (Act.ELU, a.alpha),
+    ops.sigmoid: lambda a: (Act.SIGMOID, 0.0),
+    ops.tanh: lambda a: (Act.TANH, 0.0),
+    ops.silu: lambda a: (Act.SILU, 0.0),
+    ops.hardsigmoid: lambda a: (Act.HARDSIGMOID, 0.0),
+    ops.hardswish: lambda a: (Act.HARDSWISH, 0.0),
+    ops.gelu: lambda a: (Act.GELU if a.approximate == "none" else Act.GELU_TANH, 0.0),
+}
 
 
-def activation_code(op, attrs) -> tuple[Act, float]:
-    """The kernel code and parameter (slope or alpha) of an activation op; ``attrs`` None
-    means the op's defaults."""
-    attrs = attrs if attrs is not None else op.attrs()
-    if op is ops.gelu:
-        return (Act.GELU if attrs.approximate == "none" else Act.GELU_TANH), 0.0
-    alpha = getattr(attrs, "negative_slope", getattr(attrs, "alpha", 0.0))
-    return ACTIVATION_CODES[op], float(alpha)
+def activation_code(op: OpDef, attrs: Any) -> tuple[Act, float]:
+    """The kernel code and parameter of an activation op; ``attrs`` None means its defaults."""
+    code, alpha = ACTIVATIONS[op](attrs if attrs is not None else op.attrs())
+    return code, float(alpha)
 
 
 @dataclass

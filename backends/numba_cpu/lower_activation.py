@@ -2,7 +2,7 @@
 dropout2d, softmax and log_softmax.
 
 Elementwise activations run one parallel Numba kernel over the flat tensor (codes of
-``epilogue.ACTIVATION_CODES``); random ops draw from the program's generator each call;
+``epilogue.ACTIVATIONS``); random ops draw from the program's generator each call;
 softmax runs numpy with ``out=`` into the planned buffer, max-subtracted.
 """
 
@@ -12,7 +12,7 @@ import numpy as np
 
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
-from cnnir.backends.numba_cpu.epilogue import ACTIVATION_CODES, activation_code, as3d
+from cnnir.backends.numba_cpu.epilogue import ACTIVATIONS, activation_code, as3d
 from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels.activation import Act
 from cnnir.backends.numba_cpu.program import lower, unary
@@ -29,7 +29,7 @@ def elementwise(b: Builder, node: Node) -> Step:
     return activation_step(*unary(b, node), *activation_code(node.op, node.attrs))
 
 
-for _op in (*ACTIVATION_CODES, ops.gelu):
+for _op in ACTIVATIONS:
     lower(_op)(elementwise)
 
 

@@ -84,8 +84,8 @@ def test_fused_conv_and_linear(activation: str | None, residual: bool) -> None:
 
 
 def test_every_fusable_activation_has_a_kernel_code() -> None:
-    from cnnir.backends.numba_cpu.epilogue import ACTIVATION_CODES
+    from cnnir.backends.numba_cpu.epilogue import ACTIVATIONS
     from cnnir.ops.fused import FUSABLE_ACTIVATIONS
 
-    missing = {op.name for op in FUSABLE_ACTIVATIONS - ACTIVATION_CODES.keys()}
+    missing = {op.name for op in FUSABLE_ACTIVATIONS - ACTIVATIONS.keys()}
     assert not missing
