@@ -53,8 +53,14 @@ def _host_view(buffer: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> n
     return buffer[:size].view(dtype).reshape(shape)
 
 
+def _host_upload(array: np.ndarray) -> np.ndarray:
+    """The array itself when C-contiguous, else a contiguous copy; 0-d stays 0-d (unlike
+    ``np.ascontiguousarray``, which makes it 1-d)."""
+    return np.require(array, requirements="C")
+
+
 HOST_MEMORY = DeviceMemory(allocate=lambda nbytes: np.zeros(nbytes, np.uint8), view=_host_view,
-                           upload=np.ascontiguousarray, overwrite=np.copyto)
+                           upload=_host_upload, overwrite=np.copyto)
 
 
 def compute_dtype(type_dtype: str, dtype: np.dtype) -> np.dtype:

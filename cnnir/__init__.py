@@ -48,12 +48,15 @@ from cnnir.frontend.functional import (  # noqa: E402
 )
 from cnnir.frontend.tensor import Tensor  # noqa: E402
 from cnnir.frontend.weights import load, save  # noqa: E402
+from cnnir.grad import grad_graph, value_and_grad  # noqa: E402
 from cnnir.ir import Graph, Node, TensorType, Value, verify  # noqa: E402
 
 __all__ = [
     "CnnirError", "Graph", "LoweringError", "ModelFormatError", "Node", "PassError", "ShapeError",
     "Tensor", "TensorType", "UserCodeError", "Value", "VerificationError", "add", "amax",
-    "analyze", "cat", "compile", "div", "export_onnx", "flatten", "load", "load_onnx", "matmul",
-    "mean", "mul", "nn", "optimize", "relu", "save", "sigmoid", "sub", "tanh", "trace", "verify",
+    "analyze", "cat", "compile", "div", "export_onnx", "flatten", "grad_graph", "load",
+    "load_onnx", "matmul",
+    "mean", "mul", "nn", "optimize", "relu", "save", "sigmoid", "sub", "tanh", "trace",
+    "value_and_grad", "verify",
 ]
 __version__ = "0.1.0"

@@ -80,9 +80,17 @@ def trace(model: Module, inputs: InputSpec, *, training: bool | None = None,
     """Run ``model.forward`` on typed proxies and return the verified graph.
 
     ``training`` overrides the model's mode for the trace (restored afterwards)."""
+    return _trace(model, input_types(inputs), lambda out: out, training=training, name=name)
+
+
+def _trace(model: Module, types: list[TensorType], finish: Any, *,
+           targets: Any = lambda out: [], training: bool | None = None,
+           name: str | None = None) -> Graph:
+    """Trace ``finish(model(*inputs), *targets)`` into one graph: the model's forward on
+    proxies of ``types``, then ``finish`` on its result and on proxies of the types
+    ``targets(result)`` gives (graph inputs after the model's own)."""
     if not isinstance(model, Module):
         raise CnnirError(f"cnnir.trace needs an nn.Module, got {type(model).__name__}")
-    types = input_types(inputs)
     graph = Graph(name or type(model).__name__)
     tracer = Tracer(graph, model)
     was_training = model.training
@@ -92,11 +100,19 @@ def trace(model: Module, inputs: InputSpec, *, training: bool | None = None,
         with gc_paused(), tracing(tracer):
             args = [Tensor(graph.add_input(n, t), tracer)
                     for n, t in zip(_input_names(model, len(types)), types)]
-            result = model(*args)
+            out = model(*args)
+            target_types = targets(out)
+            extra = [Tensor(graph.add_input(n, t), tracer)
+                     for n, t in zip(_target_names(len(target_types)), target_types)]
+            result = finish(out, *extra)
         graph.set_outputs(t.value for t in _flatten_outputs(result))
     finally:
         model.train(was_training)
     return verify(graph)
+
+
+def _target_names(count: int) -> list[str]:
+    return ["target"] if count == 1 else [f"target{i}" for i in range(count)]
 
 
 def analyze(model_or_graph: Module | Graph, inputs: InputSpec | None = None, *,

@@ -38,6 +38,7 @@ from cnnir.ops.registry import OpDef, pair
 from cnnir.ops.tensor import (
     ChannelShuffleAttrs,
     DimAttrs,
+    ExpandAttrs,
     FlattenAttrs,
     PadAttrs,
     ReduceAttrs,
@@ -266,6 +267,15 @@ concat = cat
 
 def reshape(input: Tensor, shape: Sequence[Any]) -> Tensor:
     return _emit(ops.reshape, [input], ReshapeAttrs, shape=tuple(shape))
+
+
+def expand(input: Tensor, sizes: Sequence[Any]) -> Tensor:
+    """torch.Tensor.expand: broadcast to ``sizes``; -1 keeps that dim's size."""
+    sizes = tuple(sizes)
+    lead = len(sizes) - input.ndim
+    shape = tuple(input.shape[i - lead] if s == -1 and i >= lead else s
+                  for i, s in enumerate(sizes))
+    return _emit(ops.expand, [input], ExpandAttrs, shape=shape)
 
 
 def flatten(input: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:

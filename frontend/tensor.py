@@ -104,6 +104,9 @@ class Tensor:
     def reshape(self, *shape: Any) -> Tensor:
         return _F().reshape(self, _dims(shape))
 
+    def expand(self, *sizes: Any) -> Tensor:
+        return _F().expand(self, _dims(sizes))
+
     def flatten(self, start_dim: int = 0, end_dim: int = -1) -> Tensor:
         return _F().flatten(self, start_dim, end_dim)
 

@@ -107,3 +107,13 @@ def softmax_step(b: Builder, node: Node, log: bool) -> Step:
 
 lower(ops.softmax)(lambda b, node: softmax_step(b, node, log=False))
 lower(ops.log_softmax)(lambda b, node: softmax_step(b, node, log=True))
+
+
+@lower(ops.activation_grad)
+def activation_grad(b: Builder, node: Node) -> Step:
+    """``f'(x)·g`` element by element, the derivative chosen by the activation's code."""
+    x, g = (b.array(v).reshape(-1) for v in node.inputs)
+    out = b.array(node.output).reshape(-1)
+    code, alpha = activation_code(node.attrs.activation, node.attrs.activation_attrs)
+    kernel = ak.activation_grad.sized(out.size)
+    return lambda: kernel(x, g, out, int(code), alpha)

@@ -137,3 +137,34 @@ def dropout(ctx: Context, a: DropoutAttrs, x: np.ndarray) -> np.ndarray:
 @kernel(ops.dropout2d)
 def dropout2d(ctx: Context, a: DropoutAttrs, x: np.ndarray) -> np.ndarray:
     return _dropout(ctx, a, x, x.shape[:2] + (1,) * (x.ndim - 2))
+
+
+# -- derivatives (docs/semantics.md §3), for activation_grad: f'(x) given x ----------------
+
+def _gelu_derivative(a: GeluAttrs, x: np.ndarray) -> np.ndarray:
+    if a.approximate == "tanh":
+        c = math.sqrt(2.0 / math.pi)
+        t = np.tanh(c * (x + 0.044715 * x**3))
+        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * x * x)
+    return 0.5 * (1.0 + erf(x / math.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / math.sqrt(
+        2.0 * math.pi)
+
+
+DERIVATIVES = {
+    ops.relu: lambda a, x: (x > 0).astype(x.dtype),
+    ops.relu6: lambda a, x: ((x > 0) & (x < 6)).astype(x.dtype),
+    ops.leaky_relu: lambda a, x: np.where(x > 0, 1.0, a.negative_slope),
+    ops.elu: lambda a, x: np.where(x > 0, 1.0, a.alpha * np.exp(x)),
+    ops.sigmoid: lambda a, x: sigmoid_of(x) * (1.0 - sigmoid_of(x)),
+    ops.tanh: lambda a, x: 1.0 - np.tanh(x) ** 2,
+    ops.silu: lambda a, x: sigmoid_of(x) * (1.0 + x * (1.0 - sigmoid_of(x))),
+    ops.hardsigmoid: lambda a, x: np.where((x > -3) & (x < 3), 1.0 / 6.0, 0.0),
+    ops.hardswish: lambda a, x: np.where(x < -3, 0.0, np.where(x > 3, 1.0, x / 3.0 + 0.5)),
+    ops.gelu: _gelu_derivative,
+}
+
+
+@kernel(ops.activation_grad)
+def activation_grad(ctx: Context, a, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    attrs = a.activation_attrs if a.activation_attrs is not None else a.activation.attrs()
+    return DERIVATIVES[a.activation](attrs, x) * g

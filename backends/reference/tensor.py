@@ -15,6 +15,7 @@ from cnnir.backends.reference.runtime import Context, kernel
 from cnnir.ops.tensor import (
     ChannelShuffleAttrs,
     DimAttrs,
+    ExpandAttrs,
     FlattenAttrs,
     PadAttrs,
     ReduceAttrs,
@@ -120,3 +121,8 @@ def pad(ctx: Context, a: PadAttrs, x: np.ndarray) -> np.ndarray:
 @kernel(ops.identity)
 def identity(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
     return x
+
+
+@kernel(ops.expand)
+def expand(ctx: Context, a: ExpandAttrs, x: np.ndarray) -> np.ndarray:
+    return np.broadcast_to(x, tuple(ctx.dim(d) for d in a.shape)).copy()

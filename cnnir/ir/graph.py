@@ -217,6 +217,17 @@ class Graph:
     def set_outputs(self, values: Iterable[Value]) -> None:
         self.outputs = list(values)
 
+    def rename_value(self, value: Value, name: str) -> str:
+        """Give a node's output its own name (``name``, or ``name_1``... if taken); the node
+        keeps its name. Returns the name given."""
+        if value.producer is None:
+            raise VerificationError(f"only node outputs can be renamed, not %{value.name}")
+        new = self._claim(self.unique_name(name))
+        if value.name != value.producer.name:
+            self._names.discard(value.name)
+        value.name = new
+        return new
+
     # -- rewriting ---------------------------------------------------------------------
 
     def replace_all_uses(self, old: Value, new: Value) -> None:

@@ -6,15 +6,15 @@
 
 from cnnir.ops.registry import GLOBAL, REGISTRY, Cost, OpDef, Window, register  # noqa: I001
 from cnnir.ops.tensor import (
-    add, amax, cat, channel_shuffle, div, flatten, identity, mean, mul, pad, reshape, split,
-    sub, sum_, transpose,
+    add, amax, cat, channel_shuffle, div, expand, flatten, identity, mean, mul, pad, reshape,
+    split, sub, sum_, transpose,
 )
 from cnnir.ops.conv import conv2d, conv_transpose2d, deform_conv2d
 from cnnir.ops.linear import linear, matmul
 from cnnir.ops.norm import batch_norm
 from cnnir.ops.activation import (
-    dropout, dropout2d, elu, gelu, hardsigmoid, hardswish, leaky_relu, log_softmax, prelu,
-    relu, relu6, rrelu, sigmoid, silu, softmax, tanh,
+    activation_grad, dropout, dropout2d, elu, gelu, hardsigmoid, hardswish, leaky_relu,
+    log_softmax, prelu, relu, relu6, rrelu, sigmoid, silu, softmax, tanh,
 )
 from cnnir.ops.pool import (
     adaptive_avg_pool2d, adaptive_max_pool2d, avg_pool2d, interpolate, max_pool2d,
@@ -25,11 +25,12 @@ from cnnir.ops.loss import (
 )
 
 __all__ = [
-    "GLOBAL", "REGISTRY", "Cost", "OpDef", "Window", "register",
+    "GLOBAL", "REGISTRY", "Cost", "OpDef", "Window", "register", "activation_grad",
     "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "amax", "avg_pool2d", "batch_norm",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cat", "channel_shuffle",
     "contrastive_loss", "conv2d", "conv_transpose2d", "cross_entropy", "deform_conv2d", "div",
-    "dropout", "dropout2d", "elu", "flatten", "gelu", "hardsigmoid", "hardswish", "huber_loss",
+    "dropout", "dropout2d", "elu", "expand", "flatten", "gelu", "hardsigmoid", "hardswish",
+    "huber_loss",
     "identity", "interpolate", "l1_loss", "leaky_relu", "linear", "log_softmax", "matmul",
     "max_pool2d", "mean", "mse_loss", "mul", "nll_loss", "pad", "prelu", "relu", "relu6",
     "reshape", "rrelu", "sigmoid", "silu", "smooth_l1_loss", "softmax", "split", "sub", "sum_",

@@ -58,10 +58,17 @@ def infer_same(attrs: object, types: list[TensorType | None]) -> list[TensorType
 
 def _unary(name: str, flops: int, attrs: type | None = None, **flags) -> OpDef:
     extra = {"attrs": attrs} if attrs is not None else {}
+    flags.setdefault("vjp", vjp_activation)
     return register(OpDef(
         name=name, inputs=("input",), infer=infer_same, cost=elementwise_cost(flops),
         flop_rule=f"{flops}E", **extra, **flags,
     ))
+
+
+def vjp_activation(ad: Any, node: Node, grads: list) -> list:
+    """``gx = f'(x)·g``, one ``activation_grad`` node (derivatives: docs/semantics.md §3)."""
+    attrs = ActivationGradAttrs(node.op, node.attrs)
+    return [ad.op(activation_grad, [node.inputs[0], grads[0]], attrs)]
 
 
 relu = _unary("relu", 1, onnx=onnx_same("Relu"))
@@ -152,7 +159,8 @@ def onnx_rrelu(b: Any, node: Node) -> list[str]:
     return [b.op("PRelu", [x, slopes])]
 
 
-rrelu = _unary("rrelu", 2, RReluAttrs, has_training_mode=True, random=True, onnx=onnx_rrelu)
+rrelu = _unary("rrelu", 2, RReluAttrs, has_training_mode=True, random=True, onnx=onnx_rrelu,
+               vjp=None)
 
 
 def infer_prelu(attrs: object, types: list[TensorType | None]) -> list[TensorType]:
@@ -203,15 +211,34 @@ def onnx_softmax(op_type: str) -> Any:
     return mapping
 
 
-def _softmax(name: str, onnx_type: str) -> OpDef:
+def _softmax(name: str, onnx_type: str, vjp: Any) -> OpDef:
     return register(OpDef(
         name=name, inputs=("input",), attrs=SoftmaxAttrs, infer=infer_softmax,
-        cost=elementwise_cost(5), flop_rule="5E", onnx=onnx_softmax(onnx_type),
+        cost=elementwise_cost(5), flop_rule="5E", onnx=onnx_softmax(onnx_type), vjp=vjp,
     ))
 
 
-softmax = _softmax("softmax", "Softmax")
-log_softmax = _softmax("log_softmax", "LogSoftmax")
+def vjp_softmax(ad: Any, node: Node, grads: list) -> list:
+    """``gx = y ⊙ (g − Σ_dim g ⊙ y)`` with y the output."""
+    from cnnir.ops.tensor import ReduceAttrs, mul, sub, sum_
+
+    g, y = grads[0], node.output
+    total = ad.op(sum_, [ad.op(mul, [g, y])], ReduceAttrs((node.attrs.dim,), keepdim=True))
+    return [ad.op(mul, [y, ad.op(sub, [g, total])])]
+
+
+def vjp_log_softmax(ad: Any, node: Node, grads: list) -> list:
+    """``gx = g − softmax(x)·Σ_dim g``."""
+    from cnnir.ops.tensor import ReduceAttrs, mul, sub, sum_
+
+    g = grads[0]
+    total = ad.op(sum_, [g], ReduceAttrs((node.attrs.dim,), keepdim=True))
+    probs = ad.op(softmax, [node.inputs[0]], node.attrs)
+    return [ad.op(sub, [g, ad.op(mul, [probs, total])])]
+
+
+softmax = _softmax("softmax", "Softmax", vjp_softmax)
+log_softmax = _softmax("log_softmax", "LogSoftmax", vjp_log_softmax)
 
 
 @dataclass(frozen=True)
@@ -272,4 +299,34 @@ dropout2d = register(OpDef(
     name="dropout2d", inputs=("input",), attrs=DropoutAttrs, infer=infer_dropout2d,
     cost=_dropout_cost(), has_training_mode=True, random=True, onnx=onnx_dropout2d,
     flop_rule="training E (multiply by the pre-scaled channel mask); eval 0",
+))
+
+
+@dataclass(frozen=True)
+class ActivationGradAttrs:
+    """Which activation (its OpDef and attributes) an ``activation_grad`` node differentiates."""
+
+    activation: OpDef | None = None
+    activation_attrs: Any = None
+
+
+def infer_activation_grad(a: ActivationGradAttrs,
+                          types: list[TensorType | None]) -> list[TensorType]:
+    x, g = types
+    require(x.shape == g.shape, f"expects the input {shape_str(x.shape)} and its output's "
+            f"gradient {shape_str(g.shape)} to have one shape")
+    return [TensorType(x.shape, same_dtype([x, g]))]
+
+
+def cost_activation_grad(a: ActivationGradAttrs, ins: list[TensorType | None],
+                         outs: list[TensorType]) -> Cost:
+    """The activation's own FLOPs (its derivative costs about as much) plus one multiply."""
+    forward = a.activation.cost(a.activation_attrs, ins[:1], outs).flops
+    return Cost(flops=forward + static_numel(outs[0]))
+
+
+activation_grad = register(OpDef(
+    name="activation_grad", inputs=("input", "grad_output"), attrs=ActivationGradAttrs,
+    infer=infer_activation_grad, cost=cost_activation_grad, backward=True,
+    differentiable=False, flop_rule="the activation's FLOPs + E",
 ))

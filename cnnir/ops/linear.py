@@ -5,6 +5,7 @@ linear: ``y = x·Wᵀ + b`` over the last dim, W ``[out, in]``, any number of le
     with a bias).
 matmul: torch.matmul's rules (1-D operands are promoted and squeezed; batch dims broadcast).
     MACs = (∏ output batch dims)·M·K·N; FLOPs = 2·MACs.
+Gradients are matmuls too (``vjp_linear``, ``vjp_matmul``).
 """
 
 from __future__ import annotations
@@ -14,10 +15,18 @@ from typing import TYPE_CHECKING, Any
 from cnnir.errors import ShapeError
 from cnnir.ir.types import TensorType, shape_str
 from cnnir.ops.registry import Cost, OpDef, register, require, same_dtype, static_numel
-from cnnir.ops.tensor import broadcast_shapes
+from cnnir.ops.tensor import (
+    ReduceAttrs,
+    ReshapeAttrs,
+    TransposeAttrs,
+    broadcast_shapes,
+    reshape,
+    sum_,
+    transpose,
+)
 
 if TYPE_CHECKING:
-    from cnnir.ir.graph import Node
+    from cnnir.ir.graph import Node, Value
 
 
 def infer_linear(attrs: object, types: list[TensorType | None]) -> list[TensorType]:
@@ -53,6 +62,28 @@ def onnx_linear(b: Any, node: Node) -> list[str]:
     return [b.op("Add", [y, bias]) if bias else y]
 
 
+def as_rows(ad: Any, v: Value, width: int) -> Value:
+    """``v`` as a matrix of rows of ``width`` (every leading dim flattened)."""
+    return v if v.type.rank == 2 else ad.op(reshape, [v], ReshapeAttrs((-1, width)))
+
+
+def vjp_linear(ad: Any, node: Node, grads: list) -> list:
+    """``gx = g·W``; ``gW = gᵀ·x`` and ``gb = Σ g`` over every leading dim (the rows of g
+    and x flattened to matrices)."""
+    g = grads[0]
+    x, w, bias = node.inputs
+    out_f, in_f = w.type.shape
+    gx = ad.op(matmul, [g, w]) if ad.needs(0) else None
+    gw = gb = None
+    if ad.needs(1):
+        rows_g, rows_x = as_rows(ad, g, out_f), as_rows(ad, x, in_f)
+        gw = ad.op(matmul, [ad.op(transpose, [rows_g], TransposeAttrs((1, 0))), rows_x])
+    if bias is not None and ad.needs(2):
+        lead = tuple(range(g.type.rank - 1))
+        gb = ad.op(sum_, [g], ReduceAttrs(lead)) if lead else g
+    return [gx, gw, gb]
+
+
 linear = register(OpDef(
     name="linear",
     inputs=("input", "weight", "bias?"),
@@ -61,6 +92,7 @@ linear = register(OpDef(
     cost=cost_linear,
     onnx=onnx_linear,
     flop_rule="2·MACs, plus one add per output element with a bias",
+    vjp=vjp_linear,
 ))
 
 
@@ -92,6 +124,24 @@ def onnx_matmul(b: Any, node: Node) -> list[str]:
     return [b.op("MatMul", [b.input(0), b.input(1)])]
 
 
+def swap_last(ad: Any, v: Value) -> Value:
+    perm = (*range(v.type.rank - 2), v.type.rank - 1, v.type.rank - 2)
+    return ad.op(transpose, [v], TransposeAttrs(perm))
+
+
+def vjp_matmul(ad: Any, node: Node, grads: list) -> list:
+    """``gA = g·Bᵀ``, ``gB = Aᵀ·g``, each summed over the batch dims it was broadcast along.
+    Operands must have two or more dims (1-D operands are promoted: not yet differentiable)."""
+    g = grads[0]
+    a, b = node.inputs
+    if a.type.rank < 2 or b.type.rank < 2:
+        ad.fail("cannot differentiate matmul with a 1-D operand",
+                "unsqueeze the vector to a matrix (reshape) first")
+    ga = ad.sum_to(ad.op(matmul, [g, swap_last(ad, b)]), a.type) if ad.needs(0) else None
+    gb = ad.sum_to(ad.op(matmul, [swap_last(ad, a), g]), b.type) if ad.needs(1) else None
+    return [ga, gb]
+
+
 matmul = register(OpDef(
     name="matmul",
     inputs=("input", "other"),
@@ -99,4 +149,5 @@ matmul = register(OpDef(
     cost=cost_matmul,
     onnx=onnx_matmul,
     flop_rule="2·MACs",
+    vjp=vjp_matmul,
 ))

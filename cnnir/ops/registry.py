@@ -57,6 +57,13 @@ class OpDef:
     node's input list when absent) and a trailing ``*`` a variadic tail. ``params`` names the
     operands that are usually parameters (weights), for reports. ``flop_rule`` documents the
     FLOP count in words (the cost rule implements it).
+
+    ``vjp(ad, node, grads)`` is the op's reverse-mode rule: given the cotangents of the node's
+    outputs (``None`` for an output nothing depends on) it returns one per input (``None``
+    where none flows or ``ad.needs(i)`` is false), emitting IR ops through the
+    ``cnnir.passes.autodiff.GradBuilder`` ``ad``. A ``differentiable`` op must have one (a
+    registry test checks). ``backward`` marks the ops only autodiff emits (a convolution's
+    weight gradient, a pool's gradient routing): ONNX has no standard op for them.
     """
 
     name: str
@@ -73,6 +80,7 @@ class OpDef:
     has_training_mode: bool = False
     random: bool = False
     is_loss: bool = False
+    backward: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -3,7 +3,10 @@ reductions, channel shuffle, constant padding and identity.
 
 FLOPs: add/sub/mul/div cost one per output element; sum and amax one per input element;
 mean one per input element plus one division per output element; everything that only moves
-data (cat, reshape, flatten, transpose, split, channel_shuffle, pad, identity) costs 0.
+data (cat, reshape, flatten, transpose, split, channel_shuffle, pad, identity, expand) costs 0.
+
+Gradients: each op's ``vjp`` undoes its data movement (split ↔ cat, pad ↔ crop, a shuffle by
+its inverse, a transpose by the inverse permutation) or sums over broadcast axes.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from cnnir.ops.registry import (
 )
 
 if TYPE_CHECKING:
-    from cnnir.ir.graph import Node
+    from cnnir.ir.graph import Node, Value
 
 
 def normalize_dim(dim: int, rank: int, what: str = "dim") -> int:
@@ -79,7 +82,7 @@ def onnx_binary(op_type: str) -> Any:
     return mapping
 
 
-def _binary(name: str, symbol: str, onnx_type: str) -> OpDef:
+def _binary(name: str, symbol: str, onnx_type: str, vjp: Any) -> OpDef:
     return register(OpDef(
         name=name,
         inputs=("input", "other"),
@@ -87,13 +90,48 @@ def _binary(name: str, symbol: str, onnx_type: str) -> OpDef:
         cost=elementwise_cost(1),
         flop_rule=f"one {symbol} per output element",
         onnx=onnx_binary(onnx_type),
+        vjp=vjp,
     ))
 
 
-add = _binary("add", "+", "Add")
-sub = _binary("sub", "-", "Sub")
-mul = _binary("mul", "*", "Mul")
-div = _binary("div", "/", "Div")
+def negated(ad: Any, g: Value) -> Value:
+    return ad.op(mul, [g, ad.literal(-1.0, g.type.dtype)])
+
+
+def vjp_add(ad: Any, node: Node, grads: list) -> list:
+    """Each operand gets the gradient summed over the axes it was broadcast along."""
+    g = grads[0]
+    return [ad.sum_to(g, v.type) if ad.needs(i) else None for i, v in enumerate(node.inputs)]
+
+
+def vjp_sub(ad: Any, node: Node, grads: list) -> list:
+    g = grads[0]
+    a, b = node.inputs
+    return [ad.sum_to(g, a.type) if ad.needs(0) else None,
+            ad.sum_to(negated(ad, g), b.type) if ad.needs(1) else None]
+
+
+def vjp_mul(ad: Any, node: Node, grads: list) -> list:
+    g = grads[0]
+    a, b = node.inputs
+    return [ad.sum_to(ad.op(mul, [g, b]), a.type) if ad.needs(0) else None,
+            ad.sum_to(ad.op(mul, [g, a]), b.type) if ad.needs(1) else None]
+
+
+def vjp_div(ad: Any, node: Node, grads: list) -> list:
+    """``d(a/b) = da/b − (a/b)·db/b``: the second uses the node's own output."""
+    g = grads[0]
+    a, b = node.inputs
+    ga = ad.op(div, [g, b]) if ad.needs(0) or ad.needs(1) else None
+    gb = ad.op(mul, [negated(ad, ga), node.output]) if ad.needs(1) else None
+    return [ad.sum_to(ga, a.type) if ad.needs(0) else None,
+            ad.sum_to(gb, b.type) if ad.needs(1) else None]
+
+
+add = _binary("add", "+", "Add", vjp_add)
+sub = _binary("sub", "-", "Sub", vjp_sub)
+mul = _binary("mul", "*", "Mul", vjp_mul)
+div = _binary("div", "/", "Div", vjp_div)
 
 
 @dataclass(frozen=True)
@@ -126,9 +164,18 @@ def onnx_cat(b: Any, node: Node) -> list[str]:
     return [b.op("Concat", [b.input(i) for i in range(len(node.inputs))], axis=axis)]
 
 
+def vjp_cat(ad: Any, node: Node, grads: list) -> list:
+    """The gradient split back into the pieces."""
+    dim = normalize_dim(node.attrs.dim, node.output.type.rank)
+    sizes = tuple(v.type.shape[dim] for v in node.inputs)
+    if not all(is_static(s) for s in sizes):
+        ad.fail(f"cannot split a gradient along the symbolic dim {dim}")
+    return ad.ops(split, [grads[0]], SplitAttrs(sizes, dim))
+
+
 cat = register(OpDef(
     name="cat", inputs=("tensors*",), attrs=DimAttrs, infer=infer_cat, cost=free_cost,
-    flop_rule="0 (data movement)", onnx=onnx_cat,
+    flop_rule="0 (data movement)", onnx=onnx_cat, vjp=vjp_cat,
 ))
 
 
@@ -239,9 +286,16 @@ def onnx_reshape(b: Any, node: Node) -> list[str]:
     return [onnx_reshape_to(b, b.input(0), node.inputs[0].type.shape, node.output.type.shape)]
 
 
+def vjp_reshape(ad: Any, node: Node, grads: list) -> list:
+    """reshape, flatten and identity: the gradient in the input's shape."""
+    shape = node.inputs[0].type.shape
+    g = grads[0]
+    return [g if g.type.shape == shape else ad.op(reshape, [g], ReshapeAttrs(tuple(shape)))]
+
+
 reshape = register(OpDef(
     name="reshape", inputs=("input",), attrs=ReshapeAttrs, infer=infer_reshape,
-    cost=free_cost, flop_rule="0 (data movement)", onnx=onnx_reshape,
+    cost=free_cost, flop_rule="0 (data movement)", onnx=onnx_reshape, vjp=vjp_reshape,
 ))
 
 
@@ -278,6 +332,7 @@ def onnx_flatten(b: Any, node: Node) -> list[str]:
 flatten = register(OpDef(
     name="flatten", inputs=("input",), attrs=FlattenAttrs, infer=infer_flatten,
     cost=free_cost, window=flatten_window, flop_rule="0 (data movement)", onnx=onnx_flatten,
+    vjp=vjp_reshape,
 ))
 
 
@@ -302,9 +357,17 @@ def onnx_transpose(b: Any, node: Node) -> list[str]:
     return [b.op("Transpose", [b.input(0)], perm=perm)]
 
 
+def vjp_transpose(ad: Any, node: Node, grads: list) -> list:
+    """The gradient transposed back (the inverse permutation)."""
+    rank = node.inputs[0].type.rank
+    perm = [normalize_dim(p, rank, "perm entry") for p in node.attrs.perm]
+    inverse = tuple(perm.index(i) for i in range(rank))
+    return [ad.op(transpose, [grads[0]], TransposeAttrs(inverse))]
+
+
 transpose = register(OpDef(
     name="transpose", inputs=("input",), attrs=TransposeAttrs, infer=infer_transpose,
-    cost=free_cost, flop_rule="0 (data movement)", onnx=onnx_transpose,
+    cost=free_cost, flop_rule="0 (data movement)", onnx=onnx_transpose, vjp=vjp_transpose,
 ))
 
 
@@ -348,9 +411,17 @@ def onnx_split(b: Any, node: Node) -> list[str]:
     return outputs if len(a.sizes) > 1 else [outputs]
 
 
+def vjp_split(ad: Any, node: Node, grads: list) -> list:
+    """The pieces' gradients concatenated; a piece nothing depends on contributes zeros."""
+    pieces = [g if g is not None else ad.zeros(v.type) for g, v in zip(grads, node.outputs)]
+    if len(pieces) == 1:
+        return pieces
+    return [ad.op(cat, pieces, DimAttrs(node.attrs.dim))]
+
+
 split = register(OpDef(
     name="split", inputs=("input",), attrs=SplitAttrs, infer=infer_split, cost=free_cost,
-    flop_rule="0 (data movement)", onnx=onnx_split,
+    flop_rule="0 (data movement)", onnx=onnx_split, vjp=vjp_split,
 ))
 
 
@@ -402,16 +473,47 @@ def onnx_reduce(op_type: str) -> Any:
     return mapping
 
 
-def _reduction(name: str, per_output: int, rule: str, onnx_type: str) -> OpDef:
+def _reduction(name: str, per_output: int, rule: str, onnx_type: str,
+               vjp: Any = None) -> OpDef:
     return register(OpDef(
         name=name, inputs=("input",), attrs=ReduceAttrs, infer=infer_reduce,
         cost=cost_reduce(per_output), window=reduce_window, flop_rule=rule,
-        onnx=onnx_reduce(onnx_type),
+        onnx=onnx_reduce(onnx_type), vjp=vjp,
     ))
 
 
-mean = _reduction("mean", 1, "E_in adds + E_out divisions", "ReduceMean")
-sum_ = _reduction("sum", 0, "E_in adds", "ReduceSum")
+def reduced_dims(a: ReduceAttrs, rank: int) -> tuple[int, ...]:
+    return tuple(range(rank)) if a.dims is None else tuple(
+        sorted({normalize_dim(d, rank) for d in a.dims}))
+
+
+def spread(ad: Any, node: Node, g: Value) -> Value:
+    """A reduction's gradient broadcast back over the reduced dims of its input."""
+    x = node.inputs[0].type
+    dims = reduced_dims(node.attrs, x.rank)
+    kept = tuple(1 if i in dims else d for i, d in enumerate(x.shape))
+    if g.type.shape != kept:
+        g = ad.op(reshape, [g], ReshapeAttrs(kept))
+    return ad.op(expand, [g], ExpandAttrs(tuple(x.shape)))
+
+
+def vjp_sum(ad: Any, node: Node, grads: list) -> list:
+    return [spread(ad, node, grads[0])]
+
+
+def vjp_mean(ad: Any, node: Node, grads: list) -> list:
+    """``sum``'s gradient divided by the count of averaged elements."""
+    x = node.inputs[0].type
+    count = numel(tuple(x.shape[i] for i in reduced_dims(node.attrs, x.rank)))
+    if not is_static(count):
+        ad.fail(f"cannot differentiate a mean over the symbolic size {count}",
+                "trace with concrete shapes, or reduce the loss inside the loss op "
+                "(reduction='mean')")
+    return [ad.op(mul, [spread(ad, node, grads[0]), ad.literal(1.0 / count, x.dtype)])]
+
+
+mean = _reduction("mean", 1, "E_in adds + E_out divisions", "ReduceMean", vjp_mean)
+sum_ = _reduction("sum", 0, "E_in adds", "ReduceSum", vjp_sum)
 amax = _reduction("amax", 0, "E_in comparisons", "ReduceMax")
 
 
@@ -449,10 +551,19 @@ def onnx_channel_shuffle(b: Any, node: Node) -> list[str]:
     return [onnx_reshape_to(b, b.op("Transpose", [y], perm=perm), swapped, x.shape)]
 
 
+def vjp_channel_shuffle(ad: Any, node: Node, grads: list) -> list:
+    """The inverse permutation: a shuffle of C channels in g groups is undone by one in C/g."""
+    channels = node.inputs[0].type.shape[1]
+    if not is_static(channels):
+        ad.fail(f"needs a static channel count, got {channels}")
+    inverse = ChannelShuffleAttrs(channels // node.attrs.groups)
+    return [ad.op(channel_shuffle, [grads[0]], inverse)]
+
+
 channel_shuffle = register(OpDef(
     name="channel_shuffle", inputs=("input",), attrs=ChannelShuffleAttrs,
     infer=infer_channel_shuffle, cost=free_cost, flop_rule="0 (data movement)",
-    onnx=onnx_channel_shuffle,
+    onnx=onnx_channel_shuffle, vjp=vjp_channel_shuffle,
 ))
 
 
@@ -494,9 +605,15 @@ def onnx_pad(b: Any, node: Node) -> list[str]:
     return [b.op("Pad", [b.input(0), pads, value], mode="constant")]
 
 
+def vjp_pad(ad: Any, node: Node, grads: list) -> list:
+    """Padding's gradient is the crop of the same sizes (negative pads crop); a cropped
+    border gets zeros back (the same negative pads pad with zeros)."""
+    return [ad.op(pad, [grads[0]], PadAttrs(tuple(-p for p in node.attrs.pads)))]
+
+
 pad = register(OpDef(
     name="pad", inputs=("input",), attrs=PadAttrs, infer=infer_pad, cost=free_cost,
-    flop_rule="0 (data movement)", onnx=onnx_pad,
+    flop_rule="0 (data movement)", onnx=onnx_pad, vjp=vjp_pad,
 ))
 
 
@@ -511,11 +628,48 @@ def onnx_identity(b: Any, node: Node) -> list[str]:
 
 identity = register(OpDef(
     name="identity", inputs=("input",), infer=infer_identity, cost=free_cost, flop_rule="0",
-    onnx=onnx_identity,
+    onnx=onnx_identity, vjp=vjp_reshape,
+))
+
+
+@dataclass(frozen=True)
+class ExpandAttrs:
+    shape: tuple[Dim, ...] = ()
+
+
+def infer_expand(a: ExpandAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    """torch.Tensor.expand / numpy.broadcast_to: the input broadcast to ``shape``."""
+    x = types[0]
+    require(broadcast_shapes(x.shape, a.shape) == tuple(a.shape),
+            f"cannot expand {shape_str(x.shape)} to {shape_str(a.shape)}",
+            "each input dim must equal the target's or be 1")
+    return [TensorType(tuple(a.shape), x.dtype)]
+
+
+def onnx_expand(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Expand(X, shape)``; a symbolic target dim that the input already has
+    becomes 1 (Expand broadcasts, so the input's own size stays)."""
+    src, target = node.inputs[0].type.shape, node.attrs.shape
+    aligned = (None,) * (len(target) - len(src)) + tuple(src)
+    dims = []
+    for d, s in zip(target, aligned):
+        if not is_static(d) and d != s:
+            b.fail(f"cannot expand to the symbolic dim {d!r}")
+        dims.append(d if is_static(d) else 1)
+    return [b.op("Expand", [b.input(0), b.const(np.asarray(dims, dtype=np.int64), "shape")])]
+
+
+def vjp_expand(ad: Any, node: Node, grads: list) -> list:
+    return [ad.sum_to(grads[0], node.inputs[0].type)]
+
+
+expand = register(OpDef(
+    name="expand", inputs=("input",), attrs=ExpandAttrs, infer=infer_expand,
+    cost=free_cost, flop_rule="0 (data movement)", onnx=onnx_expand, vjp=vjp_expand,
 ))
 
 __all__ = [
     "add", "amax", "broadcast_shapes", "cat", "channel_shuffle", "chunk_sizes", "div",
-    "flatten", "identity", "mean", "mul", "normalize_dim", "pad", "reshape", "split", "sub",
-    "sum_", "transpose",
+    "expand", "flatten", "identity", "mean", "mul", "normalize_dim", "pad", "reshape",
+    "split", "sub", "sum_", "transpose",
 ]

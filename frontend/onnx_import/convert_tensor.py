@@ -22,12 +22,14 @@ from cnnir.ops.registry import OpDef
 from cnnir.ops.tensor import (
     ChannelShuffleAttrs,
     DimAttrs,
+    ExpandAttrs,
     FlattenAttrs,
     PadAttrs,
     ReduceAttrs,
     ReshapeAttrs,
     SplitAttrs,
     TransposeAttrs,
+    broadcast_shapes,
     chunk_sizes,
 )
 
@@ -199,6 +201,19 @@ def reshape(ctx: ImportContext, n: OnnxNode) -> None:
         ctx.bind(back.output(0), y)
         return
     ctx.bind(n.output(0), ctx.emit(n, ops.reshape, [x], ReshapeAttrs(target)))
+
+
+@converter("Expand", 8)
+def expand(ctx: ImportContext, n: OnnxNode) -> None:
+    """``Expand(X, shape)`` broadcasts both ways: the target is the broadcast of the input's
+    shape with ``shape`` (a 1 there keeps the input's size, symbolic ones included)."""
+    x = ctx.tensor(n.input(0))
+    shape = ctx.const(n.input(1))
+    if shape is None:
+        ctx.fail(n, f"has a shape '{n.input(1)}' computed at run time",
+                 "cnnir folds shapes only from static or symbolic input dims")
+    target = broadcast_shapes(x.type.shape, tuple(as_dims(shape)))
+    ctx.bind(n.output(0), ctx.emit(n, ops.expand, [x], ExpandAttrs(target)))
 
 
 @converter("Flatten", 1)

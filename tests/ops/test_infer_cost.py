@@ -22,6 +22,7 @@ from cnnir import Graph, ShapeError, TensorType, ops
 from cnnir.ir.types import Dim, evaluate_dim
 from cnnir.ops import REGISTRY, OpDef
 from cnnir.ops.activation import (
+    ActivationGradAttrs,
     DropoutAttrs,
     EluAttrs,
     GeluAttrs,
@@ -45,6 +46,7 @@ from cnnir.ops.pool import AdaptivePoolAttrs, AvgPoolAttrs, InterpolateAttrs, Po
 from cnnir.ops.tensor import (
     ChannelShuffleAttrs,
     DimAttrs,
+    ExpandAttrs,
     FlattenAttrs,
     PadAttrs,
     ReduceAttrs,
@@ -277,6 +279,11 @@ ACTIVATION_CASES = [
     OpCase("hardswish", ops.hardswish, (X4,), out=((2, 3, 4, 5),), macs=0, flops=5 * E),
     # gelu is not in docs/semantics.md §6.3; activation.py documents 6E
     OpCase("gelu", ops.gelu, (X4,), out=((2, 3, 4, 5),), attrs=GeluAttrs(), macs=0, flops=6 * E),
+    # activation_grad: the activation's own FLOPs plus one multiply per element
+    OpCase("activation-grad-gelu", ops.activation_grad, (X4, X4), out=((2, 3, 4, 5),),
+           attrs=ActivationGradAttrs(ops.gelu, GeluAttrs()), macs=0, flops=7 * E),
+    OpCase("activation-grad-relu", ops.activation_grad, (X4, X4), out=((2, 3, 4, 5),),
+           attrs=ActivationGradAttrs(ops.relu, None), macs=0, flops=2 * E),
     OpCase("softmax", ops.softmax, (X4,), out=((2, 3, 4, 5),), attrs=SoftmaxAttrs(1),
            macs=0, flops=5 * E),
     OpCase("log_softmax", ops.log_softmax, (X4,), out=((2, 3, 4, 5),), attrs=SoftmaxAttrs(-1),
@@ -425,6 +432,8 @@ TENSOR_CASES = [
     OpCase("pad-negative-crops", ops.pad, (T(1, 3, 4, 4),), out=((1, 3, 4, 2),),
            attrs=PadAttrs((-1, -1)), macs=0, flops=0),
     OpCase("identity", ops.identity, (T(2, 3),), out=((2, 3),), macs=0, flops=0),
+    OpCase("expand-broadcast", ops.expand, (T(3, 1, 4),), out=((2, 3, 5, 4),),
+           attrs=ExpandAttrs((2, 3, 5, 4)), macs=0, flops=0),
     # mean: E_in adds + E_out divisions; sum and amax: E_in
     OpCase("mean-spatial", ops.mean, (T(2, 3, 4, 4),), out=((2, 3),),
            attrs=ReduceAttrs((2, 3)), macs=0, flops=2 * 3 * 4 * 4 + 2 * 3),
@@ -538,6 +547,13 @@ def test_cost_refuses_unbound_symbols(case: OpCase) -> None:
     outs = case.op.infer_types(case.make_attrs(), list(case.inputs))
     with pytest.raises(ShapeError, match="concrete shapes"):
         case.op.cost(case.make_attrs(), list(case.inputs), outs)
+
+
+def test_expand_keeps_a_symbolic_batch() -> None:
+    (out,) = ops.expand.infer_types(ExpandAttrs(("N", 3, 6)), [T("N", 3, 1)])
+    assert out.shape == ("N", 3, 6)
+    with pytest.raises(ShapeError, match=r"cannot expand \[N, 2\] to \[N, 3\]"):
+        ops.expand.infer_types(ExpandAttrs(("N", 3)), [T("N", 2)])
 
 
 def test_reshape_minus_one_over_symbolic_batch_scales_the_symbol() -> None:

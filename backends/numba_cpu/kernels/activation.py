@@ -40,6 +40,7 @@ class Act(IntEnum):
 LAST_CLAMP = Act.RELU6
 SQRT_HALF = 0.7071067811865476
 SQRT_2_OVER_PI = 0.7978845608028654
+INV_SQRT_2PI = 0.3989422804014327
 
 
 @helper
@@ -90,6 +91,40 @@ def act_row(row, code, alpha):
         for i in range(n):
             v = row[i]
             row[i] = 0.5 * v * (1.0 + math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)))
+
+
+@helper
+def derivative(v, code, alpha):
+    """f'(v) of activation ``code`` (docs/semantics.md §3: 0 at the kinks of relu and relu6,
+    the interval ends of hardsigmoid open, of hardswish closed)."""
+    if code == Act.RELU:
+        return 1.0 if v > 0 else 0.0
+    if code == Act.RELU6:
+        return 1.0 if (v > 0 and v < 6.0) else 0.0
+    if code == Act.LEAKY_RELU:
+        return 1.0 if v > 0 else alpha
+    if code == Act.ELU:
+        return 1.0 if v > 0 else alpha * math.exp(v)
+    if code == Act.SIGMOID:
+        s = 1.0 / (1.0 + math.exp(-v))
+        return s * (1.0 - s)
+    if code == Act.TANH:
+        t = math.tanh(v)
+        return 1.0 - t * t
+    if code == Act.SILU:
+        s = 1.0 / (1.0 + math.exp(-v))
+        return s * (1.0 + v * (1.0 - s))
+    if code == Act.HARDSIGMOID:
+        return 1.0 / 6.0 if (v > -3.0 and v < 3.0) else 0.0
+    if code == Act.HARDSWISH:
+        return 0.0 if v < -3.0 else (1.0 if v > 3.0 else v / 3.0 + 0.5)
+    if code == Act.GELU:
+        return 0.5 * (1.0 + math.erf(v * SQRT_HALF)) + v * math.exp(-0.5 * v * v) * INV_SQRT_2PI
+    if code == Act.GELU_TANH:
+        t = math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v))
+        return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * SQRT_2_OVER_PI * (
+            1.0 + 3 * 0.044715 * v * v)
+    return 1.0
 
 
 @helper
@@ -145,6 +180,16 @@ def activation(x, out, code, alpha):
         row = out[lo:hi]
         row[:] = x[lo:hi]
         act_row(row, code, alpha)
+
+
+@kernel
+def activation_grad(x, g, out, code, alpha):
+    """``out = f'(x)·g`` over flat, contiguous arrays, in parallel chunks."""
+    n = x.shape[0]
+    chunk = 16384
+    for c in prange((n + chunk - 1) // chunk):
+        for i in range(c * chunk, min(n, c * chunk + chunk)):
+            out[i] = derivative(x[i], code, alpha) * g[i]
 
 
 @kernel

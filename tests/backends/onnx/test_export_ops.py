@@ -40,7 +40,9 @@ def test_export_runs_in_onnxruntime_like_the_reference(tmp_path, case: Case) -> 
 
 
 def test_every_op_has_an_onnx_mapping() -> None:
-    assert sorted(op.name for op in REGISTRY.values() if op.onnx is None) == []
+    """Except the backward ops autodiff emits: ONNX has no standard op for them."""
+    unmapped = [op.name for op in REGISTRY.values() if op.onnx is None and not op.backward]
+    assert unmapped == []
 
 
 def test_the_table_exercises_every_op() -> None:

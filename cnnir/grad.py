@@ -1,0 +1,148 @@
+"""Gradients of a model's loss: ``cnnir.grad_graph`` and ``cnnir.value_and_grad``.
+
+Training in cnnir is not a tape at run time: the backward pass is generated as an IR graph
+(``cnnir.passes.autodiff``), so it is verified, printed, costed, optimized and lowered by the
+same machinery as a forward graph.
+
+    gg = cnnir.grad_graph(model, nn.CrossEntropyLoss(), inputs=("N", 3, 32, 32),
+                          targets=("N",))
+    print(gg)                                   # outputs: loss, then conv1.weight.grad, ...
+    vg = cnnir.value_and_grad(model, nn.CrossEntropyLoss(), inputs=(8, 3, 32, 32),
+                              targets=(8,))
+    loss, grads = vg(x, y)                      # grads["conv1.weight"], ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cnnir.api import InputSpec, _trace, gc_paused, input_types
+from cnnir.errors import CnnirError
+from cnnir.frontend.module import Module
+from cnnir.ir import Graph, TensorType, Value, verify
+from cnnir.passes.autodiff import differentiate
+
+# What runs on a gradient graph before lowering: nothing that folds a parameter into a
+# constant (the optimizer changes parameters in place), only sharing and cleanup.
+TRAINING_PIPELINE = ["eliminate-common-subexpressions", "eliminate-dead-code"]
+
+
+@dataclass
+class GradientGraph:
+    """A gradient graph and the trainable parameter each gradient output belongs to."""
+
+    graph: Graph
+    parameters: list[str]  # outputs[1 + i] is the gradient of parameters[i]
+
+
+def trainable(graph: Graph) -> list[Value]:
+    return [v for v in graph.constants.values()
+            if v.const.kind == "parameter" and v.const.requires_grad]
+
+
+def build_grad_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any] | None,
+                     inputs: InputSpec | None, targets: InputSpec | None) -> GradientGraph:
+    graph = _loss_graph(model_or_graph, loss_fn, inputs, targets)
+    loss = graph.outputs[0]
+    params = trainable(graph)
+    with gc_paused():
+        grads = differentiate(graph, loss, params)
+    named = [(p.name, g) for p, g in zip(params, grads) if g is not None]
+    for name, g in named:
+        if g.producer is not None:
+            graph.rename_value(g, f"{name}.grad")
+    graph.set_outputs([loss, *(g for _, g in named)])
+    from cnnir.api import run_passes
+
+    graph = run_passes(graph, ["eliminate-dead-code"]).graph
+    return GradientGraph(verify(graph), [name for name, _ in named])
+
+
+def _loss_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any] | None,
+                inputs: InputSpec | None, targets: InputSpec | None) -> Graph:
+    """The forward graph whose first output is the loss (a copy when given a graph)."""
+    if isinstance(model_or_graph, Graph):
+        if loss_fn is not None or inputs is not None:
+            raise CnnirError("grad_graph(graph) takes a graph whose first output is the loss",
+                             hint="pass a model to combine it with loss_fn and input shapes")
+        from cnnir.ir.clone import clone_graph
+
+        graph = clone_graph(model_or_graph)
+        graph.set_outputs(graph.outputs[:1])
+        return graph
+    if loss_fn is None or inputs is None:
+        raise CnnirError("grad_graph(model, loss_fn, inputs, targets) needs the loss and the "
+                         "input shapes", hint="e.g. grad_graph(model, nn.CrossEntropyLoss(), "
+                                              "inputs=('N', 3, 32, 32), targets=('N',))")
+    return _trace(model_or_graph, input_types(inputs), loss_fn,
+                  targets=lambda out: target_types(targets, out), training=True,
+                  name=f"{type(model_or_graph).__name__}_grad")
+
+
+def target_types(spec: InputSpec | None, out: Any) -> list[TensorType]:
+    """The targets' types. A plain shape one dim short of the model's output holds class
+    indices (int64, as PyTorch's cross_entropy/nll_loss take them); any other plain shape is
+    float32 (regression targets, probabilities, binary labels); a TensorType is taken as is."""
+    if spec is None:
+        return []
+    from cnnir.frontend.tensor import Tensor
+
+    rank = out.value.type.rank if isinstance(out, Tensor) else None
+    items = spec if isinstance(spec, list) else [spec]
+    types = []
+    for item in items:
+        (t,) = input_types(item)
+        if not isinstance(item, TensorType) and rank is not None and t.rank == rank - 1:
+            t = TensorType(t.shape, "int64")
+        types.append(t)
+    return types
+
+
+def grad_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any] | None = None,
+               inputs: InputSpec | None = None, targets: InputSpec | None = None) -> Graph:
+    """The verified graph of the loss and its gradients: outputs are the loss, then one
+    gradient per trainable parameter the loss depends on (``<state_dict name>.grad``, in
+    ``named_parameters`` order). The model is traced in training mode; ``loss_fn`` is a loss
+    module or any traceable callable ``(output, *targets) -> scalar``."""
+    return build_grad_graph(model_or_graph, loss_fn, inputs, targets).graph
+
+
+class ValueAndGrad:
+    """``(*inputs, *targets) -> (loss, {parameter name: gradient})`` on a backend."""
+
+    def __init__(self, gg: GradientGraph, backend: str, **options: Any) -> None:
+        from cnnir.api import compile as compile_graph
+        from cnnir.api import run_passes
+
+        graph = run_passes(gg.graph, TRAINING_PIPELINE).graph
+        if backend == "numba":
+            options.setdefault("optimize", False)
+        self.graph = graph
+        self.parameters = gg.parameters
+        self.compiled = compile_graph(graph, backend=backend, **options)
+
+    def __call__(self, *arrays: Any) -> tuple[float, dict[str, np.ndarray]]:
+        loss, *grads = self.compiled(*arrays)
+        return float(loss), dict(zip(self.parameters, grads))
+
+
+def value_and_grad(model: Module | Graph, loss_fn: Callable[..., Any] | None = None,
+                   inputs: InputSpec | None = None, targets: InputSpec | None = None, *,
+                   backend: str = "numba", dtype: str | None = None,
+                   **options: Any) -> ValueAndGrad:
+    """The loss and the gradient of every trainable parameter, compiled on ``backend``:
+
+    >>> vg = cnnir.value_and_grad(model, nn.CrossEntropyLoss(), inputs=(8, 3, 32, 32),
+    ...                           targets=(8,))
+    >>> loss, grads = vg(x, y)
+    """
+    if dtype is not None:
+        options["dtype"] = dtype
+    return ValueAndGrad(build_grad_graph(model, loss_fn, inputs, targets), backend, **options)
+
+
+__all__ = ["GradientGraph", "ValueAndGrad", "grad_graph", "value_and_grad"]
