@@ -640,7 +640,8 @@ class ExpandAttrs:
 def infer_expand(a: ExpandAttrs, types: list[TensorType | None]) -> list[TensorType]:
     """torch.Tensor.expand / numpy.broadcast_to: the input broadcast to ``shape``."""
     x = types[0]
-    require(broadcast_shapes(x.shape, a.shape) == tuple(a.shape),
+    lead = len(a.shape) - x.rank
+    require(lead >= 0 and all(d in (1, t) for d, t in zip(x.shape, a.shape[lead:])),
             f"cannot expand {shape_str(x.shape)} to {shape_str(a.shape)}",
             "each input dim must equal the target's or be 1")
     return [TensorType(tuple(a.shape), x.dtype)]
