@@ -32,7 +32,38 @@ TORCH_OPS = {
     ops.linear: lambda a, x, w, b: F.linear(x, w, b),
     ops.dropout: lambda a, x: F.dropout(x, a.p, a.training),
     ops.mean: lambda a, x: x.mean(dim=a.dims, keepdim=a.keepdim),
+    ops.cross_entropy: lambda a, x, t, w=None: F.cross_entropy(
+        x, t, w, ignore_index=a.ignore_index, reduction=a.reduction,
+        label_smoothing=a.label_smoothing),
 }
+
+
+def _run_nodes(nodes, env: dict) -> None:
+    for fn, node in nodes:
+        args = [env[id(v)] if v is not None else None for v in node.inputs]
+        env[id(node.output)] = fn(node.attrs, *args)
+
+
+def torch_trainer(graph):
+    """A training step on numpy arrays: ``graph`` (forward and loss, its first output) run
+    with autograd in PyTorch eager mode, then ``loss.backward()``; returns the loss and the
+    parameters' gradients. BatchNorm in training mode updates its running statistics."""
+    params = {id(v): torch.from_numpy(np.array(v.const.array)).requires_grad_(
+        v.const.kind == "parameter") for v in graph.constants.values()}
+    nodes = [(TORCH_OPS[n.op], n) for n in graph.nodes]
+    trainable = [t for t in params.values() if t.requires_grad]
+
+    def step(*arrays):
+        for t in trainable:
+            t.grad = None
+        env = dict(params)
+        env.update({id(v): torch.from_numpy(a) for v, a in zip(graph.inputs, arrays)})
+        _run_nodes(nodes, env)
+        loss = env[id(graph.outputs[0])]
+        loss.backward()
+        return float(loss), [t.grad.numpy() for t in trainable]
+
+    return step
 
 
 def torch_runner(graph):
@@ -46,9 +77,7 @@ def torch_runner(graph):
         env = dict(consts)
         env.update({id(v): torch.from_numpy(a) for v, a in zip(graph.inputs, arrays)})
         with torch.inference_mode():
-            for fn, node in nodes:
-                args = [env[id(v)] if v is not None else None for v in node.inputs]
-                env[id(node.output)] = fn(node.attrs, *args)
+            _run_nodes(nodes, env)
         return [env[id(v)].numpy() for v in graph.outputs]
 
     return run

@@ -117,15 +117,47 @@ def _target_names(count: int) -> list[str]:
 
 def analyze(model_or_graph: Module | Graph, inputs: InputSpec | None = None, *,
             training: bool = False) -> CostReport:
-    """Cost report of a graph, or of a model traced (in eval mode by default) on ``inputs``."""
-    if isinstance(model_or_graph, Graph):
+    """Cost report of a graph, or of a model traced (in eval mode) on ``inputs``.
+
+    ``training=True`` analyzes a training step instead: the model traced in training mode,
+    its backward generated (with respect to every trainable parameter, from the sum of its
+    outputs as a stand-in loss) and the report's ``training`` part split into forward and
+    backward costs and training memory. A gradient graph (``cnnir.grad_graph``) is
+    reported that way as it is."""
+    if isinstance(model_or_graph, Graph) and not training:
         graph = model_or_graph
-    elif inputs is None:
-        raise CnnirError("cnnir.analyze(model, inputs) needs the input shape(s)")
+    elif isinstance(model_or_graph, Graph) or training:
+        from cnnir.grad import grad_graph, sum_of_outputs
+
+        if isinstance(model_or_graph, Graph):
+            graph = grad_graph(_with_loss(model_or_graph))
+        else:
+            graph = grad_graph(model_or_graph, sum_of_outputs, _needs(inputs))
     else:
-        graph = trace(model_or_graph, inputs, training=training)
+        graph = trace(model_or_graph, _needs(inputs))
     with gc_paused():
         return analyze_graph(graph)
+
+
+def _needs(inputs: InputSpec | None) -> InputSpec:
+    if inputs is None:
+        raise CnnirError("cnnir.analyze(model, inputs) needs the input shape(s)")
+    return inputs
+
+
+def _with_loss(graph: Graph) -> Graph:
+    """A copy of a forward graph whose first output is the sum of its float outputs."""
+    from cnnir.ir.clone import clone_graph
+    from cnnir.ops import add, sum_
+
+    graph = clone_graph(graph)
+    terms = [graph.add_node(sum_, [v], name=f"{v.name}.sum").output for v in graph.outputs
+             if v.type.dtype.startswith("float")]
+    total = terms[0]
+    for term in terms[1:]:
+        total = graph.add_node(add, [total, term], name="loss").output
+    graph.set_outputs([total])
+    return graph
 
 
 def _graph_of(model_or_graph: Module | Graph, inputs: InputSpec | None,

@@ -47,14 +47,21 @@ def _shapes(args: argparse.Namespace) -> object:
 
 
 def _load_graph(args: argparse.Namespace):
-    from cnnir.api import trace
+    """The model's graph; with ``--training`` its gradient graph (``cnnir.analyze``'s
+    training analysis: forward in training mode, backward from the sum of the outputs)."""
+    from cnnir.api import _with_loss, trace
     from cnnir.frontend.model_file import load_model_file
+    from cnnir.grad import grad_graph, sum_of_outputs
 
+    training = getattr(args, "training", False)
     if args.model.endswith(".onnx"):
         from cnnir.frontend.onnx_import import load
 
-        return load(args.model, input_shapes=args.input_shape)
+        graph = load(args.model, input_shapes=args.input_shape)
+        return grad_graph(_with_loss(graph)) if training else graph
     loaded = load_model_file(args.model, _shapes(args))
+    if training:
+        return grad_graph(loaded.module, sum_of_outputs, loaded.inputs)
     return trace(loaded.module, loaded.inputs, training=False, name=loaded.name)
 
 
@@ -257,6 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--depth", type=int, default=None,
                          help="module-tree depth of the table (default 2; csv: every node)")
     add_pass_args(analyze)
+    analyze.add_argument("--training", action="store_true",
+                         help="cost a training step: forward and backward MACs/FLOPs and the "
+                              "training memory peak")
     analyze.set_defaults(run=cmd_analyze)
 
     optimize = sub.add_parser(
@@ -291,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     graph = sub.add_parser("graph", help="print the traced IR", description=MODEL_HELP)
     add_model_args(graph)
     graph.add_argument("--format", choices=("text", "dot"), default="text")
+    graph.add_argument("--training", action="store_true",
+                       help="print the gradient graph: forward in training mode, then the "
+                            "generated backward")
     graph.set_defaults(run=cmd_graph)
     return parser
 

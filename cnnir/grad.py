@@ -46,7 +46,7 @@ def trainable(graph: Graph) -> list[Value]:
 
 def build_grad_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any] | None,
                      inputs: InputSpec | None, targets: InputSpec | None) -> GradientGraph:
-    graph = _loss_graph(model_or_graph, loss_fn, inputs, targets)
+    graph = loss_graph(model_or_graph, loss_fn, inputs, targets)
     loss = graph.outputs[0]
     params = trainable(graph)
     with gc_paused():
@@ -59,12 +59,14 @@ def build_grad_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any]
     from cnnir.api import run_passes
 
     graph = run_passes(graph, ["eliminate-dead-code"]).graph
+    graph.gradient = True
     return GradientGraph(verify(graph), [name for name, _ in named])
 
 
-def _loss_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any] | None,
+def loss_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any] | None,
                 inputs: InputSpec | None, targets: InputSpec | None) -> Graph:
-    """The forward graph whose first output is the loss (a copy when given a graph)."""
+    """The forward graph whose first output is the loss: the model traced in training mode
+    followed by ``loss_fn`` on its output and the targets (a copy when given a graph)."""
     if isinstance(model_or_graph, Graph):
         if loss_fn is not None or inputs is not None:
             raise CnnirError("grad_graph(graph) takes a graph whose first output is the loss",
@@ -100,6 +102,18 @@ def target_types(spec: InputSpec | None, out: Any) -> list[TensorType]:
             t = TensorType(t.shape, "int64")
         types.append(t)
     return types
+
+
+def sum_of_outputs(out: Any, *targets: Any) -> Any:
+    """The stand-in loss of a training cost analysis: every output element with weight 1, so
+    the backward computed is the network's own (the real loss adds a few FLOPs)."""
+    from cnnir.api import _flatten_outputs
+
+    terms = [t.sum() for t in _flatten_outputs(out) if np.dtype(t.dtype).kind == "f"]
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
 
 
 def grad_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any] | None = None,
@@ -145,4 +159,4 @@ def value_and_grad(model: Module | Graph, loss_fn: Callable[..., Any] | None = N
     return ValueAndGrad(build_grad_graph(model, loss_fn, inputs, targets), backend, **options)
 
 
-__all__ = ["GradientGraph", "ValueAndGrad", "grad_graph", "value_and_grad"]
+__all__ = ["GradientGraph", "ValueAndGrad", "grad_graph", "loss_graph", "value_and_grad"]

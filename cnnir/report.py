@@ -104,7 +104,23 @@ def summary_lines(report: CostReport) -> list[str]:
         f"FLOPs{label}: {t.flops:,} ({t.flops / 1e9:.3f} G, every op)",
         f"Activations{label}: {t.activation_bytes / 2**20:.2f} MiB total, "
         f"{t.peak_activation_bytes / 2**20:.2f} MiB peak (freed after last use)",
+        *training_lines(report, label),
         *report.notes,
+    ]
+
+
+def training_lines(report: CostReport, label: str) -> list[str]:
+    """A gradient graph's forward and backward costs and the memory training holds."""
+    c = report.training
+    if c is None:
+        return []
+    mib = 2**20
+    return [
+        f"Training step{label}: forward {human(c.forward_macs)} MACs, "
+        f"{human(c.forward_flops)} FLOPs; backward {human(c.backward_macs)} MACs, "
+        f"{human(c.backward_flops)} FLOPs",
+        f"Training memory{label}: saved activations {c.saved_activation_bytes / mib:.2f} MiB, "
+        f"gradients {c.gradient_bytes / mib:.2f} MiB, peak {c.peak_bytes / mib:.2f} MiB",
     ]
 
 

@@ -129,6 +129,9 @@ class Graph:
         self.nodes: list[Node] = []
         self.constants: dict[str, Value] = {}
         self.module_types: dict[str, str] = {}  # module path -> class name, from tracing
+        # A gradient graph (cnnir.grad_graph): outputs[0] is the loss, the others gradients;
+        # the nodes the loss depends on are the forward pass, the rest the backward.
+        self.gradient = False
         self._names: set[str] = set()
         self._counters: dict[str, int] = {}
 

@@ -90,8 +90,9 @@ def _reaching(graph: Graph, sources: Sequence[Value]) -> set[int]:
     return reached
 
 
-def _reached_by(graph: Graph, sink: Value) -> set[int]:
-    """Ids of the values ``sink`` is computed from (itself included)."""
+def depends_on(graph: Graph, sink: Value) -> set[int]:
+    """Ids of the values ``sink`` is computed from (itself included): in a gradient graph,
+    with the loss as ``sink``, the forward pass."""
     needed = {id(sink)}
     for node in reversed(graph.nodes):
         if any(id(v) in needed for v in node.outputs):
@@ -118,7 +119,7 @@ def differentiate(graph: Graph, loss: Value, wrt: Sequence[Value]) -> list[Value
     """Append the backward of ``loss`` to ``graph``; the gradient of each ``wrt`` value, or
     None when the loss does not depend on it."""
     _check_loss(loss)
-    active = _reaching(graph, wrt) & _reached_by(graph, loss)
+    active = _reaching(graph, wrt) & depends_on(graph, loss)
     ad = GradBuilder(graph)
     forward = list(graph.nodes)
     ad.node = forward[-1] if forward else None
@@ -156,4 +157,4 @@ def _accumulate(ad: GradBuilder, a: Value, b: Value) -> Value:
     return ad.op(add, [a, b])
 
 
-__all__ = ["GradBuilder", "differentiate"]
+__all__ = ["GradBuilder", "depends_on", "differentiate"]

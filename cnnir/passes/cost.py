@@ -14,7 +14,8 @@ from fractions import Fraction
 from typing import Any
 
 from cnnir.ir import Graph, Node
-from cnnir.passes.memory import peak_activation_bytes
+from cnnir.passes.autodiff import depends_on
+from cnnir.passes.memory import nbytes, peak_activation_bytes
 from cnnir.passes.receptive_field import Field, receptive_fields
 from cnnir.passes.shape_inference import TypeMap, batch_bindings, bind_types
 
@@ -32,6 +33,7 @@ class LayerCost:
     receptive_field: tuple[Fraction, Fraction] | None = None
     effective_stride: tuple[Fraction, Fraction] | None = None
     count: int = 1
+    phase: str = "forward"  # or "backward", in a gradient graph
 
     def add(self, other: LayerCost) -> None:
         self.params += other.params
@@ -47,6 +49,8 @@ class LayerCost:
     def to_dict(self) -> dict[str, Any]:
         out = {"name": self.name, "op": self.op, "output_shapes": self.output_shapes,
                "params": self.params, "macs": self.macs, "flops": self.flops}
+        if self.phase != "forward":
+            out["phase"] = self.phase
         if self.sampling_flops:
             out["sampling_flops"] = self.sampling_flops
         out["activation_bytes"] = self.activation_bytes
@@ -80,8 +84,28 @@ class Totals:
 
 
 @dataclass
+class TrainingCost:
+    """The split of a gradient graph (``Graph.gradient``): the forward pass (the nodes the loss
+    depends on) and the backward (the rest), and the memory training holds: forward values
+    the backward reads (saved activations), the gradients, and the peak of everything live
+    at once over forward and backward (liveness, as the backends plan it)."""
+
+    forward_macs: int = 0
+    forward_flops: int = 0
+    backward_macs: int = 0
+    backward_flops: int = 0
+    saved_activation_bytes: int = 0
+    gradient_bytes: int = 0
+    peak_bytes: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.__dict__.items()}
+
+
+@dataclass
 class CostReport:
-    """What a network costs. ``layers`` has one entry per node, in execution order."""
+    """What a network costs. ``layers`` has one entry per node, in execution order;
+    ``training`` splits a gradient graph's costs into forward and backward."""
 
     model: str
     inputs: list[dict[str, Any]]
@@ -90,19 +114,24 @@ class CostReport:
     per_sample: bool = False
     notes: list[str] = field(default_factory=list)
     module_types: dict[str, str] = field(default_factory=dict)
+    training: TrainingCost | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "inputs": self.inputs, "totals": self.totals.to_dict(),
                "layers": [layer.to_dict() for layer in self.layers]}
+        if self.training is not None:
+            out["training"] = self.training.to_dict()
         if self.per_sample:
             out["per_sample"] = True
         return out
 
     def grouped(self, depth: int | None) -> list[tuple[int, LayerCost]]:
-        """Rows of a module tree down to ``depth`` levels: ``(indent, aggregated cost)``."""
+        """Rows of a module tree down to ``depth`` levels: ``(indent, aggregated cost)``; the
+        forward layers only (a gradient graph's backward is summed in ``training``)."""
         from cnnir.report import group_layers
 
-        return group_layers(self.layers, depth, self.module_types)
+        forward = [layer for layer in self.layers if layer.phase == "forward"]
+        return group_layers(forward, depth, self.module_types)
 
     def table(self, depth: int | None = 2, width: int = 100) -> str:
         from cnnir.report import format_table
@@ -157,6 +186,27 @@ def _totals(graph: Graph, layers: list[LayerCost], types: TypeMap) -> Totals:
     return totals
 
 
+def _training_cost(graph: Graph, layers: list[LayerCost], types: TypeMap) -> TrainingCost:
+    """Marks each layer's phase and sums the costs of each (see ``TrainingCost``)."""
+    forward_values = depends_on(graph, graph.outputs[0])
+    cost = TrainingCost(peak_bytes=peak_activation_bytes(graph, types))
+    saved: dict[int, int] = {}
+    for node, layer in zip(graph.nodes, layers):
+        if id(node.outputs[0]) in forward_values:
+            cost.forward_macs += layer.macs
+            cost.forward_flops += layer.flops
+            continue
+        layer.phase = "backward"
+        cost.backward_macs += layer.macs
+        cost.backward_flops += layer.flops
+        for v in node.inputs:
+            if v is not None and not v.is_constant and id(v) in forward_values:
+                saved[id(v)] = nbytes(types, v)
+    cost.saved_activation_bytes = sum(saved.values())
+    cost.gradient_bytes = sum(nbytes(types, v) for v in graph.outputs[1:])
+    return cost
+
+
 def analyze_graph(graph: Graph) -> CostReport:
     """The cost report of ``graph``; symbolic batch dims are bound to 1 (per sample)."""
     env = batch_bindings(graph)
@@ -168,6 +218,8 @@ def analyze_graph(graph: Graph) -> CostReport:
               for v in graph.inputs]
     report = CostReport(graph.name, inputs, _totals(graph, layers, types), layers,
                         per_sample=bool(env), module_types=dict(graph.module_types))
+    if graph.gradient:
+        report.training = _training_cost(graph, layers, types)
     if env:
         report.notes.append(f"per-sample figures: symbolic {', '.join(sorted(env))} bound to 1")
     return report

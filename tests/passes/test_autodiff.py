@@ -1,0 +1,152 @@
+"""The autodiff pass and the gradient entry points: cotangents of shared values summed,
+work only where a gradient is wanted, clear errors, named gradient outputs, and the training
+cost analysis counted exactly from the generated graph."""
+
+from __future__ import annotations
+
+import grad_testing as gt
+import numpy as np
+import pytest
+
+import cnnir
+import cnnir.nn.functional as F
+from cnnir import nn, ops
+from cnnir.cli import main
+from cnnir.errors import PassError
+from cnnir.ir import Graph, TensorType
+from cnnir.passes.autodiff import differentiate
+
+
+class Siamese(nn.Module):
+    """One linear layer applied to two inputs: its weight's gradient has two contributions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Linear(5, 3)
+
+    def forward(self, a, b):
+        return (self.embed(a) * self.embed(b)).sum(1)
+
+
+def mse(out, target):
+    return ((out - target) * (out - target)).mean()
+
+
+def test_shared_weights_sum_their_gradients() -> None:
+    graph = cnnir.trace(Siamese(), [(4, 5), (4, 5)])
+    checked = gt.gradient_graphs(graph)
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal((4, 5)) for _ in range(2)] + gt.parameter_arrays(graph)
+    gt.numeric_check(checked, arrays)
+    names = [checked.grads.inputs[i].name for i in checked.wrt]
+    weight_grad = checked.grads.outputs[1 + names.index("embed.weight")]
+    assert weight_grad.producer.op is ops.add  # the two uses' contributions, summed
+
+
+def test_no_gradient_work_for_the_input() -> None:
+    """The first layer computes its weight gradient, not its input's: one matmul per linear
+    layer for the weight, one for the second layer's input, none for x."""
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    gg = cnnir.grad_graph(model, mse, inputs=(4, 5), targets=(4, 3))
+    assert sum(n.op is ops.matmul for n in gg.nodes) == 3
+
+
+def test_outputs_are_the_loss_then_named_gradients() -> None:
+    model = nn.Sequential(nn.Linear(5, 7), nn.Tanh(), nn.Linear(7, 3))
+    model[2].bias.requires_grad = False  # frozen: no gradient
+    gg = cnnir.grad_graph(model, mse, inputs=(4, 5), targets=(4, 3))
+    assert [v.name for v in gg.outputs[1:]] == ["0.weight.grad", "0.bias.grad", "2.weight.grad"]
+    assert gg.outputs[0].type == TensorType((), "float32") and gg.gradient
+    assert [v.type.shape for v in gg.outputs[1:]] == [(7, 5), (7,), (3, 7)]
+
+
+def test_value_and_grad_on_numba_matches_the_reference() -> None:
+    model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
+    rng = np.random.default_rng(1)
+    x, y = rng.standard_normal((4, 5)), rng.standard_normal((4, 3))
+    ref_loss, ref = cnnir.value_and_grad(model, mse, (4, 5), (4, 3), backend="reference")(x, y)
+    loss, grads = cnnir.value_and_grad(model, mse, (4, 5), (4, 3))(
+        x.astype(np.float32), y.astype(np.float32))
+    assert loss == pytest.approx(ref_loss, rel=1e-5)
+    assert grads.keys() == ref.keys() == {"0.weight", "0.bias", "2.weight", "2.bias"}
+    for name in grads:
+        np.testing.assert_allclose(grads[name], ref[name], rtol=1e-4, atol=1e-6)
+
+
+def test_a_parameter_the_loss_ignores_gets_no_gradient() -> None:
+    class Unused(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.used, self.unused = nn.Linear(3, 2), nn.Linear(3, 2)
+
+        def forward(self, x):
+            return self.used(x)
+
+    gg = cnnir.grad_graph(Unused(), mse, inputs=(2, 3), targets=(2, 2))
+    assert [v.name for v in gg.outputs[1:]] == ["used.weight.grad", "used.bias.grad"]
+
+
+def test_the_loss_must_be_a_scalar() -> None:
+    with pytest.raises(PassError, match=r"(?s)scalar float loss.*\[4, 3\].*reduction="):
+        cnnir.grad_graph(nn.Linear(5, 3), lambda out, y: out - y, inputs=(4, 5),
+                         targets=(4, 3))
+
+
+def test_an_op_without_a_rule_is_named() -> None:
+    g = Graph("fused")
+    x = g.add_input("x", TensorType((2, 3), "float32"))
+    w = g.add_literal(np.ones((4, 3), np.float32), "w")
+    fused = g.add_node(ops.linear_fused, [g.add_node(ops.tanh, [x], name="t").output, w],
+                       name="head")
+    loss = g.add_node(ops.sum_, [fused.output], name="loss")
+    with pytest.raises(PassError, match="linear_fused 'head' cannot be differentiated"):
+        differentiate(g, loss.output, [x])
+
+
+def test_training_costs_are_counted_from_the_generated_graph() -> None:
+    """Linear 8->16 and 16->4 at batch 32: forward 32·(8·16 + 16·4) MACs; backward: the
+    second layer's input and weight gradients (2·32·16·4) and the first layer's weight
+    gradient only (32·8·16)."""
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    cost = cnnir.analyze(model, (32, 8), training=True).training
+    assert cost.forward_macs == 32 * (8 * 16 + 16 * 4)
+    assert cost.backward_macs == 2 * 32 * 16 * 4 + 32 * 8 * 16
+    assert cost.gradient_bytes == 4 * (8 * 16 + 16 + 16 * 4 + 4)
+    # saved for the backward: x (first weight gradient), the first linear's output (relu's
+    # derivative) and the relu's output (second weight gradient)
+    assert cost.saved_activation_bytes == 4 * 32 * (8 + 16 + 16)
+    assert cost.peak_bytes >= cost.saved_activation_bytes + 4 * 32 * 4
+
+
+def test_cli_training_analysis_and_graph(tmp_path, capsys) -> None:
+    path = tmp_path / "mlp.py"
+    path.write_text("from cnnir import nn\nmodel = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), "
+                    "nn.Linear(16, 4))\ninput_shape = (32, 8)\n")
+    assert main(["analyze", str(path), "--training"]) == 0
+    out = capsys.readouterr().out
+    assert "Training step: forward 6.14K MACs" in out and "backward 8.19K MACs" in out
+    assert "Training memory: saved activations" in out
+    assert main(["graph", str(path), "--training"]) == 0
+    assert "%0.weight.grad" in capsys.readouterr().out
+
+
+def test_relu_derivative_at_zero_is_zero() -> None:
+    """docs/semantics.md §3: relu'(0) = 0 (clamp(min=0) would give 1)."""
+    graph = cnnir.trace(nn.ReLU(), (1, 3))
+    run = cnnir.compile(gt.gradient_graphs(graph).grads, backend="reference")
+    grads = run(np.array([[-1.0, 0.0, 1.0]]))[1]
+    assert grads[0, 1] == 0.0 and grads[0, 0] == 0.0 and grads[0, 2] != 0.0
+
+
+def test_functional_losses_compose() -> None:
+    """A user-written loss from functional pieces (log_softmax, gather by a one-hot mask)."""
+    model = nn.Linear(6, 4)
+
+    def nll(out, onehot):
+        return -(F.log_softmax(out, 1) * onehot).sum() / 3
+
+    graph = cnnir.grad.loss_graph(model, nll, (3, 6), cnnir.TensorType((3, 4)))
+    checked = gt.gradient_graphs(graph)
+    rng = np.random.default_rng(2)
+    onehot = np.eye(4)[[0, 3, 1]]
+    gt.numeric_check(checked, [rng.standard_normal((3, 6)), onehot, *gt.parameter_arrays(graph)])
