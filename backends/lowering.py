@@ -12,8 +12,8 @@ its *state*:
   a state array itself calls ``mark_changed(names)``. Several compiled models may share one
   state (a training step and the evaluation program of the same network).
 - ``Builder`` is what a lowering sees while it turns one node into a step: arrays for values
-  (views of the buffers of the shared memory plan, literals, state), scratch space, derived
-  forms, and the per-node algorithm choice by measurement.
+  (views into the one arena of the shared memory plan, literals, state), scratch space,
+  derived forms, and the per-node algorithm choice by measurement.
 
 A device supplies its ``DeviceMemory`` (how to allocate, view, upload and overwrite arrays;
 ``HOST_MEMORY`` for numpy) and a clock; the rest is the same on every device.
@@ -43,14 +43,15 @@ class DeviceMemory:
     """How a device makes and fills arrays (numpy arrays on the CPU, device arrays on a GPU)."""
 
     allocate: Callable[[int], Any]  # nbytes -> a raw byte buffer
-    view: Callable[[Any, np.dtype, tuple[int, ...]], Any]  # buffer -> typed array at offset 0
+    view: Callable[[Any, int, np.dtype, tuple[int, ...]], Any]  # buffer, byte offset -> array
     upload: Callable[[np.ndarray], Any]  # host array -> a (contiguous) device array
     overwrite: Callable[[Any, np.ndarray], None]  # host values into an existing device array
 
 
-def _host_view(buffer: np.ndarray, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+def _host_view(buffer: np.ndarray, offset: int, dtype: np.dtype,
+               shape: tuple[int, ...]) -> np.ndarray:
     size = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    return buffer[:size].view(dtype).reshape(shape)
+    return buffer[offset:offset + size].view(dtype).reshape(shape)
 
 
 def _host_upload(array: np.ndarray) -> np.ndarray:
@@ -194,12 +195,12 @@ class Builder:
         self._scratch: dict[Hashable, Any] = {}
         self._local: dict[Hashable, Any] = {}  # forms derived from literals only
         self.plan = plan_buffers(graph, self._nbytes)
-        self.buffers = [self.memory.allocate(n) for n in self.plan.buffer_bytes]
+        self.arena = self.memory.allocate(self.plan.arena_bytes)
         self.arrays: dict[int, Any] = {}
         for value in (*graph.inputs, *(v for n in graph.nodes for v in n.outputs)):
             placement = self.plan.placements[id(value)]
             self.arrays[id(value)] = self.memory.view(
-                self.buffers[placement.buffer], self.value_dtype(value), types[id(value)].shape)
+                self.arena, placement.offset, self.value_dtype(value), types[id(value)].shape)
 
     def value_dtype(self, value: Value) -> np.dtype:
         return compute_dtype(self.types[id(value)].dtype, self.dtype)
@@ -243,8 +244,8 @@ class Builder:
         key = (tuple(shape), dtype.name, owner)
         if key not in self._scratch:
             nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-            self._scratch[key] = self.memory.view(self.memory.allocate(max(1, nbytes)), dtype,
-                                                  tuple(shape))
+            self._scratch[key] = self.memory.view(self.memory.allocate(max(1, nbytes)), 0,
+                                                  dtype, tuple(shape))
         return self._scratch[key]
 
     def elapsed(self, step: Step) -> float:

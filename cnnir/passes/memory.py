@@ -63,49 +63,65 @@ def peak_activation_bytes(graph: Graph, types: TypeMap) -> int:
 
 @dataclass(frozen=True)
 class Placement:
-    """Where a value lives: ``nbytes`` from the start of buffer ``buffer``, in ``layout``."""
+    """Where a value lives: ``nbytes`` from byte ``offset`` of the arena, in ``layout``."""
 
-    buffer: int
+    offset: int
     nbytes: int
     layout: str = CONTIGUOUS
 
 
 @dataclass
 class MemoryPlan:
-    """Buffer sizes, and the placement of every non-constant value (``id(value)`` keys)."""
+    """One arena of ``arena_bytes`` and the placement of every non-constant value
+    (``id(value)`` keys)."""
 
-    buffer_bytes: list[int]
+    arena_bytes: int
     placements: dict[int, Placement]
 
     @property
     def total_bytes(self) -> int:
-        return sum(self.buffer_bytes)
+        return self.arena_bytes
+
+
+ALIGNMENT = 64  # bytes: every value starts on a cache line (and a vector boundary)
+
+
+def live_ranges(graph: Graph) -> dict[int, tuple[int, int, Value]]:
+    """``id(value) -> (first, last, value)``: the node indices from the one that produces it
+    (-1 for a graph input) to its last reader (a value nothing reads dies where it is made;
+    graph outputs live to the end), as ``peak_activation_bytes`` counts them."""
+    last = last_uses(graph)
+    end = len(graph.nodes)
+    ranges = {id(v): (-1, last.get(id(v), -1), v) for v in graph.inputs}
+    for i, node in enumerate(graph.nodes):
+        for v in node.outputs:
+            ranges[id(v)] = (i, last.get(id(v), i), v)
+    for v in graph.outputs:
+        if not v.is_constant:
+            first, _, _ = ranges[id(v)]
+            ranges[id(v)] = (first, end, v)
+    return ranges
 
 
 def plan_buffers(graph: Graph, nbytes_of: Callable[[Value], int],
                  layout_of: Callable[[Value], str] = lambda value: CONTIGUOUS) -> MemoryPlan:
-    """Place every input and node output; a buffer freed after a value's last use goes to
-    the smallest later value it fits (best fit). Graph inputs and outputs keep their buffers
-    for the whole run (inputs are written before it, outputs read after it)."""
-    plan = MemoryPlan([], {})
-    free: list[int] = []
-
-    def place(value: Value) -> None:
+    """Place every input and node output at an offset of one arena so that values live at
+    the same time never overlap: largest first, each at the lowest aligned offset clear of
+    the values already placed whose live ranges meet its own ("greedy by size", as
+    TensorFlow Lite's planner). Its size is at least ``peak_activation_bytes`` and, on the
+    networks measured, equal to it or within a few percent."""
+    ranges = live_ranges(graph)
+    order = sorted(ranges.values(), key=lambda r: (-nbytes_of(r[2]), r[0]))
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+    placements: dict[int, Placement] = {}
+    for first, last, value in order:
         size = nbytes_of(value)
-        fits = [b for b in free if plan.buffer_bytes[b] >= size]
-        if fits:
-            buffer = min(fits, key=lambda b: plan.buffer_bytes[b])
-            free.remove(buffer)
-        else:
-            buffer = len(plan.buffer_bytes)
-            plan.buffer_bytes.append(max(1, size))
-        plan.placements[id(value)] = Placement(buffer, size, layout_of(value))
-
-    for value in graph.inputs:
-        place(value)
-    keep = {id(v) for v in (*graph.inputs, *graph.outputs)}
-    for node, dead in zip(graph.nodes, released_after(graph, keep)):
-        for value in node.outputs:
-            place(value)
-        free.extend(plan.placements[id(v)].buffer for v in dead)
-    return plan
+        offset = 0
+        for lo, hi in sorted((o, e) for o, e, f, la in placed if f <= last and first <= la):
+            if offset + size <= lo:
+                break
+            offset = max(offset, -(-hi // ALIGNMENT) * ALIGNMENT)
+        placed.append((offset, offset + size, first, last))
+        placements[id(value)] = Placement(offset, size, layout_of(value))
+    arena = max((end for _, end, _, _ in placed), default=0)
+    return MemoryPlan(max(1, arena), placements)
