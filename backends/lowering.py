@@ -194,6 +194,7 @@ class Builder:
         self.choices: dict[str, str] = {}
         self._scratch: dict[Hashable, Any] = {}
         self._local: dict[Hashable, Any] = {}  # forms derived from literals only
+        self.run_time_forms: list[tuple[Any, Callable[[], Any]]] = []  # of the current node
         self.plan = plan_buffers(graph, self._nbytes)
         self.arena = self.memory.allocate(self.plan.arena_bytes)
         self.arrays: dict[int, Any] = {}
@@ -224,10 +225,17 @@ class Builder:
                 make: Callable[[], Any]) -> Any:
         """A form computed by ``make()`` from the arrays of ``sources`` (packed weights, a
         folded scale): shared through the state, and remade when a parameter or buffer among
-        the sources changes; from literals alone it is made once."""
+        the sources changes; from literals alone it is made once. From a value computed at
+        run time (a graph input, another node's output) it is remade by the node's step
+        before each run (``lower_nodes`` wraps the step), in the order the forms were asked
+        for, so a form may be made from another."""
         present = [v for v in sources if v is not None]
         for v in present:
             self.array(v)  # bind first, so make() reads the arrays the steps read
+        if not all(v.is_constant for v in present):
+            form = _map_arrays(lambda a: np.array(a, copy=True), make())
+            self.run_time_forms.append((form, make))
+            return form
         named = [v.name for v in present if v.is_constant and v.const.kind in STATE_KINDS]
         if named:
             return self.state.derive((kind, *named), named, make)
@@ -280,13 +288,29 @@ def lower_nodes(builder: Builder, kernels: KernelTable) -> list[tuple[Node, Step
     kernels.check_supports(builder.graph)
     schedule = []
     for node in builder.graph.nodes:
+        builder.run_time_forms = []
         try:
             step = kernels[node.op](builder, node)
         except CnnirError as e:
             raise e.with_context(node.describe()) from e
         if step is not None:
-            schedule.append((node, step))
+            schedule.append((node, _remaking(builder.run_time_forms, builder.memory, step)))
     return schedule
+
+
+def _remaking(forms: list[tuple[Any, Callable[[], Any]]], memory: DeviceMemory,
+              step: Step) -> Step:
+    """``step`` preceded by remaking the run-time derived forms it reads."""
+    if not forms:
+        return step
+
+    def remake_then_step() -> None:
+        for form, make in forms:
+            for target, values in zip(_as_tuple(form), _as_tuple(make())):
+                memory.overwrite(target, values)
+        step()
+
+    return remake_then_step
 
 
 __all__ = ["HOST_MEMORY", "STATE_KINDS", "Builder", "DeviceMemory", "ProgramState", "Step",

@@ -120,7 +120,7 @@ def worker(engine: str, name: str, batch: int, runs: int, profile: bool) -> None
         fn = runner(engine, name, batch, tmp)
         result = {"ms": None if fn is None else median_ms(fn, x, runs)}
         if profile and engine == "cnnir":
-            times = fn.program((x.shape,)).profile(repeat=10)
+            times = fn.program((x.shape,)).profile([x], repeat=10)
             result["profile"] = {k: 1e3 * v for k, v in times.items() if v >= 5e-5}
     print(json.dumps(result))
 

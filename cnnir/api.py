@@ -134,7 +134,7 @@ def analyze(model_or_graph: Module | Graph, inputs: InputSpec | None = None, *,
         else:
             graph = grad_graph(model_or_graph, sum_of_outputs, _needs(inputs))
     else:
-        graph = trace(model_or_graph, _needs(inputs))
+        graph = trace(model_or_graph, _needs(inputs), training=False)
     with gc_paused():
         return analyze_graph(graph)
 

@@ -33,10 +33,12 @@ TRAINING_PIPELINE = ["eliminate-common-subexpressions", "eliminate-dead-code"]
 
 @dataclass
 class GradientGraph:
-    """A gradient graph and the trainable parameter each gradient output belongs to."""
+    """A gradient graph, the trainable parameter each gradient output belongs to, and the
+    buffer each running-statistics output updates (they follow the gradients)."""
 
     graph: Graph
     parameters: list[str]  # outputs[1 + i] is the gradient of parameters[i]
+    buffers: list[str]  # outputs[1 + len(parameters) + i] is the new value of buffers[i]
 
 
 def trainable(graph: Graph) -> list[Value]:
@@ -55,12 +57,38 @@ def build_grad_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any]
     for name, g in named:
         if g.producer is not None:
             graph.rename_value(g, f"{name}.grad")
-    graph.set_outputs([loss, *(g for _, g in named)])
+    updates = running_stat_updates(graph)
+    graph.set_outputs([loss, *(g for _, g in named), *updates.values()])
     from cnnir.api import run_passes
 
     graph = run_passes(graph, ["eliminate-dead-code"]).graph
-    graph.gradient = True
-    return GradientGraph(verify(graph), [name for name, _ in named])
+    graph.gradients = len(named)
+    return GradientGraph(verify(graph), [name for name, _ in named], list(updates))
+
+
+def running_stat_updates(graph: Graph) -> dict[str, Value]:
+    """``buffer name -> its new value`` for every training-mode batch_norm with running
+    statistics: one ``batch_norm_update`` node each, named ``<buffer>.new``. A BatchNorm
+    module called twice updates its statistics twice, the second from the first's result,
+    as in PyTorch."""
+    from cnnir import ops
+    from cnnir.ops.norm import BatchNormUpdateAttrs, batch_norm_update
+
+    latest: dict[str, Value] = {}
+    for node in [n for n in graph.nodes if n.op is ops.batch_norm and n.attrs.training]:
+        x, mean, var = node.inputs[:3]
+        if mean is None or not mean.is_constant:
+            continue
+        count = graph.constants.get(mean.name.rsplit(".", 1)[0] + ".num_batches_tracked")
+        stats = [v for v in (mean, var, count) if v is not None]
+        current = [latest.get(v.name, v) for v in stats]
+        update = graph.add_node(batch_norm_update, [x, *current] + [None] * (4 - len(stats) - 1),
+                                BatchNormUpdateAttrs(node.attrs.momentum),
+                                name=f"{node.name}.update", scope=node.scope, loc=node.loc)
+        for buffer, new in zip(stats, update.outputs):
+            graph.rename_value(new, f"{buffer.name}.new")
+            latest[buffer.name] = new
+    return latest
 
 
 def loss_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any] | None,
@@ -129,10 +157,14 @@ class ValueAndGrad:
     """``(*inputs, *targets) -> (loss, {parameter name: gradient})`` on a backend."""
 
     def __init__(self, gg: GradientGraph, backend: str, **options: Any) -> None:
+        """Compiles ``gg`` with the updated buffers as graph inputs after the caller's, so
+        every call reads their current values, and writes the new ones back into them."""
         from cnnir.api import compile as compile_graph
         from cnnir.api import run_passes
 
         graph = run_passes(gg.graph, TRAINING_PIPELINE).graph
+        self.buffers = [graph.constants[name].const.array for name in gg.buffers]
+        graph = constants_as_inputs(graph, gg.buffers)
         if backend == "numba":
             options.setdefault("optimize", False)
         self.graph = graph
@@ -140,8 +172,25 @@ class ValueAndGrad:
         self.compiled = compile_graph(graph, backend=backend, **options)
 
     def __call__(self, *arrays: Any) -> tuple[float, dict[str, np.ndarray]]:
-        loss, *grads = self.compiled(*arrays)
+        """``(loss, {parameter: gradient})``; the model's BatchNorm buffers now hold the
+        running statistics this batch leaves, as after a PyTorch training-mode forward."""
+        loss, *rest = self.compiled(*arrays, *self.buffers)
+        grads, stats = rest[:len(self.parameters)], rest[len(self.parameters):]
+        for buffer, new in zip(self.buffers, stats):
+            np.copyto(buffer, new, casting="unsafe")
         return float(loss), dict(zip(self.parameters, grads))
+
+
+def constants_as_inputs(graph: Graph, names: list[str]) -> Graph:
+    """A copy of ``graph`` in which the named constants are graph inputs (after the others)."""
+    from cnnir.ir.clone import clone_graph
+
+    graph = clone_graph(graph)
+    for name in names:
+        constant = graph.constants[name]
+        graph.remove_constant(constant, safe=False)
+        graph.replace_all_uses(constant, graph.add_input(name, constant.type))
+    return graph
 
 
 def value_and_grad(model: Module | Graph, loss_fn: Callable[..., Any] | None = None,

@@ -126,6 +126,10 @@ def relu(input: Tensor, inplace: bool = False) -> Tensor:
     return _emit(ops.relu, [input])
 
 
+def abs(input: Tensor) -> Tensor:  # noqa: A001  (torch.abs)
+    return _emit(ops.abs_, [input])
+
+
 def relu6(input: Tensor, inplace: bool = False) -> Tensor:
     return _emit(ops.relu6, [input])
 

@@ -81,6 +81,38 @@ class LazyArray:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={list(self.shape)}, dtype={self.dtype})"
 
+    # -- inside a trace, a parameter reads as a tensor ---------------------------------
+    def as_tensor(self) -> Any:
+        """This array as a traced tensor (its graph constant), so that a loss can use the
+        weights, e.g. L1 regularization: ``sum(p.abs().sum() for p in model.parameters())``.
+        Tensor methods and operators on a parameter do this implicitly."""
+        from cnnir.frontend.tensor import Tensor
+        from cnnir.frontend.tracer import current_tracer
+
+        tracer = current_tracer(f"using {self!r} as a tensor")
+        return Tensor(tracer.constant_for(self), tracer)
+
+    def __getattr__(self, name: str) -> Any:
+        from cnnir.frontend.tensor import Tensor
+
+        if name.startswith("_") or not hasattr(Tensor, name):
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        return getattr(self.as_tensor(), name)
+
+
+def _as_tensor_operator(name: str) -> Callable[..., Any]:
+    def operator(self: LazyArray, *args: Any) -> Any:
+        return getattr(self.as_tensor(), name)(*args)
+
+    operator.__name__ = name
+    return operator
+
+
+for _name in ("__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__",
+              "__truediv__", "__rtruediv__", "__neg__", "__abs__", "__pow__", "__matmul__",
+              "__rmatmul__"):
+    setattr(LazyArray, _name, _as_tensor_operator(_name))
+
 
 class Parameter(LazyArray):
     kind = "parameter"

@@ -91,6 +91,19 @@ class Tensor:
     def __neg__(self) -> Tensor:
         return _F().mul(self, -1.0)
 
+    def __abs__(self) -> Tensor:
+        return _F().abs(self)
+
+    def abs(self) -> Tensor:
+        return _F().abs(self)
+
+    def __pow__(self, exponent: Any) -> Tensor:
+        """``x ** 2`` (the square of an L2 penalty); other powers have no op yet."""
+        if exponent != 2:
+            raise CnnirError(f"x ** {exponent!r} cannot be traced: only x ** 2 (x * x) has an op",
+                             hint="write the product out, or use abs() for an L1 penalty")
+        return _F().mul(self, self)
+
     def __matmul__(self, other: Any) -> Tensor:
         return _F().matmul(self, other)
 

@@ -2,8 +2,8 @@
 differences in float64, and a backend's gradients against the reference backend's.
 
 A checked graph is a float64 copy of the network with its trainable parameters lifted to
-graph inputs, reduced to the scalar ``L = Σ_outputs Σ tanh(y)·r`` with fixed random ``r``
-(every output element gets its own weight, so no error can cancel out), then differentiated
+graph inputs, reduced to the scalar ``L = Σ_outputs Σ r·(y + tanh(y))`` with fixed random
+``r`` (every output element gets its own weight, so no error can cancel out), differentiated
 with respect to every float input. The analytic gradient comes from the generated graph on
 the reference backend; the numeric one from ``(L(x + εe) − L(x − εe)) / 2ε`` per element
 (small tensors) or along random directions (``⟨∇L, t⟩``, larger ones).
@@ -30,32 +30,7 @@ BATCH = 2  # the batch the op cases are checked at
 # Differentiable ops whose vjp rule has not landed yet (Training, part 1). A case that uses
 # one of them is left out of the checks below, and this set must equal the ops that really
 # lack a rule, so it can only shrink.
-PENDING = {  # one op per line: the rule's author deletes its line
-    ops.conv2d,
-    ops.conv_transpose2d,
-    ops.deform_conv2d,
-    ops.batch_norm,
-    ops.prelu,
-    ops.rrelu,
-    ops.dropout,
-    ops.dropout2d,
-    ops.amax,
-    ops.max_pool2d,
-    ops.avg_pool2d,
-    ops.adaptive_avg_pool2d,
-    ops.adaptive_max_pool2d,
-    ops.interpolate,
-    ops.cross_entropy,
-    ops.nll_loss,
-    ops.binary_cross_entropy,
-    ops.binary_cross_entropy_with_logits,
-    ops.l1_loss,
-    ops.mse_loss,
-    ops.smooth_l1_loss,
-    ops.huber_loss,
-    ops.triplet_margin_loss,
-    ops.contrastive_loss,
-}
+PENDING: set = set()  # every differentiable op has its rule now
 
 
 def ready(case: Case) -> bool:
@@ -98,12 +73,18 @@ def parameter_arrays(graph: Graph) -> list[np.ndarray]:
 
 
 def add_weighted_tanh_loss(graph: Graph, seed: int = 7) -> Value:
-    """``L = Σ_i Σ tanh(y_i)·r_i`` over the float outputs; it becomes the only output."""
+    """``L = Σ_i Σ r_i·(y_i + tanh(y_i))`` over the float outputs; it becomes the only
+    output. Each element's cotangent ``r·(1 + 1/cosh²(y))`` is nonlinear in y yet never
+    vanishes (a plain tanh saturates on large outputs, such as summed losses, and would let
+    their gradients go unchecked); the weights r are ±[0.5, 1.5], away from zero."""
     rng = np.random.default_rng(seed)
     total = None
     for y in (v for v in graph.outputs if np.dtype(v.type.dtype).kind == "f"):
-        r = graph.add_literal(rng.standard_normal(tuple(y.type.shape)), "r")
+        shape = tuple(y.type.shape)
+        weights = rng.uniform(0.5, 1.5, shape) * rng.choice([-1.0, 1.0], shape)
+        r = graph.add_literal(np.asarray(weights), "r")
         t = graph.add_node(ops.tanh, [y], name="check.tanh").output
+        t = graph.add_node(ops.add, [y, t], name="check.add").output
         term = graph.add_node(ops.mul, [t, r], name="check.mul").output
         term = graph.add_node(ops.sum_, [term], ReduceAttrs(None), name="check.sum").output
         total = term if total is None else graph.add_node(ops.add, [total, term],
@@ -135,17 +116,33 @@ def gradient_graphs(graph: Graph, seed: int = 7) -> Checked:
     return Checked(loss_graph, grad_graph, wrt)
 
 
+def draws_randomly(graph: Graph) -> bool:
+    """Whether a run of ``graph`` draws random numbers (a random op in training mode)."""
+    return any(n.op.random and getattr(n.attrs, "training", False) for n in graph.nodes)
+
+
 def numeric_check(checked: Checked, arrays: list[np.ndarray], rtol: float = 1e-6,
-                  atol: float = 1e-8, directions: int = 3, seed: int = 3) -> None:
-    """Analytic gradients against central differences (elementwise, or along directions)."""
+                  atol: float = 1e-8, directions: int = 3, seed: int = 3,
+                  draws: int | None = None) -> None:
+    """Analytic gradients against central differences (elementwise, or along directions).
+
+    ``draws`` (opt-in) is the seed of the random ops' generator: every evaluation, the
+    analytic gradient's and each loss's, then runs a program compiled afresh with it, so the
+    + and − evaluations see the same dropout masks and rrelu slopes as the backward. Left
+    None, one loss program serves every evaluation and its generator advances per call (as
+    before), except on a graph that draws (``draws_randomly``), where draws defaults to 0."""
+    if draws is None and draws_randomly(checked.loss):
+        draws = 0
+    seeded = {} if draws is None else {"seed": draws}
     loss = cnnir.compile(checked.loss, backend="reference")
-    analytic = cnnir.compile(checked.grads, backend="reference")(*arrays)[1:]
+    analytic = cnnir.compile(checked.grads, backend="reference", **seeded)(*arrays)[1:]
     rng = np.random.default_rng(seed)
 
     def f(i: int, delta: np.ndarray) -> float:
         moved = list(arrays)
         moved[i] = arrays[i] + delta
-        return float(loss(*moved))
+        run = cnnir.compile(checked.loss, backend="reference", **seeded) if seeded else loss
+        return float(run(*moved))
 
     for i, grad in zip(checked.wrt, analytic):
         name = checked.grads.inputs[i].name
@@ -162,16 +159,65 @@ def numeric_check(checked: Checked, arrays: list[np.ndarray], rtol: float = 1e-6
                 f"{numeric!r}")
 
 
-def compare_backends(graph: Graph, arrays: list[np.ndarray], backend: str = "numba",
-                     reduction: int = 1) -> None:
-    """The backend's float32 gradients against the reference's float64 ones: rtol 1e-4,
-    atol 1e-5·max(1, ‖ref‖∞)·√K (docs/semantics.md §8)."""
+def backend_gradients(graph: Graph, arrays: list[np.ndarray], backend: str = "numba",
+                      dtype: str = "float32", **options: object) -> tuple[list, list, Graph]:
+    """(reference float64 results, the backend's results in ``dtype``, the graph it ran) of
+    the loss and gradients of ``graph`` (see ``gradient_graphs``)."""
     checked = gradient_graphs(graph)
     want = cnnir.compile(checked.grads, backend="reference")(*arrays)
-    single = [a.astype(np.float32) if a.dtype == np.float64 else a for a in arrays]
-    g32 = rebuild(checked.grads, "float32")
-    got = cnnir.compile(g32, backend=backend, optimize=False)(*single)
-    for w, g, v in zip(want, got, g32.outputs):
+    graph_in = rebuild(checked.grads, dtype)
+    cast = [a.astype(dtype) if a.dtype == np.float64 else a for a in arrays]
+    got = cnnir.compile(graph_in, backend=backend, optimize=False, dtype=dtype,
+                        **options)(*cast)
+    return list(want), list(got), graph_in
+
+
+def compare_normwise(graph: Graph, arrays: list[np.ndarray], rtol: float,
+                     dtype: str = "float32", **options: object) -> float:
+    """Whole networks: ``‖g − g_ref‖ ≤ rtol·max(‖g_ref‖, 1e-3·max_k ‖g_ref,k‖)`` for each
+    gradient g. Norm-wise, since elementwise bounds are meaningless for entries that are sums
+    of cancelling terms; with a floor, since some gradients are zero in exact arithmetic (a
+    bias before a BatchNorm in training mode) and hold only rounding noise. Returns the worst
+    ratio ‖g − g_ref‖ / max(...)."""
+    want, got, graph_in = backend_gradients(graph, arrays, dtype=dtype, **options)
+    floor = 1e-3 * max(float(np.linalg.norm(w)) for w in want[1:])
+    worst = 0.0
+    for w, g, v in zip(want, got, graph_in.outputs):
+        ratio = float(np.linalg.norm(g - w) / max(np.linalg.norm(w), floor, 1e-300))
+        assert ratio <= rtol, f"gradient %{v.name}: relative error {ratio:.2e} in norm"
+        worst = max(worst, ratio)
+    return worst
+
+
+def compare_backends(graph: Graph, arrays: list[np.ndarray], backend: str = "numba",
+                     reduction: int = 1, **options: object) -> None:
+    """The backend's float32 gradients against the reference's float64 ones: rtol 1e-4,
+    atol 1e-5·max(1, ‖ref‖∞)·√K (docs/semantics.md §8). Both compile with the default seed
+    and run once, so random ops in training mode draw the same masks and slopes on both."""
+    want, got, graph_in = backend_gradients(graph, arrays, backend, **options)
+    for w, g, v in zip(want, got, graph_in.outputs):
         scale = max(1.0, float(np.max(np.abs(w)))) if w.size else 1.0
         np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5 * scale * math.sqrt(reduction),
                                    err_msg=f"gradient %{v.name}")
+
+
+def directional_check(checked: Checked, arrays: list[np.ndarray], directions: int = 2,
+                      rtol: float = 1e-5, seed: int = 5) -> None:
+    """The JVP along random unit directions moving every float input at once against central
+    differences: ``⟨∇L, t⟩ ≈ (L(x + εt) − L(x − εt)) / 2ε`` (docs/semantics.md §8's one-random-
+    direction check; two evaluations per direction, for whole networks)."""
+    loss = cnnir.compile(checked.loss, backend="reference")
+    analytic = cnnir.compile(checked.grads, backend="reference")(*arrays)[1:]
+    rng = np.random.default_rng(seed)
+    def moved(t: dict[int, np.ndarray], sign: float) -> float:
+        return float(loss(*[a + sign * EPS * t[i] if i in t else a
+                            for i, a in enumerate(arrays)]))
+
+    for _ in range(directions):
+        t = {i: rng.standard_normal(arrays[i].shape) for i in checked.wrt}
+        norm = np.sqrt(sum(float(np.sum(v * v)) for v in t.values()))
+        t = {i: v / norm for i, v in t.items()}  # a step of EPS in all, not EPS per entry
+        numeric = (moved(t, 1.0) - moved(t, -1.0)) / (2 * EPS)
+        exact = sum(float(np.sum(g * t[i])) for i, g in zip(checked.wrt, analytic))
+        assert abs(numeric - exact) <= rtol * max(abs(exact), abs(numeric), 1e-3), (
+            f"directional derivative: analytic {exact!r} vs finite differences {numeric!r}")

@@ -36,6 +36,7 @@ ACTIVATIONS: dict[OpDef, Callable[[Any], tuple[Act, float]]] = {
     ops.hardsigmoid: lambda a: (Act.HARDSIGMOID, 0.0),
     ops.hardswish: lambda a: (Act.HARDSWISH, 0.0),
     ops.gelu: lambda a: (Act.GELU if a.approximate == "none" else Act.GELU_TANH, 0.0),
+    ops.abs_: lambda a: (Act.ABS, 0.0),
 }
 
 

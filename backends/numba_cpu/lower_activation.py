@@ -17,6 +17,7 @@ from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels.activation import Act
 from cnnir.backends.numba_cpu.program import lower, unary
 from cnnir.ir import Node
+from cnnir.ops import activation as activation_ops
 
 
 def activation_step(x: np.ndarray, out: np.ndarray, code: Act, alpha: float) -> Step:
@@ -40,54 +41,62 @@ def channels_view(a: np.ndarray) -> np.ndarray:
 
 @lower(ops.prelu)
 def prelu(b: Builder, node: Node) -> Step:
+    """One slope per channel, a derived form of the weight (``Builder.derived``)."""
     x, out = unary(b, node)
     weight = node.inputs[1]
     x3, out3 = channels_view(x), channels_view(out)
     w = b.array(weight)
-    slope = b.derived([weight], ("prelu", x3.shape[1]), lambda: np.ascontiguousarray(
-        np.broadcast_to(w, (x3.shape[1],)), b.dtype))
+    channels = x3.shape[1]
+    slope = b.derived([weight], ("prelu", channels), lambda: np.ascontiguousarray(
+        np.broadcast_to(w, (channels,)), b.dtype))
     kernel = ak.slopes.sized(out.size)
     return lambda: kernel(x3, out3, slope, True)
 
 
 @lower(ops.rrelu)
 def rrelu(b: Builder, node: Node) -> Step:
-    """Eval: leaky ReLU with the mean slope. Training: a fresh slope per element per call."""
+    """Eval: leaky ReLU with the mean slope. Training: a fresh slope per element per call,
+    drawn as the reference backend draws it; the second output is the multiplier applied
+    (1 where x > 0, the slope elsewhere), which the backward multiplies the gradient by."""
     x, out = unary(b, node)
     a = node.attrs
     if not a.training:
         return activation_step(x, out, Act.LEAKY_RELU, (a.lower + a.upper) / 2)
-    x3, out3 = channels_view(x), channels_view(out)
+    flat_x, flat_out = x.reshape(-1), out.reshape(-1)
+    multiplier = b.array(node.outputs[1]).reshape(-1)
+    kernel = ak.sampled_slopes.sized(out.size)
 
     def sampled() -> None:
         slope = b.rng.uniform(a.lower, a.upper, x.size).astype(b.dtype)
-        ak.slopes(x3, out3, slope, False)
+        kernel(flat_x, slope, flat_out, multiplier)
 
     return sampled
 
 
-def dropout_step(b: Builder, node: Node, per_channel: bool) -> Step:
-    """Eval: a copy. Training: zero with probability p (per element, or per channel for
-    dropout2d) and scale the survivors by 1/(1 − p)."""
+def dropout_step(b: Builder, node: Node) -> Step:
+    """Eval: a copy. Training: the scaled mask (second output; per element, or per
+    (sample, channel) for dropout2d) is ``keep/(1 − p)`` with P(keep) = 1 − p, drawn as the
+    reference backend draws it, and ``y = x·mask``."""
     x, out = unary(b, node)
     p = node.attrs.p
     if not node.attrs.training:
         return lambda: np.copyto(out, x)
-    mask_shape = x.shape[:2] + (1,) * (x.ndim - 2) if per_channel else x.shape
+    mask = b.array(node.outputs[1])
+    scale = mask.dtype.type(0.0 if p >= 1.0 else 1.0 / (1.0 - p))
 
     def step() -> None:
         if p >= 1.0:
             out.fill(0)
+            mask.fill(0)
             return
-        keep = b.rng.random(mask_shape) >= p
-        np.multiply(x, keep, out=out)
-        np.multiply(out, out.dtype.type(1.0 / (1.0 - p)), out=out)
+        np.multiply(b.rng.random(mask.shape) >= p, scale, out=mask)
+        np.multiply(x, mask, out=out)
 
     return step
 
 
-lower(ops.dropout)(lambda b, node: dropout_step(b, node, per_channel=False))
-lower(ops.dropout2d)(lambda b, node: dropout_step(b, node, per_channel=True))
+lower(ops.dropout)(dropout_step)
+lower(ops.dropout2d)(dropout_step)
 
 
 def softmax_step(b: Builder, node: Node, log: bool) -> Step:
@@ -117,3 +126,27 @@ def activation_grad(b: Builder, node: Node) -> Step:
     code, alpha = activation_code(node.attrs.activation, node.attrs.activation_attrs)
     kernel = ak.activation_grad.sized(out.size)
     return lambda: kernel(x, g, out, int(code), alpha)
+
+
+@lower(activation_ops.prelu_grad)
+def prelu_grad(b: Builder, node: Node) -> Step:
+    """One parallel pass over the channels: the input's gradient, and the slopes' summed in
+    float64 per channel (then over the channels for a shared slope)."""
+    x, w, g = (b.array(v) for v in node.inputs)
+    wanted = node.attrs.outputs
+    outs = dict(zip(wanted, (b.array(v) for v in node.outputs)))
+    x3, g3 = channels_view(x), channels_view(g)
+    channels = x3.shape[1]
+    gx3 = channels_view(outs["input"]) if "input" in outs else np.zeros((1, 1, 1), b.dtype)
+    slope = b.scratch((channels,), owner=("prelu_grad", node.name))
+    sums = b.scratch((channels,), np.float64, owner=("prelu_grad", node.name))
+    gw = outs.get("weight")
+    kernel = ak.prelu_grad.sized(x3.size)
+
+    def step() -> None:
+        np.copyto(slope, w)  # one slope broadcast to every channel, or one per channel
+        kernel(x3, g3, slope, gx3, sums, "input" in outs, gw is not None)
+        if gw is not None:
+            gw[...] = sums.sum() if gw.size == 1 else sums
+
+    return step

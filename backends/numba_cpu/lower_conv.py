@@ -1,4 +1,6 @@
-"""Lowerings of the convolutions: conv2d (and conv2d_fused), conv_transpose2d, deform_conv2d.
+"""Lowerings of the convolutions: conv2d (and conv2d_fused), conv_transpose2d, deform_conv2d,
+and the backward ops of their gradients (conv2d_weight_grad, deform_conv2d_data_grad,
+deform_conv2d_weight_grad).
 
 Per-op algorithm choice, by timing the candidates at compile time (``Builder.choose``):
 
@@ -13,10 +15,22 @@ Per-op algorithm choice, by timing the candidates at compile time (``Builder.cho
 
 Bias, a folded BatchNorm, a residual and the activation are applied where the output is
 produced (``epilogue``). Packed and transformed weights are derived forms of the weight in the
-program state (``Builder.derived``): made once, remade if the weight changes.
+program state (``Builder.derived``): made once, remade if the weight changes; a weight that is
+not a parameter or literal (a graph input, as in gradient checks) has its forms remade before
+every run (``Builder.derived``).
+
+Gradients: conv2d's input gradient is a conv_transpose2d, which at stride 1 runs as the
+convolution of the flipped weight (all of the above applies), strided on the micro-kernel
+(``cols = Wᵀ·x``) + col2im, or, with one output channel per group (depthwise), as a direct
+scatter. ``conv2d_weight_grad`` is an im2col per band of output rows + GEMM, accumulated
+(float32: on the micro-kernel, ``kernels.conv_grad``, or on BLAS, chosen by timing), or a
+direct kernel when depthwise. The deformable gradients are per-image GEMMs around
+torchvision's col2im / col2im_coord as parallel Numba kernels.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -33,12 +47,19 @@ from cnnir.backends.numba_cpu.epilogue import (
 )
 from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels import conv as ck
+from cnnir.backends.numba_cpu.kernels import conv_grad as cgk
 from cnnir.backends.numba_cpu.kernels import gemm as gk
 from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels import stencil as sk
 from cnnir.backends.numba_cpu.kernels import winograd as wk
 from cnnir.backends.numba_cpu.program import lower
 from cnnir.ir import Node, Value
+from cnnir.ops.conv import (
+    Conv2dAttrs,
+    conv2d_weight_grad,
+    deform_conv2d_data_grad,
+    deform_conv2d_weight_grad,
+)
 
 
 def window_of(attrs, kernel_size: tuple[int, int]) -> tuple[int, ...]:
@@ -46,27 +67,49 @@ def window_of(attrs, kernel_size: tuple[int, int]) -> tuple[int, ...]:
     return (*kernel_size, *attrs.stride, *attrs.padding[:2], *attrs.dilation)
 
 
-def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value, out: np.ndarray,
-              ep: Epilogue) -> Step:
-    """The fastest applicable algorithm for this convolution, chosen by measurement."""
-    attrs = node.attrs
-    w = b.array(weight)
+class Weight:
+    """A convolution's weight as its kernels read it, in conv2d's layout ``[O, C/G, kh, kw]``
+    (``array``): the node's weight, or a transform of it (a transposed convolution's,
+    flipped). Its forms (the transform, packed rows, Winograd's) are derived forms of the
+    node's weight (``Builder.derived``): remade when a parameter changes, or before every run
+    when the weight is computed at run time."""
+
+    def __init__(self, b: Builder, value: Value, transform=None, kind: Any = None) -> None:
+        self.b, self.value, self.kind = b, value, kind
+        source = b.array(value)
+        self.array = source if transform is None else b.derived(
+            [value], kind, lambda: transform(source))
+
+    def derived(self, kind: Any, make) -> Any:
+        """A form ``make()`` computes from ``array`` (packed rows, Winograd transforms)."""
+        return self.b.derived([self.value], (kind, self.kind) if self.kind is not None
+                              else kind, make)
+
+
+def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value | Weight, out: np.ndarray,
+              ep: Epilogue, attrs=None) -> Step:
+    """The fastest applicable algorithm for this convolution (``attrs``, by default the
+    node's), chosen by measurement."""
+    attrs = attrs if attrs is not None else node.attrs
+    wt = weight if isinstance(weight, Weight) else Weight(b, weight)
+    w = wt.array
     channels, (_, per_group, kh, kw) = x.shape[1], w.shape
     if per_group == 1 and attrs.groups == channels:
-        return b.choose(node, depthwise_candidates(b, attrs, x, w, out, ep))
+        candidates = depthwise_candidates(b, attrs, x, w, out, ep)
+        return b.choose(node, candidates)
     pointwise = (kh, kw, *attrs.stride, attrs.groups) == (1, 1, 1, 1, 1) and not any(attrs.padding)
     candidates = {}
     if b.dtype == np.float32:  # the register-blocked micro-kernel
         if pointwise:
-            candidates["pointwise-microkernel"] = pointwise_mk_step(b, x, weight, out, ep)
+            candidates["pointwise-microkernel"] = pointwise_mk_step(b, x, wt, out, ep)
         else:
-            candidates["im2col-microkernel"] = im2col_mk_step(b, attrs, x, weight, out, ep)
+            candidates["im2col-microkernel"] = im2col_mk_step(b, attrs, x, wt, out, ep)
     elif pointwise:
         candidates["pointwise-blas"] = pointwise_step(x, w, out, ep)
     else:
         candidates["im2col-blas"] = im2col_step(b, attrs, x, w, out, ep)
     if (kh, kw, *attrs.stride, *attrs.dilation, attrs.groups) == (3, 3, 1, 1, 1, 1, 1):
-        candidates["winograd-f2x2-3x3"] = winograd_step(b, attrs, x, weight, out, ep)
+        candidates["winograd-f2x2-3x3"] = winograd_step(b, attrs, x, wt, out, ep)
     return b.choose(node, candidates)
 
 
@@ -84,13 +127,13 @@ def depthwise_candidates(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: n
     return candidates
 
 
-def pointwise_mk_step(b: Builder, x: np.ndarray, weight: Value, out: np.ndarray,
+def pointwise_mk_step(b: Builder, x: np.ndarray, wt: Weight, out: np.ndarray,
                       ep: Epilogue) -> Step:
     """1x1, stride 1, unpadded: one GEMM per image read straight from the image."""
-    w = b.array(weight)
+    w = wt.array
     n_img, k = x.shape[:2]
     m, p = w.shape[0], x.shape[2] * x.shape[3]
-    packed = b.derived([weight], "rows", lambda: simd.pack_rows(w.reshape(m, k)))
+    packed = wt.derived("rows", lambda: simd.pack_rows(w.reshape(m, k)))
     blocks = gk.gemm_blocks(n_img, m, k, p, 0, k * p, m * p)
     scratch = b.scratch((gk.THREADS, gk.scratch_size(k)))
     xf, outf, args = x.reshape(-1), out.reshape(-1), ep.args()
@@ -98,17 +141,17 @@ def pointwise_mk_step(b: Builder, x: np.ndarray, weight: Value, out: np.ndarray,
     return lambda: gemm_kernel(packed, k, xf, p, outf, p, blocks, args, scratch)
 
 
-def im2col_mk_step(b: Builder, attrs, x: np.ndarray, weight: Value, out: np.ndarray,
+def im2col_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
                    ep: Epilogue) -> Step:
     """k×k: per band of output rows, im2col into the thread's buffer, then the GEMM."""
-    w = b.array(weight)
+    w = wt.array
     out_ch, per_group, kh, kw = w.shape
     groups, k = attrs.groups, per_group * kh * kw
     ow = out.shape[3]
     bands = gk.im2col_bands(x.shape[0], out.shape[2], ow, out_ch // groups, k)
     width = int(max((bands[:, 2] - bands[:, 1]).max() * ow, 1))
-    packed = b.derived([weight], ("rows", groups),
-                       lambda: simd.pack_rows(w.reshape(out_ch, k), groups))
+    packed = wt.derived(("rows", groups),
+                                 lambda: simd.pack_rows(w.reshape(out_ch, k), groups))
     cols = b.scratch((gk.THREADS, k, width))
     scratch = b.scratch((gk.THREADS, gk.scratch_size(k)))
     window, args = window_of(attrs, (kh, kw)), ep.args()
@@ -245,10 +288,10 @@ def block_epilogue(ep: Epilogue, out: np.ndarray):
     return finish
 
 
-def winograd_step(b: Builder, attrs, x: np.ndarray, weight: Value, out: np.ndarray,
+def winograd_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
                   ep: Epilogue) -> Step:
     """Winograd F(2x2, 3x3): input tiles, 16 GEMMs, output tiles with the epilogue."""
-    w = b.array(weight)
+    w = wt.array
     n_img, channels = x.shape[:2]
     out_ch, oh, ow = w.shape[0], out.shape[2], out.shape[3]
     th, tw = (oh + 1) // 2, (ow + 1) // 2
@@ -258,7 +301,7 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, weight: Value, out: np.ndarr
     input_tiles = winograd_input_step(b, attrs, x, v, th, tw)
     output_tiles = winograd_output_step(b, attrs, x, m, out, ep, th, tw)
     if b.dtype == np.float32:
-        packed = b.derived([weight], "winograd-rows", lambda: simd.pack_rows(
+        packed = wt.derived("winograd-rows", lambda: simd.pack_rows(
             wk.transform_weights(w, b.dtype).reshape(16 * out_ch, channels), 16))
         blocks = gk.gemm_blocks(16, out_ch, channels, tiles,
                                 simd.padded_rows(out_ch) * channels, channels * tiles,
@@ -271,7 +314,7 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, weight: Value, out: np.ndarr
         def products() -> None:
             gemm_kernel(packed, channels, vf, tiles, mf, tiles, blocks, identity, scratch)
     else:
-        u = b.derived([weight], "winograd", lambda: wk.transform_weights(w, b.dtype))
+        u = wt.derived("winograd", lambda: wk.transform_weights(w, b.dtype))
 
         def products() -> None:
             batched_matmul(u, v, m)
@@ -330,20 +373,118 @@ def conv2d_fused(b: Builder, node: Node) -> Step:
                      fused_epilogue(b, node, out.shape[1]))
 
 
+def flipped_transpose_weight(w: np.ndarray, groups: int) -> np.ndarray:
+    """A transposed convolution's W ``[C_in, O/G, kh, kw]`` as the conv2d weight
+    ``[O, C_in/G, kh, kw]`` of the same map at stride 1:
+    ``W'[g·O/G + co, ci', i, j] = W[g·C_in/G + ci', co, kh−1−i, kw−1−j]``."""
+    c_in, og, kh, kw = w.shape
+    wg = w.reshape(groups, c_in // groups, og, kh, kw)[:, :, :, ::-1, ::-1]
+    return np.ascontiguousarray(wg.transpose(0, 2, 1, 3, 4)).reshape(
+        groups * og, c_in // groups, kh, kw)
+
+
+def transpose_as_conv(attrs, kernel_size: tuple[int, int]) -> Conv2dAttrs | None:
+    """The conv2d attributes of a stride-1 transposed convolution with the flipped weight
+    (``flipped_transpose_weight``): each side padded by ``d(k−1)`` minus its padding, the
+    output padding added bottom/right; None when strided or a side would be negative."""
+    if attrs.stride != (1, 1):
+        return None
+    ext = [attrs.dilation[i] * (kernel_size[i] - 1) for i in range(2)]
+    pt, pl, pb, pr = attrs.padding
+    op_h, op_w = attrs.output_padding
+    pads = (ext[0] - pt, ext[1] - pl, ext[0] - pb + op_h, ext[1] - pr + op_w)
+    if min(pads) < 0:
+        return None
+    return Conv2dAttrs(stride=(1, 1), padding=pads, dilation=attrs.dilation,
+                       groups=attrs.groups)
+
+
 @lower(ops.conv_transpose2d)
 def conv_transpose2d(b: Builder, node: Node) -> Step:
-    """Per image and group: ``cols = Wgᵀ·x_g`` (GEMM), then col2im scatters into the output."""
-    x, weight, bias = node.inputs
-    x, w, bias = b.array(x), b.array(weight), b.array(bias)
+    """At stride 1, the convolution of the flipped weight (``conv_step``: micro-kernel,
+    Winograd or a depthwise stencil, chosen by timing), which covers the input gradient of
+    most convolutions. Strided, with one output channel per group (a depthwise conv's input
+    gradient): a direct scatter per (image, channel). Otherwise ``cols = Wgᵀ·x_g`` per image
+    and group (GEMM), scattered into the output by col2im."""
+    x_value, weight, bias_value = (node.inputs + [None])[:3]
+    x, w, bias = b.array(x_value), b.array(weight), b.array(bias_value)
     out = b.array(node.output)
-    n_img, c_in, height, width = x.shape
     groups = node.attrs.groups
+    kernel_size = (w.shape[2], w.shape[3])
+    as_conv = transpose_as_conv(node.attrs, kernel_size)
+    if as_conv is not None:
+        wt = Weight(b, weight, lambda src: flipped_transpose_weight(src, groups),
+                    ("flipped", groups))
+        return conv_step(b, node, x, wt, out, plain_epilogue(b, out.shape[1], bias), as_conv)
+    wt = Weight(b, weight)
+    window = window_of(node.attrs, kernel_size)
+    bias = bias if bias is not None else np.zeros(out.shape[1], out.dtype)
+    if w.shape[1] == 1:
+        scatter = ck.transpose_one_per_group.sized(x.size * kernel_size[0] * kernel_size[1])
+        fill = bias[:, None, None]
+
+        def direct() -> None:
+            out[:] = fill
+            scatter(x, w, out, window)
+
+        return direct
+    if b.dtype == np.float32:
+        return transpose_mk_step(b, node, x, wt, out, bias)
+    return transpose_blas_step(b, node, x, wt, out, bias)
+
+
+TRANSPOSE_COLUMNS_BYTES = 16 * 1024 * 1024  # the columns of a chunk of images
+
+
+def transpose_mk_step(b: Builder, node: Node, x: np.ndarray, wt: Weight, out: np.ndarray,
+                      bias: np.ndarray) -> Step:
+    """float32, strided: per chunk of images, ``cols = Wgᵀ·x_g`` for every (image, group) on
+    the micro-kernel (B read straight from the image), then ``col2im_planes`` (bias, then
+    the scatter), both Numba-parallel: no BLAS, so no thread-pool clash between them."""
+    n_img, c_in, height, width = x.shape
+    groups, w = node.attrs.groups, wt.array
     cg, og, kh, kw = c_in // groups, w.shape[1], w.shape[2], w.shape[3]
-    wt = b.derived([weight], "transposed", lambda: np.ascontiguousarray(
+    rows, pixels = og * kh * kw, height * width
+    packed = wt.derived(("transposed-rows", groups), lambda: simd.pack_rows(
+        w.reshape(groups, cg, rows).transpose(0, 2, 1).reshape(groups * rows, cg), groups))
+    chunk = max(1, min(n_img, TRANSPOSE_COLUMNS_BYTES // (4 * groups * rows * pixels)))
+    cols = b.scratch((chunk, groups * rows, pixels), owner="transpose-columns")
+    group_stride = simd.padded_rows(rows) * cg
+
+    def blocks_for(count: int) -> np.ndarray:
+        blocks = gk.gemm_blocks(count * groups, rows, cg, pixels, group_stride, cg * pixels,
+                                rows * pixels)
+        blocks[:, 0] %= groups * group_stride  # A is the same for every image
+        return blocks
+
+    plans = [(n0, min(chunk, n_img - n0)) for n0 in range(0, n_img, chunk)]
+    blocks = {count: blocks_for(count) for _, count in plans}
+    identity = Epilogue(np.ones(rows, b.dtype), np.zeros(rows, b.dtype)).args()
+    scratch = b.scratch((gk.THREADS, gk.scratch_size(cg)))
+    xf, colsf = x.reshape(-1), cols.reshape(-1)
+    window = window_of(node.attrs, (kh, kw))
+    col2im = ck.col2im_planes.sized(out.size * kh * kw)
+
+    def step() -> None:
+        for n0, count in plans:
+            gemm_kernel = gk.gemm.over(len(blocks[count]))
+            gemm_kernel(packed, cg, xf[n0 * c_in * pixels:], pixels, colsf, pixels,
+                        blocks[count], identity, scratch)
+            col2im(cols, out, n0, count, bias, window, height, width)
+
+    return step
+
+
+def transpose_blas_step(b: Builder, node: Node, x: np.ndarray, wt: Weight, out: np.ndarray,
+                        bias: np.ndarray) -> Step:
+    """float64, strided: per image and group, ``cols = Wgᵀ·x_g`` (BLAS), then col2im."""
+    n_img, c_in, height, width = x.shape
+    groups, w = node.attrs.groups, wt.array
+    cg, og, kh, kw = c_in // groups, w.shape[1], w.shape[2], w.shape[3]
+    wtr = wt.derived("transposed", lambda: np.ascontiguousarray(
         w.reshape(groups, cg, og * kh * kw).transpose(0, 2, 1)))
     cols = b.scratch((og * kh * kw, height * width))
-    fill = (bias if bias is not None else np.zeros(out.shape[1], out.dtype))[:, None, None]
-    x3 = as3d(x)
+    x3, fill = as3d(x), bias[:, None, None]
     window = window_of(node.attrs, (kh, kw))
     col2im = ck.col2im.sized(cols.size)
 
@@ -351,7 +492,7 @@ def conv_transpose2d(b: Builder, node: Node) -> Step:
         out[:] = fill
         for n in range(n_img):
             for g in range(groups):
-                gemm(wt[g], x3[n, g * cg:(g + 1) * cg], cols)
+                gemm(wtr[g], x3[n, g * cg:(g + 1) * cg], cols)
                 col2im(cols, out, n, g * og, og, window, height, width)
 
     return step
@@ -383,5 +524,203 @@ def deform_conv2d(b: Builder, node: Node) -> Step:
                 gemm(w2[g * og:(g + 1) * og], cols[rows], out3[n, g * og:(g + 1) * og])
         if bias is not None:
             add_bias()
+
+    return step
+
+
+# -- backward ops ------------------------------------------------------------------------------
+
+
+def weight_grad_bands(n_img: int, oh: int, ow: int, k: int, itemsize: int) -> list[tuple]:
+    """(n, y0, y1) bands of output rows whose im2col columns (k rows) fit L2."""
+    band_rows = max(1, min(oh, gk.TILE_BYTES // (itemsize * k * ow)))
+    return [(n, y0, min(oh, y0 + band_rows)) for n in range(n_img)
+            for y0 in range(0, oh, band_rows)]
+
+
+def weight_grad_gemm_step(b: Builder, attrs, x: np.ndarray, gy: np.ndarray,
+                          out: np.ndarray) -> Step:
+    """``gW_gᵀ += cols·gy_gᵀ`` per band of output rows and group: im2col of the band
+    (``im2col_rows``; a 1x1/stride-1/unpadded conv reads the image itself) into the worker's
+    buffer, one BLAS GEMM into the worker's scratch, added to the worker's own (transposed)
+    accumulator. The bands are split over cnnir's worker threads (``blas.parallel_tiles``)
+    and the accumulators summed at the end: no two threads ever write one array. (The
+    transposed product, [C/G·kh·kw, O/G], runs about 1.3x faster on OpenBLAS than
+    ``gy_g·colsᵀ``: its long dimension is the GEMM's M.)"""
+    out_ch, cg, kh, kw = out.shape
+    groups = attrs.groups
+    og, k = out_ch // groups, cg * kh * kw
+    n_img, _, oh, ow = gy.shape
+    pointwise = (kh, kw, *attrs.stride) == (1, 1, 1, 1) and not any(attrs.padding)
+    bands = weight_grad_bands(n_img, oh, ow, k, b.dtype.itemsize)
+    width = max((y1 - y0) * ow for _, y0, y1 in bands)
+    cols = [b.scratch((k, width), owner=i) for i in range(WORKERS)]
+    totals = [b.scratch((groups, k, og), owner=("weight-grad", i)) for i in range(WORKERS)]
+    partial = [b.scratch((k, og), owner=("weight-grad-gemm", i)) for i in range(WORKERS)]
+    x3, gy3 = as3d(x), as3d(gy)
+    out3 = out.reshape(groups, og, k)
+    window = window_of(attrs, (kh, kw))
+    flops = 2 * out_ch * k * n_img * oh * ow
+
+    def run_range(worker: int, lo: int, hi: int) -> None:
+        buffer, total, product = cols[worker], totals[worker], partial[worker]
+        for n, y0, y1 in bands[lo:hi]:
+            p0, p1 = y0 * ow, y1 * ow
+            for g in range(groups):
+                if pointwise:
+                    columns = x3[n, g * cg:(g + 1) * cg, p0:p1]
+                else:
+                    ck.im2col_rows(x, buffer, n, g * cg, cg, window, y0, y1, ow)
+                    columns = buffer[:, :p1 - p0]
+                np.matmul(columns, gy3[n, g * og:(g + 1) * og, p0:p1].T, out=product)
+                np.add(total[g], product, out=total[g])
+
+    def step() -> None:
+        for total in totals:
+            total.fill(0)
+        parallel_tiles(len(bands), run_range, flops)
+        for total in totals[1:]:
+            np.add(totals[0], total, out=totals[0])
+        np.copyto(out3, totals[0].transpose(0, 2, 1))
+
+    return step
+
+
+WEIGHT_GRAD_ROWS = 512  # rows of C (taps) one thread's block may have, at most
+WEIGHT_GRAD_DEPTH = 512  # pixels per GEMM, at most: a 24-column panel of B stays near L1
+
+
+def weight_grad_plan(n_img: int, oh: int, ow: int, k: int, groups: int) -> tuple[int, list]:
+    """Rows per block of C (a multiple of MR, at most about ``WEIGHT_GRAD_ROWS``; with fewer
+    groups than threads each group is cut into blocks for every thread) and the bands
+    (n0, n1, y0, y1) of the GEMM depth: up to ``WEIGHT_GRAD_DEPTH`` pixels, and no more than
+    keep a block's packed columns in L2 — output rows of one image, or whole images."""
+    per_group = -(-gk.THREADS // groups) * -(-k // (gk.THREADS * WEIGHT_GRAD_ROWS))
+    rows = min(simd.padded_rows(k), simd.padded_rows(-(-k // max(1, per_group))))
+    depth = max(gk.MIN_BAND_COLUMNS, min(WEIGHT_GRAD_DEPTH, gk.TILE_BYTES // (4 * rows)))
+    if oh * ow > depth:
+        band_rows = max(1, depth // ow)
+        bands = [(n, n + 1, y0, min(oh, y0 + band_rows)) for n in range(n_img)
+                 for y0 in range(0, oh, band_rows)]
+    else:
+        images = max(1, depth // (oh * ow))
+        bands = [(n0, min(n_img, n0 + images), 0, oh) for n0 in range(0, n_img, images)]
+    return rows, bands
+
+
+def weight_grad_mk_step(b: Builder, attrs, x: np.ndarray, gy: np.ndarray,
+                        out: np.ndarray) -> Step:
+    """float32: gy to pixel-major, then ``gW_gᵀ = Σ_bands cols·gy_gᵀ`` on the micro-kernel,
+    threads owning blocks of rows (``kernels.conv_grad``), then gWᵀ transposed into ``out``."""
+    out_ch, cg, kh, kw = out.shape
+    groups = attrs.groups
+    og, k = out_ch // groups, cg * kh * kw
+    n_img, _, oh, ow = gy.shape
+    rows, band_list = weight_grad_plan(n_img, oh, ow, k, groups)
+    bands = np.array(band_list, np.int64).reshape(-1, 4)
+    depth = max((n1 - n0) * (y1 - y0) * ow for n0, n1, y0, y1 in band_list)
+    gyt = b.scratch((n_img, oh * ow, out_ch), owner="weight-grad-gyt")
+    acc = b.scratch((groups, k, og), owner="weight-grad-acc")
+    packed = b.scratch((gk.THREADS, simd.padded_rows(rows) * depth), owner="weight-grad-cols")
+    per_image = max((y1 - y0) * ow for _, _, y0, y1 in band_list)
+    row_buffers = b.scratch((gk.THREADS, simd.MR, per_image), owner="weight-grad-rows")
+    scratch = b.scratch((gk.THREADS, gk.scratch_size(depth)))
+    scale, shift = np.ones(k, b.dtype), np.zeros(k, b.dtype)
+    window = window_of(attrs, (kh, kw))
+    to_pixels = cgk.batched_transpose.sized(gy.size)
+    kernel = cgk.weight_grad.over(groups * -(-k // rows))
+    to_out = cgk.batched_transpose.sized(out.size)
+    gy3, out3 = as3d(gy), out.reshape(groups, og, k)
+
+    def step() -> None:
+        to_pixels(gy3, gyt)
+        kernel(x, gyt, ow, bands, window, groups, rows, acc, packed, row_buffers, scratch,
+               scale, shift)
+        to_out(acc, out3)
+
+    return step
+
+
+@lower(conv2d_weight_grad)
+def conv2d_weight_grad_lowering(b: Builder, node: Node) -> Step:
+    """A depthwise convolution's weight gradient is a direct kernel parallel over output
+    channels (``depthwise_weight_grad``); any other is an im2col + GEMM per band of output
+    rows, accumulated per thread: on the micro-kernel (float32) or BLAS, chosen by timing."""
+    x, gy = (b.array(v) for v in node.inputs)
+    out = b.array(node.output)
+    attrs = node.attrs
+    out_ch, per_group, kh, kw = out.shape
+    if per_group == 1 and attrs.groups == x.shape[1]:
+        kernel = ck.depthwise_weight_grad.sized(gy.size * kh * kw)
+        mult, window, zero = out_ch // x.shape[1], window_of(attrs, (kh, kw)), b.dtype.type(0)
+        return lambda: kernel(x, gy, out, mult, window, zero)
+    candidates = {}
+    if b.dtype == np.float32:
+        candidates["weight-grad-microkernel"] = weight_grad_mk_step(b, attrs, x, gy, out)
+    candidates["weight-grad-blas"] = weight_grad_gemm_step(b, attrs, x, gy, out)
+    return b.choose(node, candidates)
+
+
+def _no_mask(b: Builder, mask: np.ndarray | None) -> np.ndarray:
+    return mask if mask is not None else np.zeros((1, 1, 1, 1), b.dtype)
+
+
+@lower(deform_conv2d_data_grad)
+def deform_conv2d_data_grad_lowering(b: Builder, node: Node) -> Step:
+    """Per image: gcol = Wgᵀ·gy_g (one GEMM per group), then the input's col2im and the
+    offsets' and mask's col2im_coord (``kernels.conv``)."""
+    x, offset, w, gy, mask = (b.array(v) for v in (node.inputs + [None])[:5])
+    outs = [b.array(v) for v in node.outputs]
+    gx, goff = outs[0], outs[1]
+    gmask = outs[2] if mask is not None else _no_mask(b, None)
+    n_img, channels = x.shape[:2]
+    out_ch, per_group, kh, kw = w.shape
+    groups, taps = channels // per_group, kh * kw
+    og, k = out_ch // groups, per_group * taps
+    offset_groups = offset.shape[1] // (2 * taps)
+    gcol = b.scratch((channels * taps, gy.shape[2] * gy.shape[3]))
+    w2, gy3 = w.reshape(out_ch, k), as3d(gy)
+    mask_arr, has_mask = _no_mask(b, mask), mask is not None
+    window = window_of(node.attrs, (kh, kw))
+    col2im = ck.deform_col2im_input.sized(gcol.size)
+    col2im_coord = ck.deform_col2im_coord.sized(gcol.size)
+
+    def step() -> None:
+        for n in range(n_img):
+            for g in range(groups):
+                gemm(w2[g * og:(g + 1) * og].T, gy3[n, g * og:(g + 1) * og],
+                     gcol[g * k:(g + 1) * k])
+            col2im(gcol, offset, mask_arr, has_mask, gx, n, window, offset_groups)
+            col2im_coord(gcol, x, offset, mask_arr, has_mask, goff, gmask, n, window,
+                         offset_groups)
+
+    return step
+
+
+@lower(deform_conv2d_weight_grad)
+def deform_conv2d_weight_grad_lowering(b: Builder, node: Node) -> Step:
+    """Per image: the forward's bilinear-sampling im2col, then ``gW_g += gy_g·cols_gᵀ`` (one
+    GEMM per group)."""
+    x, offset, gy, mask = (b.array(v) for v in (node.inputs + [None])[:4])
+    out = b.array(node.output)
+    n_img, channels = x.shape[:2]
+    out_ch, per_group, kh, kw = out.shape
+    groups, taps = node.attrs.groups, kh * kw
+    og, k = out_ch // groups, per_group * taps
+    offset_groups = offset.shape[1] // (2 * taps)
+    cols = b.scratch((channels * taps, gy.shape[2] * gy.shape[3]))
+    product = b.scratch((og, k), owner="deform-weight-grad")
+    out2, gy3 = out.reshape(out_ch, k), as3d(gy)
+    mask_arr, has_mask = _no_mask(b, mask), mask is not None
+    window = window_of(node.attrs, (kh, kw))
+    deform_im2col = ck.deform_im2col.sized(cols.size)
+
+    def step() -> None:
+        out2.fill(0)
+        for n in range(n_img):
+            deform_im2col(x, offset, mask_arr, has_mask, cols, n, window, offset_groups)
+            for g in range(groups):
+                gemm(gy3[n, g * og:(g + 1) * og], cols[g * k:(g + 1) * k].T, product)
+                out2[g * og:(g + 1) * og] += product
 
     return step

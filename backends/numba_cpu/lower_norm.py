@@ -4,8 +4,14 @@
   derived form of them (remade when they change).
 - Eval with statistics fed as graph inputs: scale and shift computed each call.
 - Training, or no running statistics: the biased mean and variance over every axis but the
-  channels, each call (the running-statistics update is the training graph's business).
+  channels, each call, in one parallel pass over the channels (``kernels.norm``; the
+  running-statistics update is the training graph's business).
 Statistics are computed in float64 and applied in the compute dtype.
+
+batch_norm_grad (the backward): with batch statistics, two parallel passes: one over the
+channels (statistics, Σg and Σg·x̂ in float64, giving gγ, gβ and the coefficients of gx) and
+one over the (sample, channel) rows computing ``gx = a·(g − ḡ) + b·(x − μ)``. Eval: gx is the
+epilogue pass ``g·γ/√(rv + eps)``; gγ and gβ one pass of float64 sums over the channels.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ import numpy as np
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
 from cnnir.backends.numba_cpu.epilogue import Epilogue, as3d, epilogue_step
+from cnnir.backends.numba_cpu.kernels import norm as nk
 from cnnir.backends.numba_cpu.program import lower
 from cnnir.ir import Node
+from cnnir.ops import norm as norm_ops
 
 
 def affine(gamma: np.ndarray | None, beta: np.ndarray | None, mean: np.ndarray,
@@ -43,11 +51,12 @@ def batch_norm(b: Builder, node: Node) -> Step:
     apply = epilogue_step(x, out, ep)
     if not running:
         x3 = as3d(x)
+        moments = b.scratch((2, x3.shape[1]), np.float64, owner=("batch-norm", node.name))
+        statistics = nk.channel_moments.sized(x3.size)
 
         def batch_statistics() -> None:
-            mean = x3.mean(axis=(0, 2), dtype=np.float64)
-            var = x3.var(axis=(0, 2), dtype=np.float64)
-            ep.scale[:], ep.shift[:] = affine(gamma, beta, mean, var, eps, b.dtype)
+            statistics(x3, moments)
+            ep.scale[:], ep.shift[:] = affine(gamma, beta, moments[0], moments[1], eps, b.dtype)
             apply()
 
         return batch_statistics
@@ -57,3 +66,93 @@ def batch_norm(b: Builder, node: Node) -> Step:
         apply()
 
     return input_statistics
+
+
+@lower(norm_ops.batch_norm_grad)
+def batch_norm_grad(b: Builder, node: Node) -> Step:
+    x, rm, rv, gamma, g = (b.array(v) for v in node.inputs)
+    a = node.attrs
+    outs = dict(zip(a.outputs, (b.array(v) for v in node.outputs)))
+    g3 = as3d(g)
+    channels = g3.shape[1]
+    owner = ("batch-norm-grad", node.name)
+    sums = b.scratch((2, channels), np.float64, owner=owner)
+    gw, gb, gx = outs.get("weight"), outs.get("bias"), outs.get("input")
+    if a.batch_stats:
+        return batch_statistics_grad(b, as3d(x), g3, gamma, a.eps, sums, gw, gb, gx, owner)
+    steps = []
+    if gx is not None:  # gy·γ/√(rv + eps): the epilogue pass, scale remade each call
+        ep = Epilogue(np.ones(channels, b.dtype), np.zeros(channels, b.dtype))
+        apply = epilogue_step(g, gx, ep)
+
+        def input_grad() -> None:
+            ep.scale[:] = affine(gamma, None, np.zeros(channels), rv, a.eps, b.dtype)[0]
+            apply()
+
+        steps.append(input_grad)
+    if gw is not None or gb is not None:
+        x3 = as3d(x) if x is not None else g3
+        center = rm if rm is not None else np.zeros(channels, b.dtype)
+        reduce = nk.centered_grad_sums.sized(g3.size)
+
+        def parameter_grads() -> None:
+            reduce(x3, g3, center, sums)
+            if gw is not None:
+                gw[:] = sums[1] / np.sqrt(rv.astype(np.float64) + a.eps)
+            if gb is not None:
+                gb[:] = sums[0]
+
+        steps.append(parameter_grads)
+
+    def step() -> None:
+        for part in steps:
+            part()
+
+    return step
+
+
+def batch_statistics_grad(b: Builder, x3: np.ndarray, g3: np.ndarray, gamma: np.ndarray | None,
+                          eps: float, sums: np.ndarray, gw: np.ndarray | None,
+                          gb: np.ndarray | None, gx: np.ndarray | None, owner: tuple) -> Step:
+    """The two passes of the backward with batch statistics (module docstring)."""
+    channels = g3.shape[1]
+    coef = b.scratch((4, channels), owner=owner)
+    ones = np.ones(channels, b.dtype)
+    first = nk.batch_norm_grad_sums.sized(g3.size)
+    second = nk.batch_norm_grad_input.sized(g3.size)
+    gx3 = as3d(gx) if gx is not None else None
+
+    def step() -> None:
+        first(x3, g3, gamma if gamma is not None else ones, eps, coef, sums)
+        if gb is not None:
+            gb[:] = sums[0]
+        if gw is not None:
+            gw[:] = sums[1]
+        if gx3 is not None:
+            second(g3, x3, coef, gx3)
+
+    return step
+
+
+@lower(norm_ops.batch_norm_update)
+def batch_norm_update(b: Builder, node: Node) -> Step:
+    """The moving averages from the batch's per-channel mean and biased variance (one
+    parallel pass, ``channel_moments``); with momentum None, 1/num_batches_tracked."""
+    x, mean, var, count = (b.array(v) for v in (node.inputs + [None])[:4])
+    outs = [b.array(v) for v in node.outputs]
+    x3 = as3d(x)
+    n = x3.shape[0] * x3.shape[2]
+    moments = b.scratch((2, x3.shape[1]), np.dtype(np.float64), owner="batch-norm-moments")
+    statistics = nk.channel_moments.sized(x3.size)
+    momentum = node.attrs.momentum
+
+    def step() -> None:
+        statistics(x3, moments)
+        tracked = None if count is None else count + 1
+        m = momentum if momentum is not None else 1.0 / tracked
+        np.copyto(outs[0], (1 - m) * mean + m * moments[0], casting="unsafe")
+        np.copyto(outs[1], (1 - m) * var + m * moments[1] * n / (n - 1), casting="unsafe")
+        if tracked is not None:
+            np.copyto(outs[2], tracked)
+
+    return step

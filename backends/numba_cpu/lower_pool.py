@@ -4,6 +4,9 @@ Max pooling with equal strides and no dilation is a stencil over phase planes wh
 are −∞ (``kernels.stencil.max_pool_phases``); any other is separable (rows, then columns).
 Interpolation tables (source indices and weights, ``docs/semantics.md``) are computed once at
 compile time and applied separably.
+
+The backward ops (``*_grad``) are one kernel each, parallel over (image, channel) planes of
+the input gradient; interpolate's reuses the forward's tables, transposed.
 """
 
 from __future__ import annotations
@@ -12,11 +15,13 @@ import numpy as np
 
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
+from cnnir.backends.numba_cpu.kernels import gemm as gk
 from cnnir.backends.numba_cpu.kernels import pool as pk
 from cnnir.backends.numba_cpu.kernels import stencil as sk
 from cnnir.backends.numba_cpu.lower_conv import phase_scratch, window_of
 from cnnir.backends.numba_cpu.program import lower, unary
 from cnnir.ir import Node
+from cnnir.ops import pool as pool_ops
 
 
 @lower(ops.max_pool2d)
@@ -45,6 +50,39 @@ def avg_pool2d(b: Builder, node: Node) -> Step:
     return lambda: kernel(x, out, window, a.count_include_pad, divisor)
 
 
+@lower(pool_ops.max_pool2d_grad)
+def max_pool2d_grad(b: Builder, node: Node) -> Step:
+    x, gy = (b.array(v) for v in node.inputs)
+    gx, a = b.array(node.output), node.attrs
+    kernel = pk.max_pool_grad.sized(gy.size * a.kernel_size[0] * a.kernel_size[1])
+    window = window_of(a, a.kernel_size)
+    rows, cols = (inside_taps(gy.shape[2 + i], a.stride[i], a.padding[i], a.dilation[i],
+                              a.kernel_size[i], x.shape[2 + i]) for i in range(2))
+    rows, cols = _ranges(rows), _ranges(cols)
+    return lambda: kernel(x, gy, gx, window, rows, cols)
+
+
+def inside_taps(out_len: int, s: int, p: int, d: int, k: int, in_len: int) -> np.ndarray:
+    """``[o, j]``: whether tap j of output o, at ``o·s − p + j·d``, is inside the input."""
+    taps = (np.arange(out_len) * s - p)[:, None] + np.arange(k) * d
+    return (taps >= 0) & (taps < in_len)
+
+
+def _ranges(inside: np.ndarray) -> np.ndarray:
+    """``[lo, hi)`` of the True entries of each row (they are contiguous), [0, 0) if none."""
+    lo = np.where(inside.any(1), inside.argmax(1), 0)
+    return np.stack([lo, lo + inside.sum(1)], axis=1).astype(np.int64)
+
+
+@lower(pool_ops.avg_pool2d_grad)
+def avg_pool2d_grad(b: Builder, node: Node) -> Step:
+    gy, gx, a = b.array(node.inputs[0]), b.array(node.output), node.attrs
+    kernel = pk.avg_pool_grad.sized(gy.size * a.kernel_size[0] * a.kernel_size[1])
+    window = window_of(a, a.kernel_size)
+    divisor = a.divisor_override or 0
+    return lambda: kernel(gy, gx, window, a.count_include_pad, divisor)
+
+
 def adaptive_step(b: Builder, node: Node, is_max: bool) -> Step:
     x, out = unary(b, node)
     kernel = pk.adaptive_pool.sized(x.size)
@@ -53,6 +91,17 @@ def adaptive_step(b: Builder, node: Node, is_max: bool) -> Step:
 
 lower(ops.adaptive_avg_pool2d)(lambda b, node: adaptive_step(b, node, is_max=False))
 lower(ops.adaptive_max_pool2d)(lambda b, node: adaptive_step(b, node, is_max=True))
+
+
+def adaptive_grad_step(b: Builder, node: Node, is_max: bool) -> Step:
+    gy, gx = b.array(node.inputs[-1]), b.array(node.output)
+    x = b.array(node.inputs[0]) if is_max else gx  # the average's gradient never reads x
+    kernel = pk.adaptive_pool_grad.sized(gx.size)
+    return lambda: kernel(x, gy, gx, is_max)
+
+
+lower(pool_ops.adaptive_avg_pool2d_grad)(lambda b, node: adaptive_grad_step(b, node, is_max=False))
+lower(pool_ops.adaptive_max_pool2d_grad)(lambda b, node: adaptive_grad_step(b, node, is_max=True))
 
 
 def source_index_table(attrs, axis: int, in_len: int,
@@ -87,3 +136,17 @@ def interpolate(b: Builder, node: Node) -> Step:
     lh, lw = lh.astype(b.dtype), lw.astype(b.dtype)
     resample = pk.resample.sized(out.size)
     return lambda: resample(x, out, h0, h1, lh, w0, w1, lw)
+
+
+@lower(pool_ops.interpolate_grad)
+def interpolate_grad(b: Builder, node: Node) -> Step:
+    gy, gx = b.array(node.inputs[0]), b.array(node.output)
+    h0, h1, lh = source_index_table(node.attrs, 0, gx.shape[2], gy.shape[2])
+    w0, w1, lw = source_index_table(node.attrs, 1, gx.shape[3], gy.shape[3])
+    if node.attrs.mode != "bilinear":
+        nearest = pk.nearest_grad.sized(gy.size)
+        return lambda: nearest(gy, gx, h0, w0)
+    lh, lw = lh.astype(b.dtype), lw.astype(b.dtype)
+    rows = b.scratch((gk.THREADS, gx.shape[3]), owner="resample-grad-rows")
+    scatter = pk.resample_grad.sized(gy.size)
+    return lambda: scatter(gy, gx, h0, h1, lh, w0, w1, lw, rows)

@@ -13,6 +13,7 @@ from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
 from cnnir.backends.numba_cpu.program import lower, unary
 from cnnir.ir import Node
+from cnnir.ops import tensor as tensor_ops
 
 
 def binary(ufunc):
@@ -81,6 +82,29 @@ def reduction(fn):
 
 for _op, _fn in ((ops.mean, np.mean), (ops.sum_, np.sum), (ops.amax, np.max)):
     lower(_op)(reduction(_fn))
+
+
+@lower(tensor_ops.amax_grad)
+def amax_grad(b: Builder, node: Node) -> Step:
+    """``(x == y)·g / count`` in numpy: the maxima of each slice share its gradient evenly
+    (torch.amax's rule); the tie mask and the per-slice share live in scratch buffers."""
+    x, y, g = (b.array(v) for v in node.inputs)
+    out = b.array(node.output)
+    a = node.attrs
+    axes = tuple(range(x.ndim)) if a.dims is None else tuple(sorted({d % x.ndim
+                                                                     for d in a.dims}))
+    kept = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    y_kept, g_kept = y.reshape(kept), g.reshape(kept)
+    ties = b.scratch(x.shape, np.bool_, owner=("amax_grad", node.name))
+    share = b.scratch(kept, owner=("amax_grad", node.name))
+
+    def step() -> None:
+        np.equal(x, y_kept, out=ties)
+        np.sum(ties, axis=axes, keepdims=True, out=share)
+        np.divide(g_kept, share, out=share)
+        np.multiply(ties, share, out=out)
+
+    return step
 
 
 @lower(ops.expand)

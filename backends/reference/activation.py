@@ -7,7 +7,9 @@ hardsigmoid min(max(x+3,0),6)/6; hardswish x·hardsigmoid(x); silu x·σ(x);
 gelu x·Φ(x) = ½x(1 + erf(x/√2)), or ½x(1 + tanh(√(2/π)(x + 0.044715x³))) with 'tanh';
 softmax exp(x − max)/Σexp(x − max); log_softmax x − max − log Σexp(x − max);
 dropout (training) x·mask/(1−p) with mask ~ Bernoulli(1−p), zeros for p = 1, identity in eval;
-dropout2d draws one mask value per (sample, channel).
+dropout2d draws one mask value per (sample, channel). In training, dropout, dropout2d and
+rrelu also return the multiplier they applied (the scaled mask, or 1 / the sampled slope).
+prelu_grad: gx = x > 0 ? g : a·g, ga = Σ_{x≤0} x·g per channel (or over all for one slope).
 """
 
 from __future__ import annotations
@@ -19,11 +21,13 @@ from scipy.special import erf
 
 from cnnir import ops
 from cnnir.backends.reference.runtime import Context, kernel
+from cnnir.ops import activation as activation_ops
 from cnnir.ops.activation import (
     DropoutAttrs,
     EluAttrs,
     GeluAttrs,
     LeakyReluAttrs,
+    PReluGradAttrs,
     RReluAttrs,
     SoftmaxAttrs,
 )
@@ -32,6 +36,11 @@ from cnnir.ops.activation import (
 @kernel(ops.relu)
 def relu(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0)  # NaN propagates, -inf gives 0
+
+
+@kernel(ops.abs_)
+def abs_(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
+    return np.abs(x)
 
 
 @kernel(ops.relu6)
@@ -96,12 +105,13 @@ def prelu(ctx: Context, attrs: object, x: np.ndarray, w: np.ndarray) -> np.ndarr
 
 
 @kernel(ops.rrelu)
-def rrelu(ctx: Context, a: RReluAttrs, x: np.ndarray) -> np.ndarray:
-    if a.training:
-        slope = ctx.rng.uniform(a.lower, a.upper, size=x.shape).astype(x.dtype)
-    else:
-        slope = (a.lower + a.upper) / 2
-    return np.where(x > 0, x, slope * x)
+def rrelu(ctx: Context, a: RReluAttrs, x: np.ndarray) -> np.ndarray | tuple[np.ndarray, ...]:
+    """Eval: the mean slope. Training: (y, multiplier), the multiplier 1 where x > 0 and the
+    element's sampled slope elsewhere (the backward's ``gy·multiplier``)."""
+    if not a.training:
+        return np.where(x > 0, x, (a.lower + a.upper) / 2 * x)
+    slope = ctx.rng.uniform(a.lower, a.upper, size=x.shape).astype(x.dtype)
+    return np.where(x > 0, x, slope * x), np.where(x > 0, 1.0, slope)
 
 
 @kernel(ops.softmax)
@@ -120,22 +130,24 @@ def log_softmax(ctx: Context, a: SoftmaxAttrs, x: np.ndarray) -> np.ndarray:
     return log_softmax_of(x, a.dim)
 
 
-def _dropout(ctx: Context, a: DropoutAttrs, x: np.ndarray, mask_shape: tuple) -> np.ndarray:
+def _dropout(ctx: Context, a: DropoutAttrs, x: np.ndarray,
+             mask_shape: tuple) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Eval: x. Training: (y, mask) with the mask ``keep/(1 − p)`` in ``mask_shape``."""
     if not a.training:
         return x
     if a.p == 1.0:
-        return np.zeros_like(x)
-    keep = ctx.rng.random(mask_shape) >= a.p
-    return x * keep * (1.0 / (1.0 - a.p))
+        return np.zeros_like(x), np.zeros(mask_shape)
+    mask = (ctx.rng.random(mask_shape) >= a.p) * (1.0 / (1.0 - a.p))
+    return x * mask, mask
 
 
 @kernel(ops.dropout)
-def dropout(ctx: Context, a: DropoutAttrs, x: np.ndarray) -> np.ndarray:
+def dropout(ctx: Context, a: DropoutAttrs, x: np.ndarray) -> np.ndarray | tuple:
     return _dropout(ctx, a, x, x.shape)
 
 
 @kernel(ops.dropout2d)
-def dropout2d(ctx: Context, a: DropoutAttrs, x: np.ndarray) -> np.ndarray:
+def dropout2d(ctx: Context, a: DropoutAttrs, x: np.ndarray) -> np.ndarray | tuple:
     return _dropout(ctx, a, x, x.shape[:2] + (1,) * (x.ndim - 2))
 
 
@@ -151,6 +163,7 @@ def _gelu_derivative(a: GeluAttrs, x: np.ndarray) -> np.ndarray:
 
 
 DERIVATIVES = {
+    ops.abs_: lambda a, x: np.sign(x),
     ops.relu: lambda a, x: (x > 0).astype(x.dtype),
     ops.relu6: lambda a, x: ((x > 0) & (x < 6)).astype(x.dtype),
     ops.leaky_relu: lambda a, x: np.where(x > 0, 1.0, a.negative_slope),
@@ -168,3 +181,20 @@ DERIVATIVES = {
 def activation_grad(ctx: Context, a, x: np.ndarray, g: np.ndarray) -> np.ndarray:
     attrs = a.activation_attrs if a.activation_attrs is not None else a.activation.attrs()
     return DERIVATIVES[a.activation](attrs, x) * g
+
+
+@kernel(activation_ops.prelu_grad)
+def prelu_grad(ctx: Context, a: PReluGradAttrs, x: np.ndarray, w: np.ndarray,
+               g: np.ndarray) -> tuple[np.ndarray, ...]:
+    """``gx = x > 0 ? g : a·g``; ``ga = Σ_{x≤0} x·g`` per channel (dim 1), or over all."""
+    slope = w.reshape((1, -1) + (1,) * (x.ndim - 2)) if x.ndim >= 2 else w
+    results = []
+    if "input" in a.outputs:
+        results.append(np.where(x > 0, g, slope * g))
+    if "weight" in a.outputs:
+        contribution = np.where(x > 0, 0.0, x * g)
+        if w.size == 1:
+            results.append(np.sum(contribution).reshape(w.shape))
+        else:
+            results.append(np.sum(contribution, axis=(0, *range(2, x.ndim))))
+    return tuple(results)

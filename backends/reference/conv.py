@@ -10,6 +10,16 @@ conv_transpose2d (W ``[C_in, O/G, kh, kw]``): scatter x[n,ci,h,w]·W[ci,co',i,j]
 deform_conv2d: col[n,c,i,j,oh,ow] = mask·sample(x[n,c], y, x) at
     y = oh·s_h − pt + i·d_h + Δy, x = ow·s_w − pl + j·d_w + Δx (bilinear sampling of an
     infinitely zero-padded image); out = grouped_conv(W, col) + b.
+
+Backward ops (docs/semantics.md §3), written from the formulas:
+conv2d_weight_grad: gW[o, c', i, j] = Σ_{n, oh, ow} gy[n, o, oh, ow]·xp[n, g(o)·C/G + c',
+    oh·s_h + i·d_h, ow·s_w + j·d_w].
+deform_conv2d_data_grad, with gcol[n, c, i, j, oh, ow] = Σ_{o in c's group} W[o, c', i, j]·gy:
+    gx scatters mask·(1 − |y − a|)(1 − |x − b|)·gcol onto the corners (a, b) inside the image;
+    gΔy = Σ_c mask·gcol·[lx·(v(y1, x1) − v(y0, x1)) + (1 − lx)·(v(y1, x0) − v(y0, x0))] and
+    gΔx likewise (v = 0 outside the image, no test that the sample itself is inside: at
+    exactly y = −1 this is not 0, torchvision's behaviour); gmask = Σ_c gcol·sample.
+deform_conv2d_weight_grad: gW = Σ_{n, oh, ow} gy·col per group.
 """
 
 from __future__ import annotations
@@ -18,7 +28,14 @@ import numpy as np
 
 from cnnir import ops
 from cnnir.backends.reference.runtime import Context, kernel
-from cnnir.ops.conv import Conv2dAttrs, ConvTranspose2dAttrs
+from cnnir.ops.conv import (
+    Conv2dAttrs,
+    Conv2dWeightGradAttrs,
+    ConvTranspose2dAttrs,
+    conv2d_weight_grad,
+    deform_conv2d_data_grad,
+    deform_conv2d_weight_grad,
+)
 
 
 def conv_out_size(size: int, k: int, s: int, pad_total: int, d: int) -> int:
@@ -127,30 +144,127 @@ def bilinear_zero_padded(img: np.ndarray, y: np.ndarray, x: np.ndarray) -> np.nd
     return np.moveaxis(out, -1, 1)
 
 
+def deform_positions(a: Conv2dAttrs, offset: np.ndarray, kernel: tuple[int, int]):
+    """Per offset group g and tap (i, j): ``(g, i, j, tap, y, x)`` with the sample positions
+    ``y = oh·s_h − pt + i·d_h + Δy`` and ``x = ow·s_w − pl + j·d_w + Δx``, each [N, OH, OW]."""
+    kh, kw = kernel
+    oh, ow = offset.shape[2:]
+    (sh, sw), (dh, dw) = a.stride, a.dilation
+    pt, pl = a.padding[:2]
+    base_y = (np.arange(oh) * sh - pt).reshape(1, oh, 1)
+    base_x = (np.arange(ow) * sw - pl).reshape(1, 1, ow)
+    for g in range(offset.shape[1] // (2 * kh * kw)):
+        for i in range(kh):
+            for j in range(kw):
+                tap = g * kh * kw + i * kw + j
+                yield (g, i, j, tap, base_y + i * dh + offset[:, 2 * tap],
+                       base_x + j * dw + offset[:, 2 * tap + 1])
+
+
+def deform_columns(a: Conv2dAttrs, x: np.ndarray, offset: np.ndarray,
+                   mask: np.ndarray | None, kernel: tuple[int, int]) -> np.ndarray:
+    """``col[n, c, i, j, oh, ow] = mask·sample(x[n, c], y, x)`` (§1.3)."""
+    n, c = x.shape[:2]
+    kh, kw = kernel
+    per_offset_group = c // (offset.shape[1] // (2 * kh * kw))
+    cols = np.empty((n, c, kh, kw, *offset.shape[2:]), dtype=x.dtype)
+    for g, i, j, tap, y, xs in deform_positions(a, offset, kernel):
+        chans = slice(g * per_offset_group, (g + 1) * per_offset_group)
+        sample = bilinear_zero_padded(x[:, chans], y, xs)
+        if mask is not None:
+            sample = sample * mask[:, tap][:, None]
+        cols[:, chans, i, j] = sample
+    return cols
+
+
 @kernel(ops.deform_conv2d)
 def deform_conv2d(ctx: Context, a: Conv2dAttrs, x: np.ndarray, offset: np.ndarray,
                   w: np.ndarray, b: np.ndarray | None,
                   mask: np.ndarray | None = None) -> np.ndarray:
     """torchvision's deform_conv2d; the mask is used raw and groups follow from the shapes."""
+    cols = deform_columns(a, x, offset, mask, w.shape[2:])
+    return add_bias(grouped_contract(w, cols, x.shape[1] // w.shape[1]), b)
+
+
+def grouped_weight_grad(gy: np.ndarray, cols: np.ndarray, groups: int) -> np.ndarray:
+    """``gW[o, c', i, j] = Σ_{n, p} gy[n, o, p]·cols[n, g(o)·C/G + c', i, j, p]``."""
+    n, c, kh, kw, oh, ow = cols.shape
+    out_ch = gy.shape[1]
+    gy_g = gy.reshape(n, groups, out_ch // groups, oh * ow)
+    cols_g = cols.reshape(n, groups, (c // groups) * kh * kw, oh * ow)
+    gw = np.einsum("ngop,ngkp->gok", gy_g, cols_g, optimize=True)
+    return gw.reshape(out_ch, c // groups, kh, kw)
+
+
+@kernel(conv2d_weight_grad)
+def conv2d_weight_grad_kernel(ctx: Context, a: Conv2dWeightGradAttrs, x: np.ndarray,
+                              gy: np.ndarray) -> np.ndarray:
+    """conv2d's weight gradient: the correlation of gy with the forward's columns."""
+    cols = taps(pad_spatial(x, a.padding), a.kernel_size, a.stride, a.dilation, gy.shape[2:])
+    return grouped_weight_grad(gy, cols, a.groups)
+
+
+def pixel(img: np.ndarray, batch: np.ndarray, chans: np.ndarray, yy: np.ndarray,
+          xx: np.ndarray) -> np.ndarray:
+    """``v(yy, xx)`` of ``img[n, c]``: the pixel, 0 outside the image."""
+    h, wd = img.shape[2:]
+    inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < wd)
+    yi = np.where(inside, yy, 0).astype(np.int64)
+    xi = np.where(inside, xx, 0).astype(np.int64)
+    return np.where(inside, img[batch, chans, yi, xi], 0.0)
+
+
+@kernel(deform_conv2d_data_grad)
+def deform_conv2d_data_grad_kernel(ctx: Context, a: Conv2dAttrs, x: np.ndarray,
+                                   offset: np.ndarray, w: np.ndarray, gy: np.ndarray,
+                                   mask: np.ndarray | None = None) -> tuple:
+    """Gradients of the input, the offsets and the mask (torchvision's col2im kernels)."""
     n, c, h, wd = x.shape
-    kh, kw = w.shape[2:]
-    oh, ow = offset.shape[2:]
-    offset_groups = offset.shape[1] // (2 * kh * kw)
-    per_offset_group = c // offset_groups
-    (sh, sw), (dh, dw) = a.stride, a.dilation
-    pt, pl = a.padding[:2]
-    base_y = (np.arange(oh) * sh - pt).reshape(1, oh, 1)
-    base_x = (np.arange(ow) * sw - pl).reshape(1, 1, ow)
-    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
-    for g in range(offset_groups):
-        chans = slice(g * per_offset_group, (g + 1) * per_offset_group)
-        for i in range(kh):
-            for j in range(kw):
-                tap = g * kh * kw + i * kw + j
-                y = base_y + i * dh + offset[:, 2 * tap]
-                xs = base_x + j * dw + offset[:, 2 * tap + 1]
-                sample = bilinear_zero_padded(x[:, chans], y, xs)
-                if mask is not None:
-                    sample = sample * mask[:, tap][:, None]
-                cols[:, chans, i, j] = sample
-    return add_bias(grouped_contract(w, cols, c // w.shape[1]), b)
+    out_ch, per_group, kh, kw = w.shape
+    groups = c // per_group
+    oh, ow = gy.shape[2:]
+    # gcol[n, c, i, j, p] = Σ_{o in the group of c} W[o, c', i, j]·gy[n, o, p]
+    w_g = w.reshape(groups, out_ch // groups, per_group * kh * kw)
+    gy_g = gy.reshape(n, groups, out_ch // groups, oh * ow)
+    gcol = np.einsum("gok,ngop->ngkp", w_g, gy_g, optimize=True).reshape(n, c, kh, kw, oh, ow)
+    per_offset_group = c // (offset.shape[1] // (2 * kh * kw))
+    gx = np.zeros_like(x)
+    goff = np.zeros_like(offset)
+    gmask = np.zeros_like(mask) if mask is not None else None
+    for g, i, j, tap, y, xs in deform_positions(a, offset, (kh, kw)):
+        first = g * per_offset_group
+        chans = np.arange(first, first + per_offset_group).reshape(1, -1, 1, 1)
+        batch = np.arange(n).reshape(-1, 1, 1, 1)
+        y, xs = y[:, None], xs[:, None]  # [N, 1, OH, OW] against channels
+        y0, x0 = np.floor(y), np.floor(xs)
+        ly, lx = y - y0, xs - x0
+        gc = gcol[:, first:first + per_offset_group, i, j]
+        m = mask[:, tap][:, None] if mask is not None else 1.0
+        v00, v01 = pixel(x, batch, chans, y0, x0), pixel(x, batch, chans, y0, x0 + 1)
+        v10, v11 = pixel(x, batch, chans, y0 + 1, x0), pixel(x, batch, chans, y0 + 1, x0 + 1)
+        goff[:, 2 * tap] = np.sum(m * gc * (lx * (v11 - v01) + (1 - lx) * (v10 - v00)), axis=1)
+        goff[:, 2 * tap + 1] = np.sum(m * gc * (ly * (v11 - v10) + (1 - ly) * (v01 - v00)),
+                                      axis=1)
+        if mask is not None:
+            sample = bilinear_zero_padded(x[:, first:first + per_offset_group], y[:, 0],
+                                          xs[:, 0])
+            gmask[:, tap] = np.sum(gc * sample, axis=1)
+        for dy, wy in ((0, 1 - ly), (1, ly)):
+            for dx, wx in ((0, 1 - lx), (1, lx)):
+                yy, xx = y0 + dy, x0 + dx
+                inside = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < wd)
+                shape = np.broadcast_shapes(inside.shape, gc.shape)
+                yi = np.broadcast_to(np.where(inside, yy, 0).astype(np.int64), shape)
+                xi = np.broadcast_to(np.where(inside, xx, 0).astype(np.int64), shape)
+                contrib = np.where(inside, wy * wx, 0.0) * m * gc
+                np.add.at(gx, (np.broadcast_to(batch, shape), np.broadcast_to(chans, shape),
+                               yi, xi), contrib)
+    return (gx, goff) + ((gmask,) if mask is not None else ())
+
+
+@kernel(deform_conv2d_weight_grad)
+def deform_conv2d_weight_grad_kernel(ctx: Context, a: Conv2dWeightGradAttrs, x: np.ndarray,
+                                     offset: np.ndarray, gy: np.ndarray,
+                                     mask: np.ndarray | None = None) -> np.ndarray:
+    """``gW = Σ_{n, p} gy·col`` per group, with the forward's deformable columns."""
+    return grouped_weight_grad(gy, deform_columns(a, x, offset, mask, a.kernel_size), a.groups)

@@ -3,6 +3,11 @@
 Training, or no running statistics: μ and σ²_b are the **biased** mean and variance over every
 dim but 1, ``y = γ(x − μ)/√(σ²_b + eps) + β``. Eval: ``y = γ(x − rm)/√(rv + eps) + β``.
 γ = 1 and β = 0 when absent. The running-statistics update is not part of the forward value.
+
+batch_norm_grad (docs/semantics.md §3), with ``x̂ = (x − μ)/√(σ² + eps)`` and means over every
+dim but 1: ``gβ = Σ gy``, ``gγ = Σ gy·x̂``; with batch statistics
+``gx = γ/√(σ²_b + eps)·(gy − mean(gy) − x̂·mean(gy·x̂))``, in eval ``gx = gy·γ/√(rv + eps)``
+(μ, σ² the running statistics).
 """
 
 from __future__ import annotations
@@ -11,7 +16,8 @@ import numpy as np
 
 from cnnir import ops
 from cnnir.backends.reference.runtime import Context, kernel
-from cnnir.ops.norm import BatchNormAttrs
+from cnnir.ops import norm as norm_ops
+from cnnir.ops.norm import BatchNormAttrs, BatchNormGradAttrs
 
 
 def per_channel(v: np.ndarray, rank: int) -> np.ndarray:
@@ -36,3 +42,46 @@ def batch_norm(ctx: Context, a: BatchNormAttrs, x: np.ndarray, running_mean: np.
     if bias is not None:
         y = y + per_channel(bias, x.ndim)
     return y
+
+
+@kernel(norm_ops.batch_norm_grad)
+def batch_norm_grad(ctx: Context, a: BatchNormGradAttrs, x: np.ndarray | None,
+                    running_mean: np.ndarray | None, running_var: np.ndarray | None,
+                    weight: np.ndarray | None, gy: np.ndarray) -> tuple[np.ndarray, ...]:
+    axes = (0, *range(2, gy.ndim))
+    gamma = per_channel(weight, gy.ndim) if weight is not None else 1.0
+    if a.batch_stats:
+        mean = x.mean(axis=axes, keepdims=True)
+        var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    else:
+        mean = None if running_mean is None else per_channel(running_mean, gy.ndim)
+        var = per_channel(running_var, gy.ndim)
+    inv_std = 1.0 / np.sqrt(var + a.eps)
+    results = {}
+    if "weight" in a.outputs:
+        results["weight"] = np.sum(gy * (x - mean) * inv_std, axis=axes)
+    if "bias" in a.outputs:
+        results["bias"] = np.sum(gy, axis=axes)
+    if "input" in a.outputs:
+        if a.batch_stats:
+            x_hat = (x - mean) * inv_std
+            results["input"] = gamma * inv_std * (gy - gy.mean(axis=axes, keepdims=True)
+                                                  - x_hat * (gy * x_hat).mean(axis=axes,
+                                                                              keepdims=True))
+        else:
+            results["input"] = gy * gamma * inv_std
+    return tuple(results[name] for name in a.outputs)
+
+
+@kernel(norm_ops.batch_norm_update)
+def batch_norm_update(ctx: Context, a, x: np.ndarray, running_mean: np.ndarray,
+                      running_var: np.ndarray, count: np.ndarray | None) -> tuple:
+    """The running statistics after one training-mode forward (docs/semantics.md §1.4)."""
+    axes = (0, *range(2, x.ndim))
+    n = x.size // x.shape[1]
+    mean = x.mean(axis=axes)
+    unbiased = ((x - x.mean(axis=axes, keepdims=True)) ** 2).sum(axis=axes) / (n - 1)
+    tracked = None if count is None else count + 1
+    m = a.momentum if a.momentum is not None else 1.0 / tracked
+    new = ((1 - m) * running_mean + m * mean, (1 - m) * running_var + m * unbiased)
+    return new if count is None else (*new, tracked)

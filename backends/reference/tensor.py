@@ -12,6 +12,7 @@ import numpy as np
 
 from cnnir import ops
 from cnnir.backends.reference.runtime import Context, kernel
+from cnnir.ops import tensor as tensor_ops
 from cnnir.ops.tensor import (
     ChannelShuffleAttrs,
     DimAttrs,
@@ -97,6 +98,17 @@ def sum_(ctx: Context, a: ReduceAttrs, x: np.ndarray) -> np.ndarray:
 @kernel(ops.amax)
 def amax(ctx: Context, a: ReduceAttrs, x: np.ndarray) -> np.ndarray:
     return np.amax(x, axis=_axes(a), keepdims=a.keepdim)
+
+
+@kernel(tensor_ops.amax_grad)
+def amax_grad(ctx: Context, a: ReduceAttrs, x: np.ndarray, y: np.ndarray,
+              g: np.ndarray) -> np.ndarray:
+    """``(x == y)·g / count``: the maxima share each slice's gradient evenly (torch.amax)."""
+    axes = tuple(range(x.ndim)) if a.dims is None else tuple(d % x.ndim for d in a.dims)
+    kept = tuple(1 if i in axes else d for i, d in enumerate(x.shape))
+    ties = x == y.reshape(kept)
+    count = ties.sum(axis=axes, keepdims=True)
+    return ties * (g.reshape(kept) / count)
 
 
 @kernel(ops.channel_shuffle)

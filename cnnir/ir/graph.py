@@ -129,9 +129,10 @@ class Graph:
         self.nodes: list[Node] = []
         self.constants: dict[str, Value] = {}
         self.module_types: dict[str, str] = {}  # module path -> class name, from tracing
-        # A gradient graph (cnnir.grad_graph): outputs[0] is the loss, the others gradients;
-        # the nodes the loss depends on are the forward pass, the rest the backward.
-        self.gradient = False
+        # A gradient graph (cnnir.grad_graph) has outputs[0] the loss, then this many
+        # gradients (then the updated running statistics); the nodes the loss depends on are
+        # the forward pass, the rest the backward. None for any other graph.
+        self.gradients: int | None = None
         self._names: set[str] = set()
         self._counters: dict[str, int] = {}
 

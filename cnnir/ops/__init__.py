@@ -13,7 +13,7 @@ from cnnir.ops.conv import conv2d, conv_transpose2d, deform_conv2d
 from cnnir.ops.linear import linear, matmul
 from cnnir.ops.norm import batch_norm
 from cnnir.ops.activation import (
-    activation_grad, dropout, dropout2d, elu, gelu, hardsigmoid, hardswish, leaky_relu,
+    abs_, activation_grad, dropout, dropout2d, elu, gelu, hardsigmoid, hardswish, leaky_relu,
     log_softmax, prelu, relu, relu6, rrelu, sigmoid, silu, softmax, tanh,
 )
 from cnnir.ops.pool import (
@@ -25,7 +25,7 @@ from cnnir.ops.loss import (
 )
 
 __all__ = [
-    "GLOBAL", "REGISTRY", "Cost", "OpDef", "Window", "register", "activation_grad",
+    "GLOBAL", "REGISTRY", "Cost", "OpDef", "Window", "abs_", "activation_grad", "register",
     "adaptive_avg_pool2d", "adaptive_max_pool2d", "add", "amax", "avg_pool2d", "batch_norm",
     "binary_cross_entropy", "binary_cross_entropy_with_logits", "cat", "channel_shuffle",
     "contrastive_loss", "conv2d", "conv_transpose2d", "cross_entropy", "deform_conv2d", "div",

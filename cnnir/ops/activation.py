@@ -4,6 +4,14 @@ FLOPs per element E: relu 1; relu6, leaky_relu, prelu, rrelu 2; elu, sigmoid 3; 
 silu, hardsigmoid 4; hardswish 5; gelu 6 (scale, erf, add, two multiplies, halving);
 softmax and log_softmax 5 (max, subtract, exp, sum, divide or subtract);
 dropout 1 in training (a multiply by the pre-scaled mask), 0 in eval.
+
+Random ops in training mode (dropout, dropout2d, rrelu) have a second output, the multiplier
+they applied: dropout's keep mask scaled by 1/(1 − p) (dropout2d's shaped (N, C, 1, 1)), the
+rrelu multiplier of each element (1 where x > 0, its sampled slope elsewhere). The forward is
+``y = x·m`` and the gradient ``gx = gy·m``, so the backward reuses the forward's draw exactly;
+tracing hands the user output 0 only, and in eval mode these ops have one output.
+Backward-only ops: ``activation_grad`` (f'(x)·g), ``prelu_grad`` (E comparisons, plus E
+multiplies for the input's gradient and 2E, a multiply and an add, for the slopes').
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from cnnir.ops.registry import (
     same_dtype,
     static_numel,
 )
-from cnnir.ops.tensor import normalize_dim
+from cnnir.ops.tensor import mul, normalize_dim
 
 if TYPE_CHECKING:
     from cnnir.ir.graph import Node
@@ -79,6 +87,9 @@ silu = _unary("silu", 4, onnx=onnx_silu)
 # ONNX's default alpha is 0.2; torch's hardsigmoid is relu6(x + 3) / 6.
 hardsigmoid = _unary("hardsigmoid", 4, onnx=onnx_same("HardSigmoid", alpha=1.0 / 6, beta=0.5))
 hardswish = _unary("hardswish", 5, onnx=onnx_same("HardSwish"))
+# |x| (torch.abs): elementwise like the activations, so it shares their gradient op; its
+# derivative is sign(x) with sign(0) = 0 (L1 regularization, docs/semantics.md §4).
+abs_ = _unary("abs", 1, onnx=onnx_same("Abs"))
 
 
 @dataclass(frozen=True)
@@ -148,19 +159,53 @@ class RReluAttrs:
                 f"rrelu needs 0 <= lower <= upper, got lower={self.lower}, upper={self.upper}")
 
 
+def read_later(b: Any, node: Node, i: int) -> bool:
+    """Whether output ``i`` of the node being exported is read (by a node or as a graph
+    output); unknown (a decomposition's view) counts as read."""
+    value = node.outputs[i]
+    users = getattr(value, "users", None)
+    return users is None or bool(users) or any(v is value for v in b.graph.outputs)
+
+
 def onnx_rrelu(b: Any, node: Node) -> list[str]:
     """ONNX mapping: eval ``LeakyRelu(alpha = (lower + upper)/2)``; training
     ``PRelu(X, RandomUniformLike(X, lower, upper))`` (a fresh slope per element; ORT has no
-    RandomUniformLike-22 kernel, fine at opsets ≤ 21)."""
+    RandomUniformLike-22 kernel, fine at opsets ≤ 21). The multiplier output is
+    ``Where(X > 0, 1, slopes)`` when something reads it, else the slopes' name (unread)."""
     a, x = node.attrs, b.input(0)
     if not a.training:
         return [b.op("LeakyRelu", [x], alpha=float((a.lower + a.upper) / 2))]
     slopes = b.op("RandomUniformLike", [x], low=float(a.lower), high=float(a.upper))
-    return [b.op("PRelu", [x, slopes])]
+    y = b.op("PRelu", [x, slopes])
+    if not read_later(b, node, 1):
+        return [y, slopes]
+    dtype = node.inputs[0].type.dtype
+    positive = b.op("Greater", [x, b.scalar(0.0, dtype)])
+    return [y, b.op("Where", [positive, b.scalar(1.0, dtype), slopes])]
 
 
-rrelu = _unary("rrelu", 2, RReluAttrs, has_training_mode=True, random=True, onnx=onnx_rrelu,
-               vjp=None)
+def infer_random(a: Any, types: list[TensorType | None]) -> list[TensorType]:
+    """dropout and rrelu: the output, and in training mode the multiplier applied."""
+    return [types[0], types[0]] if a.training else [types[0]]
+
+
+def vjp_rrelu(ad: Any, node: Node, grads: list) -> list:
+    """Training: ``gx = gy·m`` with the forward's multiplier m (its sampled slopes); eval:
+    the derivative of leaky_relu with slope (lower + upper)/2 (docs/semantics.md §3)."""
+    g, a = grads[0], node.attrs
+    if g is None:
+        return [None]
+    if a.training:
+        return [ad.op(mul, [g, node.outputs[1]])]
+    slope = LeakyReluAttrs((a.lower + a.upper) / 2)
+    return [ad.op(activation_grad, [node.inputs[0], g], ActivationGradAttrs(leaky_relu, slope))]
+
+
+rrelu = register(OpDef(
+    name="rrelu", inputs=("input",), attrs=RReluAttrs, infer=infer_random,
+    cost=elementwise_cost(2), flop_rule="2E", has_training_mode=True, random=True,
+    onnx=onnx_rrelu, vjp=vjp_rrelu,
+))
 
 
 def infer_prelu(attrs: object, types: list[TensorType | None]) -> list[TensorType]:
@@ -185,10 +230,51 @@ def onnx_prelu(b: Any, node: Node) -> list[str]:
     return [b.op("PRelu", [b.input(0), slope])]
 
 
+def vjp_prelu(ad: Any, node: Node, grads: list) -> list:
+    """One ``prelu_grad`` node: ``gx = x > 0 ? gy : a·gy``, ``ga = Σ_{x≤0} x·gy`` per
+    channel, or over everything for a shared slope (docs/semantics.md §3)."""
+    wanted = tuple(name for i, name in enumerate(PRELU_GRADS) if ad.needs(i))
+    outs = ad.ops(prelu_grad, [*node.inputs, grads[0]], PReluGradAttrs(wanted))
+    got = dict(zip(wanted, outs))
+    return [got.get(name) for name in PRELU_GRADS]
+
+
 prelu = register(OpDef(
     name="prelu", inputs=("input", "weight"), params=("weight",), infer=infer_prelu,
-    cost=elementwise_cost(2), flop_rule="2E", onnx=onnx_prelu,
+    cost=elementwise_cost(2), flop_rule="2E", onnx=onnx_prelu, vjp=vjp_prelu,
 ))
+
+PRELU_GRADS = ("input", "weight")
+
+
+@dataclass(frozen=True)
+class PReluGradAttrs:
+    """Which gradients a ``prelu_grad`` node computes, in this order: input, weight."""
+
+    outputs: tuple[str, ...] = PRELU_GRADS
+
+    def __post_init__(self) -> None:
+        require(bool(self.outputs) and tuple(n for n in PRELU_GRADS if n in self.outputs)
+                == tuple(self.outputs),
+                f"outputs must be a non-empty ordered subset of {PRELU_GRADS}, "
+                f"got {self.outputs!r}")
+
+
+def infer_prelu_grad(a: PReluGradAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x, w, g = types
+    (y,) = infer_prelu(None, [x, w])
+    require(g.shape == y.shape, lambda: f"expects grad_output shaped like the input "
+            f"{shape_str(x.shape)} but it is {shape_str(g.shape)}")
+    dtype = same_dtype([x, w, g])
+    return [TensorType(x.shape if name == "input" else w.shape, dtype) for name in a.outputs]
+
+
+def cost_prelu_grad(a: PReluGradAttrs, ins: list[TensorType | None],
+                    outs: list[TensorType]) -> Cost:
+    """E comparisons (x > 0); E multiplies for the input's gradient; a multiply and an add
+    per element for the slopes' (every element counted, whatever its sign)."""
+    e = static_numel(ins[0])
+    return Cost(flops=e + e * ("input" in a.outputs) + 2 * e * ("weight" in a.outputs))
 
 
 @dataclass(frozen=True)
@@ -259,24 +345,35 @@ def _dropout_cost() -> CostFn:
 
 
 def infer_dropout2d(a: DropoutAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    """The output and, in training mode, the scaled mask: one value per (sample, channel)."""
     x = types[0]
     require(x.rank in (3, 4), f"expects a 3-D or 4-D input (channels of feature maps) but it "
             f"is {shape_str(x.shape)}")
-    return [x]
+    if not a.training:
+        return [x]
+    return [x, TensorType((*x.shape[:2], *(1,) * (x.rank - 2)), x.dtype)]
 
 
 def onnx_dropout(b: Any, node: Node) -> list[str]:
     """ONNX mapping: eval ``Identity``; training ``Dropout(X, ratio, training_mode=True)``
-    (ratio and mode are inputs since opset 12)."""
+    (ratio and mode are inputs since opset 12). The scaled mask output is
+    ``Mul(CastLike(mask, X), 1/(1 − p))`` when something reads it; unread, it is Dropout's own
+    boolean mask output (no extra nodes)."""
     if not node.attrs.training:
         return [b.op("Identity", [b.input(0)])]
-    ratio = b.scalar(node.attrs.p, node.inputs[0].type.dtype)
-    return [b.op("Dropout", [b.input(0), ratio, b.const(np.asarray(True), "training_mode")])]
+    p, dtype = node.attrs.p, node.inputs[0].type.dtype
+    y, mask = b.op("Dropout", [b.input(0), b.scalar(p, dtype),
+                               b.const(np.asarray(True), "training_mode")], n_out=2)
+    if not read_later(b, node, 1):
+        return [y, mask]
+    scale = 0.0 if p >= 1.0 else 1.0 / (1.0 - p)
+    return [y, b.op("Mul", [b.op("CastLike", [mask, b.input(0)]), b.scalar(scale, dtype)])]
 
 
 def onnx_dropout2d(b: Any, node: Node) -> list[str]:
     """ONNX mapping: eval ``Identity``; training has no ONNX op and is decomposed: one
-    uniform draw per channel, ``y = x · (u >= p) / (1 − p)`` (zeros when p = 1)."""
+    uniform draw per channel, ``mask = (u >= p) / (1 − p)`` (zeros when p = 1) and
+    ``y = x · mask``; the mask is the second output."""
     a, x = node.attrs, b.input(0)
     if not a.training:
         return [b.op("Identity", [x])]
@@ -287,18 +384,27 @@ def onnx_dropout2d(b: Any, node: Node) -> list[str]:
                                       b.scalar(a.p, dtype)])])
     scale = 0.0 if a.p >= 1.0 else 1.0 / (1.0 - a.p)
     mask = b.op("Mul", [b.op("CastLike", [keep, x]), b.scalar(scale, dtype)])
-    return [b.op("Mul", [x, mask])]
+    return [b.op("Mul", [x, mask]), mask]
+
+
+def vjp_dropout(ad: Any, node: Node, grads: list) -> list:
+    """Training: ``gx = gy·m`` with the forward's scaled mask m (the same draw); eval, or
+    p = 0 (m is all ones): gy, and the mask stays unread."""
+    g = grads[0]
+    if g is None or not node.attrs.training or node.attrs.p == 0.0:
+        return [g]
+    return [ad.op(mul, [g, node.outputs[1]])]
 
 
 dropout = register(OpDef(
-    name="dropout", inputs=("input",), attrs=DropoutAttrs, infer=infer_same,
+    name="dropout", inputs=("input",), attrs=DropoutAttrs, infer=infer_random,
     cost=_dropout_cost(), has_training_mode=True, random=True, onnx=onnx_dropout,
-    flop_rule="training E (multiply by the pre-scaled mask); eval 0",
+    flop_rule="training E (multiply by the pre-scaled mask); eval 0", vjp=vjp_dropout,
 ))
 dropout2d = register(OpDef(
     name="dropout2d", inputs=("input",), attrs=DropoutAttrs, infer=infer_dropout2d,
     cost=_dropout_cost(), has_training_mode=True, random=True, onnx=onnx_dropout2d,
-    flop_rule="training E (multiply by the pre-scaled channel mask); eval 0",
+    flop_rule="training E (multiply by the pre-scaled channel mask); eval 0", vjp=vjp_dropout,
 ))
 
 
@@ -329,4 +435,12 @@ activation_grad = register(OpDef(
     name="activation_grad", inputs=("input", "grad_output"), attrs=ActivationGradAttrs,
     infer=infer_activation_grad, cost=cost_activation_grad, backward=True,
     differentiable=False, flop_rule="the activation's FLOPs + E",
+))
+
+
+# prelu's gradients (docs/semantics.md §3): backward-only, emitted by vjp_prelu.
+prelu_grad = register(OpDef(
+    name="prelu_grad", inputs=("input", "weight", "grad_output"), attrs=PReluGradAttrs,
+    infer=infer_prelu_grad, cost=cost_prelu_grad, backward=True, differentiable=False,
+    flop_rule="E comparisons, + E (grad_input), + 2E (grad_weight)",
 ))

@@ -9,6 +9,19 @@ conv_transpose2d (W ``[C_in, O/G, kh, kw]``, the adjoint of conv2d):
 deform_conv2d (offset ``[N, 2·og·kh·kw, OH, OW]``, optional mask ``[N, og·kh·kw, OH, OW]``):
     MACs as conv2d on the output grid; FLOPs add 7 per bilinear sample (4 mul + 3 add) for
     N·C·kh·kw·OH·OW samples, reported as sampling FLOPs, and 1 per sample with a mask.
+
+Gradients (docs/semantics.md §3), emitted as IR by the ``vjp`` rules below:
+conv2d: gx = conv_transpose2d(gy, W) with the forward's stride, padding, dilation and groups
+    and output_padding = H − ((OH−1)·s − pt − pb + d(k−1) + 1) (JAX's transpose rule);
+    gW = conv2d_weight_grad(x, gy); gb = Σ gy over (N, OH, OW).
+conv_transpose2d: gx = conv2d(gy, W) and gW = conv2d_weight_grad(gy, x) with the same
+    attributes: its weight gradient is conv2d's with the roles of input and output swapped
+    (``[C_in, O/G, kh, kw]`` is exactly conv2d_weight_grad's ``[O', C'/G, kh, kw]``).
+deform_conv2d: gx, gΔ and gmask from one ``deform_conv2d_data_grad`` node (all three read
+    gcol = Wᵀ·gy, computed once), gW from ``deform_conv2d_weight_grad``, gb = Σ gy.
+Backward costs (docs/semantics.md §6.3): grad-input and grad-weight each cost the forward's
+MACs (conv_transpose2d counts its MACs on its input grid, which is the forward's output);
+the deformable ones add their bilinear work per sample S = N·C·kh·kw·OH·OW (see their rules).
 """
 
 from __future__ import annotations
@@ -32,9 +45,10 @@ from cnnir.ops.registry import (
     same_dtype,
     static_numel,
 )
+from cnnir.ops.tensor import PadAttrs, ReduceAttrs, pad, sum_
 
 if TYPE_CHECKING:
-    from cnnir.ir.graph import Node
+    from cnnir.ir.graph import Node, Value
 
 Pads = tuple[int, int, int, int]
 
@@ -95,6 +109,18 @@ class ConvTranspose2dAttrs(Conv2dAttrs):
             require(op[axis] < max(self.stride[axis], self.dilation[axis]),
                     f"output padding must be smaller than either stride or dilation, got "
                     f"output_padding={op}, stride={self.stride}, dilation={self.dilation}")
+
+
+@dataclass(frozen=True)
+class Conv2dWeightGradAttrs(Conv2dAttrs):
+    """A weight gradient's convolution (stride, padding, dilation, groups) and the kernel size
+    of the weight it produces (the weight itself is not an input of the backward op)."""
+
+    kernel_size: tuple[int, int] = (1, 1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "kernel_size", positive_pair(self.kernel_size, "kernel_size"))
 
 
 def conv_out_dim(size: Dim, kernel: int, stride: int, pad_total: int, dilation: int) -> Dim:
@@ -178,6 +204,51 @@ def onnx_conv2d(b: Any, node: Node) -> list[str]:
                  **attrs)]
 
 
+def _static_spatial(ad: Any, *types: TensorType) -> None:
+    """Gradient rules need concrete H and W (output_padding, crops); the batch may stay
+    symbolic."""
+    for t in types:
+        if not all(is_static(d) for d in t.shape[2:]):
+            ad.fail(f"cannot differentiate a convolution over the symbolic spatial size "
+                    f"{shape_str(t.shape)}", "trace with concrete H and W")
+
+
+def weight_grad_attrs(a: Conv2dAttrs, kernel: tuple[int, int],
+                      groups: int | None = None) -> Conv2dWeightGradAttrs:
+    return Conv2dWeightGradAttrs(stride=a.stride, padding=a.padding, dilation=a.dilation,
+                                 groups=a.groups if groups is None else groups,
+                                 kernel_size=tuple(kernel))
+
+
+def bias_grad(ad: Any, g: Value) -> Value:
+    """``gb[o] = Σ gy[:, o]``: a sum over (N, OH, OW)."""
+    return ad.op(sum_, [g], ReduceAttrs((0, 2, 3)))
+
+
+def vjp_conv2d(ad: Any, node: Node, grads: list) -> list:
+    """``gx = conv_transpose2d(gy, W, s, p, d, G, output_padding)`` (skipped for the first
+    layer), ``gW = conv2d_weight_grad(x, gy)``, ``gb = Σ gy`` (docs/semantics.md §3)."""
+    g = grads[0]
+    x, w, bias = (node.inputs + [None])[:3]
+    a = node.attrs
+    kernel = (w.type.shape[2], w.type.shape[3])
+    gx = gw = gb = None
+    if ad.needs(0):
+        _static_spatial(ad, x.type, g.type)
+        out_pad = tuple(
+            x.type.shape[2 + i] - ((g.type.shape[2 + i] - 1) * a.stride[i] - a.padding[i]
+                                   - a.padding[i + 2] + a.dilation[i] * (kernel[i] - 1) + 1)
+            for i in range(2))
+        gx = ad.op(conv_transpose2d, [g, w, None], ConvTranspose2dAttrs(
+            stride=a.stride, padding=a.padding, dilation=a.dilation, groups=a.groups,
+            output_padding=out_pad))
+    if ad.needs(1):
+        gw = ad.op(conv2d_weight_grad, [x, g], weight_grad_attrs(a, kernel))
+    if bias is not None and ad.needs(2):
+        gb = bias_grad(ad, g)
+    return [gx, gw, gb]
+
+
 conv2d = register(OpDef(
     name="conv2d",
     inputs=("input", "weight", "bias?"),
@@ -187,6 +258,7 @@ conv2d = register(OpDef(
     cost=cost_conv2d,
     window=conv_window,
     onnx=onnx_conv2d,
+    vjp=vjp_conv2d,
     flop_rule="2·MACs, plus one add per output element with a bias",
 ))
 
@@ -244,6 +316,44 @@ def onnx_conv_transpose2d(b: Any, node: Node) -> list[str]:
                  output_padding=list(a.output_padding), **attrs)]
 
 
+def transposed_as_conv(ad: Any, g: Value,
+                       a: ConvTranspose2dAttrs) -> tuple[Value, Conv2dAttrs]:
+    """``gy`` and the conv2d attributes whose convolution of it has the transposed conv's
+    input size: s, p, d and G stay; only when output_padding ≥ s (possible when d > s) the
+    bottom/right padding shrinks by s·⌊op/s⌋ (the conv would otherwise give ⌊op/s⌋ extra
+    rows), cropping gy rows that no kept window reads where it would go negative."""
+    pads = list(a.padding)
+    crop = [0, 0]
+    for i in range(2):
+        pads[i + 2] -= a.stride[i] * (a.output_padding[i] // a.stride[i])
+        if pads[i + 2] < 0:
+            crop[i], pads[i + 2] = -pads[i + 2], 0
+    if any(crop):
+        g = ad.op(pad, [g], PadAttrs((0, -crop[1], 0, -crop[0])))
+    attrs = Conv2dAttrs(stride=a.stride, padding=tuple(pads), dilation=a.dilation,
+                        groups=a.groups)
+    return g, attrs
+
+
+def vjp_conv_transpose2d(ad: Any, node: Node, grads: list) -> list:
+    """``gx = conv2d(gy, W, s, p, d, G)``; ``gW = conv2d_weight_grad(gy, x)`` (conv2d's weight
+    gradient with input and output swapped); ``gb = Σ gy``."""
+    g = grads[0]
+    x, w, bias = (node.inputs + [None])[:3]
+    _static_spatial(ad, x.type, g.type)
+    kernel = (w.type.shape[2], w.type.shape[3])
+    gx = gw = gb = None
+    if ad.needs(0) or ad.needs(1):
+        g_conv, conv_attrs = transposed_as_conv(ad, g, node.attrs)
+        if ad.needs(0):
+            gx = ad.op(conv2d, [g_conv, w, None], conv_attrs)
+        if ad.needs(1):
+            gw = ad.op(conv2d_weight_grad, [g_conv, x], weight_grad_attrs(conv_attrs, kernel))
+    if bias is not None and ad.needs(2):
+        gb = bias_grad(ad, g)
+    return [gx, gw, gb]
+
+
 conv_transpose2d = register(OpDef(
     name="conv_transpose2d",
     inputs=("input", "weight", "bias?"),
@@ -253,6 +363,7 @@ conv_transpose2d = register(OpDef(
     cost=cost_conv_transpose2d,
     window=conv_transpose_window,
     onnx=onnx_conv_transpose2d,
+    vjp=vjp_conv_transpose2d,
     flop_rule="2·MACs (MACs on the input grid), plus one add per output element with a bias",
 ))
 
@@ -322,6 +433,27 @@ def onnx_deform_conv2d(b: Any, node: Node) -> list[str]:
     return [b.op("DeformConv", inputs, group=groups, offset_group=offset_groups, **attrs)]
 
 
+def vjp_deform_conv2d(ad: Any, node: Node, grads: list) -> list:
+    """torchvision's backward (docs/semantics.md §3): one ``deform_conv2d_data_grad`` node for
+    the input, offset and mask (they share gcol = Wᵀ·gy), ``deform_conv2d_weight_grad`` for
+    W, ``Σ gy`` for the bias."""
+    g = grads[0]
+    x, offset, w, bias, mask = (node.inputs + [None, None])[:5]
+    gx = goff = gw = gb = gmask = None
+    if ad.needs(0) or ad.needs(1) or (mask is not None and ad.needs(4)):
+        outs = ad.ops(deform_conv2d_data_grad, [x, offset, w, g, mask], node.attrs)
+        gx, goff = outs[0], outs[1]
+        gmask = outs[2] if mask is not None else None
+    if ad.needs(2):
+        groups = x.type.shape[1] // w.type.shape[1]
+        kernel = (w.type.shape[2], w.type.shape[3])
+        gw = ad.op(deform_conv2d_weight_grad, [x, offset, g, mask],
+                   weight_grad_attrs(node.attrs, kernel, groups))
+    if bias is not None and ad.needs(3):
+        gb = bias_grad(ad, g)
+    return [gx, goff, gw, gb, gmask]
+
+
 deform_conv2d = register(OpDef(
     name="deform_conv2d",
     inputs=("input", "offset", "weight", "bias?", "mask?"),
@@ -331,6 +463,140 @@ deform_conv2d = register(OpDef(
     cost=cost_deform_conv2d,
     window=deform_window,
     onnx=onnx_deform_conv2d,
+    vjp=vjp_deform_conv2d,
     flop_rule="2·MACs + 7 per bilinear sample (N·C·kh·kw·OH·OW samples) + 1 per sample with a "
               "mask + one add per output element with a bias",
+))
+
+
+# -- backward-only ops (emitted by the vjp rules above; no ONNX mapping) ----------------------
+
+
+def infer_conv2d_weight_grad(a: Conv2dWeightGradAttrs,
+                             types: list[TensorType | None]) -> list[TensorType]:
+    x, g = types
+    expect_rank(x, 4, "its input (N, C, H, W)")
+    expect_rank(g, 4, "its output's gradient (N, O, OH, OW)")
+    dtype = same_dtype([x, g])
+    groups = a.groups
+    require(x.shape[0] == g.shape[0], f"expects the input {shape_str(x.shape)} and the "
+            f"gradient {shape_str(g.shape)} to have one batch")
+    for what, ch in (("input channels", x.shape[1]), ("gradient channels", g.shape[1])):
+        require(is_static(ch) and ch % groups == 0,
+                f"has groups={groups}, which must divide the {what} ({ch})")
+    oh_ow = _conv_spatial(x, a.kernel_size, a)
+    for axis in range(2):
+        want, got = oh_ow[axis], g.shape[2 + axis]
+        require(not (is_static(want) and is_static(got)) or want == got,
+                f"expects a gradient of spatial size {shape_str(oh_ow)} (the convolution of "
+                f"{shape_str(x.shape)}) but it is {shape_str(g.shape)}")
+    return [TensorType((g.shape[1], x.shape[1] // groups, *a.kernel_size), dtype)]
+
+
+def cost_conv2d_weight_grad(a: Conv2dWeightGradAttrs, ins: list[TensorType | None],
+                            outs: list[TensorType]) -> Cost:
+    """The forward's MACs: every (output pixel, tap) pair once, N·O·OH·OW·(C/G)·kh·kw."""
+    w = outs[0]
+    macs = static_numel(ins[1]) * w.shape[1] * w.shape[2] * w.shape[3]
+    return Cost(macs=macs, flops=2 * macs)
+
+
+conv2d_weight_grad = register(OpDef(
+    name="conv2d_weight_grad",
+    inputs=("input", "grad_output"),
+    attrs=Conv2dWeightGradAttrs,
+    infer=infer_conv2d_weight_grad,
+    cost=cost_conv2d_weight_grad,
+    backward=True,
+    differentiable=False,
+    flop_rule="2·MACs, MACs = N·O·OH·OW·(C/G)·kh·kw (the forward's)",
+))
+
+
+def _deform_samples(x: TensorType, kernel: tuple[int, int], g: TensorType) -> int:
+    """S = N·C·kh·kw·OH·OW bilinear samples."""
+    return static_numel(x) // (x.shape[2] * x.shape[3]) * kernel[0] * kernel[1] * (
+        g.shape[2] * g.shape[3])
+
+
+def infer_deform_conv2d_data_grad(a: Conv2dAttrs,
+                                  types: list[TensorType | None]) -> list[TensorType]:
+    x, offset, w, g, mask = types
+    (y,) = infer_deform_conv2d(a, [x, offset, w, None, mask])
+    require(g.shape == y.shape and g.dtype == y.dtype,
+            f"expects an output gradient of type {y} but it is {g}")
+    outs = [TensorType(x.shape, x.dtype), TensorType(offset.shape, offset.dtype)]
+    return outs + ([TensorType(mask.shape, mask.dtype)] if mask is not None else [])
+
+
+DATA_GRAD_PER_SAMPLE = 22  # 8 for the input scatter (4 mul + 4 add), 7 for each of Δy and Δx
+DATA_GRAD_PER_MASKED_SAMPLE = 10  # mask·gcol, and the mask's: a bilinear sample (7), mul, add
+
+
+def cost_deform_conv2d_data_grad(a: Conv2dAttrs, ins: list[TensorType | None],
+                                 outs: list[TensorType]) -> Cost:
+    """gcol = Wᵀ·gy costs the forward's MACs; per sample, the input scatter 8 FLOPs (four
+    corner weights times gcol, four adds) and each offset coordinate 7 (two differences
+    blended, 2 sub + 2 mul + 1 add, times gcol and accumulated); with a mask 10 more (mask·gcol,
+    and the mask's gradient: a bilinear sample, one multiply, one add). The bilinear part
+    (all but 2·MACs and the mask's multiply, multiply and add) is the sampling FLOPs."""
+    x, w, g, mask = ins[0], ins[2], ins[3], ins[4]
+    macs = static_numel(g) * w.shape[1] * w.shape[2] * w.shape[3]
+    samples = _deform_samples(x, (w.shape[2], w.shape[3]), g)
+    sampling = DATA_GRAD_PER_SAMPLE * samples + (7 * samples if mask is not None else 0)
+    flops = 2 * macs + DATA_GRAD_PER_SAMPLE * samples
+    flops += DATA_GRAD_PER_MASKED_SAMPLE * samples if mask is not None else 0
+    return Cost(macs=macs, flops=flops, sampling_flops=sampling)
+
+
+deform_conv2d_data_grad = register(OpDef(
+    name="deform_conv2d_data_grad",
+    inputs=("input", "offset", "weight", "grad_output", "mask?"),
+    attrs=Conv2dAttrs,
+    infer=infer_deform_conv2d_data_grad,
+    cost=cost_deform_conv2d_data_grad,
+    backward=True,
+    differentiable=False,
+    flop_rule="2·MACs (gcol = Wᵀ·gy) + 22 per sample (input scatter 8, offset 2×7) + 10 per "
+              "sample with a mask; sampling FLOPs 22 (+7 with a mask) per sample",
+))
+
+
+def infer_deform_conv2d_weight_grad(a: Conv2dWeightGradAttrs,
+                                    types: list[TensorType | None]) -> list[TensorType]:
+    x, offset, g, mask = types
+    expect_rank(g, 4, "its output's gradient (N, O, OH, OW)")
+    groups = a.groups
+    require(is_static(x.shape[1]) and x.shape[1] % groups == 0,
+            f"has groups={groups}, which must divide the input channels of {shape_str(x.shape)}")
+    require(is_static(g.shape[1]) and g.shape[1] % groups == 0,
+            f"has groups={groups}, which must divide the gradient channels of "
+            f"{shape_str(g.shape)}")
+    w = TensorType((g.shape[1], x.shape[1] // groups, *a.kernel_size), x.dtype)
+    (y,) = infer_deform_conv2d(a, [x, offset, w, None, mask])
+    require(g.shape == y.shape and g.dtype == y.dtype,
+            f"expects an output gradient of type {y} but it is {g}")
+    return [w]
+
+
+def cost_deform_conv2d_weight_grad(a: Conv2dWeightGradAttrs, ins: list[TensorType | None],
+                                   outs: list[TensorType]) -> Cost:
+    """The forward's MACs (Σ gy·col), and its sampling again: 7 per bilinear sample, 1 more
+    per sample with a mask (the columns are recomputed, not stored by the forward)."""
+    x, g, mask, w = ins[0], ins[2], ins[3], outs[0]
+    macs = static_numel(g) * w.shape[1] * w.shape[2] * w.shape[3]
+    samples = _deform_samples(x, a.kernel_size, g)
+    flops = 2 * macs + 7 * samples + (samples if mask is not None else 0)
+    return Cost(macs=macs, flops=flops, sampling_flops=7 * samples)
+
+
+deform_conv2d_weight_grad = register(OpDef(
+    name="deform_conv2d_weight_grad",
+    inputs=("input", "offset", "grad_output", "mask?"),
+    attrs=Conv2dWeightGradAttrs,
+    infer=infer_deform_conv2d_weight_grad,
+    cost=cost_deform_conv2d_weight_grad,
+    backward=True,
+    differentiable=False,
+    flop_rule="2·MACs + 7 per bilinear sample (+1 with a mask), as the forward without bias",
 ))

@@ -15,10 +15,50 @@ one add per reduced element (and one division for 'mean'):
 contrastive_loss is the cnnir convention (Hadsell, Chopra and LeCun 2006): label 0 means
 similar, 1 dissimilar, ``L = mean[(1−Y)·½·D² + Y·½·max(0, m − D)²]``, ``D = ‖f1 − f2 + eps‖₂``,
 default margin 1.0.
+
+Gradients (docs/semantics.md §2). Every loss has the one ``vjp_loss`` rule: a backward-only
+``loss_grad`` node per float input that needs a gradient (input, float targets and labels,
+class and element weights, pos_weight; integer class targets get none), whose attrs name the
+loss, its attrs and the input. Its inputs are the incoming gradient ``g`` (a scalar, or one
+per item for 'none') then the loss's own inputs; its output has that input's type. With
+``s = g`` ('none', 'sum') or ``g / count`` ('mean': 1 FLOP; class-index cross_entropy and
+nll divide by ``D = Σ w[y]`` over kept rows: R + 1), ``d = x − y`` (``y − x`` for the target,
+same count), E elements, R rows, C classes, the gradients and their FLOPs are:
+    l1        sign(d)·s 3E;  mse 2d·s 3E;  huber clamp(d, −δ, δ)·s 4E
+    smooth_l1 clamp(d/β, −1, 1)·s 5E (β = 0: l1's 3E)
+    bce       p: (p − y)/max(p(1 − p), ε)·s 6E;  y: (max(log(1−p), −100) − max(log p, −100))·s
+              7E (each +E with weight);  weight: the unweighted loss·s 10E
+    bce_with_logits  x: (σ(x) − y)·s 5E, with pos_weight (c·σ(x) − pw·y)·s, c = 1 + (pw−1)·y,
+              +5E;  y: ((pw − 1)·sp − x)·s, sp = log(1 + e^−|x|) + max(−x, 0): 2E, +7E with
+              pos_weight (each +E with weight);  weight: the unweighted loss·s 9E (+2E with
+              pos_weight);  pos_weight: y·sp·s 7E (+E with weight)
+    (a weight or pos_weight gradient summed over the axes it broadcasts along: +E)
+    cross_entropy, class indices, x: s_n·[(1−ε)·w[y](p − e_y) + (ε/C)·(W·p − w)], W = Σ w:
+              softmax 5E, R (p − e_y), E (times the row's coefficient), +R with weights (its
+              w[y]); smoothing +4E + 2R (W·p − w, its coefficient, the add) +C with weights (W)
+    cross_entropy, probabilities, u = w ⊙ q', q' = (1−ε)·q + ε/C:  x: s·(p·Σ_c u − u) 9E
+              (+2E smoothing, +E weights);  target: −(1−ε)·s·w ⊙ lp 6E + R (+E weights);
+              weight: Σ_rows −s·q'·lp 8E (+2E smoothing)
+    nll       x: −s_n·w[y_n] at the target, 0 elsewhere: R (+R with weights)
+    class weights (class indices): Σ_n s_n·(−q'·lp)[n, c] with q' the (smoothed) one-hot:
+              lp (5E, cross_entropy), 2R (scale, scatter-add), or with smoothing 3E + R; 'mean'
+              subtracts (g/D)·L·K_c (K_c the kept targets of class c): the forward's FLOPs
+              (for L) + 2R + 2C + 2
+    triplet   h = s·[d_ap − d_an + margin ≥ 0] (torch's clamp_min passes the gradient at 0);
+              a: h·(∂d_ap − ∂d_an), pos: −h·∂d_ap, neg: h·∂d_an, ∂d = sign(v)·|v|^(p−1)/d^(p−1)
+              for v = a − b + eps; with swap, d_an ← min(d_an, d_pn) and its gradient goes to
+              the smaller distance (half to each on a tie, as torch.minimum). FLOPs: the
+              forward's distances and hinge, 2R (h), +3R with swap (the choice and its two
+              coefficients), per distance term (2 for the anchor or with swap, else 1) the
+              norm's gradient (E for p = 1 or 2, else 5E + R) and E (its coefficient), E per
+              extra term (the add)
+    contrastive x1, x2: ±s·[(1−Y) − Y·max(0, m − D)/D]·v, v = x1 − x2 + eps: 5E + 8R;
+              label: s·½·(max(0, m − D)² − D²) 4E + 8R
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +93,17 @@ def reduction_flops(a: LossAttrs, items: int) -> int:
 
 def _is_int(t: TensorType) -> bool:
     return t.dtype.startswith(("int", "uint"))
+
+
+def vjp_loss(ad: Any, node: Node, grads: list) -> list:
+    """One ``loss_grad`` node per float input that needs a gradient (the input, float targets
+    and labels, weights); integer class targets get none. Formulas: docs/semantics.md §2."""
+    out: list = []
+    for i, v in enumerate(node.inputs):
+        wanted = v is not None and ad.needs(i) and np.dtype(v.type.dtype).kind == "f"
+        out.append(ad.op(loss_grad, [grads[0], *node.inputs],
+                         LossGradAttrs(node.op, node.attrs, i)) if wanted else None)
+    return out
 
 
 # -- ONNX mappings: ONNX's own loss ops where they exist, the formula otherwise ------------
@@ -194,6 +245,7 @@ def _classes(x: TensorType) -> int:
 cross_entropy = register(OpDef(
     name="cross_entropy", inputs=("input", "target", "weight?"), attrs=CrossEntropyAttrs,
     infer=infer_classification, cost=cost_cross_entropy, is_loss=True, onnx=onnx_cross_entropy,
+    vjp=vjp_loss,
     flop_rule="5E log_softmax + 1 per row (2 with weights) + smoothing/prob terms + reduction",
 ))
 
@@ -229,7 +281,7 @@ def onnx_nll_loss(b: Any, node: Node) -> list[str]:
 nll_loss = register(OpDef(
     name="nll_loss", inputs=("input", "target", "weight?"), attrs=NllAttrs, infer=infer_nll,
     cost=cost_nll, is_loss=True, flop_rule="1 per row (2 with weights) + reduction",
-    onnx=onnx_nll_loss,
+    onnx=onnx_nll_loss, vjp=vjp_loss,
 ))
 
 
@@ -270,6 +322,7 @@ def _pointwise_loss(name: str, per_element: int, attrs: type = LossAttrs,
         name=name, inputs=("input", "target", *optional), attrs=attrs, infer=infer_pointwise,
         cost=_pointwise_cost(per_element, per_weight), is_loss=True,
         flop_rule=f"{per_element}E + reduction", onnx=onnx,
+        vjp=vjp_loss,
     ))
 
 
@@ -437,6 +490,7 @@ def onnx_triplet_margin_loss(b: Any, node: Node) -> list[str]:
 triplet_margin_loss = register(OpDef(
     name="triplet_margin_loss", inputs=("anchor", "positive", "negative"), attrs=TripletAttrs,
     infer=infer_triplet, cost=cost_triplet, is_loss=True, onnx=onnx_triplet_margin_loss,
+    vjp=vjp_loss,
     flop_rule="2 distances (3 with swap) of 4E + N roots, 3N hinge + reduction",
 ))
 
@@ -482,5 +536,156 @@ def onnx_contrastive_loss(b: Any, node: Node) -> list[str]:
 contrastive_loss = register(OpDef(
     name="contrastive_loss", inputs=("x1", "x2", "label"), attrs=ContrastiveAttrs,
     infer=infer_contrastive, cost=cost_contrastive, is_loss=True, onnx=onnx_contrastive_loss,
+    vjp=vjp_loss,
     flop_rule="distance 4E + N roots, 9N for the two branches + reduction",
+))
+
+
+# -- the backward-only op: one loss input's gradient ----------------------------------------
+
+
+@dataclass(frozen=True)
+class LossGradAttrs:
+    """Which loss (its OpDef and attributes) a ``loss_grad`` node differentiates, and with
+    respect to which of its inputs (``wrt``, an index into the loss's inputs)."""
+
+    loss: OpDef | None = None
+    loss_attrs: Any = None
+    wrt: int = 0
+
+
+def _loss_inputs(a: LossGradAttrs, types: list) -> list:
+    """The loss's own operands among a ``loss_grad`` node's (after ``grad_output``)."""
+    arity = len(a.loss.inputs)
+    require(all(t is None for t in types[1 + arity:]),
+            f"{a.loss.name} takes {arity} inputs, but its gradient was given more")
+    return list(types[1:1 + arity])
+
+
+def infer_loss_grad(a: LossGradAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    require(a.loss is not None and a.loss.is_loss, f"differentiates a loss, not {a.loss!r}")
+    ins = _loss_inputs(a, types)
+    out = a.loss.infer_types(a.loss_attrs, ins)[0]
+    g = types[0]
+    require(g.shape == out.shape and g.dtype == out.dtype,
+            f"expects the gradient of the {a.loss.name} output ({out}) but it is {g}")
+    require(0 <= a.wrt < len(ins) and ins[a.wrt] is not None,
+            f"has no input {a.wrt} of {a.loss.name} to differentiate")
+    t = ins[a.wrt]
+    require(np.dtype(t.dtype).kind == "f",
+            f"cannot differentiate {a.loss.name} with respect to its {t.dtype} input {a.wrt}")
+    return [t]
+
+
+def _mean_scale(a: LossAttrs) -> int:
+    """``s = g / count`` once for 'mean'; 'none' and 'sum' use the gradient as it is."""
+    return 1 if a.reduction == "mean" else 0
+
+
+def _summed(t: TensorType, elems: int) -> int:
+    """Summing a gradient over the axes a weight broadcasts along: E adds (as ``sum``)."""
+    return elems if static_numel(t) < elems else 0
+
+
+def _regression_grad_cost(per_element: int) -> Callable[..., int]:
+    def cost(a: LossAttrs, ins: list, wrt: int) -> int:
+        return per_element * static_numel(ins[0]) + _mean_scale(a)
+
+    return cost
+
+
+def _smooth_l1_grad_cost(a: SmoothL1Attrs, ins: list, wrt: int) -> int:
+    return (3 if a.beta == 0 else 5) * static_numel(ins[0]) + _mean_scale(a)
+
+
+def _bce_grad_cost(a: LossAttrs, ins: list, wrt: int) -> int:
+    elems, weight = static_numel(ins[0]), ins[2]
+    if wrt == 2:
+        return 10 * elems + _summed(weight, elems) + _mean_scale(a)
+    return ((6, 7)[wrt] + (weight is not None)) * elems + _mean_scale(a)
+
+
+def _bce_logits_grad_cost(a: LossAttrs, ins: list, wrt: int) -> int:
+    elems, weight, pos = static_numel(ins[0]), ins[2], ins[3]
+    has_w, has_pw = weight is not None, pos is not None
+    per = {0: 5 + 5 * has_pw + has_w, 1: 2 + 7 * has_pw + has_w, 2: 9 + 2 * has_pw,
+           3: 7 + has_w}[wrt]
+    return per * elems + (_summed(ins[wrt], elems) if wrt >= 2 else 0) + _mean_scale(a)
+
+
+def _class_index_weight_grad_cost(op: OpDef, a: Any, ins: list, log_softmax: int,
+                                  smoothing: bool) -> int:
+    """``gw_c = Σ_n s_n·(−q'·lp)[n, c]``; 'mean' subtracts ``(g/D)·L·K_c`` (K_c the kept
+    targets of class c) and needs the forward loss L."""
+    elems, rows, classes = static_numel(ins[0]), static_numel(ins[1]), ins[2].shape[0]
+    flops = log_softmax + (3 * elems + rows if smoothing else 2 * rows)
+    if a.reduction == "mean":
+        forward = op.cost(a, ins, op.infer_types(a, ins)).flops
+        flops += rows + 1 + forward + rows + 2 * classes + 1
+    return flops
+
+
+def _cross_entropy_grad_cost(a: CrossEntropyAttrs, ins: list, wrt: int) -> int:
+    x, target, weight = ins[:3]
+    elems, classes = static_numel(x), _classes(x)
+    rows = elems // max(1, classes)
+    has_w, eps = weight is not None, bool(a.label_smoothing)
+    if not _is_int(target):
+        per = {0: 9 + 2 * eps + has_w, 1: 6 + has_w, 2: 8 + 2 * eps}[wrt]
+        return per * elems + (rows if wrt == 1 else 0) + _mean_scale(a)
+    if wrt == 2:
+        return _class_index_weight_grad_cost(cross_entropy, a, ins, 5 * elems, eps)
+    flops = 6 * elems + rows + rows * has_w
+    if eps:
+        flops += 4 * elems + 2 * rows + classes * has_w
+    return flops + (rows + 1 if a.reduction == "mean" else 0)
+
+
+def _nll_grad_cost(a: NllAttrs, ins: list, wrt: int) -> int:
+    rows = static_numel(ins[1])
+    if wrt == 2:
+        return _class_index_weight_grad_cost(nll_loss, a, ins, 0, False)
+    return rows * (1 + (ins[2] is not None)) + (rows + 1 if a.reduction == "mean" else 0)
+
+
+def _triplet_grad_cost(a: TripletAttrs, ins: list, wrt: int) -> int:
+    x = ins[0]
+    elems, rows = static_numel(x), _rows(x)
+    forward = (3 if a.swap else 2) * (4 * elems + rows) + 3 * rows
+    terms = 2 if (wrt == 0 or a.swap) else 1
+    norm = elems if a.p in (1, 2) else 5 * elems + rows
+    flops = forward + 2 * rows + 3 * rows * a.swap + terms * (norm + elems) + (terms - 1) * elems
+    return flops + _mean_scale(a)
+
+
+def _contrastive_grad_cost(a: ContrastiveAttrs, ins: list, wrt: int) -> int:
+    x = ins[0]
+    per_element = 4 if wrt == 2 else 5
+    return per_element * static_numel(x) + 8 * _rows(x) + _mean_scale(a)
+
+
+GRAD_COSTS: dict[OpDef, Callable[..., int]] = {
+    cross_entropy: _cross_entropy_grad_cost,
+    nll_loss: _nll_grad_cost,
+    binary_cross_entropy: _bce_grad_cost,
+    binary_cross_entropy_with_logits: _bce_logits_grad_cost,
+    l1_loss: _regression_grad_cost(3),
+    mse_loss: _regression_grad_cost(3),
+    smooth_l1_loss: _smooth_l1_grad_cost,
+    huber_loss: _regression_grad_cost(4),
+    triplet_margin_loss: _triplet_grad_cost,
+    contrastive_loss: _contrastive_grad_cost,
+}
+
+
+def cost_loss_grad(a: LossGradAttrs, ins: list[TensorType | None],
+                   outs: list[TensorType]) -> Cost:
+    """The gradient's own elementwise decomposition (the module docstring's table)."""
+    return Cost(flops=GRAD_COSTS[a.loss](a.loss_attrs, _loss_inputs(a, ins), a.wrt))
+
+
+loss_grad = register(OpDef(
+    name="loss_grad", inputs=("grad_output", "input0", "input1", "input2?", "input3?"),
+    attrs=LossGradAttrs, infer=infer_loss_grad, cost=cost_loss_grad, backward=True,
+    differentiable=False, flop_rule="the gradient's elementwise decomposition + 'mean' scale",
 ))

@@ -3,6 +3,14 @@
 Eval: ``y = γ(x − rm)/√(rv + eps) + β``, 2 FLOPs per element (precomputed scale and shift).
 Training, or without running statistics: batch statistics, 5 FLOPs per element with affine
 parameters, 4 without (fvcore's rule). Training needs more than one value per channel.
+
+Gradient (docs/semantics.md §3): one backward-only ``batch_norm_grad`` node computing the
+wanted gradients among input, weight and bias (the running statistics carry none). With
+batch statistics, with M values per channel, ``x̂ = (x − μ)/√(σ² + eps)``:
+``gβ = Σ gy``, ``gγ = Σ gy·x̂``, ``gx = γ/√(σ² + eps)·(gy − Σgy/M − x̂·gγ/M)``; its cost is 6E
+for the sums (Σx, x², Σx², Σgy, gy·x, Σgy·x: they give gγ and gβ too) plus 5E for gx
+(``a·(gy − ḡ) + b·(x − μ)``). Eval: ``gx = gy·γ/√(rv + eps)`` (E), gγ (3E: a subtract, a
+multiply and an add per element) and gβ (E).
 """
 
 from __future__ import annotations
@@ -85,6 +93,22 @@ def onnx_batch_norm(b: Any, node: Node) -> list[str]:
     return [outputs[0] if batch_stats else outputs]
 
 
+def vjp_batch_norm(ad: Any, node: Node, grads: list) -> list:
+    """One ``batch_norm_grad`` node for the wanted gradients (docs/semantics.md §3). It reads
+    only what they need: x (always with batch statistics; in eval for gγ only), the running
+    statistics in eval, γ when present, and gy."""
+    x, rm, rv, w, b = node.inputs
+    wanted = tuple(name for name, i in zip(BN_GRADS, (0, 3, 4)) if ad.needs(i))
+    batch = uses_batch_stats(node.attrs, [v.type if v is not None else None
+                                          for v in node.inputs])
+    reads_x = batch or "weight" in wanted
+    inputs = [x if reads_x else None, None if batch or "weight" not in wanted else rm,
+              None if batch else rv, w, grads[0]]
+    attrs = BatchNormGradAttrs(node.attrs.eps, batch, wanted)
+    got = dict(zip(wanted, ad.ops(batch_norm_grad, inputs, attrs)))
+    return [got.get("input"), None, None, got.get("weight"), got.get("bias")]
+
+
 batch_norm = register(OpDef(
     name="batch_norm",
     inputs=("input", "running_mean?", "running_var?", "weight?", "bias?"),
@@ -95,4 +119,111 @@ batch_norm = register(OpDef(
     onnx=onnx_batch_norm,
     has_training_mode=True,
     flop_rule="eval 2E; training (or no running stats) 5E with affine, 4E without",
+    vjp=vjp_batch_norm,
+))
+
+BN_GRADS = ("input", "weight", "bias")
+
+
+@dataclass(frozen=True)
+class BatchNormGradAttrs:
+    """A ``batch_norm_grad`` node: the forward's eps, whether it used batch statistics, and
+    the gradients it computes, in this order: input, weight, bias."""
+
+    eps: float = 1e-5
+    batch_stats: bool = True
+    outputs: tuple[str, ...] = BN_GRADS
+
+    def __post_init__(self) -> None:
+        require(self.eps > 0, f"eps must be > 0, got {self.eps}")
+        require(bool(self.outputs) and tuple(n for n in BN_GRADS if n in self.outputs)
+                == tuple(self.outputs),
+                f"outputs must be a non-empty ordered subset of {BN_GRADS}, "
+                f"got {self.outputs!r}")
+
+
+def infer_batch_norm_grad(a: BatchNormGradAttrs,
+                          types: list[TensorType | None]) -> list[TensorType]:
+    x, rm, rv, w, g = types
+    expect_rank(g, (2, 3, 4), "its grad_output (N, C), (N, C, L) or (N, C, H, W)")
+    dtype = same_dtype(types)
+    channels = g.shape[1]
+    require(x is None or x.shape == g.shape,
+            lambda: f"expects the input {shape_str(x.shape)} and grad_output "
+                    f"{shape_str(g.shape)} to have one shape")
+    for name, t in (("running_mean", rm), ("running_var", rv), ("weight", w)):
+        require(t is None or t.shape == (channels,),
+                lambda name=name, t=t: f"expects {name} of shape [{channels}] for grad_output "
+                                       f"{shape_str(g.shape)} but it is {shape_str(t.shape)}")
+    if a.batch_stats:
+        require(x is not None, "needs the input to recompute the batch statistics")
+    else:
+        require(rv is not None, "needs running_var (eval-mode gradients)")
+        require("weight" not in a.outputs or (x is not None and rm is not None),
+                "needs the input and running_mean for the weight's gradient")
+    param = TensorType((channels,), dtype)
+    return [TensorType(g.shape, dtype) if name == "input" else param for name in a.outputs]
+
+
+def cost_batch_norm_grad(a: BatchNormGradAttrs, ins: list[TensorType | None],
+                         outs: list[TensorType]) -> Cost:
+    """Batch statistics: 6E for the per-channel sums (they give gγ and gβ) plus 5E for gx.
+    Eval: E for gx, 3E for gγ, E for gβ."""
+    e = static_numel(ins[4])
+    wants = {name: name in a.outputs for name in BN_GRADS}
+    if a.batch_stats:
+        return Cost(flops=6 * e + 5 * e * wants["input"])
+    return Cost(flops=e * wants["input"] + 3 * e * wants["weight"] + e * wants["bias"])
+
+
+# Backward-only (docs/semantics.md §3), emitted by vjp_batch_norm.
+batch_norm_grad = register(OpDef(
+    name="batch_norm_grad", inputs=("input?", "running_mean?", "running_var?", "weight?",
+                                    "grad_output"),
+    attrs=BatchNormGradAttrs, infer=infer_batch_norm_grad, cost=cost_batch_norm_grad,
+    backward=True, differentiable=False,
+    flop_rule="batch statistics 6E + 5E with grad_input; eval E (input) + 3E (weight) + "
+              "E (bias)",
+))
+
+
+# batch_norm_update: the running statistics a training-mode batch_norm leaves (docs §1.4), as
+# new values: rm' = (1 − m)·rm + m·μ, rv' = (1 − m)·rv + m·σ²_b·n/(n − 1) (the unbiased
+# variance, n values per channel), num_batches_tracked + 1; with momentum None m is
+# 1/num_batches_tracked after the increment (a cumulative average). cnnir.grad_graph emits it
+# next to the gradients; no gradient flows through it.
+
+
+@dataclass(frozen=True)
+class BatchNormUpdateAttrs:
+    momentum: float | None = 0.1
+
+
+def infer_batch_norm_update(a: BatchNormUpdateAttrs,
+                            types: list[TensorType | None]) -> list[TensorType]:
+    x, mean, var, count = types
+    channels = x.shape[1]
+    require(mean.shape == var.shape == (channels,),
+            f"expects running statistics of shape [{channels}] for input {shape_str(x.shape)}")
+    outs = [mean, var]
+    if count is not None:
+        require(count.shape == () and np.dtype(count.dtype).kind in "iu",
+                f"expects num_batches_tracked to be an integer scalar, got {count}")
+        outs.append(count)
+    return outs
+
+
+def cost_batch_norm_update(a: BatchNormUpdateAttrs, ins: list[TensorType | None],
+                           outs: list[TensorType]) -> Cost:
+    """The batch statistics (3E: a sum, a square and its sum per element) and 7 FLOPs per
+    channel for the two moving averages and the n/(n − 1) correction."""
+    return Cost(flops=3 * static_numel(ins[0]) + 7 * static_numel(outs[0]))
+
+
+batch_norm_update = register(OpDef(
+    name="batch_norm_update",
+    inputs=("input", "running_mean", "running_var", "num_batches_tracked?"),
+    attrs=BatchNormUpdateAttrs, infer=infer_batch_norm_update, cost=cost_batch_norm_update,
+    backward=True, differentiable=False,
+    flop_rule="3E for the batch statistics + 7 per channel",
 ))

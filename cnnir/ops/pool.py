@@ -9,12 +9,22 @@ interpolate: ``size``, or ``floor(L·scale_factor)``.
 FLOPs: max/avg pool ``E_out·kh·kw`` (every window tap, padding included); adaptive avg pool
 the sum of window sizes plus ``E_out`` divisions, adaptive max pool the sum of window sizes;
 interpolate nearest 0, bilinear ``7·E_out`` (4 multiplies, 3 adds).
+
+Gradients (docs/semantics.md §3) are backward-only ops emitted by the vjp rules below, costed
+by the same rules (E_out = elements of the forward output, i.e. of the incoming gradient):
+max_pool2d_grad ``E_out·kh·kw + E_out`` (the argmax search again, one add per window);
+avg_pool2d_grad ``E_out·kh·kw + E_out`` (one division per window, one add per tap);
+adaptive_avg_pool2d_grad Σ window sizes + E_out (adds, divisions); adaptive_max_pool2d_grad
+Σ window sizes + E_out (comparisons, adds); interpolate_grad nearest ``E_out`` (one add per
+output element), bilinear ``8·E_out`` (4 multiplies, 4 adds: the transposed blend).
+The ops whose gradient does not read the forward input (avg, adaptive avg, interpolate) carry
+the input's spatial size in their attributes (``input_size``) instead of keeping it alive.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +50,7 @@ from cnnir.ops.registry import (
     positive_pair,
     register,
     require,
+    same_dtype,
     static_numel,
 )
 
@@ -157,13 +168,104 @@ def onnx_avg_pool2d(b: Any, node: Node) -> list[str]:
     return [b.op("Mul", [pooled, b.const(factor.astype(x.dtype), "divisor_factor")])]
 
 
+# -- gradients: shared helpers (docs/semantics.md §3) ------------------------------------------
+
+
+def check_input_size(size: Any) -> tuple[Dim, Dim]:
+    """The ``input_size`` of a gradient op's attributes: the forward input's (H, W)."""
+    require(isinstance(size, tuple) and len(size) == 2
+            and all(isinstance(d, str) or (isinstance(d, int) and not isinstance(d, bool)
+                                           and d >= 1) for d in size),
+            f"input_size must be a pair of positive sizes, got {size!r}")
+    return size
+
+
+def with_input_size(cls: type, attrs: Any, node: Node) -> Any:
+    """``attrs`` of a forward node as the gradient op's ``cls``, with the forward input's
+    spatial size added."""
+    values = {f.name: getattr(attrs, f.name) for f in fields(attrs)}
+    return cls(**values, input_size=tuple(node.inputs[0].type.shape[2:]))
+
+
+def grad_input_type(size: tuple[Dim, Dim], gy: TensorType) -> TensorType:
+    """The forward input's type, from the gradient's (N, C) and ``input_size``."""
+    expect_rank(gy, 4, "its grad_output (N, C, OH, OW)")
+    return TensorType((*gy.shape[:2], *size), gy.dtype)
+
+
+def check_grad_output(forward: TensorType, gy: TensorType) -> None:
+    require(gy.shape == forward.shape,
+            lambda: f"expects grad_output shaped like the forward output "
+                    f"{shape_str(forward.shape)}, but it is {shape_str(gy.shape)}")
+
+
+def vjp_max_pool2d(ad: Any, node: Node, grads: list) -> list:
+    """Each window's gradient goes to its first maximum (docs/semantics.md §3)."""
+    return [ad.op(max_pool2d_grad, [node.inputs[0], grads[0]], node.attrs)]
+
+
+def vjp_avg_pool2d(ad: Any, node: Node, grads: list) -> list:
+    """``gy / divisor`` to each window's pixels inside the image (docs/semantics.md §3)."""
+    attrs = with_input_size(AvgPoolGradAttrs, node.attrs, node)
+    return [ad.op(avg_pool2d_grad, [grads[0]], attrs)]
+
+
 max_pool2d = register(OpDef(
     name="max_pool2d", inputs=("input",), attrs=PoolAttrs, infer=infer_pool, cost=cost_pool,
     window=pool_window, flop_rule="E_out·kh·kw comparisons", onnx=onnx_max_pool2d,
+    vjp=vjp_max_pool2d,
 ))
 avg_pool2d = register(OpDef(
     name="avg_pool2d", inputs=("input",), attrs=AvgPoolAttrs, infer=infer_pool, cost=cost_pool,
-    window=pool_window, flop_rule="E_out·kh·kw", onnx=onnx_avg_pool2d,
+    window=pool_window, flop_rule="E_out·kh·kw", onnx=onnx_avg_pool2d, vjp=vjp_avg_pool2d,
+))
+
+
+def infer_max_pool_grad(a: PoolAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x, gy = types
+    (y,) = infer_pool(a, [x])
+    expect_rank(gy, 4, "its grad_output (N, C, OH, OW)")
+    check_grad_output(y, gy)
+    return [TensorType(x.shape, same_dtype([x, gy]))]
+
+
+def cost_pool_grad(a: PoolAttrs, ins: list[TensorType | None],
+                   outs: list[TensorType]) -> Cost:
+    """Both pool gradients: ``E_out·kh·kw`` taps (max: comparisons; avg: adds) plus ``E_out``
+    (max: the add of the window's gradient; avg: the division by the divisor)."""
+    e_out = static_numel(ins[-1])
+    return Cost(flops=e_out * a.kernel_size[0] * a.kernel_size[1] + e_out)
+
+
+@dataclass(frozen=True)
+class AvgPoolGradAttrs(AvgPoolAttrs):
+    """The forward avg_pool2d's attributes and its input's (H, W)."""
+
+    input_size: tuple[Dim, Dim] = (1, 1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_input_size(self.input_size)
+
+
+def infer_avg_pool_grad(a: AvgPoolGradAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = grad_input_type(a.input_size, types[0])
+    (y,) = infer_pool(a, [x])
+    check_grad_output(y, types[0])
+    return [x]
+
+
+# Backward-only (docs/semantics.md §3): the gradients of the input, from the forward input
+# (max) or its size (avg) and the output's gradient.
+max_pool2d_grad = register(OpDef(
+    name="max_pool2d_grad", inputs=("input", "grad_output"), attrs=PoolAttrs,
+    infer=infer_max_pool_grad, cost=cost_pool_grad, backward=True, differentiable=False,
+    flop_rule="E_out·kh·kw comparisons + E_out adds",
+))
+avg_pool2d_grad = register(OpDef(
+    name="avg_pool2d_grad", inputs=("grad_output",), attrs=AvgPoolGradAttrs,
+    infer=infer_avg_pool_grad, cost=cost_pool_grad, backward=True, differentiable=False,
+    flop_rule="E_out divisions + E_out·kh·kw adds",
 ))
 
 
@@ -246,17 +348,75 @@ def onnx_adaptive_pool(global_type: str, pool_type: str, **pool_attrs: Any) -> A
     return mapping
 
 
+def vjp_adaptive_avg_pool2d(ad: Any, node: Node, grads: list) -> list:
+    """``gy / window size`` to each cell of the window (docs/semantics.md §3)."""
+    attrs = with_input_size(AdaptivePoolGradAttrs, node.attrs, node)
+    return [ad.op(adaptive_avg_pool2d_grad, [grads[0]], attrs)]
+
+
+def vjp_adaptive_max_pool2d(ad: Any, node: Node, grads: list) -> list:
+    """Each window's gradient goes to its first maximum, as max_pool2d's."""
+    return [ad.op(adaptive_max_pool2d_grad, [node.inputs[0], grads[0]], node.attrs)]
+
+
 adaptive_avg_pool2d = register(OpDef(
     name="adaptive_avg_pool2d", inputs=("input",), attrs=AdaptivePoolAttrs,
     infer=infer_adaptive, cost=cost_adaptive_avg, window=adaptive_window,
     flop_rule="Σ window sizes + E_out (E_in + E_out when windows do not overlap)",
     onnx=onnx_adaptive_pool("GlobalAveragePool", "AveragePool", count_include_pad=1),
+    vjp=vjp_adaptive_avg_pool2d,
 ))
 adaptive_max_pool2d = register(OpDef(
     name="adaptive_max_pool2d", inputs=("input",), attrs=AdaptivePoolAttrs,
     infer=infer_adaptive, cost=cost_adaptive_max, window=adaptive_window,
     flop_rule="Σ window sizes (comparisons)",
-    onnx=onnx_adaptive_pool("GlobalMaxPool", "MaxPool"),
+    onnx=onnx_adaptive_pool("GlobalMaxPool", "MaxPool"), vjp=vjp_adaptive_max_pool2d,
+))
+
+
+@dataclass(frozen=True)
+class AdaptivePoolGradAttrs(AdaptivePoolAttrs):
+    """The forward adaptive pool's attributes and its input's (H, W)."""
+
+    input_size: tuple[Dim, Dim] = (1, 1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_input_size(self.input_size)
+
+
+def infer_adaptive_avg_grad(a: AdaptivePoolGradAttrs,
+                            types: list[TensorType | None]) -> list[TensorType]:
+    x = grad_input_type(a.input_size, types[0])
+    (y,) = infer_adaptive(a, [x])
+    check_grad_output(y, types[0])
+    return [x]
+
+
+def infer_adaptive_max_grad(a: AdaptivePoolAttrs,
+                            types: list[TensorType | None]) -> list[TensorType]:
+    x, gy = types
+    (y,) = infer_adaptive(a, [x])
+    expect_rank(gy, 4, "its grad_output (N, C, OH, OW)")
+    check_grad_output(y, gy)
+    return [TensorType(x.shape, same_dtype([x, gy]))]
+
+
+def cost_adaptive_grad(a: Any, ins: list[TensorType | None], outs: list[TensorType]) -> Cost:
+    """Σ window sizes (avg: adds; max: comparisons) + E_out (avg: divisions; max: adds)."""
+    gy = ins[-1]
+    return Cost(flops=_window_taps([outs[0]], [gy]) + static_numel(gy))
+
+
+adaptive_avg_pool2d_grad = register(OpDef(
+    name="adaptive_avg_pool2d_grad", inputs=("grad_output",), attrs=AdaptivePoolGradAttrs,
+    infer=infer_adaptive_avg_grad, cost=cost_adaptive_grad, backward=True,
+    differentiable=False, flop_rule="Σ window sizes adds + E_out divisions",
+))
+adaptive_max_pool2d_grad = register(OpDef(
+    name="adaptive_max_pool2d_grad", inputs=("input", "grad_output"), attrs=AdaptivePoolAttrs,
+    infer=infer_adaptive_max_grad, cost=cost_adaptive_grad, backward=True,
+    differentiable=False, flop_rule="Σ window sizes comparisons + E_out adds",
 ))
 
 INTERPOLATE_MODES = ("nearest", "nearest-exact", "bilinear")
@@ -356,9 +516,48 @@ def onnx_interpolate(b: Any, node: Node) -> list[str]:
                  coordinate_transformation_mode=transform, nearest_mode=nearest)]
 
 
+def vjp_interpolate(ad: Any, node: Node, grads: list) -> list:
+    """The transposed resampling: gy scatter-added to the source pixels with the forward's
+    weights, ``gx = M_hᵀ · gy · M_w`` (docs/semantics.md §3)."""
+    attrs = with_input_size(InterpolateGradAttrs, node.attrs, node)
+    return [ad.op(interpolate_grad, [grads[0]], attrs)]
+
+
 interpolate = register(OpDef(
     name="interpolate", inputs=("input",), attrs=InterpolateAttrs, infer=infer_interpolate,
     cost=cost_interpolate, window=interpolate_window, onnx=onnx_interpolate,
-    flop_rule="nearest 0; bilinear 7·E_out (4 multiplies + 3 adds)",
+    flop_rule="nearest 0; bilinear 7·E_out (4 multiplies + 3 adds)", vjp=vjp_interpolate,
+))
+
+
+@dataclass(frozen=True)
+class InterpolateGradAttrs(InterpolateAttrs):
+    """The forward interpolate's attributes and its input's (H, W)."""
+
+    input_size: tuple[Dim, Dim] = (1, 1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_input_size(self.input_size)
+
+
+def infer_interpolate_grad(a: InterpolateGradAttrs,
+                           types: list[TensorType | None]) -> list[TensorType]:
+    x = grad_input_type(a.input_size, types[0])
+    (y,) = infer_interpolate(a, [x])
+    check_grad_output(y, types[0])
+    return [x]
+
+
+def cost_interpolate_grad(a: InterpolateGradAttrs, ins: list[TensorType | None],
+                          outs: list[TensorType]) -> Cost:
+    return Cost(flops=(8 if a.mode == "bilinear" else 1) * static_numel(ins[0]))
+
+
+interpolate_grad = register(OpDef(
+    name="interpolate_grad", inputs=("grad_output",), attrs=InterpolateGradAttrs,
+    infer=infer_interpolate_grad, cost=cost_interpolate_grad, backward=True,
+    differentiable=False,
+    flop_rule="nearest E_out adds; bilinear 8·E_out (4 multiplies + 4 adds)",
 ))
 

@@ -62,8 +62,9 @@ class OpDef:
     outputs (``None`` for an output nothing depends on) it returns one per input (``None``
     where none flows or ``ad.needs(i)`` is false), emitting IR ops through the
     ``cnnir.passes.autodiff.GradBuilder`` ``ad``. A ``differentiable`` op must have one (a
-    registry test checks). ``backward`` marks the ops only autodiff emits (a convolution's
-    weight gradient, a pool's gradient routing): ONNX has no standard op for them.
+    registry test checks). ``backward`` marks the ops only the training transformations emit
+    (a convolution's weight gradient, a pool's gradient routing, BatchNorm's running-statistics
+    update): ONNX has no standard op for them.
     """
 
     name: str

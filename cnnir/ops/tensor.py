@@ -4,6 +4,7 @@ reductions, channel shuffle, constant padding and identity.
 FLOPs: add/sub/mul/div cost one per output element; sum and amax one per input element;
 mean one per input element plus one division per output element; everything that only moves
 data (cat, reshape, flatten, transpose, split, channel_shuffle, pad, identity, expand) costs 0.
+amax_grad (backward-only) 3·E_in + E_out.
 
 Gradients: each op's ``vjp`` undoes its data movement (split ↔ cat, pad ↔ crop, a shuffle by
 its inverse, a transpose by the inverse permutation) or sums over broadcast axes.
@@ -514,7 +515,40 @@ def vjp_mean(ad: Any, node: Node, grads: list) -> list:
 
 mean = _reduction("mean", 1, "E_in adds + E_out divisions", "ReduceMean", vjp_mean)
 sum_ = _reduction("sum", 0, "E_in adds", "ReduceSum", vjp_sum)
-amax = _reduction("amax", 0, "E_in comparisons", "ReduceMax")
+
+
+def vjp_amax(ad: Any, node: Node, grads: list) -> list:
+    """The gradient goes to the maxima, split evenly between ties (as torch.amax): one
+    ``amax_grad`` node reading the input, the forward's output and its gradient."""
+    return [ad.op(amax_grad, [node.inputs[0], node.output, grads[0]], node.attrs)]
+
+
+amax = _reduction("amax", 0, "E_in comparisons", "ReduceMax", vjp_amax)
+
+
+def infer_amax_grad(a: ReduceAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x, y, g = types
+    (want,) = infer_reduce(a, [x])
+    for name, t in (("output", y), ("grad_output", g)):
+        require(t.shape == want.shape,
+                lambda name=name, t=t: f"expects {name} shaped like amax's output "
+                                       f"{shape_str(want.shape)} but it is {shape_str(t.shape)}")
+    return [TensorType(x.shape, same_dtype(types))]
+
+
+def cost_amax_grad(a: ReduceAttrs, ins: list[TensorType | None],
+                   outs: list[TensorType]) -> Cost:
+    """Per input element a comparison with the maximum, an add counting the ties and a
+    multiply; per output element a division of its gradient by the count."""
+    return Cost(flops=3 * static_numel(ins[0]) + static_numel(ins[2]))
+
+
+# Backward-only: amax's gradient ``gx = (x == y)·g / count(x == y)`` per reduced slice.
+amax_grad = register(OpDef(
+    name="amax_grad", inputs=("input", "output", "grad_output"), attrs=ReduceAttrs,
+    infer=infer_amax_grad, cost=cost_amax_grad, backward=True, differentiable=False,
+    flop_rule="3·E_in (compare, count, multiply) + E_out divisions",
+))
 
 
 @dataclass(frozen=True)

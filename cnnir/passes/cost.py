@@ -85,7 +85,7 @@ class Totals:
 
 @dataclass
 class TrainingCost:
-    """The split of a gradient graph (``Graph.gradient``): the forward pass (the nodes the loss
+    """The split of a gradient graph (``Graph.gradients``): the forward pass (the nodes the loss
     depends on) and the backward (the rest), and the memory training holds: forward values
     the backward reads (saved activations), the gradients, and the peak of everything live
     at once over forward and backward (liveness, as the backends plan it)."""
@@ -203,7 +203,7 @@ def _training_cost(graph: Graph, layers: list[LayerCost], types: TypeMap) -> Tra
             if v is not None and not v.is_constant and id(v) in forward_values:
                 saved[id(v)] = nbytes(types, v)
     cost.saved_activation_bytes = sum(saved.values())
-    cost.gradient_bytes = sum(nbytes(types, v) for v in graph.outputs[1:])
+    cost.gradient_bytes = sum(nbytes(types, v) for v in graph.outputs[1:1 + graph.gradients])
     return cost
 
 
@@ -218,7 +218,7 @@ def analyze_graph(graph: Graph) -> CostReport:
               for v in graph.inputs]
     report = CostReport(graph.name, inputs, _totals(graph, layers, types), layers,
                         per_sample=bool(env), module_types=dict(graph.module_types))
-    if graph.gradient:
+    if graph.gradients is not None:
         report.training = _training_cost(graph, layers, types)
     if env:
         report.notes.append(f"per-sample figures: symbolic {', '.join(sorted(env))} bound to 1")

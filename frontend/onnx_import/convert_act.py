@@ -30,6 +30,11 @@ def relu(ctx: ImportContext, n: OnnxNode) -> None:
     _unary(ctx, n, ops.relu)
 
 
+@converter("Abs", 6)
+def abs_(ctx: ImportContext, n: OnnxNode) -> None:
+    _unary(ctx, n, ops.abs_)
+
+
 @converter("Tanh", 6)
 def tanh(ctx: ImportContext, n: OnnxNode) -> None:
     _unary(ctx, n, ops.tanh)
@@ -181,9 +186,12 @@ def _dropout(ctx: ImportContext, n: OnnxNode, ratio: float, training: bool) -> N
     y = ctx.emit(n, ops.dropout, [x], DropoutAttrs(p=ratio, training=training))
     ctx.bind(n.output(0), y)
     if n.output(1) and (n.output(1) in ctx.graph_outputs or ctx.consumers.get(n.output(1))):
-        if training or not x.type.is_static:
-            ctx.fail(n, "uses the mask output, which cnnir's dropout does not return "
-                        "(in eval mode it needs a static shape)")
+        if training:
+            ctx.fail(n, "uses the boolean mask output; cnnir's training-mode dropout returns "
+                        "its mask as floats scaled by 1/(1 − ratio), and no cnnir op turns "
+                        "them into booleans")
+        if not x.type.is_static:
+            ctx.fail(n, "uses the mask output, which in eval mode needs a static shape")
         ctx.bind_const(n.output(1), np.ones(x.type.shape, dtype=bool))
 
 

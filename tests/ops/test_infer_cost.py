@@ -27,22 +27,53 @@ from cnnir.ops.activation import (
     EluAttrs,
     GeluAttrs,
     LeakyReluAttrs,
+    PReluGradAttrs,
     RReluAttrs,
     SoftmaxAttrs,
+    prelu_grad,
 )
-from cnnir.ops.conv import Conv2dAttrs, ConvTranspose2dAttrs, normalize_padding
+from cnnir.ops.conv import (
+    Conv2dAttrs,
+    Conv2dWeightGradAttrs,
+    ConvTranspose2dAttrs,
+    conv2d_weight_grad,
+    deform_conv2d_data_grad,
+    deform_conv2d_weight_grad,
+    normalize_padding,
+)
 from cnnir.ops.fused import Conv2dFusedAttrs, LinearFusedAttrs
 from cnnir.ops.loss import (
     ContrastiveAttrs,
     CrossEntropyAttrs,
     HuberAttrs,
     LossAttrs,
+    LossGradAttrs,
     NllAttrs,
     SmoothL1Attrs,
     TripletAttrs,
+    loss_grad,
 )
-from cnnir.ops.norm import BatchNormAttrs
-from cnnir.ops.pool import AdaptivePoolAttrs, AvgPoolAttrs, InterpolateAttrs, PoolAttrs
+from cnnir.ops.norm import (
+    BatchNormAttrs,
+    BatchNormGradAttrs,
+    BatchNormUpdateAttrs,
+    batch_norm_grad,
+    batch_norm_update,
+)
+from cnnir.ops.pool import (
+    AdaptivePoolAttrs,
+    AdaptivePoolGradAttrs,
+    AvgPoolAttrs,
+    AvgPoolGradAttrs,
+    InterpolateAttrs,
+    InterpolateGradAttrs,
+    PoolAttrs,
+    avg_pool2d_grad,
+    interpolate_grad,
+    max_pool2d_grad,
+)
+from cnnir.ops.pool import adaptive_avg_pool2d_grad as adaptive_avg_grad
+from cnnir.ops.pool import adaptive_max_pool2d_grad as adaptive_max_grad
 from cnnir.ops.tensor import (
     ChannelShuffleAttrs,
     DimAttrs,
@@ -53,6 +84,7 @@ from cnnir.ops.tensor import (
     ReshapeAttrs,
     SplitAttrs,
     TransposeAttrs,
+    amax_grad,
 )
 
 
@@ -197,6 +229,55 @@ CONV_CASES = [
            out=(("N", 3, 4, 4),), attrs=Conv2dAttrs(), env={"N": 2},
            macs=2 * 3 * 4 * 4 * 2 * 2 * 2, sampling=7 * (2 * 2 * 2 * 2 * 4 * 4),
            flops=2 * (2 * 3 * 4 * 4 * 2 * 2 * 2) + 7 * (2 * 2 * 2 * 2 * 4 * 4)),
+    # -- backward ops: grad-weight costs the forward's MACs (docs/semantics.md §6.3) ----------
+    # conv2d_weight_grad inputs: (input, grad_output); out [O, C/G, kh, kw]
+    OpCase("conv2d_weight_grad-pad1", conv2d_weight_grad, (T(2, 3, 8, 8), T(2, 8, 8, 8)),
+           out=((8, 3, 3, 3),), attrs=Conv2dWeightGradAttrs(padding=1, kernel_size=3),
+           macs=2 * 8 * 8 * 8 * 3 * 3 * 3, flops=2 * (2 * 8 * 8 * 8 * 3 * 3 * 3)),
+    # OH = floor((9 + 1 + 2 − 2 − 1) / 2) + 1 = 5, OW = 9 + 0 + 1 − 2 − 1 + 1 = 8; C/G = 2
+    OpCase("conv2d_weight_grad-groups-asymmetric", conv2d_weight_grad,
+           (T(1, 4, 9, 9), T(1, 6, 5, 8)), out=((6, 2, 3, 2),),
+           attrs=Conv2dWeightGradAttrs(stride=(2, 1), padding=(1, 0, 2, 1), dilation=(1, 2),
+                                       groups=2, kernel_size=(3, 2)),
+           macs=1 * 6 * 5 * 8 * 2 * 3 * 2, flops=2 * (1 * 6 * 5 * 8 * 2 * 3 * 2)),
+    # conv_transpose2d's weight gradient (k4 s2 p1, x [1, 8, 5, 5] -> gy [1, 4, 10, 10]): input
+    # gy, grad_output x; its MACs are the transposed conv's, N·C_in·H·W·(O/G)·kh·kw
+    OpCase("conv2d_weight_grad-of-conv-transpose", conv2d_weight_grad,
+           (T(1, 4, 10, 10), T(1, 8, 5, 5)), out=((8, 4, 4, 4),),
+           attrs=Conv2dWeightGradAttrs(stride=2, padding=1, kernel_size=4),
+           macs=1 * 8 * 5 * 5 * 4 * 4 * 4, flops=2 * (1 * 8 * 5 * 5 * 4 * 4 * 4)),
+    OpCase("conv2d_weight_grad-symbolic-batch", conv2d_weight_grad,
+           (T("N", 2, 6, 6), T("N", 4, 4, 4)), out=((4, 2, 3, 3),),
+           attrs=Conv2dWeightGradAttrs(kernel_size=3), env={"N": 3},
+           macs=3 * 4 * 4 * 4 * 2 * 3 * 3, flops=2 * (3 * 4 * 4 * 4 * 2 * 3 * 3)),
+    # deform_conv2d_data_grad inputs: (input, offset, weight, grad_output, mask); S samples =
+    # N·C·kh·kw·OH·OW = 2·4·3·3·5·5; 22 FLOPs per sample, 10 more with a mask
+    OpCase("deform_conv2d_data_grad-mask", deform_conv2d_data_grad,
+           (T(2, 4, 9, 9), T(2, 36, 5, 5), T(4, 4, 3, 3), T(2, 4, 5, 5), T(2, 18, 5, 5)),
+           out=((2, 4, 9, 9), (2, 36, 5, 5), (2, 18, 5, 5)),
+           attrs=Conv2dAttrs(stride=2, padding=1),
+           macs=2 * 4 * 5 * 5 * 4 * 3 * 3,
+           sampling=(22 + 7) * (2 * 4 * 3 * 3 * 5 * 5),
+           flops=2 * (2 * 4 * 5 * 5 * 4 * 3 * 3) + (22 + 10) * (2 * 4 * 3 * 3 * 5 * 5)),
+    # weight groups 2 (C/G = 2), no mask: two outputs
+    OpCase("deform_conv2d_data_grad-groups-no-mask", deform_conv2d_data_grad,
+           (T(1, 4, 6, 6), T(1, 18, 4, 4), T(4, 2, 3, 3), T(1, 4, 4, 4), None),
+           out=((1, 4, 6, 6), (1, 18, 4, 4)), attrs=Conv2dAttrs(),
+           macs=1 * 4 * 4 * 4 * 2 * 3 * 3, sampling=22 * (1 * 4 * 3 * 3 * 4 * 4),
+           flops=2 * (1 * 4 * 4 * 4 * 2 * 3 * 3) + 22 * (1 * 4 * 3 * 3 * 4 * 4)),
+    # deform_conv2d_weight_grad inputs: (input, offset, grad_output, mask): the forward's cost
+    # without the bias (the columns are sampled again)
+    OpCase("deform_conv2d_weight_grad-mask", deform_conv2d_weight_grad,
+           (T(2, 4, 9, 9), T(2, 36, 5, 5), T(2, 4, 5, 5), T(2, 18, 5, 5)),
+           out=((4, 4, 3, 3),),
+           attrs=Conv2dWeightGradAttrs(stride=2, padding=1, kernel_size=3),
+           macs=2 * 4 * 5 * 5 * 4 * 3 * 3, sampling=7 * (2 * 4 * 3 * 3 * 5 * 5),
+           flops=2 * (2 * 4 * 5 * 5 * 4 * 3 * 3) + 8 * (2 * 4 * 3 * 3 * 5 * 5)),
+    OpCase("deform_conv2d_weight_grad-symbolic-batch", deform_conv2d_weight_grad,
+           (T("N", 2, 5, 5), T("N", 8, 4, 4), T("N", 3, 4, 4), None),
+           out=((3, 2, 2, 2),), attrs=Conv2dWeightGradAttrs(kernel_size=2), env={"N": 2},
+           macs=2 * 3 * 4 * 4 * 2 * 2 * 2, sampling=7 * (2 * 2 * 2 * 2 * 4 * 4),
+           flops=2 * (2 * 3 * 4 * 4 * 2 * 2 * 2) + 7 * (2 * 2 * 2 * 2 * 4 * 4)),
 ]
 
 LINEAR_CASES = [
@@ -242,6 +323,9 @@ LINEAR_CASES = [
 BN_X, BN_C = T(2, 8, 4, 4), T(8)
 BN_E = 2 * 8 * 4 * 4
 NORM_CASES = [
+    # running-statistics update: 3E for the batch statistics, 7 per channel for the averages
+    OpCase("batch_norm_update", batch_norm_update, (BN_X, BN_C, BN_C, None),
+           out=((8,), (8,)), attrs=BatchNormUpdateAttrs(0.1), macs=0, flops=3 * BN_E + 7 * 8),
     OpCase("batch_norm-eval", ops.batch_norm, (BN_X, BN_C, BN_C, BN_C, BN_C),
            out=((2, 8, 4, 4),), attrs=BatchNormAttrs(training=False), macs=0, flops=2 * BN_E),
     OpCase("batch_norm-train-affine", ops.batch_norm, (BN_X, BN_C, BN_C, BN_C, BN_C),
@@ -258,6 +342,29 @@ NORM_CASES = [
     OpCase("batch_norm-symbolic-batch", ops.batch_norm, (T("N", 8, 4, 4), BN_C, BN_C, BN_C, BN_C),
            out=(("N", 8, 4, 4),), attrs=BatchNormAttrs(training=True), env={"N": 3},
            macs=0, flops=5 * 3 * 8 * 4 * 4),
+    # batch_norm_grad, batch statistics: 6E of sums (Σx, x², Σx², Σgy, gy·x, Σgy·x), which give
+    # gγ and gβ, plus 5E for gx = a·(gy − ḡ) + b·(x − μ)
+    OpCase("batch_norm_grad-train", batch_norm_grad, (BN_X, None, None, BN_C, BN_X),
+           out=((2, 8, 4, 4), (8,), (8,)), attrs=BatchNormGradAttrs(), macs=0,
+           flops=11 * BN_E),
+    OpCase("batch_norm_grad-train-params-only", batch_norm_grad,
+           (BN_X, None, None, BN_C, BN_X), out=((8,), (8,)),
+           attrs=BatchNormGradAttrs(outputs=("weight", "bias")), macs=0, flops=6 * BN_E),
+    OpCase("batch_norm_grad-train-no-affine", batch_norm_grad,
+           (T(6, 8), None, None, None, T(6, 8)), out=((6, 8),),
+           attrs=BatchNormGradAttrs(outputs=("input",)), macs=0, flops=11 * 6 * 8),
+    # eval: gx = gy·γ/√(rv + eps) E; gγ = Σ gy·(x − rm)/√(rv + eps) 3E; gβ = Σ gy E
+    OpCase("batch_norm_grad-eval", batch_norm_grad, (BN_X, BN_C, BN_C, BN_C, BN_X),
+           out=((2, 8, 4, 4), (8,), (8,)), attrs=BatchNormGradAttrs(batch_stats=False),
+           macs=0, flops=5 * BN_E),
+    OpCase("batch_norm_grad-eval-input-only", batch_norm_grad,
+           (BN_X, None, BN_C, BN_C, BN_X), out=((2, 8, 4, 4),),
+           attrs=BatchNormGradAttrs(batch_stats=False, outputs=("input",)), macs=0,
+           flops=BN_E),
+    OpCase("batch_norm_grad-symbolic-batch", batch_norm_grad,
+           (T("N", 8, 4, 4), None, None, BN_C, T("N", 8, 4, 4)),
+           out=(("N", 8, 4, 4), (8,), (8,)), attrs=BatchNormGradAttrs(), env={"N": 3},
+           macs=0, flops=11 * 3 * 8 * 4 * 4),
 ]
 
 ACTIVATION_CASES = [
@@ -269,11 +376,13 @@ ACTIVATION_CASES = [
     OpCase("prelu-shared", ops.prelu, (X4, T(1)), out=((2, 3, 4, 5),), macs=0, flops=2 * E),
     OpCase("rrelu-eval", ops.rrelu, (X4,), out=((2, 3, 4, 5),), attrs=RReluAttrs(),
            macs=0, flops=2 * E),
-    OpCase("rrelu-train", ops.rrelu, (X4,), out=((2, 3, 4, 5),),
+    # training: the output and the multiplier applied (1, or the element's sampled slope)
+    OpCase("rrelu-train", ops.rrelu, (X4,), out=((2, 3, 4, 5), (2, 3, 4, 5)),
            attrs=RReluAttrs(training=True), macs=0, flops=2 * E),
     OpCase("elu", ops.elu, (X4,), out=((2, 3, 4, 5),), attrs=EluAttrs(), macs=0, flops=3 * E),
     OpCase("sigmoid", ops.sigmoid, (X4,), out=((2, 3, 4, 5),), macs=0, flops=3 * E),
     OpCase("tanh", ops.tanh, (X4,), out=((2, 3, 4, 5),), macs=0, flops=1 * E),
+    OpCase("abs", ops.abs_, (X4,), out=((2, 3, 4, 5),), macs=0, flops=1 * E),
     OpCase("silu", ops.silu, (X4,), out=((2, 3, 4, 5),), macs=0, flops=4 * E),
     OpCase("hardsigmoid", ops.hardsigmoid, (X4,), out=((2, 3, 4, 5),), macs=0, flops=4 * E),
     OpCase("hardswish", ops.hardswish, (X4,), out=((2, 3, 4, 5),), macs=0, flops=5 * E),
@@ -288,12 +397,22 @@ ACTIVATION_CASES = [
            macs=0, flops=5 * E),
     OpCase("log_softmax", ops.log_softmax, (X4,), out=((2, 3, 4, 5),), attrs=SoftmaxAttrs(-1),
            macs=0, flops=5 * E),
-    OpCase("dropout-train", ops.dropout, (X4,), out=((2, 3, 4, 5),),
+    # training: the output and the scaled mask, per element or per (sample, channel)
+    OpCase("dropout-train", ops.dropout, (X4,), out=((2, 3, 4, 5), (2, 3, 4, 5)),
            attrs=DropoutAttrs(0.3, training=True), macs=0, flops=E),
     OpCase("dropout-eval", ops.dropout, (X4,), out=((2, 3, 4, 5),),
            attrs=DropoutAttrs(0.3, training=False), macs=0, flops=0),
-    OpCase("dropout2d-train", ops.dropout2d, (X4,), out=((2, 3, 4, 5),),
+    OpCase("dropout2d-train", ops.dropout2d, (X4,), out=((2, 3, 4, 5), (2, 3, 1, 1)),
            attrs=DropoutAttrs(training=True), macs=0, flops=E),
+    OpCase("dropout2d-train-3d", ops.dropout2d, (T(2, 3, 7),), out=((2, 3, 7), (2, 3, 1)),
+           attrs=DropoutAttrs(training=True), macs=0, flops=2 * 3 * 7),
+    # prelu_grad: E comparisons, + E multiplies (input), + E multiplies and E adds (weight)
+    OpCase("prelu_grad-per-channel", prelu_grad, (X4, T(3), X4),
+           out=((2, 3, 4, 5), (3,)), macs=0, flops=4 * E),
+    OpCase("prelu_grad-shared-weight-only", prelu_grad, (X4, T(1), X4), out=((1,),),
+           attrs=PReluGradAttrs(("weight",)), macs=0, flops=3 * E),
+    OpCase("prelu_grad-2d-input-only", prelu_grad, (T(6, 5), T(5), T(6, 5)),
+           out=((6, 5),), attrs=PReluGradAttrs(("input",)), macs=0, flops=2 * 6 * 5),
     OpCase("dropout2d-eval", ops.dropout2d, (X4,), out=((2, 3, 4, 5),),
            attrs=DropoutAttrs(), macs=0, flops=0),
     OpCase("relu-symbolic-batch", ops.relu, (T("N", 3, 4, 5),), out=(("N", 3, 4, 5),),
@@ -382,6 +501,51 @@ POOL_CASES = [
     OpCase("interpolate-symbolic-batch", ops.interpolate, (T("N", 1, 4, 4),),
            out=(("N", 1, 8, 8),), attrs=InterpolateAttrs(scale_factor=2, mode="bilinear"),
            env={"N": 2}, macs=0, flops=7 * 2 * 1 * 8 * 8),
+    # -- backward ops (the input's gradient), costed by the same rules -----------------------
+    # max: E_out·kh·kw comparisons (the argmax again) + E_out adds; E_out = 1·2·4·4
+    OpCase("max_pool2d_grad-k3s2p1", max_pool2d_grad, (T(1, 2, 7, 7), T(1, 2, 4, 4)),
+           out=((1, 2, 7, 7),), attrs=PoolAttrs(kernel_size=3, stride=2, padding=1), macs=0,
+           flops=1 * 2 * 4 * 4 * 3 * 3 + 1 * 2 * 4 * 4),
+    OpCase("max_pool2d_grad-symbolic-batch", max_pool2d_grad, (T("N", 2, 8, 8), T("N", 2, 4, 4)),
+           out=(("N", 2, 8, 8),), attrs=PoolAttrs(kernel_size=2), env={"N": 3}, macs=0,
+           flops=3 * 2 * 4 * 4 * 2 * 2 + 3 * 2 * 4 * 4),
+    # avg: E_out divisions + E_out·kh·kw adds; 5x5, k3 s2 p1 ceil: out 3 (see above)
+    OpCase("avg_pool2d_grad-ceil-exclude-pad", avg_pool2d_grad, (T(1, 1, 3, 3),),
+           out=((1, 1, 5, 5),), attrs=AvgPoolGradAttrs(
+               kernel_size=3, stride=2, padding=1, ceil_mode=True, count_include_pad=False,
+               input_size=(5, 5)),
+           macs=0, flops=1 * 1 * 3 * 3 * 3 * 3 + 1 * 1 * 3 * 3),
+    OpCase("avg_pool2d_grad-symbolic-batch", avg_pool2d_grad, (T("N", 3, 4, 4),),
+           out=(("N", 3, 8, 8),), attrs=AvgPoolGradAttrs(kernel_size=2, input_size=(8, 8)),
+           env={"N": 2}, macs=0, flops=2 * 3 * 4 * 4 * 2 * 2 + 2 * 3 * 4 * 4),
+    # adaptive: Σ window sizes + E_out, as the forward; L=5, out=3: 2+3+2; L=7, out=4: 2+3+3+2
+    OpCase("adaptive_avg_pool2d_grad-nondivisible", adaptive_avg_grad, (T(1, 2, 3, 4),),
+           out=((1, 2, 5, 7),), attrs=AdaptivePoolGradAttrs((3, 4), input_size=(5, 7)),
+           macs=0, flops=1 * 2 * (2 + 3 + 2) * (2 + 3 + 3 + 2) + 1 * 2 * 3 * 4),
+    OpCase("adaptive_avg_pool2d_grad-global", adaptive_avg_grad, (T(2, 8, 1, 1),),
+           out=((2, 8, 7, 7),), attrs=AdaptivePoolGradAttrs(1, input_size=(7, 7)), macs=0,
+           flops=2 * 8 * 7 * 7 + 2 * 8),
+    # None keeps the input's H: H windows all 1 (sum 5); L=6, out=2: 3, 3
+    OpCase("adaptive_avg_pool2d_grad-none-keeps-dim", adaptive_avg_grad, (T(1, 1, 5, 2),),
+           out=((1, 1, 5, 6),), attrs=AdaptivePoolGradAttrs((None, 2), input_size=(5, 6)),
+           macs=0, flops=5 * (3 + 3) + 5 * 2),
+    OpCase("adaptive_max_pool2d_grad-nondivisible", adaptive_max_grad,
+           (T(1, 2, 5, 7), T(1, 2, 3, 4)), out=((1, 2, 5, 7),),
+           attrs=AdaptivePoolAttrs((3, 4)), macs=0,
+           flops=1 * 2 * (2 + 3 + 2) * (2 + 3 + 3 + 2) + 1 * 2 * 3 * 4),
+    # interpolate: bilinear 8·E_out (4 multiplies, 4 adds), nearest E_out adds
+    OpCase("interpolate_grad-bilinear-scale1.5", interpolate_grad, (T(1, 1, 7, 10),),
+           out=((1, 1, 5, 7),), attrs=InterpolateGradAttrs(
+               scale_factor=1.5, mode="bilinear", input_size=(5, 7)),
+           macs=0, flops=8 * 1 * 1 * 7 * 10),
+    OpCase("interpolate_grad-nearest-size", interpolate_grad, (T(1, 3, 12, 10),),
+           out=((1, 3, 5, 7),), attrs=InterpolateGradAttrs(size=(12, 10), input_size=(5, 7)),
+           macs=0, flops=1 * 3 * 12 * 10),
+    # floor(9·0.5) = 4, floor(10·0.3) = 3
+    OpCase("interpolate_grad-nearest-exact-down", interpolate_grad, (T("N", 1, 4, 3),),
+           out=(("N", 1, 9, 10),), attrs=InterpolateGradAttrs(
+               scale_factor=(0.5, 0.3), mode="nearest-exact", input_size=(9, 10)),
+           env={"N": 2}, macs=0, flops=2 * 1 * 4 * 3),
 ]
 
 TENSOR_CASES = [
@@ -445,6 +609,17 @@ TENSOR_CASES = [
            attrs=ReduceAttrs((1,)), macs=0, flops=2 * 3 * 4 * 4),
     OpCase("amax-keepdim", ops.amax, (T(2, 3, 4, 4),), out=((2, 3, 4, 1),),
            attrs=ReduceAttrs((-1,), keepdim=True), macs=0, flops=2 * 3 * 4 * 4),
+    # amax_grad: per input element a comparison, a tie-count add and a multiply; per output
+    # element one division
+    OpCase("amax_grad-spatial", amax_grad, (T(2, 3, 4, 4), T(2, 3), T(2, 3)),
+           out=((2, 3, 4, 4),), attrs=ReduceAttrs((2, 3)), macs=0,
+           flops=3 * 2 * 3 * 4 * 4 + 2 * 3),
+    OpCase("amax_grad-all", amax_grad, (T(2, 3), T(), T()), out=((2, 3),),
+           attrs=ReduceAttrs(), macs=0, flops=3 * 2 * 3 + 1),
+    OpCase("amax_grad-symbolic-batch", amax_grad, (T("N", 3, 4), T("N", 1, 4),
+                                                      T("N", 1, 4)),
+           out=(("N", 3, 4),), attrs=ReduceAttrs((1,), keepdim=True), env={"N": 2},
+           macs=0, flops=3 * 2 * 3 * 4 + 2 * 4),
 ]
 
 
@@ -461,6 +636,112 @@ def loss_cases(name: str, op: OpDef, inputs: tuple, per_item: tuple, elementwise
 
 
 LOGITS, LABELS = T(4, 10), T(4, dtype="int64")
+SCALAR = T()
+
+
+def grad_case(name: str, loss: OpDef, attrs: Any, wrt: int, g: TensorType, inputs: tuple,
+              flops: int) -> OpCase:
+    """``loss_grad``: the gradient of ``loss`` (with ``attrs``) for its input ``wrt``, given
+    the output's gradient ``g``: shaped like that input, costing its decomposition
+    (cnnir/ops/loss.py; 'mean' adds 1 for g/count, R + 1 for the class-index weighted mean)."""
+    return OpCase(f"loss_grad-{name}", loss_grad, (g, *inputs), out=(inputs[wrt].shape,),
+                  attrs=LossGradAttrs(loss, attrs, wrt), macs=0, flops=flops)
+
+
+EMB = T(4, 8)  # triplet and contrastive embeddings: E = 32, R = 4
+LOSS_GRAD_CASES = [
+    # d, sign, scale: 3E (+1 for g/count)
+    grad_case("l1-target-none", ops.l1_loss, LossAttrs("none"), 1, LOSS_X, (LOSS_X, LOSS_T),
+              3 * 20),
+    grad_case("mse-mean", ops.mse_loss, LossAttrs(), 0, SCALAR, (LOSS_X, LOSS_T), 3 * 20 + 1),
+    # clamp(d/β, −1, 1)·s: d, /β, min, max, scale; β = 0 is l1's 3E
+    grad_case("smooth_l1-mean", ops.smooth_l1_loss, SmoothL1Attrs("mean", 0.5), 0, SCALAR,
+              (LOSS_X, LOSS_T), 5 * 20 + 1),
+    grad_case("smooth_l1-beta0-sum", ops.smooth_l1_loss, SmoothL1Attrs("sum", 0.0), 0, SCALAR,
+              (LOSS_X, LOSS_T), 3 * 20),
+    grad_case("huber-none", ops.huber_loss, HuberAttrs("none", 2.0), 1, LOSS_X,
+              (LOSS_X, LOSS_T), 4 * 20),
+    # (p − y)/max(p(1 − p), ε)·w·s: 6 + 1
+    grad_case("bce-input-weight-mean", ops.binary_cross_entropy, LossAttrs(), 0, SCALAR,
+              (LOSS_X, LOSS_T, T(5)), (6 + 1) * 20 + 1),
+    grad_case("bce-target-sum", ops.binary_cross_entropy, LossAttrs("sum"), 1, SCALAR,
+              (LOSS_X, LOSS_T), 7 * 20),
+    # the unweighted loss (9) times s, summed over the broadcast rows (E)
+    grad_case("bce-weight-none", ops.binary_cross_entropy, LossAttrs("none"), 2, LOSS_X,
+              (LOSS_X, LOSS_T, T(5)), 10 * 20 + 20),
+    # σ 3, c = 1 + (pw − 1)y 3, c·σ, pw·y, subtract, ·w, ·s
+    grad_case("bce_logits-input-mean", ops.binary_cross_entropy_with_logits, LossAttrs(), 0,
+              SCALAR, (LOSS_X, LOSS_T, T(4, 1), T(5)), (5 + 5 + 1) * 20 + 1),
+    grad_case("bce_logits-input-plain-sum", ops.binary_cross_entropy_with_logits,
+              LossAttrs("sum"), 0, SCALAR, (LOSS_X, LOSS_T), 5 * 20),
+    # sp 5, pw − 1, ·sp, − x, ·s
+    grad_case("bce_logits-target-sum", ops.binary_cross_entropy_with_logits, LossAttrs("sum"),
+              1, SCALAR, (LOSS_X, LOSS_T, None, T(5)), (2 + 7) * 20),
+    grad_case("bce_logits-weight-none", ops.binary_cross_entropy_with_logits,
+              LossAttrs("none"), 2, LOSS_X, (LOSS_X, LOSS_T, T(4, 1), T(5)), (9 + 2) * 20 + 20),
+    grad_case("bce_logits-weight-full-none", ops.binary_cross_entropy_with_logits,
+              LossAttrs("none"), 2, LOSS_X, (LOSS_X, LOSS_T, T(4, 5)), 9 * 20),
+    # y·sp·w·s: 5 + 1 + 1 + 1, summed over the rows pos_weight broadcasts along
+    grad_case("bce_logits-pos_weight-mean", ops.binary_cross_entropy_with_logits, LossAttrs(),
+              3, SCALAR, (LOSS_X, LOSS_T, T(4, 1), T(5)), (7 + 1) * 20 + 20 + 1),
+    # softmax 5E, p − e_y R, scale E; 'mean': D (R adds) and g/D
+    grad_case("cross_entropy-mean", ops.cross_entropy, CrossEntropyAttrs(), 0, SCALAR,
+              (LOGITS, LABELS), 5 * 40 + 4 + 40 + (4 + 1)),
+    # + R with weights (w[y]); smoothing 4E + 2R, + C for W = Σw
+    grad_case("cross_entropy-weight-smoothing-sum", ops.cross_entropy,
+              CrossEntropyAttrs("sum", label_smoothing=0.1), 0, SCALAR,
+              (LOGITS, LABELS, T(10)), 5 * 40 + 4 + 40 + 4 + (4 * 40 + 2 * 4) + 10),
+    grad_case("cross_entropy-spatial-none", ops.cross_entropy, CrossEntropyAttrs("none"), 0,
+              T(2, 3, 3), (T(2, 5, 3, 3), T(2, 3, 3, dtype="int64")), 6 * 90 + 18),
+    grad_case("cross_entropy-unbatched-mean", ops.cross_entropy, CrossEntropyAttrs(), 0,
+              SCALAR, (T(10), T(dtype="int64")), 6 * 10 + 1 + (1 + 1)),
+    # class weights: lp 5E, scale and scatter-add the picked terms 2R
+    grad_case("cross_entropy-class-weight-sum", ops.cross_entropy, CrossEntropyAttrs("sum"), 2,
+              SCALAR, (LOGITS, LABELS, T(10)), 5 * 40 + 2 * 4),
+    # smoothing: 3E + R; 'mean': D and g/D (R + 1), the forward loss L (5·40 + 2·4 + 40 + 2·4
+    # + 4 + 1), K_c (R), (g/D)·L (1), C multiplies and C subtractions
+    grad_case("cross_entropy-class-weight-smoothing-mean", ops.cross_entropy,
+              CrossEntropyAttrs(label_smoothing=0.1), 2, SCALAR, (LOGITS, LABELS, T(10)),
+              5 * 40 + 3 * 40 + 4 + (4 + 1) + (5 * 40 + 2 * 4 + 40 + 2 * 4 + 4 + 1) + 4 + 1
+              + 2 * 10),
+    # probabilities: softmax 5E, Σ_c u, p·Σ, − u, scale: 9E; smoothing q' +2E, weights u +E
+    grad_case("cross_entropy-probabilities-none", ops.cross_entropy,
+              CrossEntropyAttrs("none", label_smoothing=0.2), 0, T(4),
+              (LOGITS, T(4, 10), T(10)), (9 + 2 + 1) * 40),
+    # target: lp 5E, times the row's −(1 − ε)·s (R), scale E
+    grad_case("cross_entropy-probabilities-target-mean", ops.cross_entropy, CrossEntropyAttrs(),
+              1, SCALAR, (LOGITS, T(4, 10)), 6 * 40 + 4 + 1),
+    # weight: lp 5E, q' 2E, q'·lp, ·s, sum over the rows
+    grad_case("cross_entropy-probabilities-weight-sum", ops.cross_entropy,
+              CrossEntropyAttrs("sum", label_smoothing=0.1), 2, SCALAR,
+              (LOGITS, T(4, 10), T(10)), (8 + 2) * 40),
+    # nll: −s·w[y] at the target: 2 per row with weights; 'mean' R + 1
+    grad_case("nll_loss-weight-mean", ops.nll_loss, NllAttrs(), 0, SCALAR,
+              (LOGITS, LABELS, T(10)), 2 * 4 + 4 + 1),
+    grad_case("nll_loss-none", ops.nll_loss, NllAttrs("none"), 0, T(4), (LOGITS, LABELS), 4),
+    grad_case("nll_loss-class-weight-sum", ops.nll_loss, NllAttrs("sum"), 2, SCALAR,
+              (LOGITS, LABELS, T(10)), 2 * 4),
+    # 'mean': + R + 1, the forward (2·4 + 4 + 1), R, 1, 2C
+    grad_case("nll_loss-class-weight-mean", ops.nll_loss, NllAttrs(), 2, SCALAR,
+              (LOGITS, LABELS, T(10)), 2 * 4 + (4 + 1) + (2 * 4 + 4 + 1) + 4 + 1 + 2 * 10),
+    # the forward's distances and hinge (2·(4E + R) + 3R), h (2R), per distance term the
+    # norm's gradient (E for p = 2) and its coefficient (E), the add (E)
+    grad_case("triplet-anchor-mean", ops.triplet_margin_loss, TripletAttrs(), 0, SCALAR,
+              (EMB, EMB, EMB), 2 * (4 * 32 + 4) + 3 * 4 + 2 * 4 + 2 * (32 + 32) + 32 + 1),
+    grad_case("triplet-negative-p1-sum", ops.triplet_margin_loss, TripletAttrs("sum", p=1.0),
+              2, SCALAR, (EMB, EMB, EMB), 2 * (4 * 32 + 4) + 3 * 4 + 2 * 4 + (32 + 32)),
+    # swap: a third distance, +3R (the choice, two coefficients), two terms for every input;
+    # p = 3: the norm's gradient sign(v)·|v|^(p−1)/d^(p−1) is 5E + R
+    grad_case("triplet-positive-p3-swap-none", ops.triplet_margin_loss,
+              TripletAttrs("none", p=3.0, swap=True), 1, T(4), (EMB, EMB, EMB),
+              3 * (4 * 32 + 4) + 3 * 4 + 2 * 4 + 3 * 4 + 2 * ((5 * 32 + 4) + 32) + 32),
+    # distance 4E + R, the row factor (1−Y) − Y·max(0, m − D)/D 6R, ·s R, ·v E
+    grad_case("contrastive-x2-mean", ops.contrastive_loss, ContrastiveAttrs(), 1, SCALAR,
+              (EMB, EMB, T(4)), 5 * 32 + 8 * 4 + 1),
+    # ½·(max(0, m − D)² − D²): 6R after the distance, ·s R
+    grad_case("contrastive-label-none", ops.contrastive_loss, ContrastiveAttrs("none"), 2, T(4),
+              (EMB, EMB, T(4)), 4 * 32 + 8 * 4),
+]
 LOSS_CASES = [
     *loss_cases("mse_loss", ops.mse_loss, (LOSS_X, LOSS_T), (4, 5), 2 * 20, 20),
     *loss_cases("l1_loss", ops.l1_loss, (LOSS_X, LOSS_T), (4, 5), 2 * 20, 20),
@@ -504,6 +785,7 @@ LOSS_CASES = [
     # one distance (4E + a root per row) + 9 per row for the two branches
     *loss_cases("contrastive_loss", ops.contrastive_loss, (T(4, 8), T(4, 8), T(4)), (4,),
                 4 * 32 + 4 + 9 * 4, 4, ContrastiveAttrs),
+    *LOSS_GRAD_CASES,
 ]
 
 CASES = CONV_CASES + LINEAR_CASES + NORM_CASES + ACTIVATION_CASES + POOL_CASES + TENSOR_CASES
@@ -547,6 +829,13 @@ def test_cost_refuses_unbound_symbols(case: OpCase) -> None:
     outs = case.op.infer_types(case.make_attrs(), list(case.inputs))
     with pytest.raises(ShapeError, match="concrete shapes"):
         case.op.cost(case.make_attrs(), list(case.inputs), outs)
+
+
+def test_batch_norm_update_counts_batches_in_the_counter_dtype() -> None:
+    outs = batch_norm_update.infer_types(BatchNormUpdateAttrs(None),
+                                         [BN_X, BN_C, BN_C, T(dtype="int64")])
+    assert [(t.shape, t.dtype) for t in outs] == [((8,), "float32"), ((8,), "float32"),
+                                                  ((), "int64")]
 
 
 def test_expand_keeps_a_symbolic_batch() -> None:

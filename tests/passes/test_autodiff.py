@@ -56,7 +56,7 @@ def test_outputs_are_the_loss_then_named_gradients() -> None:
     model[2].bias.requires_grad = False  # frozen: no gradient
     gg = cnnir.grad_graph(model, mse, inputs=(4, 5), targets=(4, 3))
     assert [v.name for v in gg.outputs[1:]] == ["0.weight.grad", "0.bias.grad", "2.weight.grad"]
-    assert gg.outputs[0].type == TensorType((), "float32") and gg.gradient
+    assert gg.outputs[0].type == TensorType((), "float32") and gg.gradients == 3
     assert [v.type.shape for v in gg.outputs[1:]] == [(7, 5), (7,), (3, 7)]
 
 
@@ -150,3 +150,87 @@ def test_functional_losses_compose() -> None:
     rng = np.random.default_rng(2)
     onehot = np.eye(4)[[0, 3, 1]]
     gt.numeric_check(checked, [rng.standard_normal((3, 6)), onehot, *gt.parameter_arrays(graph)])
+
+
+def mlp_bn(momentum: float | None = 0.1) -> nn.Module:
+    return nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6, momentum=momentum), nn.ReLU(),
+                         nn.Linear(6, 3))
+
+
+@pytest.mark.parametrize("backend", ["reference", "numba"])
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_batch_norm_buffers_after_training_steps_follow_the_formula(backend, momentum) -> None:
+    """docs/semantics.md §1.4: rm ← (1 − m)·rm + m·μ, rv ← (1 − m)·rv + m·σ²·n/(n − 1),
+    num_batches_tracked + 1; momentum None averages cumulatively (m = 1/count)."""
+    model = mlp_bn(momentum)
+    weight, bias = (np.array(model.state_dict()[k], np.float64) for k in ("0.weight", "0.bias"))
+    dtype = np.float32 if backend == "numba" else np.float64
+    vg = cnnir.value_and_grad(model, mse, (8, 5), (8, 3), backend=backend)
+    rng = np.random.default_rng(3)
+    mean, var = np.zeros(6), np.ones(6)
+    for step in range(1, 4):
+        x = rng.standard_normal((8, 5))
+        vg(x.astype(dtype), rng.standard_normal((8, 3)).astype(dtype))
+        h = x @ weight.T + bias
+        m = momentum if momentum is not None else 1.0 / step
+        mean = (1 - m) * mean + m * h.mean(0)
+        var = (1 - m) * var + m * h.var(0, ddof=1)
+        state = model.state_dict()
+        assert int(state["1.num_batches_tracked"]) == step
+        np.testing.assert_allclose(state["1.running_mean"], mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(state["1.running_var"], var, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_norm_called_twice_updates_twice() -> None:
+    """A shared BatchNorm (Siamese branches) updates its statistics once per call, the second
+    from the first's result, as PyTorch does."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bn = nn.BatchNorm1d(4)
+
+        def forward(self, a, b):
+            return self.bn(a) * self.bn(b)
+
+    model = Twice()
+    gg = cnnir.grad_graph(model, lambda out: out.sum(), [(6, 4), (6, 4)])
+    updates = [n for n in gg.nodes if n.op is ops.norm.batch_norm_update]
+    assert len(updates) == 2 and updates[1].inputs[1] is updates[0].outputs[0]
+    assert [v.name for v in gg.outputs[-3:]] == [
+        "bn.running_mean.new_1", "bn.running_var.new_1", "bn.num_batches_tracked.new_1"]
+
+
+def test_l1_regularization_written_as_in_pytorch() -> None:
+    """The loss may use the model's parameters: the L1 term adds λ·sign(w) to each weight's
+    gradient (docs/semantics.md §4), sign(0) = 0 included."""
+    model = nn.Sequential(nn.Linear(5, 4), nn.ReLU(), nn.Linear(4, 3))
+    model.load_state_dict({"2.bias": np.array([0.0, 0.5, -0.5])}, strict=False)
+    lam = 1e-2
+
+    def data_loss(out, y):
+        return F.cross_entropy(out, y)
+
+    def regularized(out, y):
+        return data_loss(out, y) + lam * sum(p.abs().sum() for p in model.parameters())
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((6, 5)).astype(np.float32), rng.integers(0, 3, 6)
+    _, plain = cnnir.value_and_grad(model, data_loss, (6, 5), (6,))(x, y)
+    _, with_l1 = cnnir.value_and_grad(model, regularized, (6, 5), (6,))(x, y)
+    for name, array in model.state_dict().items():
+        np.testing.assert_allclose(with_l1[name] - plain[name], lam * np.sign(array),
+                                   atol=1e-6)
+
+
+def test_parameters_are_tensors_only_inside_a_trace() -> None:
+    model = nn.Linear(3, 2)
+    with pytest.raises(cnnir.CnnirError, match="as a tensor was called outside a trace"):
+        model.weight.abs()
+    with pytest.raises(AttributeError, match="no attribute 'not_a_method'"):
+        model.weight.not_a_method  # noqa: B018
+
+
+def test_only_squares_are_traced_powers() -> None:
+    with pytest.raises(cnnir.CnnirError, match=r"x \*\* 3 cannot be traced"):
+        cnnir.grad_graph(nn.Linear(3, 2), lambda out: (out**3).sum(), (2, 3))

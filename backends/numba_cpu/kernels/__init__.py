@@ -1,5 +1,6 @@
 """The CPU backend's Numba kernels, one module per kind of work (``activation``, ``conv``,
-``gemm``, ``stencil``, ``pool``, ``winograd``), on the micro-kernel intrinsics of ``simd``.
+``conv_grad``, ``gemm``, ``norm``, ``stencil``, ``pool``, ``winograd``), on the micro-kernel
+intrinsics of ``simd``.
 
 Every kernel is compiled through ``jit``, whose disk cache is keyed on the sources of this
 package: kernels inline constants and helpers from their siblings, so any edit here

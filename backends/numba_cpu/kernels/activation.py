@@ -35,6 +35,7 @@ class Act(IntEnum):
     HARDSWISH = 9
     GELU = 10
     GELU_TANH = 11
+    ABS = 12
 
 
 LAST_CLAMP = Act.RELU6
@@ -91,6 +92,9 @@ def act_row(row, code, alpha):
         for i in range(n):
             v = row[i]
             row[i] = 0.5 * v * (1.0 + math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v)))
+    elif code == Act.ABS:
+        for i in range(n):
+            row[i] = abs(row[i])
 
 
 @helper
@@ -124,6 +128,8 @@ def derivative(v, code, alpha):
         t = math.tanh(SQRT_2_OVER_PI * (v + 0.044715 * v * v * v))
         return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * SQRT_2_OVER_PI * (
             1.0 + 3 * 0.044715 * v * v)
+    if code == Act.ABS:
+        return 1.0 if v > 0 else (-1.0 if v < 0 else 0.0)
     return 1.0
 
 
@@ -182,14 +188,48 @@ def activation(x, out, code, alpha):
         act_row(row, code, alpha)
 
 
+@helper
+def derivative_row(x, g, out, code, alpha):
+    """``out = f'(x)·g`` on one row. The piecewise-linear activations get a loop of their own
+    (a select per element, so it vectorizes); the transcendental ones share one through
+    ``derivative``, whose math outweighs its branches."""
+    n = x.shape[0]
+    if code == Act.RELU:
+        for i in range(n):
+            out[i] = g[i] if x[i] > 0 else 0.0
+    elif code == Act.RELU6:
+        for i in range(n):
+            v = x[i]
+            out[i] = g[i] if (v > 0 and v < 6.0) else 0.0
+    elif code == Act.LEAKY_RELU:
+        for i in range(n):
+            out[i] = g[i] if x[i] > 0 else g[i] * alpha
+    elif code == Act.HARDSIGMOID:
+        for i in range(n):
+            v = x[i]
+            out[i] = g[i] / 6.0 if (v > -3.0 and v < 3.0) else 0.0
+    elif code == Act.HARDSWISH:
+        for i in range(n):
+            v = x[i]
+            out[i] = 0.0 if v < -3.0 else (g[i] if v > 3.0 else g[i] * (v / 3.0 + 0.5))
+    elif code == Act.ABS:
+        for i in range(n):
+            v = x[i]
+            out[i] = g[i] if v > 0 else (-g[i] if v < 0 else 0.0)
+    else:
+        for i in range(n):
+            out[i] = derivative(x[i], code, alpha) * g[i]
+
+
 @kernel
 def activation_grad(x, g, out, code, alpha):
     """``out = f'(x)·g`` over flat, contiguous arrays, in parallel chunks."""
     n = x.shape[0]
     chunk = 16384
     for c in prange((n + chunk - 1) // chunk):
-        for i in range(c * chunk, min(n, c * chunk + chunk)):
-            out[i] = derivative(x[i], code, alpha) * g[i]
+        lo = c * chunk
+        hi = min(n, lo + chunk)
+        derivative_row(x[lo:hi], g[lo:hi], out[lo:hi], code, alpha)
 
 
 @kernel
@@ -230,3 +270,38 @@ def slopes(x, out, slope, per_channel):
 def dummy(dtype: np.dtype) -> np.ndarray:
     """A placeholder for an absent residual (kernels take arrays, not None)."""
     return np.zeros(1, dtype)
+
+
+@kernel
+def sampled_slopes(x, slope, out, multiplier):
+    """Training-mode RReLU over flat arrays: ``multiplier = x > 0 ? 1 : slope`` (the
+    backward's factor) and ``out = x > 0 ? x : slope·x``, in parallel chunks."""
+    n = x.shape[0]
+    chunk = 16384
+    for c in prange((n + chunk - 1) // chunk):
+        for i in range(c * chunk, min(n, c * chunk + chunk)):
+            v = x[i]
+            a = slope[i]
+            multiplier[i] = 1.0 if v > 0 else a
+            out[i] = v if v > 0 else v * a
+
+
+@kernel
+def prelu_grad(x, g, slope, gx, gw, want_input, want_weight):
+    """PReLU's backward, channel c per task over [N, C, P] x and g: ``gx = x > 0 ? g : a·g``
+    (when ``want_input``; ``gx`` is [N, C, P]) and ``gw[c] = Σ_{x≤0} x·g`` in float64 (when
+    ``want_weight``); ``slope`` is [C]."""
+    n_img, channels, p = x.shape
+    for c in prange(channels):
+        a = slope[c]
+        acc = 0.0
+        for n in range(n_img):
+            if want_input:
+                for i in range(p):
+                    v = g[n, c, i]
+                    gx[n, c, i] = v if x[n, c, i] > 0 else v * a
+            if want_weight:
+                for i in range(p):
+                    v = x[n, c, i]
+                    acc += 0.0 if v > 0 else np.float64(v) * np.float64(g[n, c, i])
+        gw[c] = acc

@@ -4,10 +4,17 @@ max_pool2d: padding acts as −∞ and NaN always wins. avg_pool2d: ATen's divis
 window is clipped to the padded extent first, counted, then clipped to the image).
 Adaptive pools: cell i covers [⌊iL/out⌋, ⌈(i+1)L/out⌉). interpolate: index and weight tables
 are computed once at compile time and applied separably.
+
+Gradients (docs/semantics.md §3) zero and then fill each (image, channel) plane of gx, so
+overlapping windows accumulate without races and nothing is allocated per call. Max pools
+route each window's gradient to its first maximum in row-major window order (strict >), never
+to padding, and to its first NaN when there is one; average pools and interpolate scatter-add
+with the forward's divisors and weights.
 """
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from cnnir.backends.numba_cpu.kernels.conv import valid_range
@@ -53,7 +60,8 @@ def max_pool(x, out, window):
 
 @kernel
 def avg_pool(x, out, window, count_include_pad, divisor_override):
-    """ATen's divisor rule over ``window`` = (kh, kw, sh, sw, ph, pw, 1, 1)."""
+    """ATen's divisor rule over ``window`` = (kh, kw, sh, sw, ph, pw, 1, 1); a
+    ``divisor_override`` of 0 means none (any other value, negative ones too, is used)."""
     kh, kw, sh, sw, ph, pw, _, _ = window
     n_img, channels, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
@@ -73,7 +81,7 @@ def avg_pool(x, out, window, count_include_pad, divisor_override):
                 for iy in range(a0, a1):
                     for ix in range(b0, b1):
                         acc += plane[iy, ix]
-                if divisor_override > 0:
+                if divisor_override != 0:
                     divisor = divisor_override
                 elif count_include_pad:
                     divisor = pool_size
@@ -127,3 +135,178 @@ def resample(x, out, h0, h1, lh, w0, w1, lw):
                 top = (1 - lw[xo]) * a[w0[xo]] + lw[xo] * a[w1[xo]]
                 bottom = (1 - lw[xo]) * b[w0[xo]] + lw[xo] * b[w1[xo]]
                 dst[y, xo] = (1 - ly) * top + ly * bottom
+
+
+# -- gradients -------------------------------------------------------------------------------
+
+
+@kernel
+def max_pool_grad(x, gy, gx, window, row_taps, col_taps):
+    """``gx[argmax of each window] += gy``, the argmax found again from x over the window's
+    valid taps in row-major order: the first valid tap, replaced only by a strictly larger
+    value, so padding is never chosen and a window whose real values are all −∞ keeps its
+    first one; a window holding a NaN (noted on the way, rare) is scanned again for its first
+    NaN. ``row_taps[y]`` and ``col_taps[x]`` are the [lo, hi) taps inside the image, made at
+    compile time. gx rows are zeroed just before the first window reaches them, in cache."""
+    kh, kw, sh, sw, ph, pw, dh, dw = window
+    n_img, channels, height, width = x.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    xf, gxf = x.reshape(-1), gx.reshape(-1)
+    for t in prange(n_img * channels):
+        base = t * height * width
+        grad = gy[t // channels, t % channels]
+        zeroed = 0  # gx rows below this are zeroed
+        for y in range(oh):
+            r0 = y * sh - ph
+            i_lo, i_hi = row_taps[y, 0], row_taps[y, 1]
+            reach = min(height, r0 + (kh - 1) * dh + 1)
+            if reach > zeroed:
+                gxf[base + zeroed * width:base + reach * width] = 0.0
+                zeroed = reach
+            for xo in range(ow):
+                c0 = xo * sw - pw
+                j_lo, j_hi = col_taps[xo, 0], col_taps[xo, 1]
+                if i_lo == i_hi or j_lo == j_hi:
+                    continue
+                at = base + (r0 + i_lo * dh) * width + c0 + j_lo * dw
+                best = xf[at]
+                nan = False
+                for i in range(i_lo, i_hi):
+                    row = base + (r0 + i * dh) * width + c0
+                    for j in range(j_lo, j_hi):
+                        v = xf[row + j * dw]
+                        nan |= v != v
+                        if v > best:
+                            best = v
+                            at = row + j * dw
+                if nan:
+                    at = first_nan(xf, base + r0 * width + c0, width * dh, dw, i_lo, i_hi,
+                                   j_lo, j_hi)
+                gxf[at] += grad[y, xo]
+        gxf[base + zeroed * width:base + height * width] = 0.0
+
+
+@helper
+def first_nan(xf, origin, row_step, col_step, i_lo, i_hi, j_lo, j_hi):
+    """The flat index of the first NaN among taps ``origin + i·row_step + j·col_step`` in
+    row-major order (−1 if none)."""
+    for i in range(i_lo, i_hi):
+        for j in range(j_lo, j_hi):
+            k = origin + i * row_step + j * col_step
+            if xf[k] != xf[k]:
+                return k
+    return -1
+
+
+@kernel
+def avg_pool_grad(gy, gx, window, count_include_pad, divisor_override):
+    """``gx[window ∩ image] += gy / divisor`` with the forward's divisor (ATen's rule)."""
+    kh, kw, sh, sw, ph, pw, _, _ = window
+    n_img, channels, height, width = gx.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    for t in prange(n_img * channels):
+        grad = gy[t // channels, t % channels]
+        dst = gx[t // channels, t % channels]
+        dst[:, :] = 0.0
+        for y in range(oh):
+            h0 = y * sh - ph
+            h1 = min(h0 + kh, height + ph)
+            a0, a1 = max(h0, 0), min(h1, height)
+            for xo in range(ow):
+                w0 = xo * sw - pw
+                w1 = min(w0 + kw, width + pw)
+                b0, b1 = max(w0, 0), min(w1, width)
+                if divisor_override != 0:
+                    divisor = divisor_override
+                elif count_include_pad:
+                    divisor = (h1 - h0) * (w1 - w0)
+                else:
+                    divisor = (a1 - a0) * (b1 - b0)
+                share = grad[y, xo] / divisor
+                for iy in range(a0, a1):
+                    row = dst[iy]
+                    for ix in range(b0, b1):
+                        row[ix] += share
+
+
+@kernel
+def adaptive_pool_grad(x, gy, gx, is_max):
+    """Adaptive windows [⌊iL/out⌋, ⌈(i+1)L/out⌉): avg adds ``gy / window size`` to each cell
+    (x is not read), max routes gy to the window's first maximum as ``max_pool_grad``."""
+    n_img, channels, height, width = gx.shape
+    oh, ow = gy.shape[2], gy.shape[3]
+    for t in prange(n_img * channels):
+        plane = x[t // channels, t % channels]
+        grad = gy[t // channels, t % channels]
+        dst = gx[t // channels, t % channels]
+        dst[:, :] = 0.0
+        for y in range(oh):
+            h0 = (y * height) // oh
+            h1 = -((-(y + 1) * height) // oh)
+            for xo in range(ow):
+                w0 = (xo * width) // ow
+                w1 = -((-(xo + 1) * width) // ow)
+                if is_max:  # as max_pool_grad: the first maximum, or the first NaN
+                    best = plane[h0, w0]
+                    at = h0 * width + w0
+                    nan = False
+                    for iy in range(h0, h1):
+                        for ix in range(w0, w1):
+                            v = plane[iy, ix]
+                            nan |= v != v
+                            if v > best:
+                                best = v
+                                at = iy * width + ix
+                    if nan:
+                        at = first_nan(plane.reshape(-1), 0, width, 1, h0, h1, w0, w1)
+                    dst[at // width, at % width] += grad[y, xo]
+                else:
+                    share = grad[y, xo] / ((h1 - h0) * (w1 - w0))
+                    for iy in range(h0, h1):
+                        row = dst[iy]
+                        for ix in range(w0, w1):
+                            row[ix] += share
+
+
+@kernel
+def resample_grad(gy, gx, h0, h1, lh, w0, w1, lw, rows):
+    """The transpose of ``resample``, separably: each gy row is scattered along W into a row
+    of input width (``rows``: one per thread) with weights 1 − μ and μ, which is then added to
+    input rows h0 and h1 with 1 − λ and λ. At a clamped edge (h0 = h1 or w0 = w1) both
+    weights land on one pixel."""
+    n_img, channels, width = gx.shape[0], gx.shape[1], gx.shape[3]
+    oh, ow = gy.shape[2], gy.shape[3]
+    for t in prange(n_img * channels):
+        row = rows[numba.get_thread_id()]
+        grad = gy[t // channels, t % channels]
+        dst = gx[t // channels, t % channels]
+        dst[:, :] = 0.0
+        for y in range(oh):
+            row[:width] = 0.0
+            src = grad[y]
+            for xo in range(ow):
+                row[w0[xo]] += (1 - lw[xo]) * src[xo]
+                row[w1[xo]] += lw[xo] * src[xo]
+            a = dst[h0[y]]
+            b = dst[h1[y]]
+            ly = lh[y]
+            for ix in range(width):
+                a[ix] += (1 - ly) * row[ix]
+            for ix in range(width):
+                b[ix] += ly * row[ix]
+
+
+@kernel
+def nearest_grad(gy, gx, rows, columns):
+    """The transpose of nearest resampling: ``gx[rows[y], columns[x]] += gy[y, x]``."""
+    n_img, channels = gx.shape[0], gx.shape[1]
+    oh, ow = gy.shape[2], gy.shape[3]
+    for t in prange(n_img * channels):
+        grad = gy[t // channels, t % channels]
+        dst = gx[t // channels, t % channels]
+        dst[:, :] = 0.0
+        for y in range(oh):
+            row = dst[rows[y]]
+            src = grad[y]
+            for xo in range(ow):
+                row[columns[xo]] += src[xo]

@@ -18,6 +18,7 @@ from cnnir import nn, ops
 from cnnir.backends.onnx_export import export, to_model
 from cnnir.errors import LoweringError
 from cnnir.ops import REGISTRY
+from cnnir.ops.activation import DropoutAttrs, RReluAttrs
 
 
 def exported(tmp_path, model: nn.Module, inputs: list, name: str = "m.onnx") -> tuple:
@@ -277,6 +278,65 @@ def test_rrelu_eval_and_training_forms(tmp_path) -> None:
     x = -np.ones((100, 100), np.float32)
     (y,) = run_ort(path, [x])
     assert -0.3 <= y.min() and y.max() <= -0.1 and y.std() > 0.03
+
+
+def random_op_graph(op, attrs, shape: tuple, read_second: bool) -> cnnir.Graph:
+    """x -> op in training mode; the graph outputs y, and the op's multiplier (its second
+    output: dropout's scaled mask, rrelu's slopes) when ``read_second``."""
+    from cnnir.ir import Graph
+
+    g = Graph(op.name)
+    node = g.add_node(op, [g.add_input("x", T(*shape))], attrs, name="r")
+    g.set_outputs(node.outputs if read_second else node.outputs[:1])
+    return g
+
+
+def test_training_dropout_mask_output_is_onnx_mask_scaled(tmp_path) -> None:
+    """Read, the scaled mask is ``Mul(CastLike(Dropout's mask), 1/(1 − p))``."""
+    path = str(tmp_path / "m.onnx")
+    export(random_op_graph(ops.dropout, DropoutAttrs(0.25, training=True), (50, 40), True), path)
+    onnx.checker.check_model(path, full_check=True)
+    x = np.random.default_rng(0).uniform(1, 2, (50, 40)).astype(np.float32)
+    y, mask = run_ort(path, [x])
+    assert set(np.unique(mask)) == {0.0, np.float32(1 / 0.75)}
+    np.testing.assert_allclose(y, x * mask, rtol=1e-6)
+
+
+def test_training_dropout_unread_mask_adds_no_node_and_reimports(tmp_path) -> None:
+    graph = random_op_graph(ops.dropout, DropoutAttrs(0.25, training=True), (6, 7), False)
+    path = str(tmp_path / "m.onnx")
+    export(graph, path)
+    onnx.checker.check_model(path, full_check=True)
+    m = onnx.load(path)
+    assert [n.op_type for n in m.graph.node] == ["Dropout"] and len(m.graph.node[0].output) == 2
+    back = cnnir.load_onnx(path)
+    (node,) = back.nodes
+    assert node.op is ops.dropout and node.attrs == DropoutAttrs(0.25, training=True)
+    x = np.random.default_rng(1).standard_normal((6, 7))
+    np.testing.assert_array_equal(reference(back, [x])[0], reference(graph, [x])[0])
+
+
+def test_training_dropout2d_mask_output_is_per_channel(tmp_path) -> None:
+    path = str(tmp_path / "m.onnx")
+    export(random_op_graph(ops.dropout2d, DropoutAttrs(0.5, training=True), (4, 16, 3, 3), True),
+           path)
+    x = np.random.default_rng(0).uniform(1, 2, (4, 16, 3, 3)).astype(np.float32)
+    y, mask = run_ort(path, [x])
+    assert mask.shape == (4, 16, 1, 1) and set(np.unique(mask)) == {0.0, 2.0}
+    np.testing.assert_allclose(y, x * mask, rtol=1e-6)
+
+
+def test_training_rrelu_multiplier_output_is_where_positive_one_else_slope(tmp_path) -> None:
+    path = str(tmp_path / "m.onnx")
+    export(random_op_graph(ops.rrelu, RReluAttrs(0.1, 0.3, training=True), (40, 50), True),
+           path)
+    onnx.checker.check_model(path, full_check=True)
+    x = np.random.default_rng(0).standard_normal((40, 50)).astype(np.float32)
+    y, multiplier = run_ort(path, [x])
+    assert (multiplier[x > 0] == 1).all()
+    slopes = multiplier[x <= 0]
+    assert (0.1 <= slopes).all() and (slopes <= 0.3).all() and slopes.std() > 0.03
+    np.testing.assert_allclose(y, x * multiplier, rtol=1e-6)
 
 
 def test_batch_norm_eval_has_one_output_and_onnx_momentum(tmp_path) -> None:

@@ -1,5 +1,6 @@
 """Reference activations, softmax, dropout and batch norm against scalar formulas
-(docs/semantics.md §1.4–§1.6, §1.14)."""
+(docs/semantics.md §1.4–§1.6, §1.14), and their backward-only ops (prelu_grad,
+batch_norm_grad; amax_grad's ties) against loops over the §3 rules."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from cnnir.ops.activation import (
     EluAttrs,
     GeluAttrs,
     LeakyReluAttrs,
+    PReluGradAttrs,
     RReluAttrs,
     SoftmaxAttrs,
+    prelu_grad,
 )
-from cnnir.ops.norm import BatchNormAttrs
+from cnnir.ops.norm import BatchNormAttrs, BatchNormGradAttrs, batch_norm_grad
+from cnnir.ops.tensor import ReduceAttrs, amax_grad
 
 
 def _sigmoid(v):
@@ -76,12 +80,24 @@ def test_rrelu_eval_slope(run_op):
 
 def test_rrelu_training_draws_one_slope_per_element(run_op):
     x = -np.ones((4, 1000))
-    y = run_op(ops.rrelu, RReluAttrs(training=True), x)
+    y, multiplier = run_op(ops.rrelu, RReluAttrs(training=True), x)
     slopes = -y
     assert (slopes >= 1 / 8).all() and (slopes <= 1 / 3).all()
     assert len(np.unique(slopes)) > 3900
     assert slopes.mean() == pytest.approx((1 / 8 + 1 / 3) / 2, abs=0.01)
-    np.testing.assert_array_equal(run_op(ops.rrelu, RReluAttrs(training=True), -x), -x)
+    np.testing.assert_array_equal(multiplier, slopes)
+    y, multiplier = run_op(ops.rrelu, RReluAttrs(training=True), -x)
+    np.testing.assert_array_equal(y, -x)
+    np.testing.assert_array_equal(multiplier, 1.0)
+
+
+def test_rrelu_training_multiplier_is_the_applied_slope(run_op, rng):
+    """The second output is what the backward multiplies by: y = x·multiplier exactly."""
+    x = rng.standard_normal((3, 4, 5))
+    y, multiplier = run_op(ops.rrelu, RReluAttrs(0.1, 0.3, training=True), x)
+    np.testing.assert_array_equal(y, x * multiplier)
+    assert (multiplier[x > 0] == 1).all()
+    assert ((multiplier[x <= 0] >= 0.1) & (multiplier[x <= 0] <= 0.3)).all()
 
 
 def test_softmax_and_log_softmax_subtract_the_max(run_op):
@@ -98,26 +114,31 @@ def test_softmax_and_log_softmax_subtract_the_max(run_op):
 
 def test_dropout_training_scales_survivors(run_op, rng):
     x = rng.uniform(1, 2, (100, 100))
-    y = run_op(ops.dropout, DropoutAttrs(p=0.3, training=True), x)
+    y, mask = run_op(ops.dropout, DropoutAttrs(p=0.3, training=True), x)
     kept = y != 0
     np.testing.assert_allclose(y[kept] / x[kept], 1.428572, rtol=1e-6)
     assert kept.mean() == pytest.approx(0.7, abs=0.02)
+    np.testing.assert_array_equal(mask, kept / 0.7)  # the scaled mask, second output
+    np.testing.assert_array_equal(y, x * mask)
 
 
 def test_dropout_p1_zeros_and_eval_identity(run_op, rng):
     x = rng.standard_normal((3, 4))
-    np.testing.assert_array_equal(run_op(ops.dropout, DropoutAttrs(p=1.0, training=True), x), 0)
+    for output in run_op(ops.dropout, DropoutAttrs(p=1.0, training=True), x):
+        np.testing.assert_array_equal(output, 0)
     np.testing.assert_array_equal(run_op(ops.dropout, DropoutAttrs(p=0.5), x), x)
     np.testing.assert_array_equal(run_op(ops.dropout2d, DropoutAttrs(p=0.5), x[None]), x[None])
 
 
 def test_dropout2d_drops_whole_channels(run_op, rng):
     x = rng.uniform(1, 2, (8, 16, 3, 3))
-    y = run_op(ops.dropout2d, DropoutAttrs(p=0.5, training=True), x)
+    y, mask = run_op(ops.dropout2d, DropoutAttrs(p=0.5, training=True), x)
     dropped = (y == 0).all(axis=(2, 3))
     kept = (y != 0).all(axis=(2, 3))
     assert (dropped | kept).all() and 0 < dropped.sum() < dropped.size
     np.testing.assert_allclose(y[kept], 2 * x[kept], rtol=1e-15)
+    assert mask.shape == (8, 16, 1, 1)
+    np.testing.assert_array_equal(mask[..., 0, 0], 2.0 * kept)
 
 
 def batch_norm_loops(x, mean, var, gamma, beta, eps):
@@ -157,3 +178,66 @@ def test_batch_norm_without_affine_or_running_stats(run_op, rng):
     np.testing.assert_allclose(got.mean(axis=(0, 2)), 0, atol=1e-14)
     np.testing.assert_allclose((got**2).mean(axis=(0, 2)),
                                1 / (1 + 1e-5 / x.var(axis=(0, 2))), rtol=1e-12)
+
+
+# -- backward-only ops (docs/semantics.md §3) -----------------------------------------------
+
+
+@pytest.mark.parametrize("slopes", [np.array([0.1, -0.2, 0.3]), np.array([0.25])])
+def test_prelu_grad_loops(run_op, rng, slopes):
+    x, g = rng.standard_normal((2, 3, 4)), rng.standard_normal((2, 3, 4))
+    x[0, 0, :2] = 0.0  # x = 0 takes the slope, and counts in the slope's gradient
+    gx, ga = run_op(prelu_grad, PReluGradAttrs(), x, slopes, g)
+    want_gx, want_ga = np.empty_like(x), np.zeros(3)
+    for n, c, i in np.ndindex(x.shape):
+        a = slopes[c % slopes.size]
+        want_gx[n, c, i] = g[n, c, i] if x[n, c, i] > 0 else a * g[n, c, i]
+        if x[n, c, i] <= 0:
+            want_ga[c] += x[n, c, i] * g[n, c, i]
+    np.testing.assert_allclose(gx, want_gx, rtol=1e-15)
+    want_ga = want_ga if slopes.size == 3 else np.array([want_ga.sum()])
+    np.testing.assert_allclose(ga, want_ga, rtol=1e-13)
+    only = run_op(prelu_grad, PReluGradAttrs(("weight",)), x, slopes, g)
+    np.testing.assert_array_equal(only, ga)
+
+
+def batch_norm_grad_loops(x, g, gamma, mean, var, eps, batch):
+    """gx, gγ, gβ channel by channel from docs/semantics.md §3."""
+    gx, gw, gb = np.empty_like(x), np.empty(x.shape[1]), np.empty(x.shape[1])
+    for c in range(x.shape[1]):
+        xc, gc = np.moveaxis(x, 1, 0)[c].ravel(), np.moveaxis(g, 1, 0)[c].ravel()
+        m, v = (xc.mean(), ((xc - xc.mean()) ** 2).mean()) if batch else (mean[c], var[c])
+        x_hat = (xc - m) / math.sqrt(v + eps)
+        gb[c], gw[c] = gc.sum(), (gc * x_hat).sum()
+        scale = gamma[c] / math.sqrt(v + eps)
+        col = scale * (gc - gc.mean() - x_hat * (gc * x_hat).mean()) if batch else scale * gc
+        np.moveaxis(gx, 1, 0)[c] = col.reshape(np.moveaxis(x, 1, 0)[c].shape)
+    return gx, gw, gb
+
+
+@pytest.mark.parametrize("batch", [True, False], ids=["batch-stats", "eval"])
+@pytest.mark.parametrize("shape", [(4, 3, 5, 2), (6, 3), (2, 3, 7)])
+def test_batch_norm_grad_loops(run_op, rng, shape, batch):
+    x, g = rng.standard_normal(shape) * 3 + 1, rng.standard_normal(shape)
+    gamma, rm, rv = rng.standard_normal(3), rng.standard_normal(3), rng.uniform(0.5, 2, 3)
+    stats = (None, None) if batch else (rm, rv)
+    got = run_op(batch_norm_grad, BatchNormGradAttrs(1e-3, batch), x, *stats, gamma, g)
+    for a, b in zip(got, batch_norm_grad_loops(x, g, gamma, rm, rv, 1e-3, batch)):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-12)
+
+
+def test_batch_norm_grad_input_only_needs_no_input_in_eval(run_op, rng):
+    g, gamma, rv = rng.standard_normal((2, 3, 4)), rng.standard_normal(3), np.array([1e-6, 1, 4])
+    gx = run_op(batch_norm_grad, BatchNormGradAttrs(1e-5, False, ("input",)), None, None, rv,
+                gamma, g)
+    np.testing.assert_allclose(gx, g * (gamma / np.sqrt(rv + 1e-5))[:, None], rtol=1e-14)
+
+
+def test_amax_grad_splits_ties_evenly(run_op):
+    """As torch.amax: each maximum of a slice gets gy / (number of maxima)."""
+    x = np.array([[1.0, 3.0, 3.0, 2.0], [5.0, 5.0, 5.0, 5.0], [0.0, -1.0, 7.0, 6.0]])
+    g = np.array([6.0, 8.0, 2.0])
+    gx = run_op(amax_grad, ReduceAttrs((1,)), x, x.max(axis=1), g)
+    np.testing.assert_array_equal(gx, [[0, 3, 3, 0], [2, 2, 2, 2], [0, 0, 2, 0]])
+    whole = run_op(amax_grad, ReduceAttrs(None), x, np.asarray(x.max()), np.asarray(1.0))
+    np.testing.assert_array_equal(whole, (x == 7.0) * 1.0)

@@ -1,4 +1,5 @@
-"""Reference convolutions against brute-force loops written from docs/semantics.md §1.1–§1.3."""
+"""Reference convolutions against brute-force loops written from docs/semantics.md §1.1–§1.3,
+and their backward ops against loops written from §3."""
 
 from __future__ import annotations
 
@@ -7,8 +8,18 @@ import math
 import numpy as np
 import pytest
 
-from cnnir import ops
-from cnnir.ops.conv import Conv2dAttrs, ConvTranspose2dAttrs
+import cnnir
+from cnnir import nn, ops
+from cnnir.ops.conv import (
+    Conv2dAttrs,
+    Conv2dWeightGradAttrs,
+    ConvTranspose2dAttrs,
+    conv2d_weight_grad,
+    deform_conv2d_data_grad,
+    deform_conv2d_weight_grad,
+)
+from cnnir.ops.tensor import ReduceAttrs
+from cnnir.passes.autodiff import differentiate
 
 
 def conv2d_loops(x, w, b, stride, pads, dilation, groups):
@@ -219,3 +230,137 @@ def test_deform_sampling_edges(run_op):
     offset[0, 0] = [1.0, 0.25]  # y = H is outside; y = 0.25 blends row 0 with the zero row 1
     got = run_op(ops.deform_conv2d, Conv2dAttrs(), x, offset, w, None, None)
     np.testing.assert_array_equal(got.ravel(), [0.0, 0.75])
+
+
+# -- backward ops (docs/semantics.md §3) ----------------------------------------------------
+
+
+def conv2d_weight_grad_loops(x, gy, kernel, stride, pads, dilation, groups):
+    """gW[o, c', i, j] = Σ_{n, oh, ow} gy[n, o, oh, ow]·xp[n, g(o)·C/G + c', oh·s_h + i·d_h,
+    ow·s_w + j·d_w]."""
+    n_, c, h, wd = x.shape
+    _, o_, oh_, ow_ = gy.shape
+    cg, (kh, kw) = c // groups, kernel
+    gw = np.zeros((o_, cg, kh, kw))
+    for o in range(o_):
+        g = o // (o_ // groups)
+        for ci in range(cg):
+            for i in range(kh):
+                for j in range(kw):
+                    acc = 0.0
+                    for n in range(n_):
+                        for oh in range(oh_):
+                            for ow in range(ow_):
+                                r = oh * stride[0] + i * dilation[0] - pads[0]
+                                s = ow * stride[1] + j * dilation[1] - pads[1]
+                                if 0 <= r < h and 0 <= s < wd:
+                                    acc += gy[n, o, oh, ow] * x[n, g * cg + ci, r, s]
+                    gw[o, ci, i, j] = acc
+    return gw
+
+
+@pytest.mark.parametrize("xs, ws, stride, pads, dilation, groups, bias", CONV_CASES)
+def test_conv2d_weight_grad_matches_loops(run_op, rng, xs, ws, stride, pads, dilation, groups,
+                                          bias):
+    x = rng.standard_normal(xs)
+    oh = (xs[2] + pads[0] + pads[2] - dilation[0] * (ws[2] - 1) - 1) // stride[0] + 1
+    ow = (xs[3] + pads[1] + pads[3] - dilation[1] * (ws[3] - 1) - 1) // stride[1] + 1
+    gy = rng.standard_normal((xs[0], ws[0], oh, ow))
+    attrs = Conv2dWeightGradAttrs(stride=stride, padding=pads, dilation=dilation,
+                                  groups=groups, kernel_size=ws[2:])
+    got = run_op(conv2d_weight_grad, attrs, x, gy)
+    want = conv2d_weight_grad_loops(x, gy, ws[2:], stride, pads, dilation, groups)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_first_layer_gets_no_input_gradient():
+    """Differentiating with respect to the weights only emits no conv_transpose2d."""
+    graph = cnnir.trace(nn.Conv2d(3, 4, 3, padding=1), [cnnir.TensorType((2, 3, 8, 8))])
+    loss = graph.add_node(ops.sum_, [graph.outputs[0]], ReduceAttrs(None)).output
+    grads = differentiate(graph, loss, list(graph.parameters().values()))
+    assert all(g is not None for g in grads)
+    used = {node.op for node in graph.nodes}
+    assert conv2d_weight_grad in used and ops.conv_transpose2d not in used
+
+
+def deform_backward_loops(x, offset, w, gy, mask, stride, pad, dilation):
+    """torchvision's deformable col2im (input, with its truncation and |y − yp| < 1 test),
+    col2im_coord (offset, mask) and the weight's Σ gy·col, element by element."""
+    n_, c, h, wd = x.shape
+    o_, cg, kh, kw = w.shape
+    oh_, ow_ = gy.shape[2:]
+    og = offset.shape[1] // (2 * kh * kw)
+    opg = o_ // (c // cg)
+    gx, goff, gw = np.zeros_like(x), np.zeros_like(offset), np.zeros_like(w)
+    gmask = np.zeros_like(mask) if mask is not None else None
+
+    def v(n, ch, a, b):
+        return x[n, ch, a, b] if 0 <= a < h and 0 <= b < wd else 0.0
+
+    for n, ch, i, j, oh, ow in np.ndindex(n_, c, kh, kw, oh_, ow_):
+        g, ci = ch // cg, ch % cg
+        gcol = sum(w[o, ci, i, j] * gy[n, o, oh, ow] for o in range(g * opg, (g + 1) * opg))
+        tap = ch // (c // og) * kh * kw + i * kw + j
+        y = oh * stride[0] - pad[0] + i * dilation[0] + offset[n, 2 * tap, oh, ow]
+        xs = ow * stride[1] - pad[1] + j * dilation[1] + offset[n, 2 * tap + 1, oh, ow]
+        m = mask[n, tap, oh, ow] if mask is not None else 1.0
+        for dy in (-1, 0, 1):
+            for dx in (-1, 0, 1):
+                yp, xp = int(y) + dy, int(xs) + dx
+                if 0 <= yp < h and 0 <= xp < wd and abs(y - yp) < 1 and abs(xs - xp) < 1:
+                    gx[n, ch, yp, xp] += m * (1 - abs(y - yp)) * (1 - abs(xs - xp)) * gcol
+        yl, xl = math.floor(y), math.floor(xs)
+        ly, lx = y - yl, xs - xl
+        goff[n, 2 * tap, oh, ow] += m * gcol * (
+            lx * (v(n, ch, yl + 1, xl + 1) - v(n, ch, yl, xl + 1))
+            + (1 - lx) * (v(n, ch, yl + 1, xl) - v(n, ch, yl, xl)))
+        goff[n, 2 * tap + 1, oh, ow] += m * gcol * (
+            ly * (v(n, ch, yl + 1, xl + 1) - v(n, ch, yl + 1, xl))
+            + (1 - ly) * (v(n, ch, yl, xl + 1) - v(n, ch, yl, xl)))
+        sample = bilinear_sample(x[n, ch], y, xs)
+        if mask is not None:
+            gmask[n, tap, oh, ow] += gcol * sample
+        for o in range(g * opg, (g + 1) * opg):
+            gw[o, ci, i, j] += gy[n, o, oh, ow] * m * sample
+    return gx, goff, gmask, gw
+
+
+@pytest.mark.parametrize("og, groups, with_mask", [(1, 1, False), (2, 2, True), (4, 1, True)])
+def test_deform_conv2d_backward_matches_loops(run_op, rng, og, groups, with_mask):
+    stride, pad, dilation = (2, 1), (1, 2), (1, 2)
+    x = rng.standard_normal((2, 4, 6, 5))
+    w = rng.standard_normal((4, 4 // groups, 3, 2))
+    oh, ow = (6 + 2 - 2 - 1) // 2 + 1, (5 + 4 - 2 - 1) // 1 + 1
+    offset = 2.5 * rng.standard_normal((2, 2 * og * 6, oh, ow))
+    offset[0, 0, 0, :3] = [-1.0, 0.5, 2.0]  # integer and half-integer sample points too
+    mask = rng.uniform(-1, 2, (2, og * 6, oh, ow)) if with_mask else None
+    gy = rng.standard_normal((2, 4, oh, ow))
+    attrs = _deform_attrs(stride, pad, dilation)
+    data = run_op(deform_conv2d_data_grad, attrs, x, offset, w, gy, mask)
+    weight_attrs = Conv2dWeightGradAttrs(stride=stride, padding=attrs.padding,
+                                         dilation=dilation, groups=groups, kernel_size=(3, 2))
+    gw = run_op(deform_conv2d_weight_grad, weight_attrs, x, offset, gy, mask)
+    gx, goff, gmask, want_gw = deform_backward_loops(x, offset, w, gy, mask, stride, pad,
+                                                     dilation)
+    assert len(data) == (3 if with_mask else 2)
+    for got, want in zip([*data, gw], [gx, goff, *([gmask] if with_mask else []), want_gw]):
+        np.testing.assert_allclose(got, want, rtol=1e-11, atol=1e-11)
+
+
+def test_deform_offset_gradient_at_y_minus_one(run_op):
+    """At exactly y = −1 the sample is 0 but Δy's gradient is not (torchvision's col2im_coord);
+    the input and mask get nothing there."""
+    x = np.array([[[[2.0, 3.0]]]])  # 1x2 image
+    w = np.ones((1, 1, 1, 1))
+    offset = np.zeros((1, 2, 1, 2))
+    offset[0, 0] = [-1.0, -0.5]
+    mask = np.full((1, 1, 1, 2), 0.5)
+    gy = np.ones((1, 1, 1, 2))
+    gx, goff, gmask = run_op(deform_conv2d_data_grad, Conv2dAttrs(), x, offset, w, gy, mask)
+    # y = −1: the rows −1 (zero) and 0 at x = 0: Δy gets mask·(v(0, 0) − 0) = 0.5·2
+    assert goff[0, 0, 0, 0] == 0.5 * 2.0
+    assert gmask[0, 0, 0, 0] == 0.0
+    # y = −0.5 at x = 1: half of pixel (0, 1) sampled; d/dy = v(0, 1) − 0 = 3
+    assert goff[0, 0, 0, 1] == 0.5 * 3.0
+    assert gmask[0, 0, 0, 1] == 0.5 * 3.0
+    np.testing.assert_array_equal(gx, [[[[0.0, 0.25]]]])

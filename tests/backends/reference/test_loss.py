@@ -13,9 +13,11 @@ from cnnir.ops.loss import (
     CrossEntropyAttrs,
     HuberAttrs,
     LossAttrs,
+    LossGradAttrs,
     NllAttrs,
     SmoothL1Attrs,
     TripletAttrs,
+    loss_grad,
 )
 
 
@@ -247,3 +249,198 @@ def test_contrastive_loss_cnnir_convention(run_op, rng, reduction):
     got = run_op(ops.contrastive_loss, ContrastiveAttrs(reduction=reduction), f1, f2,
                  label.astype(np.float64))
     np.testing.assert_allclose(got, reduce_loops(losses, reduction), rtol=1e-13)
+
+
+# -- gradients (loss_grad), against loops over the gradient column of docs/semantics.md §2 ------
+
+
+def grad_of(run_op, op, attrs, wrt, g, *inputs):
+    """The reference ``loss_grad`` of ``op``'s input ``wrt`` for the output gradient ``g``."""
+    return run_op(loss_grad, LossGradAttrs(op, attrs, wrt), np.asarray(g, dtype=float), *inputs)
+
+
+def softmax_row(row):
+    return [math.exp(v) for v in log_softmax_row(row)]
+
+
+@pytest.mark.parametrize("shape, weight, ii, eps, reduction", CE_CASES)
+def test_cross_entropy_class_index_gradient(run_op, rng, shape, weight, ii, eps, reduction):
+    x = rng.standard_normal(shape) * 2
+    t = rng.integers(0, shape[1], (shape[0], *shape[2:]))
+    t.flat[0] = ii if ii >= 0 else t.flat[0]  # at least one ignored row
+    c = shape[1]
+    w = [1.0] * c if weight is None else list(weight)
+    g = rng.standard_normal(t.shape) if reduction == "none" else np.asarray(1.7)
+    denom = sum(w[int(y)] for y in t.flat if y != ii) if reduction == "mean" else 1.0
+    want = np.zeros(shape)
+    moved = np.moveaxis(want, 1, -1)  # a view: rows of want along the classes
+    for idx, row in rows_of(x):
+        y = int(t[idx])
+        if y == ii:
+            continue
+        p = softmax_row(row)
+        gn = float(g[idx]) if reduction == "none" else float(g)
+        moved[idx] = [gn * ((1 - eps) * w[y] * (p[k] - (k == y))
+                            + eps / c * (sum(w) * p[k] - w[k])) / denom for k in range(c)]
+    attrs = CrossEntropyAttrs(reduction=reduction, ignore_index=ii, label_smoothing=eps)
+    got = grad_of(run_op, ops.cross_entropy, attrs, 0, g, x, t,
+                  None if weight is None else np.array(weight))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("weight, eps, reduction", [(None, 0.0, "mean"),
+                                                    ((1.0, 2.0, 0.5), 0.25, "mean"),
+                                                    ((1.0, 2.0, 0.5), 0.0, "none")])
+def test_cross_entropy_probability_gradient(run_op, rng, weight, eps, reduction):
+    x = rng.standard_normal((2, 3, 2))
+    q = rng.dirichlet(np.ones(3), size=(2, 2)).transpose(0, 2, 1)
+    w = [1.0] * 3 if weight is None else list(weight)
+    g = rng.standard_normal((2, 2)) if reduction == "none" else np.asarray(0.8)
+    want = np.zeros(x.shape)
+    for idx, row in rows_of(x):
+        n, s = idx
+        p = softmax_row(row)
+        qs = [(1 - eps) * q[n, k, s] + eps / 3 for k in range(3)]
+        scale = float(g[idx]) if reduction == "none" else float(g) / 4  # N × spatial
+        total = sum(w[k] * qs[k] for k in range(3))
+        want[n, :, s] = [scale * (p[k] * total - w[k] * qs[k]) for k in range(3)]
+    attrs = CrossEntropyAttrs(reduction=reduction, label_smoothing=eps)
+    got = grad_of(run_op, ops.cross_entropy, attrs, 0, g, x, q,
+                  None if weight is None else np.array(weight))
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_cross_entropy_unbatched_gradient(run_op, rng):
+    x = rng.standard_normal(5)
+    got = grad_of(run_op, ops.cross_entropy, CrossEntropyAttrs(), 0, 2.0, x, np.array(3), None)
+    want = [2.0 * (p - (k == 3)) for k, p in enumerate(softmax_row(list(x)))]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+def test_cross_entropy_all_ignored_mean_gradient_is_nan(run_op, rng):
+    x, t = rng.standard_normal((3, 4)), np.full(3, -100)
+    assert np.isnan(grad_of(run_op, ops.cross_entropy, CrossEntropyAttrs(), 0, 1.0, x, t,
+                            None)).all()
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_nll_loss_gradient(run_op, rng, reduction):
+    lp = np.log(rng.dirichlet(np.ones(4), size=6))
+    t = np.array([0, 3, 1, 1, -100, 2])
+    w = np.array([1.0, 0.5, 2.0, 3.0])
+    g = rng.standard_normal(6) if reduction == "none" else np.asarray(1.3)
+    denom = sum(w[y] for y in t if y != -100) if reduction == "mean" else 1.0
+    want = np.zeros((6, 4))
+    for n, y in enumerate(t):
+        if y != -100:
+            want[n, y] = -(g[n] if reduction == "none" else g) * w[y] / denom
+    got = grad_of(run_op, ops.nll_loss, NllAttrs(reduction=reduction), 0, g, lp, t, w)
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+
+
+def test_binary_cross_entropy_gradient_floor(run_op, rng):
+    """``w·(p − y)/max(p(1 − p), ε)`` with ε = float32 1e-12: −1.000000004e12 at p = 0, y = 1."""
+    p = np.concatenate([rng.uniform(0.01, 0.99, 4), [0.0, 1.0]])
+    y = np.concatenate([rng.uniform(0, 1, 4), [1.0, 0.0]])
+    w = rng.uniform(0.5, 2, 6)
+    eps = float(np.float32(1e-12))
+    got = grad_of(run_op, ops.binary_cross_entropy, LossAttrs("sum"), 0, 1.0, p, y, w)
+    want = pointwise(lambda pv, yv, wv: wv * (pv - yv) / max(pv * (1 - pv), eps), p, y, w)
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+    got = grad_of(run_op, ops.binary_cross_entropy, LossAttrs("none"), 0, np.ones(1),
+                  np.zeros(1), np.ones(1))
+    assert got[0] == pytest.approx(-1.000000004e12, rel=1e-9)
+
+
+def test_bce_with_logits_gradient(run_op, rng):
+    """``w·[pw·y·(σ(x) − 1) + (1 − y)·σ(x)]``, over the count for 'mean'."""
+    x, y = rng.standard_normal((3, 4)) * 3, rng.uniform(0, 1, (3, 4))
+    w, pw = rng.uniform(0.5, 2, (3, 1)), rng.uniform(0.5, 3, 4)
+
+    def rule(xv, yv, wv, pwv):
+        sig = 1 / (1 + math.exp(-xv))
+        return wv * (pwv * yv * (sig - 1) + (1 - yv) * sig) / 12
+
+    want = pointwise(rule, x, y, np.broadcast_to(w, x.shape), np.broadcast_to(pw, x.shape))
+    got = grad_of(run_op, ops.binary_cross_entropy_with_logits, LossAttrs(), 0, 1.0, x, y, w, pw)
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+REGRESSION_GRADS = [
+    (ops.l1_loss, LossAttrs, {}, lambda d: (d > 0) - (d < 0)),  # sign(0) = 0
+    (ops.mse_loss, LossAttrs, {}, lambda d: 2 * d),
+    (ops.smooth_l1_loss, SmoothL1Attrs, {"beta": 0.5},
+     lambda d: d / 0.5 if abs(d) < 0.5 else math.copysign(1.0, d)),
+    (ops.smooth_l1_loss, SmoothL1Attrs, {"beta": 0.0}, lambda d: (d > 0) - (d < 0)),
+    (ops.huber_loss, HuberAttrs, {"delta": 1.5}, lambda d: min(max(d, -1.5), 1.5)),
+]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("op, attrs_cls, kw, rule", REGRESSION_GRADS,
+                         ids=[f"{r[0].name}{r[2]}" for r in REGRESSION_GRADS])
+def test_regression_gradients(run_op, rng, op, attrs_cls, kw, rule, reduction):
+    x, t = rng.standard_normal((3, 5)) * 2, rng.standard_normal((3, 5))
+    t[0, 0] = x[0, 0]  # d = 0
+    g = rng.standard_normal((3, 5)) if reduction == "none" else np.asarray(0.7)
+    scale = g / 15 if reduction == "mean" else g
+    want = pointwise(lambda a, b: rule(a - b), x, t) * scale
+    attrs = attrs_cls(reduction=reduction, **kw)
+    np.testing.assert_allclose(grad_of(run_op, op, attrs, 0, g, x, t), want, rtol=1e-14)
+    np.testing.assert_allclose(grad_of(run_op, op, attrs, 1, g, x, t), -want, rtol=1e-14)
+    assert grad_of(run_op, op, attrs, 0, g, x, t)[0, 0] == 0.0 or op is ops.mse_loss
+
+
+def test_triplet_gradient_p2(run_op, rng):
+    """While the hinge is active: ∂/∂a = (a − pos + eps)/d_ap − (a − neg + eps)/d_an,
+    ∂/∂pos = −(a − pos + eps)/d_ap, ∂/∂neg = (a − neg + eps)/d_an; 0 where it is not."""
+    a, pos, neg = (rng.standard_normal((6, 4)) * 0.7 for _ in range(3))
+    eps, margin, g = 1e-6, 0.2, 1.5
+    want = [np.zeros((6, 4)) for _ in range(3)]
+    for n in range(6):
+        u, v = a[n] - pos[n] + eps, a[n] - neg[n] + eps
+        d_ap, d_an = norm_p(u, 2), norm_p(v, 2)
+        if d_ap - d_an + margin > 0:
+            want[0][n] = g / 6 * (u / d_ap - v / d_an)
+            want[1][n] = g / 6 * (-u / d_ap)
+            want[2][n] = g / 6 * (v / d_an)
+    assert 0 < sum(w.any() for w in want[0]) < 6  # both sides of the hinge
+    for wrt in range(3):
+        got = grad_of(run_op, ops.triplet_margin_loss, TripletAttrs(margin=margin), wrt, g,
+                      a, pos, neg)
+        np.testing.assert_allclose(got, want[wrt], rtol=1e-12, atol=1e-15)
+
+
+def test_triplet_gradient_at_the_hinge_and_swap_tie(run_op):
+    """The hinge passes the gradient at exactly 0 (torch's clamp_min), and a swap tie
+    d(a, neg) = d(pos, neg) splits it evenly (torch.minimum)."""
+    a, pos, neg = np.array([[0.0, 0.0]]), np.array([[2.0, 0.0]]), np.array([[1.0, 0.0]])
+    attrs = TripletAttrs(margin=0.0, eps=0.0, swap=True)  # d_ap 2, d_an = d_pn = 1: hinge 1
+    got = grad_of(run_op, ops.triplet_margin_loss, attrs, 2, 1.0, a, pos, neg)
+    np.testing.assert_allclose(got, [[0.5 * (-1.0) + 0.5 * 1.0, 0.0]], atol=1e-15)
+    got = grad_of(run_op, ops.triplet_margin_loss, attrs, 0, 1.0, a, pos, neg)
+    np.testing.assert_allclose(got, [[-1.0 - 0.5 * -1.0, 0.0]])
+    at_zero = TripletAttrs(margin=-1.0, eps=0.0)  # d_ap − d_an + margin = 2 − 1 − 1 = 0
+    got = grad_of(run_op, ops.triplet_margin_loss, at_zero, 1, 1.0, a, pos, neg)
+    np.testing.assert_allclose(got, [[1.0, 0.0]])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_contrastive_gradient(run_op, rng, reduction):
+    """∂L/∂D = (1 − Y)·D − Y·max(0, m − D) (then over N), ∂D/∂f1 = (f1 − f2 + eps)/D."""
+    f1, f2 = rng.standard_normal((6, 3)) * 0.5, rng.standard_normal((6, 3)) * 0.5
+    label = np.array([0, 1, 0, 1, 1, 0], dtype=float)
+    g = rng.standard_normal(6) if reduction == "none" else np.asarray(1.0)
+    want_f1, want_y = np.zeros((6, 3)), np.zeros(6)
+    for n in range(6):
+        v = f1[n] - f2[n] + 1e-6
+        d = norm_p(v, 2)
+        scale = float(g[n]) if reduction == "none" else float(g) / 6
+        dl_dd = (1 - label[n]) * d - label[n] * max(0.0, 1.0 - d)
+        want_f1[n] = scale * dl_dd * v / d
+        want_y[n] = scale * (0.5 * max(0.0, 1.0 - d) ** 2 - 0.5 * d * d)
+    attrs = ContrastiveAttrs(reduction=reduction)
+    got = [grad_of(run_op, ops.contrastive_loss, attrs, i, g, f1, f2, label) for i in range(3)]
+    np.testing.assert_allclose(got[0], want_f1, rtol=1e-12)
+    np.testing.assert_allclose(got[1], -want_f1, rtol=1e-12)
+    np.testing.assert_allclose(got[2], want_y, rtol=1e-12)

@@ -1,0 +1,104 @@
+"""Batch-norm kernels: per-channel statistics and the backward, on [N, C, P] views.
+
+The statistics are float64 sums, one channel per task, of ``d = x − x[0, c, 0]``: shifted by a
+value of the channel, ``Σd²/M − (Σd/M)²`` does not cancel catastrophically when |μ| ≫ σ, and one
+pass over the data suffices (the backward adds Σg and Σg·d to the same pass). The apply passes
+run one (sample, channel) row per task.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cnnir.backends.numba_cpu.kernels.jit import kernel, prange
+
+
+@kernel
+def channel_moments(x, moments):
+    """``moments[0, c], moments[1, c]`` = the mean and the biased variance of channel c of
+    ``x`` [N, C, P] (float64, one pass of shifted sums)."""
+    n_img, channels, p = x.shape
+    count = n_img * p
+    for c in prange(channels):
+        k = np.float64(x[0, c, 0])
+        s = 0.0
+        q = 0.0
+        for n in range(n_img):
+            for i in range(p):
+                d = np.float64(x[n, c, i]) - k
+                s += d
+                q += d * d
+        m = s / count
+        moments[0, c] = k + m
+        moments[1, c] = max(q / count - m * m, 0.0)
+
+
+@kernel
+def batch_norm_grad_sums(x, g, gamma, eps, coef, sums):
+    """Pass 1 of batch_norm's backward with batch statistics, channel c per task: over
+    [N, C, P] x and g, in float64, the mean μ and biased variance σ², ``Σg`` and
+    ``Σg·x̂`` (``sums[0, c]``, ``sums[1, c]``: gβ and gγ), and the coefficients of pass 2,
+    ``gx = a·(g − ḡ) + b·(x − μ)``: ``coef[:, c] = (a, ḡ, b, μ)`` with a = γ/√(σ² + eps),
+    ḡ = Σg/M, b = −a·gγ/(M·√(σ² + eps))."""
+    n_img, channels, p = x.shape
+    count = n_img * p
+    for c in prange(channels):
+        k = np.float64(x[0, c, 0])
+        s = 0.0
+        q = 0.0
+        sg = 0.0
+        sgd = 0.0
+        for n in range(n_img):
+            for i in range(p):
+                d = np.float64(x[n, c, i]) - k
+                v = np.float64(g[n, c, i])
+                s += d
+                q += d * d
+                sg += v
+                sgd += v * d
+        m = s / count
+        inv_std = 1.0 / math.sqrt(max(q / count - m * m, 0.0) + eps)
+        g_hat = (sgd - m * sg) * inv_std  # Σ g·x̂
+        sums[0, c] = sg
+        sums[1, c] = g_hat
+        a = np.float64(gamma[c]) * inv_std
+        coef[0, c] = a
+        coef[1, c] = sg / count
+        coef[2, c] = -a * inv_std * g_hat / count
+        coef[3, c] = k + m
+
+
+@kernel
+def batch_norm_grad_input(g, x, coef, out):
+    """Pass 2: ``out = a·(g − ḡ) + b·(x − μ)`` per channel, ``coef[:, c] = (a, ḡ, b, μ)``
+    in the compute dtype, over [N, C, P] arrays, one (sample, channel) row per task."""
+    n_img, channels, p = out.shape
+    for t in prange(n_img * channels):
+        n = t // channels
+        c = t % channels
+        a = coef[0, c]
+        g_mean = coef[1, c]
+        b = coef[2, c]
+        mu = coef[3, c]
+        for i in range(p):
+            out[n, c, i] = a * (g[n, c, i] - g_mean) + b * (x[n, c, i] - mu)
+
+
+@kernel
+def centered_grad_sums(x, g, center, sums):
+    """Eval-mode parameter gradients, channel c per task, in float64: ``sums[0, c] = Σg``
+    and ``sums[1, c] = Σg·(x − center[c])`` over [N, C, P] arrays."""
+    n_img, channels, p = x.shape
+    for c in prange(channels):
+        m = np.float64(center[c])
+        sg = 0.0
+        sgd = 0.0
+        for n in range(n_img):
+            for i in range(p):
+                v = np.float64(g[n, c, i])
+                sg += v
+                sgd += v * (np.float64(x[n, c, i]) - m)
+        sums[0, c] = sg
+        sums[1, c] = sgd
