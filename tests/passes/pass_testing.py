@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+from grad_testing import rebuild
 
 import cnnir
 from cnnir import ops
@@ -21,31 +22,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 RTOL = 1e-10
 
 
-def _f64(t: TensorType) -> TensorType:
-    return t.with_shape(t.shape) if np.dtype(t.dtype).kind != "f" else TensorType(t.shape,
-                                                                                  "float64")
-
-
-def _f64_data(data: ConstantData) -> ConstantData:
-    if np.dtype(data.type.dtype).kind != "f":
-        return data
-    return ConstantData(_f64(data.type), data.kind, requires_grad=data.requires_grad,
-                        make=lambda: np.asarray(data.array, np.float64))
-
-
 def as_float64(graph: Graph) -> Graph:
     """The same network with every float tensor in float64."""
-    new = Graph(graph.name)
-    values = {id(v): new.add_input(v.name, _f64(v.type)) for v in graph.inputs}
-    for name, v in graph.constants.items():
-        values[id(v)] = new.add_constant(name, _f64_data(v.const))
-    for node in graph.nodes:
-        inputs = [None if v is None else values[id(v)] for v in node.inputs]
-        twin = new.add_node(node.op, inputs, node.attrs, name=node.name, scope=node.scope,
-                            loc=node.loc)
-        values.update({id(a): b for a, b in zip(node.outputs, twin.outputs)})
-    new.set_outputs(values[id(v)] for v in graph.outputs)
-    return new
+    return rebuild(graph, "float64")
 
 
 def randomize_bn(graph: Graph, seed: int = 0) -> Graph:
