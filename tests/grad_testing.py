@@ -12,6 +12,7 @@ the reference backend; the numeric one from ``(L(x + εe) − L(x − εe)) / 2�
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,28 +122,38 @@ def draws_randomly(graph: Graph) -> bool:
     return any(n.op.random and getattr(n.attrs, "training", False) for n in graph.nodes)
 
 
-def numeric_check(checked: Checked, arrays: list[np.ndarray], rtol: float = 1e-6,
-                  atol: float = 1e-8, directions: int = 3, seed: int = 3,
-                  draws: int | None = None) -> None:
-    """Analytic gradients against central differences (elementwise, or along directions).
-
-    ``draws`` (opt-in) is the seed of the random ops' generator: every evaluation, the
-    analytic gradient's and each loss's, then runs a program compiled afresh with it, so the
-    + and − evaluations see the same dropout masks and rrelu slopes as the backward. Left
-    None, one loss program serves every evaluation and its generator advances per call (as
-    before), except on a graph that draws (``draws_randomly``), where draws defaults to 0."""
+def loss_and_gradients(checked: Checked, arrays: list[np.ndarray], draws: int | None = None
+                       ) -> tuple[Callable[[list[np.ndarray]], float], list[np.ndarray]]:
+    """``(loss(arrays) -> float, the analytic gradients at arrays)`` on the reference
+    backend. With a seed ``draws`` (0 by default on a graph that draws random numbers) every
+    evaluation runs a program compiled afresh with it, so each sees the backward's dropout
+    masks and rrelu slopes; otherwise one program serves all."""
     if draws is None and draws_randomly(checked.loss):
         draws = 0
     seeded = {} if draws is None else {"seed": draws}
     loss = cnnir.compile(checked.loss, backend="reference")
     analytic = cnnir.compile(checked.grads, backend="reference", **seeded)(*arrays)[1:]
+
+    def evaluate(moved: list[np.ndarray]) -> float:
+        run = cnnir.compile(checked.loss, backend="reference", **seeded) if seeded else loss
+        return float(run(*moved))
+
+    return evaluate, analytic
+
+
+def numeric_check(checked: Checked, arrays: list[np.ndarray], rtol: float = 1e-6,
+                  atol: float = 1e-8, directions: int = 3, seed: int = 3,
+                  draws: int | None = None) -> None:
+    """Analytic gradients against central differences (elementwise, or along directions).
+
+    ``draws``: the random ops' seed (``loss_and_gradients``)."""
+    loss, analytic = loss_and_gradients(checked, arrays, draws)
     rng = np.random.default_rng(seed)
 
     def f(i: int, delta: np.ndarray) -> float:
         moved = list(arrays)
         moved[i] = arrays[i] + delta
-        run = cnnir.compile(checked.loss, backend="reference", **seeded) if seeded else loss
-        return float(run(*moved))
+        return loss(moved)
 
     for i, grad in zip(checked.wrt, analytic):
         name = checked.grads.inputs[i].name
@@ -206,12 +217,11 @@ def directional_check(checked: Checked, arrays: list[np.ndarray], directions: in
     """The JVP along random unit directions moving every float input at once against central
     differences: ``⟨∇L, t⟩ ≈ (L(x + εt) − L(x − εt)) / 2ε`` (docs/semantics.md §8's one-random-
     direction check; two evaluations per direction, for whole networks)."""
-    loss = cnnir.compile(checked.loss, backend="reference")
-    analytic = cnnir.compile(checked.grads, backend="reference")(*arrays)[1:]
+    loss, analytic = loss_and_gradients(checked, arrays)
     rng = np.random.default_rng(seed)
+
     def moved(t: dict[int, np.ndarray], sign: float) -> float:
-        return float(loss(*[a + sign * EPS * t[i] if i in t else a
-                            for i, a in enumerate(arrays)]))
+        return loss([a + sign * EPS * t[i] if i in t else a for i, a in enumerate(arrays)])
 
     for _ in range(directions):
         t = {i: rng.standard_normal(arrays[i].shape) for i in checked.wrt}
