@@ -30,7 +30,7 @@ import numpy as np
 from cnnir.backend import KernelTable
 from cnnir.errors import CnnirError, LoweringError
 from cnnir.ir import Graph, Node, Value
-from cnnir.passes.memory import plan_buffers
+from cnnir.passes.memory import ALIGNMENT, plan_buffers
 from cnnir.passes.shape_inference import TypeMap
 
 Step = Callable[[], None]
@@ -60,7 +60,15 @@ def _host_upload(array: np.ndarray) -> np.ndarray:
     return np.require(array, requirements="C")
 
 
-HOST_MEMORY = DeviceMemory(allocate=lambda nbytes: np.zeros(nbytes, np.uint8), view=_host_view,
+def _host_allocate(nbytes: int) -> np.ndarray:
+    """Zeroed bytes starting on an ``ALIGNMENT`` boundary (numpy only promises 16), so that
+    the memory plan's aligned offsets are cache-line and vector aligned in memory too."""
+    raw = np.zeros(nbytes + ALIGNMENT, np.uint8)
+    start = -raw.ctypes.data % ALIGNMENT
+    return raw[start:start + nbytes]
+
+
+HOST_MEMORY = DeviceMemory(allocate=_host_allocate, view=_host_view,
                            upload=_host_upload, overwrite=np.copyto)
 
 

@@ -20,7 +20,9 @@ from op_cases import Case, trace
 
 import cnnir
 from cnnir import ops
-from cnnir.ir import ConstantData, Graph, TensorType, Value
+from cnnir.ir import ConstantData, Graph, Node, TensorType, Value
+from cnnir.ops import activation as activation_ops
+from cnnir.ops import pool as pool_ops
 from cnnir.ops.tensor import ReduceAttrs
 from cnnir.passes.autodiff import differentiate
 
@@ -183,14 +185,68 @@ def backend_gradients(graph: Graph, arrays: list[np.ndarray], backend: str = "nu
     return list(want), list(got), graph_in
 
 
+# The backward ops that branch on a forward value (input 0): which side of a kink of an
+# activation (those whose derivative jumps), which element of a pooling window is the first
+# maximum.
+KINKED = (ops.relu, ops.relu6, ops.leaky_relu, ops.hardsigmoid, ops.hardswish, ops.abs_,
+          ops.elu)
+POOLING = (pool_ops.max_pool2d_grad, pool_ops.adaptive_max_pool2d_grad)
+
+
+def branch_inputs(graph: Graph) -> list[Node]:
+    """The nodes of ``graph`` that branch on their input 0 (see KINKED)."""
+    return [node for node in graph.nodes if node.op in POOLING or node.op is
+            activation_ops.prelu_grad or (node.op is ops.activation_grad
+                                          and node.attrs.activation in KINKED)]
+
+
+def pin_branches(graph: Graph, values: dict[str, np.ndarray]) -> None:
+    """Feed each branching backward op named in ``values`` that array (a constant) as the
+    forward value it branches on, in place of the value the graph computes."""
+    for node in (n for n in graph.nodes if n.name in values):
+        old = node.inputs[0]
+        pinned = graph.add_literal(np.asarray(values[node.name], old.type.dtype), "pinned")
+        old.users.remove(node)
+        node.inputs = [pinned, *node.inputs[1:]]
+        pinned.users.append(node)
+
+
+def backend_gradients_pinned(graph: Graph, arrays: list[np.ndarray], dtype: str = "float32",
+                             **options: object) -> tuple[list, list, Graph]:
+    """``backend_gradients``, the reference taking every branch the backend took.
+
+    A forward value within rounding of a kink (a ReLU input near 0, two near-equal maxima of
+    a pooling window) can fall on the other side of it in ``dtype``, and the gradient
+    changes entirely there (docs/semantics.md §8). So the backend's run also returns the
+    value each branching backward op (``branch_inputs``) decides on, and the float64 reference
+    decides on those same values: its gradients are then the exact ones of the backend's
+    branches, with every other value still computed in float64 (moving a near-kink forward
+    value by its rounding changes nothing else measurably)."""
+    checked = gradient_graphs(graph)
+    graph_in = rebuild(checked.grads, dtype)
+    branching = branch_inputs(graph_in)
+    graph_in.set_outputs([*graph_in.outputs, *(node.inputs[0] for node in branching)])
+    cast = [a.astype(dtype) if a.dtype == np.float64 else a for a in arrays]
+    got = cnnir.compile(graph_in, backend="numba", optimize=False, dtype=dtype,
+                        **options)(*cast)
+    results = len(checked.grads.outputs)
+    pinned = rebuild(checked.grads)
+    pin_branches(pinned, {node.name: got[results + i] for i, node in enumerate(branching)})
+    graph_in.set_outputs(graph_in.outputs[:results])
+    want = cnnir.compile(pinned, backend="reference")(*arrays)
+    return list(want), list(got[:results]), graph_in
+
+
 def compare_normwise(graph: Graph, arrays: list[np.ndarray], rtol: float,
-                     dtype: str = "float32", **options: object) -> float:
+                     dtype: str = "float32", pinned: bool = False, **options: object) -> float:
     """Whole networks: ``‖g − g_ref‖ ≤ rtol·max(‖g_ref‖, 1e-3·max_k ‖g_ref,k‖)`` for each
     gradient g. Norm-wise, since elementwise bounds are meaningless for entries that are sums
     of cancelling terms; with a floor, since some gradients are zero in exact arithmetic (a
-    bias before a BatchNorm in training mode) and hold only rounding noise. Returns the worst
+    bias before a BatchNorm in training mode) and hold only rounding noise. ``pinned``: the
+    reference takes the backend's branches (``backend_gradients_pinned``). Returns the worst
     ratio ‖g − g_ref‖ / max(...)."""
-    want, got, graph_in = backend_gradients(graph, arrays, dtype=dtype, **options)
+    gradients = backend_gradients_pinned if pinned else backend_gradients
+    want, got, graph_in = gradients(graph, arrays, dtype=dtype, **options)
     floor = 1e-3 * max(float(np.linalg.norm(w)) for w in want[1:])
     worst = 0.0
     for w, g, v in zip(want, got, graph_in.outputs):

@@ -3,10 +3,11 @@ reference backend's, and the reference's against finite differences along random
 (docs/semantics.md §8).
 
 In float64 the Numba backward must agree with the reference to rounding (1e-9). In float32 a
-whole network cannot be held to 1e-4: a pre-activation within ~1e-6 of a ReLU's kink takes
-the other side of it in float32 (MobileNetV2 at 4×64×64 has a few such among millions),
-which changes that element's gradient entirely and, through the backward, every earlier
-layer's gradient by ~1e-2 in norm; per-op checks (test_numba_grads.py) hold float32 to 1e-4.
+pre-activation within ~1e-6 of a ReLU's kink (or two near-equal maxima of a pooling window)
+can take the other side of it, which changes that element's gradient entirely and, through
+the backward, every earlier layer's gradient by ~1e-2 in norm: ResNet-18 4.2e-3, GoogLeNet
+3.1e-2 against the plain reference. So the float32 comparison runs the reference on the
+Numba run's branches (``grad_testing.backend_gradients_pinned``): what is left is rounding.
 Inputs are small, to keep the float64 reference quick, yet large enough that every BatchNorm
 normalizes at least 16 values per channel (over 2 it is ill-conditioned)."""
 
@@ -20,6 +21,7 @@ import numpy as np
 import pytest
 
 import cnnir
+from cnnir import ops
 from cnnir.frontend.module import manual_seed
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
@@ -59,16 +61,21 @@ def test_numba_gradients_match_the_reference_in_float64(file, builder, shapes) -
     gt.compare_normwise(graph, arrays_for(graph), 1e-9, dtype="float64", tune=False)
 
 
-# A sanity bound: a kink crossing can happen in any network (parallel sums make float32
-# results depend on thread timing). Measured worst gradients, float32 vs float64, in norm, at
-# manual_seed(0): ShuffleNetV2 3.9e-5, U-Net 3.0e-6, the deformable net 2.6e-6, Siamese
-# 5.5e-7, triplet 2.0e-6; ResNet-18 4.2e-3, MobileNetV2 2.0e-3, GoogLeNet 3.1e-2, DenseNet-121
-# 4.6e-2 (1e-2 to 6e-2 over runs), the MobileNetV2 one traced to a pre-activation crossing a
-# ReLU6 kink (see the module docstring).
+# Measured worst gradients in norm, float32 on the reference's pinned branches: ResNet-18
+# 8.5e-6, MobileNetV2 5.3e-5, DenseNet-121 2.1e-5, ShuffleNetV2 3.9e-5, U-Net 3.0e-6, the
+# deformable net 2.6e-6, Siamese 5.5e-7, triplet 2.0e-6; GoogLeNet 1.2e-4, spread over all
+# its layers: its forward error grows about 1.1x a layer (2e-7 after the stem, 1e-5 by
+# inception4d), each BatchNorm taking the mean out of values whose error is relative to
+# their mean (a conv's 6e-7 becomes 1.4e-6 after the BN of inception3a).
+FLOAT32_RTOL = {"googlenet": 2e-4}
+
+
 @pytest.mark.parametrize(("file", "builder", "shapes"), MODELS, ids=[m[1] for m in MODELS])
-def test_numba_float32_gradients_stay_close(file, builder, shapes) -> None:
+def test_numba_float32_gradients_match_the_reference_on_the_same_branches(file, builder,
+                                                                           shapes) -> None:
     graph = training_graph(file, builder, shapes)
-    gt.compare_normwise(graph, arrays_for(graph), 1e-1, tune=False)
+    gt.compare_normwise(graph, arrays_for(graph), FLOAT32_RTOL.get(builder, 1e-4),
+                        pinned=True, tune=False)
 
 
 @pytest.mark.parametrize(("file", "builder", "shapes"), MODELS, ids=[m[1] for m in MODELS])
@@ -77,3 +84,21 @@ def test_reference_gradients_match_finite_differences(file, builder, shapes) -> 
     a whole network ε = 1e-6 meets both rounding and kinks."""
     graph = training_graph(file, builder, shapes)
     gt.directional_check(gt.gradient_graphs(graph), arrays_for(graph, jitter=1e-2), rtol=1e-3)
+
+
+def test_pinned_branches_decide_the_reference_gradient() -> None:
+    """The pinning itself, against the formula: a ReLU's gradient pinned at values v is
+    ``dL/dy·[v > 0]`` with L = Σ r·(y + tanh y), y = relu(x), whatever the sign of x."""
+    graph = cnnir.Graph("relu")
+    x = graph.add_input("x", cnnir.TensorType((2, 3), "float64"))
+    graph.set_outputs([graph.add_node(ops.relu, [x]).output])
+    checked = gt.gradient_graphs(graph)
+    x_val = np.array([[1.0, -2.0, 3e-7], [-3e-7, 0.5, -0.25]])
+    v = np.array([[2.0, 1.0, -1.0], [1.0, -1.0, -3.0]])  # decisions unlike x's own
+    pinned = gt.rebuild(checked.grads)
+    gt.pin_branches(pinned, {n.name: v for n in gt.branch_inputs(pinned)})
+    got = cnnir.compile(pinned, backend="reference")(x_val)[1]
+    y = np.maximum(x_val, 0)
+    rng = np.random.default_rng(7)  # add_weighted_tanh_loss's weights r, seed 7
+    r = rng.uniform(0.5, 1.5, y.shape) * rng.choice([-1.0, 1.0], y.shape)
+    assert np.allclose(got, r * (1 + 1 / np.cosh(y) ** 2) * (v > 0), rtol=1e-12, atol=0)
