@@ -39,7 +39,7 @@ from cnnir.backends.numba_cpu.kernels.simd import (
     _store,
 )
 
-TILE = 32  # square tiles of a transpose
+TILE = 32  # rows of the source per task of a transpose
 
 # An 8×8 transpose in three rounds of two-vector shuffles (unpack, pairs, halves).
 _UNPACK = ([0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15])
@@ -48,15 +48,16 @@ _HALVES = ([0, 1, 2, 3, 8, 9, 10, 11], [4, 5, 6, 7, 12, 13, 14, 15])
 
 
 @intrinsic
-def transpose8(typingctx, src, s_off, ld, dst, d_off):
-    """``dst[d_off + 8·i + r] = src[s_off + r·ld + i]`` for r, i < 8: eight rows of eight
-    floats transposed in registers (float32 arrays of any rank, offsets in elements)."""
+def transpose8(typingctx, src, s_off, s_ld, dst, d_off, d_ld):
+    """``dst[d_off + i·d_ld + r] = src[s_off + r·s_ld + i]`` for r, i < 8: eight rows of
+    eight floats transposed in registers (float32 arrays of any rank, offsets and leading
+    dimensions in elements)."""
     if not (_float32_array(src) and _float32_array(dst)) or MR != LANES:
         return None
-    sig = types.void(src, types.intp, types.intp, dst, types.intp)
+    sig = types.void(src, types.intp, types.intp, dst, types.intp, types.intp)
 
     def codegen(context, builder, sig, args):
-        src_arg, s_off_arg, ld_arg, dst_arg, d_off_arg = args
+        src_arg, s_off_arg, ld_arg, dst_arg, d_off_arg, d_ld_arg = args
         ps = _data_ptr(context, builder, sig.args[0], src_arg, s_off_arg)
         pd = _data_ptr(context, builder, sig.args[3], dst_arg, d_off_arg)
         rows = [_load(builder, _element_ptr(builder, ps, builder.mul(
@@ -72,8 +73,8 @@ def transpose8(typingctx, src, s_off, ld, dst, d_off):
         for half, mask in enumerate(_HALVES):
             for i in range(4):
                 out = mix(u[i], u[i + 4], mask)
-                _store(builder, out, _element_ptr(builder, pd, ir.Constant(
-                    ir.IntType(64), 8 * (4 * half + i))))
+                _store(builder, out, _element_ptr(builder, pd, builder.mul(
+                    ir.Constant(ir.IntType(64), 4 * half + i), d_ld_arg)))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -81,19 +82,30 @@ def transpose8(typingctx, src, s_off, ld, dst, d_off):
 
 @kernel
 def batched_transpose(src, dst):
-    """``dst[b, j, i] = src[b, i, j]`` for 3-D arrays, in TILE×TILE tiles, parallel over
-    (batch, tile row)."""
+    """``dst[b, j, i] = src[b, i, j]`` for 3-D float32 arrays, parallel over (batch, band of
+    TILE rows); 8×8 blocks in registers (``transpose8``), the ragged edges element by
+    element."""
     batches, rows, cols = src.shape
+    sf = src.reshape(-1)
+    df = dst.reshape(-1)
     tiles = (rows + TILE - 1) // TILE
+    full_cols = cols - cols % LANES
     for t in prange(batches * tiles):
         b = t // tiles
         i0 = (t % tiles) * TILE
         i1 = min(rows, i0 + TILE)
-        for j0 in range(0, cols, TILE):
-            j1 = min(cols, j0 + TILE)
-            for j in range(j0, j1):
-                for i in range(i0, i1):
-                    dst[b, j, i] = src[b, i, j]
+        full_rows = i0 + (i1 - i0) - (i1 - i0) % LANES
+        s_base = b * rows * cols
+        d_base = b * cols * rows
+        for j0 in range(0, full_cols, LANES):
+            for i in range(i0, full_rows, LANES):
+                transpose8(sf, s_base + i * cols + j0, cols, df, d_base + j0 * rows + i, rows)
+        for j in range(full_cols, cols):
+            for i in range(i0, full_rows):
+                dst[b, j, i] = src[b, i, j]
+        for i in range(full_rows, i1):
+            for j in range(cols):
+                dst[b, j, i] = src[b, i, j]
 
 
 @helper
@@ -147,7 +159,7 @@ def im2col_packed(x, packed, pixels, p_off, n, c0, r0, r1, window, y0, y1, ow, r
         block = (q0 // MR) * pixels * MR + p_off * MR
         full = count - count % LANES
         for p in range(0, full, LANES):
-            transpose8(rf, p, ld, packed, block + p * MR)
+            transpose8(rf, p, ld, packed, block + p * MR, MR)
         for p in range(full, count):
             for q in range(MR):
                 packed[block + p * MR + q] = rf[q * ld + p]
