@@ -6,7 +6,8 @@ Interpolation tables (source indices and weights, ``docs/semantics.md``) are com
 compile time and applied separably.
 
 The backward ops (``*_grad``) are one kernel each, parallel over (image, channel) planes of
-the input gradient; interpolate's reuses the forward's tables, transposed.
+the input gradient (max pool's over pairs of input rows when its 2×2 windows tile the image,
+float32); interpolate's reuses the forward's tables, transposed.
 """
 
 from __future__ import annotations
@@ -33,8 +34,13 @@ def max_pool2d(b: Builder, node: Node) -> Step:
         phases, acc = phase_scratch(b, a, x, a.kernel_size, out, -np.inf)
         (kh, kw), stride, (pad_top, pad_left) = a.kernel_size, a.stride[0], a.padding
         kernel = sk.max_pool_phases.sized(out.size * taps)
-        return b.choose(node, {"max-pool-phases": lambda: kernel(
-            x, out, kh, kw, stride, pad_top, pad_left, phases, acc)})
+        candidates = {}
+        if b.dtype == np.float32 and tiles_2x2(a, x.shape[2:], out.shape[2:]):
+            tiled = pk.max_pool_2x2.sized(x.size)
+            candidates["max-pool-2x2"] = lambda: tiled(x, out)
+        candidates["max-pool-phases"] = lambda: kernel(
+            x, out, kh, kw, stride, pad_top, pad_left, phases, acc)
+        return b.choose(node, candidates)
     window = window_of(a, a.kernel_size)
     separable = pk.max_pool.sized(out.size * taps)
     return b.choose(node, {"max-pool-separable": lambda: separable(x, out, window)})
@@ -54,12 +60,22 @@ def avg_pool2d(b: Builder, node: Node) -> Step:
 def max_pool2d_grad(b: Builder, node: Node) -> Step:
     x, gy = (b.array(v) for v in node.inputs)
     gx, a = b.array(node.output), node.attrs
+    if b.dtype == np.float32 and tiles_2x2(a, x.shape[2:], gy.shape[2:]):
+        codes = b.scratch((gk.THREADS, gy.shape[3]), owner="max-pool-grad-codes")
+        tiled = pk.max_pool_grad_2x2.sized(x.size)
+        return lambda: tiled(x, gy, gx, codes)
     kernel = pk.max_pool_grad.sized(gy.size * a.kernel_size[0] * a.kernel_size[1])
     window = window_of(a, a.kernel_size)
     rows, cols = (inside_taps(gy.shape[2 + i], a.stride[i], a.padding[i], a.dilation[i],
                               a.kernel_size[i], x.shape[2 + i]) for i in range(2))
     rows, cols = _ranges(rows), _ranges(cols)
     return lambda: kernel(x, gy, gx, window, rows, cols)
+
+
+def tiles_2x2(a, in_hw: tuple[int, ...], out_hw: tuple[int, ...]) -> bool:
+    """Whether the pooling windows are 2×2 of stride 2 covering the image exactly once."""
+    return (tuple(a.kernel_size) == tuple(a.stride) == (2, 2) and not any(a.padding)
+            and tuple(a.dilation) == (1, 1) and all(2 * o == n for o, n in zip(out_hw, in_hw)))
 
 
 def inside_taps(out_len: int, s: int, p: int, d: int, k: int, in_len: int) -> np.ndarray:

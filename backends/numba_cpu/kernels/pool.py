@@ -186,6 +186,68 @@ def max_pool_grad(x, gy, gx, window, row_taps, col_taps):
         gxf[base + zeroed * width:base + height * width] = 0.0
 
 
+@kernel
+def max_pool_2x2(x, out):
+    """max_pool2d for 2×2 windows of stride 2 tiling the image (as ``max_pool_grad_2x2``):
+    per pair of input rows, one vectorized loop over the windows; NaN wins."""
+    width = x.shape[3]
+    ow = out.shape[3]
+    xf, of = x.reshape(-1), out.reshape(-1)
+    for r in prange(out.size // ow):
+        top = xf[2 * r * width:(2 * r + 1) * width]
+        bottom = xf[(2 * r + 1) * width:(2 * r + 2) * width]
+        row = of[r * ow:(r + 1) * ow]
+        for xo in range(ow):
+            row[xo] = nan_max(nan_max(top[2 * xo], top[2 * xo + 1]),
+                              nan_max(bottom[2 * xo], bottom[2 * xo + 1]))
+
+
+@helper
+def first_max_of_four(a, b, c, d):
+    """Which of the taps a, b, c, d (row-major) is a 2×2 window's first maximum, or its
+    first NaN (``max_pool_grad``'s rule), as a float32 code 0–3, by selects."""
+    first = b > a
+    best = b if first else a
+    at = np.float32(1) if first else np.float32(0)
+    second = c > best
+    best = c if second else best
+    at = np.float32(2) if second else at
+    at = np.float32(3) if d > best else at
+    at = np.float32(3) if d != d else at
+    at = np.float32(2) if c != c else at
+    at = np.float32(1) if b != b else at
+    return np.float32(0) if a != a else at
+
+
+@kernel
+def max_pool_grad_2x2(x, gy, gx, codes):
+    """``max_pool_grad`` for 2×2 windows of stride 2 tiling the image (no padding, even
+    sizes): each input element lies in one window, so gx is written once, with no zeroing
+    pass or accumulation. Per pair of input rows, one loop finds each window's first maximum
+    (``first_max_of_four``) into the thread's ``codes`` row, a second writes gy there and
+    zeros around it: apart, both loops vectorize."""
+    width = x.shape[3]
+    ow = gy.shape[3]
+    xf, gxf, gf = x.reshape(-1), gx.reshape(-1), gy.reshape(-1)
+    for r in prange(gy.size // ow):
+        zero = np.float32(0.0)  # zero and v locals of the body: hoisted or re-read, 3x slower
+        code = codes[numba.get_thread_id()]
+        top = xf[2 * r * width:(2 * r + 1) * width]
+        bottom = xf[(2 * r + 1) * width:(2 * r + 2) * width]
+        for xo in range(ow):
+            code[xo] = first_max_of_four(top[2 * xo], top[2 * xo + 1], bottom[2 * xo],
+                                         bottom[2 * xo + 1])
+        g = gf[r * ow:(r + 1) * ow]
+        out_top = gxf[2 * r * width:(2 * r + 1) * width]
+        out_bottom = gxf[(2 * r + 1) * width:(2 * r + 2) * width]
+        for xo in range(ow):
+            at, v = code[xo], g[xo]
+            out_top[2 * xo] = v if at == 0 else zero
+            out_top[2 * xo + 1] = v if at == 1 else zero
+            out_bottom[2 * xo] = v if at == 2 else zero
+            out_bottom[2 * xo + 1] = v if at == 3 else zero
+
+
 @helper
 def first_nan(xf, origin, row_step, col_step, i_lo, i_hi, j_lo, j_hi):
     """The flat index of the first NaN among taps ``origin + i·row_step + j·col_step`` in

@@ -111,22 +111,23 @@ def test_linear_small_and_large_batches(batch: int) -> None:
 
 @pytest.mark.parametrize("kernel,stride,padding,ceil_mode,size", [
     (3, 2, 1, False, (2, 3, 11, 12)), (3, 2, 1, True, (1, 2, 10, 9)),
-    (2, 2, 0, False, (1, 2, 8, 8)), (3, 1, 1, False, (1, 2, 7, 5)),
+    (2, 2, 0, False, (1, 2, 8, 8)), (2, 2, 0, False, (2, 16, 64, 64)),
+    (3, 1, 1, False, (1, 2, 7, 5)),
     (5, 3, 2, True, (2, 2, 13, 11)), (3, (2, 1), 0, False, (1, 2, 9, 9))])
 def test_max_pool_paths_match_reference(kernel, stride, padding, ceil_mode, size) -> None:
-    """Equal strides run on the phase planes (−∞ borders), others on the separable kernel;
-    a NaN in the input wins its windows as in PyTorch."""
+    """Equal strides run on the phase planes (−∞ borders), 2×2 windows tiling the image on
+    their own kernel (first when not tuning), others on the separable kernel; a NaN in the
+    input wins its windows as in PyTorch."""
     from cnnir import nn
 
     model = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
     x = np.random.default_rng(2).standard_normal(size).astype(np.float32)
     x[0, 0, 3, 4] = np.nan
-    compiled = cnnir.compile(model, size)
+    compiled = cnnir.compile(model, size, tune=False)
     got = compiled(x)
     ref = cnnir.compile(model, size, backend="reference")(x.astype(np.float64))
-    equal_strides = not isinstance(stride, tuple)
-    assert set(compiled.choices.values()) == {
-        "max-pool-phases" if equal_strides else "max-pool-separable"}
+    path = "max-pool-phases" if not isinstance(stride, tuple) else "max-pool-separable"
+    assert set(compiled.choices.values()) == {"max-pool-2x2" if kernel == 2 else path}
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     np.testing.assert_allclose(got, ref, rtol=0, atol=0)
 

@@ -62,6 +62,9 @@ MAX_GRAD_CASES = [
     ("overlap-accumulates", plane([[0, 0, 0], [0, 9, 0], [0, 0, 0]]),
      PoolAttrs(kernel_size=2, stride=1), plane([[1, 2], [3, 4]]),
      plane([[0, 0, 0], [0, 10, 0], [0, 0, 0]])),
+    # windows tiling the image (their own kernel): a window of −∞ keeps its first tap
+    ("tiled-minus-inf", np.full((1, 1, 2, 6), -np.inf), PoolAttrs(kernel_size=(2, 3)),
+     plane([[1, 2]]), plane([[1, 0, 0, 2, 0, 0], [0, 0, 0, 0, 0, 0]])),
     # padding is never chosen, even when every real value is −∞
     ("padding-never-chosen", np.full((1, 1, 2, 2), -np.inf),
      PoolAttrs(kernel_size=3, stride=2, padding=1), plane([[5]]), plane([[5, 0], [0, 0]])),
@@ -127,6 +130,7 @@ def test_nearest_grad_adds_to_the_source_index() -> None:
 # integer-valued inputs make ties common, so the routing must agree exactly with the reference.
 X = (2, 8, 64, 72)
 LARGE = [
+    ("max-2x2-tiling", max_pool2d_grad, PoolAttrs(kernel_size=2), True),
     ("max-phases", max_pool2d_grad, PoolAttrs(kernel_size=3, stride=2, padding=1), True),
     ("max-dilated-ceil", max_pool2d_grad,
      PoolAttrs(kernel_size=3, stride=(2, 1), padding=1, dilation=2, ceil_mode=True), True),
