@@ -9,7 +9,8 @@ the backward, every earlier layer's gradient by ~1e-2 in norm: ResNet-18 4.2e-3,
 3.1e-2 against the plain reference. So the float32 comparison runs the reference on the
 Numba run's branches (``grad_testing.backend_gradients_pinned``): what is left is rounding.
 Inputs are small, to keep the float64 reference quick, yet large enough that every BatchNorm
-normalizes at least 16 values per channel (over 2 it is ill-conditioned)."""
+normalizes at least 16 values per channel (over 2 it is ill-conditioned; in float32 GoogLeNet
+gets 32, see FLOAT32_SHAPES)."""
 
 from __future__ import annotations
 
@@ -61,21 +62,21 @@ def test_numba_gradients_match_the_reference_in_float64(file, builder, shapes) -
     gt.compare_normwise(graph, arrays_for(graph), 1e-9, dtype="float64", tune=False)
 
 
-# Measured worst gradients in norm, float32 on the reference's pinned branches: ResNet-18
-# 8.5e-6, MobileNetV2 5.3e-5, DenseNet-121 2.1e-5, ShuffleNetV2 3.9e-5, U-Net 3.0e-6, the
-# deformable net 2.6e-6, Siamese 5.5e-7, triplet 2.0e-6; GoogLeNet 1.2e-4, spread over all
-# its layers: its forward error grows about 1.1x a layer (2e-7 after the stem, 1e-5 by
-# inception4d), each BatchNorm taking the mean out of values whose error is relative to
-# their mean (a conv's 6e-7 becomes 1.4e-6 after the BN of inception3a).
-FLOAT32_RTOL = {"googlenet": 2e-4}
+# FLOAT32_SHAPES: measured worst gradients in norm, float32 on the reference's pinned branches:
+# ResNet-18 8.5e-6, MobileNetV2 5.3e-5, DenseNet-121 2.1e-5, GoogLeNet 4.1e-5, ShuffleNetV2
+# 3.9e-5, U-Net 3.0e-6, the deformable net 2.6e-6, Siamese 5.5e-7, triplet 2.0e-6. GoogLeNet
+# runs at batch 8 here: at 4×3×64×64 its inception5 BatchNorms normalize 16 values a channel (2×2
+# planes), and dividing by a deviation from so few values amplifies rounding to 1.2e-4,
+# spread over every layer (4.4e-5 at 96×96, 4.1e-5 at batch 8). (Its finite-difference check
+# stays at batch 4: twice the elements, twice the kinks within ε of a probe.)
+FLOAT32_SHAPES = {"googlenet": [(8, 3, 64, 64)]}
 
 
 @pytest.mark.parametrize(("file", "builder", "shapes"), MODELS, ids=[m[1] for m in MODELS])
 def test_numba_float32_gradients_match_the_reference_on_the_same_branches(file, builder,
                                                                            shapes) -> None:
-    graph = training_graph(file, builder, shapes)
-    gt.compare_normwise(graph, arrays_for(graph), FLOAT32_RTOL.get(builder, 1e-4),
-                        pinned=True, tune=False)
+    graph = training_graph(file, builder, FLOAT32_SHAPES.get(builder, shapes))
+    gt.compare_normwise(graph, arrays_for(graph), 1e-4, pinned=True, tune=False)
 
 
 @pytest.mark.parametrize(("file", "builder", "shapes"), MODELS, ids=[m[1] for m in MODELS])
