@@ -26,9 +26,11 @@ from cnnir.frontend.module import Module
 from cnnir.ir import Graph, TensorType, Value, verify
 from cnnir.passes.autodiff import differentiate
 
-# What runs on a gradient graph before lowering: nothing that folds a parameter into a
-# constant (the optimizer changes parameters in place), only sharing and cleanup.
-TRAINING_PIPELINE = ["eliminate-common-subexpressions", "eliminate-dead-code"]
+# What grad_graph runs on a gradient graph, so that what is printed and analyzed is what gets
+# lowered: sharing, backward fusion and cleanup; nothing that folds a parameter into a
+# constant (the optimizer changes parameters in place).
+TRAINING_PIPELINE = ["eliminate-common-subexpressions", "fuse-activation-grad",
+                     "eliminate-dead-code"]
 
 
 @dataclass
@@ -61,7 +63,7 @@ def build_grad_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any]
     graph.set_outputs([loss, *(g for _, g in named), *updates.values()])
     from cnnir.api import run_passes
 
-    graph = run_passes(graph, ["eliminate-dead-code"]).graph
+    graph = run_passes(graph, TRAINING_PIPELINE).graph
     graph.gradients = len(named)
     return GradientGraph(verify(graph), [name for name, _ in named], list(updates))
 
@@ -160,9 +162,8 @@ class ValueAndGrad:
         """Compiles ``gg`` with the updated buffers as graph inputs after the caller's, so
         every call reads their current values, and writes the new ones back into them."""
         from cnnir.api import compile as compile_graph
-        from cnnir.api import run_passes
 
-        graph = run_passes(gg.graph, TRAINING_PIPELINE).graph
+        graph = gg.graph
         self.buffers = [graph.constants[name].const.array for name in gg.buffers]
         graph = constants_as_inputs(graph, gg.buffers)
         if backend == "numba":

@@ -12,6 +12,8 @@ batch_norm_grad (the backward): with batch statistics, two parallel passes: one 
 channels (statistics, Σg and Σg·x̂ in float64, giving gγ, gβ and the coefficients of gx) and
 one over the (sample, channel) rows computing ``gx = a·(g − ḡ) + b·(x − μ)``. Eval: gx is the
 epilogue pass ``g·γ/√(rv + eps)``; gγ and gβ one pass of float64 sums over the channels.
+A fused activation gradient (``fuse-activation-grad``) is applied as pass 1 reads g, its
+products kept in gx for pass 2 (in eval, a pass of its own first).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ import numpy as np
 
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
-from cnnir.backends.numba_cpu.epilogue import Epilogue, as3d, epilogue_step
+from cnnir.backends.numba_cpu.epilogue import Epilogue, activation_code, as3d, epilogue_step
+from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels import norm as nk
+from cnnir.backends.numba_cpu.kernels.activation import Act
 from cnnir.backends.numba_cpu.program import lower
 from cnnir.ir import Node
 from cnnir.ops import norm as norm_ops
@@ -70,7 +74,7 @@ def batch_norm(b: Builder, node: Node) -> Step:
 
 @lower(norm_ops.batch_norm_grad)
 def batch_norm_grad(b: Builder, node: Node) -> Step:
-    x, rm, rv, gamma, g = (b.array(v) for v in node.inputs)
+    x, rm, rv, gamma, g, act_in = (b.array(v) for v in node.inputs)
     a = node.attrs
     outs = dict(zip(a.outputs, (b.array(v) for v in node.outputs)))
     g3 = as3d(g)
@@ -78,9 +82,22 @@ def batch_norm_grad(b: Builder, node: Node) -> Step:
     owner = ("batch-norm-grad", node.name)
     sums = b.scratch((2, channels), np.float64, owner=owner)
     gw, gb, gx = outs.get("weight"), outs.get("bias"), outs.get("input")
+    prologue = (int(Act.NONE), 0.0, g3, g3)
+    if a.activation is not None:  # a fused activation_grad: f'(a)·g, into gx (or scratch)
+        code, alpha = activation_code(a.activation, a.activation_attrs)
+        in_place = gx is not None and a.batch_stats  # eval reads g again after writing gx
+        gv = gx if in_place else b.scratch(g.shape, owner=owner)
+        prologue = (int(code), alpha, as3d(act_in), as3d(gv))
     if a.batch_stats:
-        return batch_statistics_grad(b, as3d(x), g3, gamma, a.eps, sums, gw, gb, gx, owner)
+        return batch_statistics_grad(b, as3d(x), g3, prologue, gamma, a.eps, sums, gw, gb, gx,
+                                     owner)
     steps = []
+    if a.activation is not None:  # eval: the prologue as a pass of its own, then as unfused
+        g3 = prologue[3]
+        kernel = ak.activation_grad.sized(g.size)
+        flat = [v.reshape(-1) for v in (prologue[2], as3d(g), g3)]
+        steps.append(lambda: kernel(*flat, prologue[0], prologue[1]))
+        g = g3.reshape(g.shape)
     if gx is not None:  # gy·γ/√(rv + eps): the epilogue pass, scale remade each call
         ep = Epilogue(np.ones(channels, b.dtype), np.zeros(channels, b.dtype))
         apply = epilogue_step(g, gx, ep)
@@ -111,25 +128,28 @@ def batch_norm_grad(b: Builder, node: Node) -> Step:
     return step
 
 
-def batch_statistics_grad(b: Builder, x3: np.ndarray, g3: np.ndarray, gamma: np.ndarray | None,
-                          eps: float, sums: np.ndarray, gw: np.ndarray | None,
-                          gb: np.ndarray | None, gx: np.ndarray | None, owner: tuple) -> Step:
-    """The two passes of the backward with batch statistics (module docstring)."""
+def batch_statistics_grad(b: Builder, x3: np.ndarray, g3: np.ndarray, prologue: tuple,
+                          gamma: np.ndarray | None, eps: float, sums: np.ndarray,
+                          gw: np.ndarray | None, gb: np.ndarray | None, gx: np.ndarray | None,
+                          owner: tuple) -> Step:
+    """The two passes of the backward with batch statistics (module docstring); with an
+    activation prologue pass 2 reads the products pass 1 kept (in gx itself)."""
     channels = g3.shape[1]
     coef = b.scratch((4, channels), owner=owner)
     ones = np.ones(channels, b.dtype)
     first = nk.batch_norm_grad_sums.sized(g3.size)
     second = nk.batch_norm_grad_input.sized(g3.size)
     gx3 = as3d(gx) if gx is not None else None
+    g_read = prologue[3]  # g itself, or the products f'(a)·g
 
     def step() -> None:
-        first(x3, g3, gamma if gamma is not None else ones, eps, coef, sums)
+        first(x3, g3, prologue, gamma if gamma is not None else ones, eps, coef, sums)
         if gb is not None:
             gb[:] = sums[0]
         if gw is not None:
             gw[:] = sums[1]
         if gx3 is not None:
-            second(g3, x3, coef, gx3)
+            second(g_read, x3, coef, gx3)
 
     return step
 

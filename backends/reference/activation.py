@@ -177,10 +177,15 @@ DERIVATIVES = {
 }
 
 
+def activation_derivative(activation, activation_attrs, x: np.ndarray) -> np.ndarray:
+    """f'(x) of ``activation`` (an OpDef) with its attributes (None: the defaults)."""
+    attrs = activation_attrs if activation_attrs is not None else activation.attrs()
+    return DERIVATIVES[activation](attrs, x)
+
+
 @kernel(ops.activation_grad)
 def activation_grad(ctx: Context, a, x: np.ndarray, g: np.ndarray) -> np.ndarray:
-    attrs = a.activation_attrs if a.activation_attrs is not None else a.activation.attrs()
-    return DERIVATIVES[a.activation](attrs, x) * g
+    return activation_derivative(a.activation, a.activation_attrs, x) * g
 
 
 @kernel(activation_ops.prelu_grad)

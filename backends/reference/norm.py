@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnir import ops
+from cnnir.backends.reference.activation import activation_derivative
 from cnnir.backends.reference.runtime import Context, kernel
 from cnnir.ops import norm as norm_ops
 from cnnir.ops.norm import BatchNormAttrs, BatchNormGradAttrs
@@ -47,7 +48,10 @@ def batch_norm(ctx: Context, a: BatchNormAttrs, x: np.ndarray, running_mean: np.
 @kernel(norm_ops.batch_norm_grad)
 def batch_norm_grad(ctx: Context, a: BatchNormGradAttrs, x: np.ndarray | None,
                     running_mean: np.ndarray | None, running_var: np.ndarray | None,
-                    weight: np.ndarray | None, gy: np.ndarray) -> tuple[np.ndarray, ...]:
+                    weight: np.ndarray | None, gy: np.ndarray,
+                    activation_input: np.ndarray | None = None) -> tuple[np.ndarray, ...]:
+    if a.activation is not None:  # fused: activation_grad's product first
+        gy = activation_derivative(a.activation, a.activation_attrs, activation_input) * gy
     axes = (0, *range(2, gy.ndim))
     gamma = per_channel(weight, gy.ndim) if weight is not None else 1.0
     if a.batch_stats:

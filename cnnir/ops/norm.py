@@ -128,11 +128,15 @@ BN_GRADS = ("input", "weight", "bias")
 @dataclass(frozen=True)
 class BatchNormGradAttrs:
     """A ``batch_norm_grad`` node: the forward's eps, whether it used batch statistics, and
-    the gradients it computes, in this order: input, weight, bias."""
+    the gradients it computes, in this order: input, weight, bias. With an ``activation``
+    (the ``fuse-activation-grad`` pass) grad_output is first multiplied by that activation's
+    derivative at ``activation_input``: the activation_grad node before it, fused."""
 
     eps: float = 1e-5
     batch_stats: bool = True
     outputs: tuple[str, ...] = BN_GRADS
+    activation: OpDef | None = None
+    activation_attrs: Any = None
 
     def __post_init__(self) -> None:
         require(self.eps > 0, f"eps must be > 0, got {self.eps}")
@@ -144,8 +148,13 @@ class BatchNormGradAttrs:
 
 def infer_batch_norm_grad(a: BatchNormGradAttrs,
                           types: list[TensorType | None]) -> list[TensorType]:
-    x, rm, rv, w, g = types
+    x, rm, rv, w, g, act_in = types
     expect_rank(g, (2, 3, 4), "its grad_output (N, C), (N, C, L) or (N, C, H, W)")
+    require((a.activation is None) == (act_in is None),
+            "takes an activation_input exactly when it has an activation")
+    require(act_in is None or act_in.shape == g.shape,
+            lambda: f"expects the activation_input {shape_str(act_in.shape)} and grad_output "
+                    f"{shape_str(g.shape)} to have one shape")
     dtype = same_dtype(types)
     channels = g.shape[1]
     require(x is None or x.shape == g.shape,
@@ -171,19 +180,22 @@ def cost_batch_norm_grad(a: BatchNormGradAttrs, ins: list[TensorType | None],
     Eval: E for gx, 3E for gγ, E for gβ."""
     e = static_numel(ins[4])
     wants = {name: name in a.outputs for name in BN_GRADS}
+    prologue = 0 if a.activation is None else a.activation.cost(
+        a.activation_attrs, ins[5:], ins[5:]).flops + e  # as activation_grad's
     if a.batch_stats:
-        return Cost(flops=6 * e + 5 * e * wants["input"])
-    return Cost(flops=e * wants["input"] + 3 * e * wants["weight"] + e * wants["bias"])
+        return Cost(flops=prologue + 6 * e + 5 * e * wants["input"])
+    return Cost(flops=prologue + e * wants["input"] + 3 * e * wants["weight"]
+                + e * wants["bias"])
 
 
 # Backward-only (docs/semantics.md §3), emitted by vjp_batch_norm.
 batch_norm_grad = register(OpDef(
     name="batch_norm_grad", inputs=("input?", "running_mean?", "running_var?", "weight?",
-                                    "grad_output"),
+                                    "grad_output", "activation_input?"),
     attrs=BatchNormGradAttrs, infer=infer_batch_norm_grad, cost=cost_batch_norm_grad,
     backward=True, differentiable=False,
     flop_rule="batch statistics 6E + 5E with grad_input; eval E (input) + 3E (weight) + "
-              "E (bias)",
+              "E (bias); + the activation's FLOPs + E with an activation",
 ))
 
 

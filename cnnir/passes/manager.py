@@ -72,6 +72,7 @@ PASS_MODULES: dict[str, str] = {
     "fuse-conv-bn": "cnnir.passes.fuse_conv_bn",
     "linear-to-conv1x1": "cnnir.passes.linear_to_conv1x1",
     "fuse-conv-activation": "cnnir.passes.fuse_conv_activation",
+    "fuse-activation-grad": "cnnir.passes.fuse_activation_grad",
     "stack-3x3": "cnnir.passes.stack_3x3",
     "depthwise-separable": "cnnir.passes.depthwise_separable",
 }

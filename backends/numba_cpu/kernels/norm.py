@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 
+from cnnir.backends.numba_cpu.kernels.activation import Act, derivative_row
 from cnnir.backends.numba_cpu.kernels.jit import kernel, prange
 
 
@@ -36,12 +37,19 @@ def channel_moments(x, moments):
 
 
 @kernel
-def batch_norm_grad_sums(x, g, gamma, eps, coef, sums):
+def batch_norm_grad_sums(x, g, prologue, gamma, eps, coef, sums):
     """Pass 1 of batch_norm's backward with batch statistics, channel c per task: over
     [N, C, P] x and g, in float64, the mean μ and biased variance σ², ``Σg`` and
     ``Σg·x̂`` (``sums[0, c]``, ``sums[1, c]``: gβ and gγ), and the coefficients of pass 2,
     ``gx = a·(g − ḡ) + b·(x − μ)``: ``coef[:, c] = (a, ḡ, b, μ)`` with a = γ/√(σ² + eps),
-    ḡ = Σg/M, b = −a·gγ/(M·√(σ² + eps))."""
+    ḡ = Σg/M, b = −a·gγ/(M·√(σ² + eps)).
+
+    ``prologue = (code, alpha, a, gv)``: with an activation (code not NONE: a fused
+    activation_grad) each g is first replaced by ``f'(a)·g`` as activation_grad computes
+    it, kept in gv for pass 2."""
+    code, alpha, act_in, gv = prologue
+    fused = code != Act.NONE
+    g_sum = gv if fused else g
     n_img, channels, p = x.shape
     count = n_img * p
     for c in prange(channels):
@@ -51,9 +59,11 @@ def batch_norm_grad_sums(x, g, gamma, eps, coef, sums):
         sg = 0.0
         sgd = 0.0
         for n in range(n_img):
+            if fused:  # the row of products first (vectorized per activation), then summed
+                derivative_row(act_in[n, c], g[n, c], gv[n, c], code, alpha)
             for i in range(p):
                 d = np.float64(x[n, c, i]) - k
-                v = np.float64(g[n, c, i])
+                v = np.float64(g_sum[n, c, i])
                 s += d
                 q += d * d
                 sg += v
