@@ -1,4 +1,5 @@
-"""Mini-batches over in-memory arrays: ``cnnir.data.batches``.
+"""Data for training: mini-batches over in-memory arrays (``batches``) and the user's own
+data sets as ``.npz`` files (``load_npz``).
 
 The three gradient-descent regimes of a textbook are batch sizes: full-batch gradient descent
 is ``batch_size=len(x)``, per-sample (stochastic) gradient descent ``batch_size=1``, and
@@ -10,7 +11,10 @@ mini-batch gradient descent any size in between.
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,4 +73,59 @@ def batches(*arrays: Any, batch_size: int, shuffle: bool = False, seed: int | No
                    drop_last=drop_last)
 
 
-__all__ = ["Batches", "batches"]
+@dataclass
+class DataSet:
+    """Examples ``x`` with labels ``y``, and optional validation arrays of the same kinds."""
+
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+
+NPZ_ARRAYS = ("x", "y", "x_val", "y_val")
+
+
+def load_npz(path: str | Path) -> DataSet:
+    """A data set from an ``.npz`` file holding ``x`` and ``y`` (and optionally ``x_val`` and
+    ``y_val``, both or neither), read without pickle. Checked before any use: numeric arrays,
+    one example count per pair, and validation examples shaped like the training ones."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnirError(f"no data file {str(path)!r}")
+    if not zipfile.is_zipfile(path):  # an .npz is a zip archive of .npy arrays
+        raise CnnirError(f"{path} is not a readable .npz file",
+                         hint="save it with np.savez(path, x=..., y=...)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except ValueError as err:  # object arrays need pickle, which is never used
+        raise CnnirError(f"{path}: {err}", hint="save plain numeric arrays with "
+                         "np.savez(path, x=..., y=...)") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
+        raise CnnirError(f"{path} is not a readable .npz file ({err})",
+                         hint="save it with np.savez(path, x=..., y=...)") from None
+    missing = [name for name in ("x", "y") if name not in arrays]
+    if missing:
+        raise CnnirError(f"{path} has no array {missing[0]!r} (it holds {sorted(arrays)})",
+                         hint="the arrays must be named x and y (and x_val, y_val)")
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        raise CnnirError(f"{path} holds only one of x_val and y_val",
+                         hint="give both validation arrays, or neither")
+    for name in (n for n in NPZ_ARRAYS if n in arrays):
+        a = arrays[name]
+        if a.dtype.kind not in "biuf" or a.ndim == 0:
+            raise CnnirError(f"{path}: array {name!r} is {a.dtype} of shape {a.shape}",
+                             hint="x and y must be numeric arrays with one example per row")
+    for x, y in (("x", "y"), ("x_val", "y_val")):
+        if x in arrays and len(arrays[x]) != len(arrays[y]):
+            raise CnnirError(f"{path}: {x} has {len(arrays[x])} examples but {y} has "
+                             f"{len(arrays[y])} ({x} {arrays[x].shape}, {y} {arrays[y].shape})")
+    for train, val in (("x", "x_val"), ("y", "y_val")):
+        if val in arrays and arrays[val].shape[1:] != arrays[train].shape[1:]:
+            raise CnnirError(f"{path}: {val} examples are {arrays[val].shape[1:]} but {train} "
+                             f"examples are {arrays[train].shape[1:]}")
+    return DataSet(**{name: arrays[name] for name in NPZ_ARRAYS if name in arrays})
+
+
+__all__ = ["Batches", "DataSet", "batches", "load_npz"]

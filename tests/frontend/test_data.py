@@ -51,3 +51,36 @@ def test_shuffle_is_a_seeded_permutation_kept_across_arrays() -> None:
 def test_bad_input_names_the_problem(arrays, options, message) -> None:
     with pytest.raises(CnnirError, match=message):
         cnnir.data.batches(*arrays, **options)
+
+
+def test_load_npz_reads_the_arrays_without_pickle(tmp_path) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, x=X, y=Y, x_val=X[:2], y_val=Y[:2])
+    data = cnnir.data.load_npz(path)
+    np.testing.assert_array_equal(data.x, X)
+    np.testing.assert_array_equal(data.y_val, Y[:2])
+    np.savez(path, x=X, y=Y)
+    assert cnnir.data.load_npz(path).x_val is None
+
+
+@pytest.mark.parametrize(("arrays", "message"), [
+    ({"x": X}, "no array 'y'"),
+    ({"x": X, "y": Y[:9]}, "x has 10 examples but y has 9"),
+    ({"x": X, "y": Y, "x_val": X}, "only one of x_val and y_val"),
+    ({"x": X, "y": Y, "x_val": X[:, :2], "y_val": Y}, r"x_val examples are \(2,\)"),
+    ({"x": X, "y": np.array(["a"] * 10)}, "array 'y' is <U1"),
+    ({"x": X, "y": np.array([None] * 10, dtype=object)}, "pickle"),
+])
+def test_load_npz_rejects_bad_files_clearly(tmp_path, arrays, message) -> None:
+    path = tmp_path / "d.npz"
+    np.savez(path, **arrays)
+    with pytest.raises(CnnirError, match=message):
+        cnnir.data.load_npz(path)
+
+
+def test_load_npz_missing_or_not_an_npz(tmp_path) -> None:
+    with pytest.raises(CnnirError, match="no data file"):
+        cnnir.data.load_npz(tmp_path / "nope.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(CnnirError, match="not a readable .npz"):
+        cnnir.data.load_npz(tmp_path / "bad.npz")
