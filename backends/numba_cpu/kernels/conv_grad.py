@@ -94,7 +94,7 @@ def batched_transpose(src, dst):
         b = t // tiles
         i0 = (t % tiles) * TILE
         i1 = min(rows, i0 + TILE)
-        full_rows = i0 + (i1 - i0) - (i1 - i0) % LANES
+        full_rows = i1 - (i1 - i0) % LANES
         s_base = b * rows * cols
         d_base = b * cols * rows
         for j0 in range(0, full_cols, LANES):

@@ -168,3 +168,16 @@ def test_float64_algorithms_match_reference(algorithm, x_shape, w_shape, attrs) 
     assert set(compiled.choices.values()) == {algorithm}
     ref = cnnir.compile(graph, backend="reference")(*inputs)
     np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", [(1, 300, 520), (3, 13, 21), (2, 8, 8), (1, 5, 3), (2, 40, 17)])
+def test_batched_transpose_in_register_blocks_and_ragged_edges(shape) -> None:
+    """The weight gradient's transposes: 8×8 register blocks, then the leftover rows and
+    columns element by element, on both builds."""
+    from cnnir.backends.numba_cpu.kernels.conv_grad import batched_transpose
+
+    src = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    for build in (batched_transpose.parallel, batched_transpose.serial):
+        dst = np.full((shape[0], shape[2], shape[1]), np.nan, np.float32)
+        build(src, dst)
+        np.testing.assert_array_equal(dst, src.transpose(0, 2, 1))
