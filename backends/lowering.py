@@ -30,6 +30,7 @@ import numpy as np
 from cnnir.backend import KernelTable
 from cnnir.errors import CnnirError, LoweringError
 from cnnir.ir import Graph, Node, Value
+from cnnir.ops.registry import updated_inputs
 from cnnir.passes.memory import ALIGNMENT, plan_buffers
 from cnnir.passes.shape_inference import TypeMap
 
@@ -82,6 +83,7 @@ class _Derived:
     value: Any  # an array, or a tuple of arrays
     make: Callable[[], Any]
     seen: dict[str, int]  # source name -> its version when value was made
+    remake: Callable[[Any], None] | None = None  # writes fresh values into ``value`` itself
 
 
 class ProgramState:
@@ -92,12 +94,15 @@ class ProgramState:
     >>> run.state["fc.weight"]                        # a read-only view
     """
 
-    def __init__(self, dtype: str | np.dtype, memory: DeviceMemory) -> None:
+    def __init__(self, dtype: str | np.dtype, memory: DeviceMemory,
+                 snapshot: bool = False) -> None:
         self.dtype = np.dtype(dtype)
         self.memory = memory
+        self.snapshot = snapshot  # bind copies: the values at compile time, never the model's
         self._arrays: dict[str, Any] = {}
         self._versions: dict[str, int] = {}
         self._derived: dict[Hashable, _Derived] = {}
+        self._kept: dict[Hashable, int] = {}  # derived form -> the chosen steps reading it
         self._stale = False
 
     def __contains__(self, name: str) -> bool:
@@ -115,14 +120,15 @@ class ProgramState:
 
     def bind(self, value: Value) -> Any:
         """The array of a parameter or buffer: the graph's own array when it already has the
-        compute dtype and is contiguous (bound by reference), else a converted copy. A name
-        bound before (by another program sharing this state) keeps its array."""
+        compute dtype and is contiguous (bound by reference), else (or in a ``snapshot``
+        state) a converted copy. A name bound before (by another program sharing this state)
+        keeps its array."""
         if value.name not in self._arrays:
             source = value.const.array
             dtype = compute_dtype(value.type.dtype, self.dtype)
-            if isinstance(source, np.ndarray) and (source.dtype != dtype
+            if isinstance(source, np.ndarray) and (self.snapshot or source.dtype != dtype
                                                    or not source.flags.c_contiguous):
-                source = np.ascontiguousarray(source, dtype=dtype)
+                source = np.array(source, dtype=dtype, order="C")
             self._arrays[value.name] = self.memory.upload(source)
             self._versions[value.name] = 0
         bound = self._arrays[value.name]
@@ -155,13 +161,32 @@ class ProgramState:
         self.memory.overwrite(target, values.astype(target.dtype, copy=False))
         self.mark_changed([name])
 
-    def derive(self, key: Hashable, sources: Sequence[str], make: Callable[[], Any]) -> Any:
+    def derive(self, key: Hashable, sources: Sequence[str], make: Callable[[], Any],
+               remake: Callable[[Any], None] | None = None) -> Any:
         """The form ``make()`` computes from the named arrays, made once per state and remade
-        in place when a source changes (``refresh``)."""
+        in place when a source changes (``refresh``): by ``remake(value)`` where given (no
+        temporary, for forms remade after every training step), else ``make()`` copied in."""
         if key not in self._derived:
             value = _map_arrays(self.memory.upload, make())
-            self._derived[key] = _Derived(value, make, {s: self._versions[s] for s in sources})
+            self._derived[key] = _Derived(value, make, {s: self._versions[s] for s in sources},
+                                          remake)
         return self._derived[key].value
+
+    def keep(self, keys: Iterable[Hashable]) -> None:
+        """Record that a chosen step reads these derived forms."""
+        for key in keys:
+            self._kept[key] = self._kept.get(key, 0) + 1
+
+    def forget(self, keys: Iterable[Hashable]) -> None:
+        """Drop the derived forms among ``keys`` that no chosen step reads (those only the
+        losing candidates of an algorithm choice made): they would be remade for nothing
+        after every training step."""
+        for key in keys:
+            if not self._kept.get(key):
+                self._derived.pop(key, None)
+
+    def derived_keys(self) -> set[Hashable]:
+        return set(self._derived)
 
     def refresh(self) -> None:
         """Remake the derived forms whose sources changed since they were made (cheap when
@@ -170,9 +195,12 @@ class ProgramState:
             return
         for derived in self._derived.values():
             if any(self._versions[s] != v for s, v in derived.seen.items()):
-                fresh = derived.make()
-                for target, values in zip(_as_tuple(derived.value), _as_tuple(fresh)):
-                    self.memory.overwrite(target, values)
+                if derived.remake is not None:
+                    derived.remake(derived.value)
+                else:
+                    for target, values in zip(_as_tuple(derived.value),
+                                              _as_tuple(derived.make())):
+                        self.memory.overwrite(target, values)
                 derived.seen = {s: self._versions[s] for s in derived.seen}
         self._stale = False
 
@@ -192,7 +220,7 @@ class Builder:
     memory: DeviceMemory
 
     def __init__(self, graph: Graph, types: TypeMap, state: ProgramState, seed: int = 0,
-                 tune: bool | str = True) -> None:
+                 tune: bool | str = True, in_place: bool = False) -> None:
         self.graph = graph
         self.types = types
         self.state = state
@@ -203,10 +231,16 @@ class Builder:
         self._scratch: dict[Hashable, Any] = {}
         self._local: dict[Hashable, Any] = {}  # forms derived from literals only
         self.run_time_forms: list[tuple[Any, Callable[[], Any]]] = []  # of the current node
+        self._requested: set[Hashable] | None = None  # state forms asked for (choose_among)
+        # id(output) -> the parameter or buffer it overwrites (in-place updates)
+        self.aliases: dict[int, Value] = in_place_updates(graph) if in_place else {}
         self.plan = plan_buffers(graph, self._nbytes)
         self.arena = self.memory.allocate(self.plan.arena_bytes)
         self.arrays: dict[int, Any] = {}
         for value in (*graph.inputs, *(v for n in graph.nodes for v in n.outputs)):
+            if id(value) in self.aliases:
+                self.arrays[id(value)] = self.array(self.aliases[id(value)])
+                continue
             placement = self.plan.placements[id(value)]
             self.arrays[id(value)] = self.memory.view(
                 self.arena, placement.offset, self.value_dtype(value), types[id(value)].shape)
@@ -215,6 +249,8 @@ class Builder:
         return compute_dtype(self.types[id(value)].dtype, self.dtype)
 
     def _nbytes(self, value: Value) -> int:
+        if id(value) in self.aliases:
+            return 0
         return self.types[id(value)].numel * self.value_dtype(value).itemsize
 
     def array(self, value: Value | None) -> Any:
@@ -230,7 +266,7 @@ class Builder:
         return self.arrays[id(value)]
 
     def derived(self, sources: Sequence[Value | None], kind: Hashable,
-                make: Callable[[], Any]) -> Any:
+                make: Callable[[], Any], remake: Callable[[Any], None] | None = None) -> Any:
         """A form computed by ``make()`` from the arrays of ``sources`` (packed weights, a
         folded scale): shared through the state, and remade when a parameter or buffer among
         the sources changes; from literals alone it is made once. From a value computed at
@@ -246,7 +282,9 @@ class Builder:
             return form
         named = [v.name for v in present if v.is_constant and v.const.kind in STATE_KINDS]
         if named:
-            return self.state.derive((kind, *named), named, make)
+            if self._requested is not None:
+                self._requested.add((kind, *named))
+            return self.state.derive((kind, *named), named, make, remake)
         key = (kind, *(id(v) for v in present))
         if key not in self._local:
             self._local[key] = _map_arrays(self.memory.upload, make())
@@ -263,6 +301,31 @@ class Builder:
             self._scratch[key] = self.memory.view(self.memory.allocate(max(1, nbytes)), 0,
                                                   dtype, tuple(shape))
         return self._scratch[key]
+
+    def choose_among(self, node: Node, makers: dict[str, Callable[[], Step]]) -> Step:
+        """``choose`` over candidates built on demand by ``makers``: only those it will try
+        are built (the first alone without tuning), and the derived forms of the state that
+        only losing candidates asked for are dropped, so nothing remakes them after a
+        training step changes the weights."""
+        if isinstance(self.tune, str):
+            names = [self.tune if self.tune in makers else next(iter(makers))]
+        elif len(makers) == 1 or not self.tune:
+            names = [next(iter(makers))]
+        else:
+            names = list(makers)
+        existing = self.state.derived_keys()
+        steps, requested = {}, {}
+        for name in names:
+            self._requested = set()
+            try:
+                steps[name] = makers[name]()
+            finally:
+                requested[name], self._requested = self._requested, None
+        step = self.choose(node, steps)
+        won = requested[self.choices[node.name]]
+        self.state.keep(won)
+        self.state.forget(set().union(*requested.values()) - won - existing)
+        return step
 
     def elapsed(self, step: Step) -> float:
         """Seconds one run of ``step`` takes on this device."""
@@ -302,8 +365,43 @@ def lower_nodes(builder: Builder, kernels: KernelTable) -> list[tuple[Node, Step
         except CnnirError as e:
             raise e.with_context(node.describe()) from e
         if step is not None:
-            schedule.append((node, _remaking(builder.run_time_forms, builder.memory, step)))
+            step = _remaking(builder.run_time_forms, builder.memory, step)
+            written = [builder.aliases[id(v)].name for v in node.outputs
+                       if id(v) in builder.aliases]
+            schedule.append((node, _marking(builder.state, written, step) if written else step))
     return schedule
+
+
+def in_place_updates(graph: Graph) -> dict[int, Value]:
+    """The outputs of update ops (``OpDef.updates``) that may be computed into the memory of
+    the parameter or buffer they replace: ``id(output) -> that constant``. Only a constant
+    bound through the state qualifies, only where the node is its last reader, and only
+    when the constant is not itself a graph output."""
+    last: dict[int, int] = {}
+    for i, node in enumerate(graph.nodes):
+        for v in node.inputs:
+            if v is not None:
+                last[id(v)] = i
+    outputs = {id(v) for v in graph.outputs}
+    aliases: dict[int, Value] = {}
+    for i, node in enumerate(graph.nodes):
+        for out, index in updated_inputs(node):
+            target = node.inputs[index]
+            if (target.is_constant and target.const.kind in STATE_KINDS
+                    and last[id(target)] == i and id(target) not in outputs):
+                aliases[id(node.outputs[out])] = target
+    return aliases
+
+
+def _marking(state: ProgramState, names: list[str], step: Step) -> Step:
+    """``step`` followed by marking the state arrays it overwrote as changed (their derived
+    forms are remade before the next run)."""
+
+    def step_then_mark() -> None:
+        step()
+        state.mark_changed(names)
+
+    return step_then_mark
 
 
 def _remaking(forms: list[tuple[Any, Callable[[], Any]]], memory: DeviceMemory,
@@ -322,4 +420,4 @@ def _remaking(forms: list[tuple[Any, Callable[[], Any]]], memory: DeviceMemory,
 
 
 __all__ = ["HOST_MEMORY", "STATE_KINDS", "Builder", "DeviceMemory", "ProgramState", "Step",
-           "compute_dtype", "lower_nodes"]
+           "compute_dtype", "in_place_updates", "lower_nodes"]

@@ -44,14 +44,23 @@ def _run_nodes(nodes, env: dict) -> None:
         env[id(node.output)] = fn(node.attrs, *args)
 
 
-def torch_trainer(graph):
+OPTIMIZERS = {
+    "sgd": lambda params: torch.optim.SGD(params, lr=0.01, momentum=0.9),
+    "adam": lambda params: torch.optim.Adam(params, lr=1e-3),
+    "adam-3e-3": lambda params: torch.optim.Adam(params, lr=3e-3),
+}
+
+
+def torch_trainer(graph, optimizer: str | None = None):
     """A training step on numpy arrays: ``graph`` (forward and loss, its first output) run
-    with autograd in PyTorch eager mode, then ``loss.backward()``; returns the loss and the
-    parameters' gradients. BatchNorm in training mode updates its running statistics."""
+    with autograd in PyTorch eager mode, then ``loss.backward()`` and, with ``optimizer``
+    (a key of ``OPTIMIZERS``), its step; returns the loss and the parameters' gradients.
+    BatchNorm in training mode updates its running statistics."""
     params = {id(v): torch.from_numpy(np.array(v.const.array)).requires_grad_(
         v.const.kind == "parameter") for v in graph.constants.values()}
     nodes = [(TORCH_OPS[n.op], n) for n in graph.nodes]
     trainable = [t for t in params.values() if t.requires_grad]
+    opt = OPTIMIZERS[optimizer](trainable) if optimizer else None
 
     def step(*arrays):
         for t in trainable:
@@ -61,6 +70,8 @@ def torch_trainer(graph):
         _run_nodes(nodes, env)
         loss = env[id(graph.outputs[0])]
         loss.backward()
+        if opt is not None:
+            opt.step()
         return float(loss), [t.grad.numpy() for t in trainable]
 
     return step

@@ -14,7 +14,7 @@ from cnnir._checkout import map_checkout_packages as _map_checkout_packages
 
 _map_checkout_packages()
 
-from cnnir import data, nn  # noqa: E402
+from cnnir import data, nn, optim  # noqa: E402
 from cnnir.api import (  # noqa: E402
     analyze,
     compile,
@@ -50,13 +50,14 @@ from cnnir.frontend.tensor import Tensor  # noqa: E402
 from cnnir.frontend.weights import load, save  # noqa: E402
 from cnnir.grad import grad_graph, value_and_grad  # noqa: E402
 from cnnir.ir import Graph, Node, TensorType, Value, verify  # noqa: E402
+from cnnir.train import compile_train  # noqa: E402
 
 __all__ = [
     "CnnirError", "Graph", "LoweringError", "ModelFormatError", "Node", "PassError", "ShapeError",
     "Tensor", "TensorType", "UserCodeError", "Value", "VerificationError", "add", "amax",
-    "analyze", "cat", "compile", "data", "div", "export_onnx", "flatten", "grad_graph", "load",
-    "load_onnx", "matmul",
-    "mean", "mul", "nn", "optimize", "relu", "save", "sigmoid", "sub", "tanh", "trace",
+    "analyze", "cat", "compile", "compile_train", "data", "div", "export_onnx", "flatten",
+    "grad_graph", "load", "load_onnx", "matmul",
+    "mean", "mul", "nn", "optim", "optimize", "relu", "save", "sigmoid", "sub", "tanh", "trace",
     "value_and_grad", "verify",
 ]
 __version__ = "0.1.0"

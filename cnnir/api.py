@@ -13,6 +13,8 @@ import inspect
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from cnnir.backend import CompiledGraph, get_backend
 from cnnir.errors import CnnirError
 from cnnir.frontend.module import Module
@@ -27,17 +29,27 @@ if TYPE_CHECKING:
 InputSpec = Any  # a shape tuple, a TensorType, or a list of them
 
 
-def input_types(spec: InputSpec) -> list[TensorType]:
-    """``(1, 3, 224, 224)`` -> one input; ``[(1, 3, 8, 8), (1, 3, 8, 8)]`` -> two."""
+def input_types(spec: InputSpec, dtype: str = "float32") -> list[TensorType]:
+    """``(1, 3, 224, 224)`` -> one input; ``[(1, 3, 8, 8), (1, 3, 8, 8)]`` -> two. Plain
+    shapes hold ``dtype`` (a model's own float dtype: ``model_dtype``)."""
     if isinstance(spec, TensorType):
         return [spec]
     if isinstance(spec, tuple) and all(isinstance(d, (int, str)) for d in spec):
-        return [TensorType(spec)]
+        return [TensorType(spec, dtype)]
     if isinstance(spec, (list, tuple)) and spec:
-        return [t for item in spec for t in input_types(item)]
+        return [t for item in spec for t in input_types(item, dtype)]
     raise CnnirError(f"cannot read an input spec from {spec!r}",
                      hint="give a shape tuple like (1, 3, 224, 224), a cnnir.TensorType, or a "
                           "list of them for several inputs")
+
+
+def model_dtype(model: Module) -> str:
+    """The float dtype of a model's parameters and buffers (float32 for a model with none,
+    or with several: then an op reports the mismatch): what its inputs are by default, as
+    ``model.double()`` in PyTorch expects float64 inputs."""
+    dtypes = {a.dtype for a in (*model.parameters(), *model.buffers())
+              if np.dtype(a.dtype).kind == "f"}
+    return dtypes.pop() if len(dtypes) == 1 else "float32"
 
 
 def _input_names(model: Module, count: int) -> list[str]:
@@ -80,7 +92,8 @@ def trace(model: Module, inputs: InputSpec, *, training: bool | None = None,
     """Run ``model.forward`` on typed proxies and return the verified graph.
 
     ``training`` overrides the model's mode for the trace (restored afterwards)."""
-    return _trace(model, input_types(inputs), lambda out: out, training=training, name=name)
+    return _trace(model, input_types(inputs, model_dtype(model)), lambda out: out,
+                  training=training, name=name)
 
 
 def _trace(model: Module, types: list[TensorType], finish: Any, *,

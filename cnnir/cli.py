@@ -7,6 +7,9 @@
     cnnir run      MODEL [--backend numba|reference|cuda] [--repeat N] [--dtype float32]
     cnnir export   MODEL -o model.onnx [--opset 19]
     cnnir graph    MODEL [--format text|dot]
+    cnnir train    MODEL [--data digits|mnist5k|file.npz] [--epochs N] [--optimizer adam ...]
+                         [--scheduler none|step|...] [--checkpoint f.npz [--resume]]
+                         [--plot f.png]
 
 MODEL is ``path.py``, ``path.py:NAME`` or ``path.onnx``. Loading a .py model file RUNS it,
 exactly like ``python path.py``: only analyze files you trust. An .onnx file runs no code.
@@ -238,6 +241,83 @@ def cmd_graph(args: argparse.Namespace) -> str:
     return format_dot(graph) if args.format == "dot" else format_graph(graph, with_loc=True)
 
 
+def parse_milestones(text: str) -> tuple[int, ...]:
+    """``3,6`` -> (3, 6)."""
+    try:
+        return tuple(int(m) for m in text.split(",") if m.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bad milestones {text!r}: expected epochs like 3,6") \
+            from None
+
+
+def cmd_train(args: argparse.Namespace) -> str:
+    """Train (``cnnir.trainer``): a summary line per epoch as it ends, then the outcome."""
+    import dataclasses
+
+    from cnnir.trainer import TrainConfig, fit
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"input_shape"}
+    config = TrainConfig(input_shape=_shapes(args),
+                         **{k: v for k, v in vars(args).items() if k in fields})
+    result = fit(config, log=lambda line: print(line, flush=True))
+    lines = [result.summary()]
+    lines += [f"checkpoint: {config.checkpoint}"] if config.checkpoint else []
+    lines += [f"curves: {config.plot}"] if config.plot else []
+    return "\n".join(lines)
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    from cnnir.trainer import OPTIMIZERS, SCHEDULERS
+
+    p.add_argument("--data", default="digits",
+                   help="digits, mnist5k, or an .npz file with x, y (and x_val, y_val)")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="adam",
+                   help="ignored when the model file defines optimizer(params)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 3e-3 for adam and adamw, else PyTorch's)")
+    p.add_argument("--momentum", type=float, default=0.0, help="sgd and rmsprop")
+    p.add_argument("--weight-decay", type=float, default=None,
+                   help="L2 penalty (decoupled for adamw; default the optimizer's)")
+    p.add_argument("--nesterov", action="store_true", help="sgd with --momentum")
+    p.add_argument("--scheduler", choices=SCHEDULERS, default="none",
+                   help="per epoch, except cyclic and onecycle (per batch); plateau watches "
+                        "the validation loss")
+    p.add_argument("--step-size", type=int, default=None, metavar="EPOCHS",
+                   help="step: the period (default epochs/3); cyclic: the half cycle "
+                        "(default 2)")
+    p.add_argument("--gamma", type=float, default=None,
+                   help="step, multistep (default 0.1), exponential (default 0.9)")
+    p.add_argument("--milestones", type=parse_milestones, default=None, metavar="E1,E2",
+                   help="multistep (default epochs/2, 3*epochs/4)")
+    p.add_argument("--eta-min", type=float, default=0.0, help="cosine (T_max = --epochs)")
+    p.add_argument("--factor", type=float, default=0.1, help="plateau")
+    p.add_argument("--patience", type=int, default=10, help="plateau")
+    p.add_argument("--max-lr", type=float, default=None,
+                   help="cyclic and onecycle peak (default --lr)")
+    p.add_argument("--base-lr", type=float, default=None,
+                   help="cyclic floor (default max-lr/10)")
+    p.add_argument("--start-factor", type=float, default=1.0 / 3, help="linear")
+    p.add_argument("--total-iters", type=int, default=5, help="linear, in epochs")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the initial weights, the split, data order and dropout")
+    p.add_argument("--val-split", type=float, default=0.2,
+                   help="fraction held out for validation, stratified (0: none; unused when "
+                        "the data has x_val)")
+    p.add_argument("--checkpoint", metavar="FILE.npz",
+                   help="written atomically after every epoch")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint (bit-identical to an uninterrupted run)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help='loss and accuracy curves (needs pip install "cnnir[plot]")')
+    p.add_argument("--backend", choices=("numba", "reference"), default="numba")
+    progress = p.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None,
+                          help="show the progress bar (default: when stderr is a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnir", description="A compiler for CNNs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -305,6 +385,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="print the gradient graph: forward in training mode, then the "
                             "generated backward")
     graph.set_defaults(run=cmd_graph)
+
+    train = sub.add_parser(
+        "train", help="train the model on a data set (checkpoints, resume, curves)",
+        description="Train MODEL with the compiled training step. The file may also define "
+                    "`loss` ((output, target) -> scalar; default cross-entropy) and "
+                    "`optimizer` (params -> Optimizer). " + MODEL_HELP)
+    add_model_args(train)
+    add_train_args(train)
+    train.set_defaults(run=cmd_train)
     return parser
 
 

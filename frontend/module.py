@@ -35,7 +35,10 @@ def zeros_init(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
 
 
 class LazyArray:
-    """An array known by shape and dtype until its data is first needed."""
+    """An array known by shape and dtype until its data is first needed.
+
+    ``grad`` is the gradient a training loop stores for it (a numpy array or None), as
+    ``torch.nn.Parameter.grad``."""
 
     kind = "parameter"
 
@@ -51,22 +54,66 @@ class LazyArray:
             self.dtype = np.dtype(dtype).name
         self.init = init or zeros_init
         self.requires_grad = requires_grad
+        # a real attribute: __getattr__ would otherwise look for a traced Tensor method
+        self.grad: np.ndarray | None = None
         self.seed = (_base_seed[0], next(_seeds))
+
+    @property
+    def init(self) -> Initializer:
+        return self._init
+
+    @init.setter
+    def init(self, fill: Initializer) -> None:
+        self._init = fill
+        # the dtypes the initializer's values pass through: the current one, then each
+        # conversion made before they exist, so that converting a lazy array and then filling
+        # it gives the very values filling and then converting would
+        self._casts = [self.dtype]
 
     @property
     def data(self) -> np.ndarray:
         if self._data is None:
-            rng = np.random.default_rng(self.seed)
-            self._data = np.asarray(self.init(self.shape, rng), dtype=self.dtype)
+            array = self.init(self.shape, np.random.default_rng(self.seed))
+            for dtype in self._casts:
+                array = np.asarray(array, dtype=dtype)
+            self._data = array
         return self._data
 
     @data.setter
     def data(self, array: np.ndarray) -> None:
+        """Assign values, cast to this array's dtype: copied into the existing array when
+        there is one (as PyTorch's ``load_state_dict``), so that compiled programs holding it
+        see the new values."""
+        array = self._checked(array)
+        current = self._data
+        if current is not None and current.shape == array.shape and current.flags.writeable:
+            np.copyto(current, array, casting="unsafe")
+        else:
+            self._data = np.array(array, dtype=self.dtype)
+
+    def _checked(self, array: Any) -> np.ndarray:
+        what = f"{type(self).__name__.lower()} of shape {list(self.shape)}"
+        problem = _not_numbers(array)
+        if problem is not None:
+            raise ModelFormatError(f"cannot assign {problem} to a {what}",
+                                   hint="assign numbers: a float or integer array")
         array = np.asarray(array)
         if tuple(array.shape) != self.shape:
             raise ModelFormatError(f"cannot assign an array of shape {list(array.shape)} to a "
-                                   f"{type(self).__name__.lower()} of shape {list(self.shape)}")
-        self._data = np.array(array, dtype=self.dtype)
+                                   f"{what}")
+        return array
+
+    def _convert(self, dtype: str) -> None:
+        """Change a floating-point array to ``dtype`` (``Module.to``); others keep theirs."""
+        if np.dtype(self.dtype).kind != "f" or self.dtype == dtype:
+            return
+        self.dtype = dtype
+        if self._data is None:
+            self._casts.append(dtype)
+        else:
+            self._data = self._data.astype(dtype)
+        if self.grad is not None:
+            self.grad = np.asarray(self.grad).astype(dtype)
 
     def numel(self) -> int:
         n = 1
@@ -75,8 +122,13 @@ class LazyArray:
         return n
 
     def constant_data(self) -> ConstantData:
-        return ConstantData(TensorType(self.shape, self.dtype), self.kind,
-                            make=lambda: self.data, requires_grad=self.requires_grad)
+        dtype = self.dtype
+
+        def make() -> np.ndarray:  # the traced dtype even if the model is converted later
+            return self.data if self.dtype == dtype else self.data.astype(dtype)
+
+        return ConstantData(TensorType(self.shape, dtype), self.kind, make=make,
+                            requires_grad=self.requires_grad)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(shape={list(self.shape)}, dtype={self.dtype})"
@@ -266,6 +318,52 @@ class Module:
             fn(module)
         return self
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Forget every parameter's ``grad``, or fill the existing ones with zeros."""
+        for p in self.parameters():
+            if set_to_none:
+                p.grad = None
+            elif p.grad is not None:
+                p.grad[...] = 0
+
+    # -- dtype and device --------------------------------------------------------------
+    def to(self, *args: Any, device: Any = None, dtype: Any = None,
+           non_blocking: bool = False) -> Module:
+        """Convert every floating-point parameter and buffer (and gradient) to ``dtype``, as
+        ``torch.nn.Module.to``; integer buffers (``num_batches_tracked``) keep theirs. The
+        only device is ``"cpu"``: the model's arrays live on the host, whatever backend runs
+        it. A lazy array changes its declared dtype without being filled.
+
+        >>> model.to(np.float64)           # or "float64", or model.double()
+        >>> model.to("cpu", "float32")     # devices other than "cpu" are errors
+        """
+        for arg in args:
+            if _is_device(arg):
+                device = arg
+            elif dtype is None:
+                dtype = arg
+            else:
+                raise CnnirError(f"Module.to() got more than one dtype: {dtype!r}, {arg!r}",
+                                 hint="pass one dtype, and at most the device \"cpu\"")
+        if device is not None and not _is_cpu(device):
+            raise CnnirError(
+                f"Module.to(): cnnir modules live on the 'cpu' device, not {device!r}",
+                hint="keep the model on the host and choose where it runs when compiling: "
+                     "cnnir.compile(model, inputs, backend='cuda')")
+        if dtype is not None:
+            name = _float_dtype_name(dtype)
+            for item in itertools.chain(self.parameters(), self.buffers()):
+                item._convert(name)
+        return self
+
+    def double(self) -> Module:
+        """Floating-point parameters and buffers to float64 (``to(np.float64)``)."""
+        return self.to(np.float64)
+
+    def float(self) -> Module:
+        """Floating-point parameters and buffers to float32 (``to(np.float32)``)."""
+        return self.to(np.float32)
+
     # -- weights -----------------------------------------------------------------------
     def state_dict(self) -> OrderedDict[str, np.ndarray]:
         """PyTorch's key names; values are numpy arrays (parameters, then buffers, per module)."""
@@ -294,10 +392,14 @@ class Module:
         missing = [k for k in entries if k not in state_dict
                    and not k.endswith("num_batches_tracked")]
         unexpected = [k for k in state_dict if k not in entries]
-        wrong = [f"{k}: checkpoint {list(np.shape(v))} vs model {list(entries[k].shape)}"
-                 for k, v in state_dict.items()
-                 if k in entries and tuple(np.shape(v)) != entries[k].shape]
+        not_numbers = {k: _not_numbers(v) for k, v in state_dict.items() if k in entries}
+        arrays = {k: np.asarray(state_dict[k]) for k, p in not_numbers.items() if p is None}
+        wrong = [f"{k}: checkpoint {list(v.shape)} vs model {list(entries[k].shape)}"
+                 for k, v in arrays.items() if tuple(v.shape) != entries[k].shape]
         problems = []
+        if any(not_numbers.values()):
+            problems.append("not numbers: " + "; ".join(
+                f"{k}: {p}" for k, p in not_numbers.items() if p is not None))
         if wrong:
             problems.append("wrong shapes: " + "; ".join(wrong))
         if strict and missing:
@@ -310,9 +412,8 @@ class Module:
                 hint="keys follow PyTorch's state_dict names; pass strict=False to skip "
                      "missing and unexpected keys",
             )
-        for key, value in state_dict.items():
-            if key in entries:
-                entries[key].data = np.asarray(value)
+        for key, value in arrays.items():
+            entries[key].data = value
         return {"missing_keys": missing, "unexpected_keys": unexpected}
 
     # -- printing ----------------------------------------------------------------------
@@ -326,6 +427,48 @@ class Module:
             body = repr(module).replace("\n", "\n  ")
             lines.append(f"  ({name}): {body}")
         return "\n".join(lines) + (")" if not kids else "\n)")
+
+
+def _not_numbers(value: Any) -> str | None:
+    """What ``value`` is when it is not an array of numbers (strings, objects, ragged
+    nesting), else None."""
+    try:
+        dtype = np.asarray(value).dtype
+    except (TypeError, ValueError):  # ragged nesting
+        dtype = np.dtype(object)
+    if dtype.kind in "biufc":
+        return None
+    if isinstance(value, np.ndarray):
+        return f"an array of {dtype}"
+    return f"a {type(value).__name__} that is not an array of numbers"
+
+
+_DEVICE_TYPES = ("cpu", "cuda", "mps", "xpu", "meta", "hip", "xla", "ipu", "vulkan", "mtia")
+
+
+def _is_device(arg: Any) -> bool:
+    """A device as ``torch.device`` spells it (``"cpu"``, ``"cuda:0"``), or a GPU's index."""
+    if isinstance(arg, int) and not isinstance(arg, bool):
+        return True
+    return isinstance(arg, str) and arg.split(":")[0] in _DEVICE_TYPES
+
+
+def _is_cpu(device: Any) -> bool:
+    return str(device) in ("cpu", "cpu:0")  # a string, or a torch.device
+
+
+def _float_dtype_name(dtype: Any) -> str:
+    try:
+        name = np.dtype(dtype).name
+    except (TypeError, ValueError) as e:
+        raise CnnirError(f"Module.to(): {dtype!r} is neither a dtype nor a device",
+                         hint="pass a float dtype (np.float64, \"float32\") or the device "
+                              "\"cpu\"") from e
+    if np.dtype(name).kind != "f":
+        raise CnnirError(f"Module.to() only converts to floating-point dtypes, not {name}",
+                         hint="pass np.float32 or np.float64; integer buffers keep their "
+                              "dtype on their own")
+    return name
 
 
 class Sequential(Module):

@@ -18,11 +18,17 @@ from cnnir.frontend.module import Module
 
 
 def save(model: Module, path: str | os.PathLike) -> None:
+    write_npz(path, model.state_dict())
+
+
+def write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
+    """Write ``arrays`` to a temporary file beside ``path``, flushed to disk, then rename it
+    over ``path``: a crash leaves the previous file whole, never a torn one."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **model.state_dict())
+            np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)

@@ -27,6 +27,7 @@ from cnnir.backends.numba_cpu import (  # noqa: F401  (lowerings register on imp
     lower_linear,
     lower_loss,
     lower_norm,
+    lower_optim,
     lower_pool,
     lower_tensor,
 )
@@ -53,13 +54,15 @@ class CompiledModel:
     forms; ``state.assign(name, array)`` changes one for the next call."""
 
     def __init__(self, graph: Graph, dtype: str = "float32", seed: int = 0,
-                 tune: bool | str = True, state: ProgramState | None = None) -> None:
+                 tune: bool | str = True, state: ProgramState | None = None,
+                 in_place: bool = False) -> None:
         if np.dtype(dtype).kind != "f":
             raise CnnirError(f"dtype must be a float type, got {dtype!r}")
         self.graph = graph
         self.dtype = np.dtype(dtype)
         self.seed = seed
         self.tune = tune
+        self.in_place = in_place
         self.state = state if state is not None else ProgramState(self.dtype, HOST_MEMORY)
         if self.state.dtype != self.dtype:
             raise LoweringError(f"a {self.state.dtype} program state cannot serve a "
@@ -85,8 +88,14 @@ class CompiledModel:
             env = bind_input_shapes(self.graph.inputs, shapes)
             with single_threaded_blas():
                 self._programs[shapes] = Program(self.graph, env, self.state, self.seed,
-                                                 self.tune)
+                                                 self.tune, self.in_place)
         return self._programs[shapes]
+
+    def reseed(self, seed: int) -> None:
+        """Restart the random ops' generator (dropout masks) from ``seed``, in every plan."""
+        self.seed = seed
+        for program in self._programs.values():
+            program.builder.rng = np.random.default_rng(seed)
 
     def _latest(self) -> Program | None:
         return next(reversed(self._programs.values()), None)
@@ -114,7 +123,7 @@ class CompiledModel:
 
 def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize: bool = True,
                   tune: bool | str = True, state: ProgramState | None = None,
-                  **options: Any) -> CompiledModel:
+                  in_place: bool = False, **options: Any) -> CompiledModel:
     """Compile ``graph``; with ``optimize`` first apply the semantics-preserving inference
     pipeline (BN folding, conv+activation+residual fusion, ...), which the kernels exploit;
     with ``tune`` pick each convolution's algorithm by timing the candidates (``tune=False``:
@@ -123,8 +132,14 @@ def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize:
     parameters and packed weights of another compiled model of the same network.
 
     The inference pipeline folds BatchNorm and constant subgraphs into new constants, which
-    are snapshots of the parameters at compile time; with ``optimize=False`` every parameter
-    stays bound to ``state`` by reference."""
+    are snapshots of the parameters at compile time, so an optimized model snapshots every
+    parameter (a later ``load_state_dict`` never reaches half of it); with
+    ``optimize=False`` every parameter stays bound to ``state`` by reference.
+
+    ``in_place`` lets update ops (an optimizer step, BatchNorm's running statistics) write
+    the new values of parameters and buffers into the state's arrays, which the call then
+    returns as those outputs (uncopied): the training step. Without it a graph stays a pure
+    function of its inputs and constants."""
     if options:
         raise CnnirError(f"unknown numba backend options: {sorted(options)}")
     if optimize:
@@ -132,7 +147,9 @@ def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize:
         from cnnir.passes.manager import DEFAULT_INFERENCE_PIPELINE
 
         graph = run_passes(graph, DEFAULT_INFERENCE_PIPELINE, verify_each=False).graph
-    model = CompiledModel(graph, dtype, seed, tune, state)
+        if state is None:
+            state = ProgramState(dtype, HOST_MEMORY, snapshot=True)
+    model = CompiledModel(graph, dtype, seed, tune, state, in_place)
     if all(v.type.is_static for v in graph.inputs):
         model.program(tuple(tuple(v.type.shape) for v in graph.inputs))
     return model

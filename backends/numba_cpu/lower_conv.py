@@ -30,6 +30,7 @@ torchvision's col2im / col2im_coord as parallel Numba kernels.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -75,15 +76,17 @@ class Weight:
     when the weight is computed at run time."""
 
     def __init__(self, b: Builder, value: Value, transform=None, kind: Any = None) -> None:
+        """``transform(array, out=None)`` makes the form (into ``out`` when given)."""
         self.b, self.value, self.kind = b, value, kind
         source = b.array(value)
         self.array = source if transform is None else b.derived(
-            [value], kind, lambda: transform(source))
+            [value], kind, lambda: transform(source), lambda form: transform(source, form))
 
-    def derived(self, kind: Any, make) -> Any:
-        """A form ``make()`` computes from ``array`` (packed rows, Winograd transforms)."""
+    def derived(self, kind: Any, make, remake=None) -> Any:
+        """A form ``make()`` computes from ``array`` (packed rows, Winograd transforms);
+        ``remake(form)`` recomputes it in place."""
         return self.b.derived([self.value], (kind, self.kind) if self.kind is not None
-                              else kind, make)
+                              else kind, make, remake)
 
 
 def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value | Weight, out: np.ndarray,
@@ -95,36 +98,35 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value | Weight, out
     w = wt.array
     channels, (_, per_group, kh, kw) = x.shape[1], w.shape
     if per_group == 1 and attrs.groups == channels:
-        candidates = depthwise_candidates(b, attrs, x, w, out, ep)
-        return b.choose(node, candidates)
+        return b.choose_among(node, depthwise_candidates(b, attrs, x, w, out, ep))
     pointwise = (kh, kw, *attrs.stride, attrs.groups) == (1, 1, 1, 1, 1) and not any(attrs.padding)
-    candidates = {}
+    makers: dict[str, Callable[[], Step]] = {}
     if b.dtype == np.float32:  # the register-blocked micro-kernel
         if pointwise:
-            candidates["pointwise-microkernel"] = pointwise_mk_step(b, x, wt, out, ep)
+            makers["pointwise-microkernel"] = lambda: pointwise_mk_step(b, x, wt, out, ep)
         else:
-            candidates["im2col-microkernel"] = im2col_mk_step(b, attrs, x, wt, out, ep)
+            makers["im2col-microkernel"] = lambda: im2col_mk_step(b, attrs, x, wt, out, ep)
     elif pointwise:
-        candidates["pointwise-blas"] = pointwise_step(x, w, out, ep)
+        makers["pointwise-blas"] = lambda: pointwise_step(x, w, out, ep)
     else:
-        candidates["im2col-blas"] = im2col_step(b, attrs, x, w, out, ep)
+        makers["im2col-blas"] = lambda: im2col_step(b, attrs, x, w, out, ep)
     if (kh, kw, *attrs.stride, *attrs.dilation, attrs.groups) == (3, 3, 1, 1, 1, 1, 1):
-        candidates["winograd-f2x2-3x3"] = winograd_step(b, attrs, x, wt, out, ep)
-    return b.choose(node, candidates)
+        makers["winograd-f2x2-3x3"] = lambda: winograd_step(b, attrs, x, wt, out, ep)
+    return b.choose_among(node, makers)
 
 
 def depthwise_candidates(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
-                         ep: Epilogue) -> dict[str, Step]:
-    candidates = {}
+                         ep: Epilogue) -> dict[str, Callable[[], Step]]:
+    makers: dict[str, Callable[[], Step]] = {}
     same_3x3 = (*w.shape[2:], *attrs.stride, *attrs.dilation, *attrs.padding) == (
         3, 3, 1, 1, 1, 1, 1, 1, 1, 1)
     if same_3x3 and x.shape[3] >= 2 and b.dtype == np.float32:
-        candidates["depthwise-3x3-flat"] = depthwise3x3_step(b, x, w, out, ep)
+        makers["depthwise-3x3-flat"] = lambda: depthwise3x3_step(b, x, w, out, ep)
     if attrs.dilation == (1, 1) and attrs.stride[0] == attrs.stride[1]:
-        candidates["depthwise-phases"] = depthwise_phases_step(b, attrs, x, w, out, ep)
+        makers["depthwise-phases"] = lambda: depthwise_phases_step(b, attrs, x, w, out, ep)
     else:
-        candidates["depthwise-direct"] = depthwise_step(b, attrs, x, w, out, ep)
-    return candidates
+        makers["depthwise-direct"] = lambda: depthwise_step(b, attrs, x, w, out, ep)
+    return makers
 
 
 def pointwise_mk_step(b: Builder, x: np.ndarray, wt: Weight, out: np.ndarray,
@@ -301,8 +303,8 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
     input_tiles = winograd_input_step(b, attrs, x, v, th, tw)
     output_tiles = winograd_output_step(b, attrs, x, m, out, ep, th, tw)
     if b.dtype == np.float32:
-        packed = wt.derived("winograd-rows", lambda: simd.pack_rows(
-            wk.transform_weights(w, b.dtype).reshape(16 * out_ch, channels), 16))
+        packed = wt.derived("winograd-rows", lambda: wk.packed_weights(w),
+                            lambda form: wk.pack_weights_into(w, form))
         blocks = gk.gemm_blocks(16, out_ch, channels, tiles,
                                 simd.padded_rows(out_ch) * channels, channels * tiles,
                                 out_ch * tiles)
@@ -373,14 +375,19 @@ def conv2d_fused(b: Builder, node: Node) -> Step:
                      fused_epilogue(b, node, out.shape[1]))
 
 
-def flipped_transpose_weight(w: np.ndarray, groups: int) -> np.ndarray:
+def flipped_transpose_weight(w: np.ndarray, groups: int,
+                             out: np.ndarray | None = None) -> np.ndarray:
     """A transposed convolution's W ``[C_in, O/G, kh, kw]`` as the conv2d weight
     ``[O, C_in/G, kh, kw]`` of the same map at stride 1:
-    ``W'[g·O/G + co, ci', i, j] = W[g·C_in/G + ci', co, kh−1−i, kw−1−j]``."""
+    ``W'[g·O/G + co, ci', i, j] = W[g·C_in/G + ci', co, kh−1−i, kw−1−j]`` (into ``out``
+    when given)."""
     c_in, og, kh, kw = w.shape
     wg = w.reshape(groups, c_in // groups, og, kh, kw)[:, :, :, ::-1, ::-1]
-    return np.ascontiguousarray(wg.transpose(0, 2, 1, 3, 4)).reshape(
-        groups * og, c_in // groups, kh, kw)
+    view = wg.transpose(0, 2, 1, 3, 4)
+    if out is None:
+        out = np.empty((groups * og, c_in // groups, kh, kw), w.dtype)
+    np.copyto(out.reshape(view.shape), view)
+    return out
 
 
 def transpose_as_conv(attrs, kernel_size: tuple[int, int]) -> Conv2dAttrs | None:
@@ -413,8 +420,8 @@ def conv_transpose2d(b: Builder, node: Node) -> Step:
     kernel_size = (w.shape[2], w.shape[3])
     as_conv = transpose_as_conv(node.attrs, kernel_size)
     if as_conv is not None:
-        wt = Weight(b, weight, lambda src: flipped_transpose_weight(src, groups),
-                    ("flipped", groups))
+        wt = Weight(b, weight, lambda src, out=None: flipped_transpose_weight(
+            src, groups, out), ("flipped", groups))
         return conv_step(b, node, x, wt, out, plain_epilogue(b, out.shape[1], bias), as_conv)
     wt = Weight(b, weight)
     window = window_of(node.attrs, kernel_size)
@@ -654,11 +661,11 @@ def conv2d_weight_grad_lowering(b: Builder, node: Node) -> Step:
         kernel = ck.depthwise_weight_grad.sized(gy.size * kh * kw)
         mult, window, zero = out_ch // x.shape[1], window_of(attrs, (kh, kw)), b.dtype.type(0)
         return lambda: kernel(x, gy, out, mult, window, zero)
-    candidates = {}
+    makers: dict[str, Callable[[], Step]] = {}
     if b.dtype == np.float32:
-        candidates["weight-grad-microkernel"] = weight_grad_mk_step(b, attrs, x, gy, out)
-    candidates["weight-grad-blas"] = weight_grad_gemm_step(b, attrs, x, gy, out)
-    return b.choose(node, candidates)
+        makers["weight-grad-microkernel"] = lambda: weight_grad_mk_step(b, attrs, x, gy, out)
+    makers["weight-grad-blas"] = lambda: weight_grad_gemm_step(b, attrs, x, gy, out)
+    return b.choose_among(node, makers)
 
 
 def _no_mask(b: Builder, mask: np.ndarray | None) -> np.ndarray:

@@ -52,12 +52,13 @@ class Program:
     """One compiled plan for fixed input shapes, reading its weights from ``state``."""
 
     def __init__(self, graph: Graph, env: dict[str, int], state: ProgramState, seed: int = 0,
-                 tune: bool | str = True) -> None:
-        self.builder = b = CpuBuilder(graph, bind_types(graph, env), state, seed, tune)
+                 tune: bool | str = True, in_place: bool = False) -> None:
+        self.builder = b = CpuBuilder(graph, bind_types(graph, env), state, seed, tune, in_place)
         self.schedule = lower_nodes(b, KERNELS)
         self.steps = [step for _, step in self.schedule]
         self.inputs = [b.array(v) for v in graph.inputs]
         self.outputs = [b.array(v) for v in graph.outputs]
+        self.copied = [id(v) not in b.aliases for v in graph.outputs]  # else a state array
 
     @property
     def buffer_bytes(self) -> int:
@@ -83,4 +84,4 @@ class Program:
         self.copy_in(arrays)
         for step in self.steps:
             step()
-        return [out.copy() for out in self.outputs]
+        return [out.copy() if copy else out for out, copy in zip(self.outputs, self.copied)]

@@ -23,6 +23,7 @@ from cnnir.backends.reference import (  # noqa: F401
     linear,
     loss,
     norm,
+    optim,
     pool,
     tensor,
 )

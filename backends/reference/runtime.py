@@ -139,6 +139,10 @@ class ReferenceProgram:
                 f"{array.dtype} array", hint="pass class indices as an integer array")
         return _as_compute(array, value.type.dtype, self.dtype)
 
+    def reseed(self, seed: int) -> None:
+        """Restart the random ops' generator from ``seed``."""
+        self.rng = np.random.default_rng(seed)
+
     planned_bytes = None  # no buffer plan: every value is a fresh numpy array
     choices: dict[str, str] = {}  # one kernel per op, nothing to choose
 

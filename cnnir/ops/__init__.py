@@ -36,4 +36,5 @@ __all__ = [
     "reshape", "rrelu", "sigmoid", "silu", "smooth_l1_loss", "softmax", "split", "sub", "sum_",
     "tanh", "transpose", "triplet_margin_loss",
 ]
+from cnnir.ops import optim  # noqa: E402, F401  (update ops register on import)
 from cnnir.ops.fused import conv2d_fused, linear_fused  # noqa: E402, F401

@@ -237,5 +237,6 @@ batch_norm_update = register(OpDef(
     inputs=("input", "running_mean", "running_var", "num_batches_tracked?"),
     attrs=BatchNormUpdateAttrs, infer=infer_batch_norm_update, cost=cost_batch_norm_update,
     backward=True, differentiable=False,
+    updates=("running_mean", "running_var", "num_batches_tracked?"),
     flop_rule="3E for the batch statistics + 7 per channel",
 ))

@@ -65,6 +65,11 @@ class OpDef:
     registry test checks). ``backward`` marks the ops only the training transformations emit
     (a convolution's weight gradient, a pool's gradient routing, BatchNorm's running-statistics
     update): ONNX has no standard op for them.
+
+    ``updates`` names the inputs an update op replaces (an optimizer step, BatchNorm's
+    running statistics): its outputs, in order, are the new values of those inputs that are
+    present. A backend may compute them in place, into the inputs' memory, where the node is
+    the last reader of the input (``in_place_updates``).
     """
 
     name: str
@@ -82,6 +87,7 @@ class OpDef:
     random: bool = False
     is_loss: bool = False
     backward: bool = False
+    updates: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -121,6 +127,18 @@ class OpDef:
 
     def __repr__(self) -> str:
         return f"<OpDef {self.name}>"
+
+
+def updated_inputs(node: Any) -> list[tuple[int, int]]:
+    """``(output index, input index)`` for each output of an update op that is the new value
+    of an input (see ``OpDef.updates``); empty for every other op."""
+    op = node.op
+    pairs = []
+    for name in op.updates:
+        i = op.inputs.index(name)
+        if i < len(node.inputs) and node.inputs[i] is not None:
+            pairs.append((len(pairs), i))
+    return pairs
 
 
 REGISTRY: dict[str, OpDef] = {}

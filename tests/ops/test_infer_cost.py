@@ -21,6 +21,7 @@ import cnnir
 from cnnir import Graph, ShapeError, TensorType, ops
 from cnnir.ir.types import Dim, evaluate_dim
 from cnnir.ops import REGISTRY, OpDef
+from cnnir.ops import optim as optim_ops
 from cnnir.ops.activation import (
     ActivationGradAttrs,
     DropoutAttrs,
@@ -788,8 +789,28 @@ LOSS_CASES = [
     *LOSS_GRAD_CASES,
 ]
 
+P, HYPER = T(3, 4), lambda width: T(2, width)  # a parameter, and a 2-row hyper matrix
+UPDATE_CASES = [
+    # per parameter element: 4 (decay, step) + 5 per momentum buffer
+    OpCase("sgd_update", optim_ops.sgd_update, (P, P, HYPER(5), None), out=((3, 4),),
+           macs=0, flops=4 * 12),
+    OpCase("sgd_update-momentum", optim_ops.sgd_update, (P, P, HYPER(5), P),
+           out=((3, 4), (3, 4)), attrs=optim_ops.SGDAttrs(1, nesterov=True), macs=0,
+           flops=(4 + 5) * 12),
+    OpCase("adagrad_update", optim_ops.adagrad_update, (P, P, HYPER(3), P),
+           out=((3, 4), (3, 4)), macs=0, flops=8 * 12),
+    OpCase("adadelta_update", optim_ops.adadelta_update, (P, P, HYPER(4), P, P),
+           out=((3, 4),) * 3, macs=0, flops=16 * 12),
+    OpCase("rmsprop_update-centered-momentum", optim_ops.rmsprop_update,
+           (P, P, HYPER(5), P, P, P), out=((3, 4),) * 4,
+           attrs=optim_ops.RMSpropAttrs(centered=True), macs=0, flops=(9 + 3 * 3) * 12),
+    OpCase("adam_update-amsgrad", optim_ops.adam_update, (P, P, HYPER(7), P, P, P),
+           out=((3, 4),) * 4, attrs=optim_ops.AdamAttrs(amsgrad=True), macs=0,
+           flops=(13 + 3) * 12),
+]
+
 CASES = CONV_CASES + LINEAR_CASES + NORM_CASES + ACTIVATION_CASES + POOL_CASES + TENSOR_CASES
-CASES += LOSS_CASES
+CASES += LOSS_CASES + UPDATE_CASES
 
 
 def bound_types(case: OpCase) -> tuple[list[TensorType | None], list[TensorType]]:
@@ -829,6 +850,16 @@ def test_cost_refuses_unbound_symbols(case: OpCase) -> None:
     outs = case.op.infer_types(case.make_attrs(), list(case.inputs))
     with pytest.raises(ShapeError, match="concrete shapes"):
         case.op.cost(case.make_attrs(), list(case.inputs), outs)
+
+
+@pytest.mark.parametrize("bad", ["grad", "state", "hyper", "row"])
+def test_update_ops_check_their_operands(bad: str) -> None:
+    hyper = T(1, 3) if bad == "row" else T(2, 2) if bad == "hyper" else T(2, 3)
+    grad = T(4, 3) if bad == "grad" else P
+    state = T(3, 4, dtype="float64") if bad == "state" else P
+    attrs = optim_ops.AdagradAttrs(row=1)
+    with pytest.raises(ShapeError):
+        optim_ops.adagrad_update.infer_types(attrs, [P, grad, hyper, state])
 
 
 def test_batch_norm_update_counts_batches_in_the_counter_dtype() -> None:

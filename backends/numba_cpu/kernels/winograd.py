@@ -17,16 +17,77 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels.activation import activate_flat, finish_flat
 from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange
+from cnnir.backends.numba_cpu.kernels.simd import MR
 
 G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 
 def transform_weights(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``U[4i + j, o, c] = (G w[o, c] Gᵀ)[i, j]``, computed once at compile time."""
-    u = np.einsum("ia,ocab,jb->ijoc", G, w.astype(np.float64), G)
-    return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]), dtype=dtype)
+    """``U[4i + j, o, c] = (G w[o, c] Gᵀ)[i, j]``, in float64 then rounded to ``dtype``: at
+    compile time, and again after each training step changes the weights."""
+    u = np.empty((16, w.shape[0], w.shape[1]), dtype)
+    weight_tiles.sized(u.size)(np.ascontiguousarray(w), u)
+    return u
+
+
+def packed_weights(w: np.ndarray) -> np.ndarray:
+    """``transform_weights(w)`` as ``simd.pack_rows`` lays out the A operand of the 16 GEMMs
+    (rows padded to MR with zeros), in one pass."""
+    packed = np.zeros(16 * simd.padded_rows(w.shape[0]) * w.shape[1], np.float32)
+    pack_weights_into(w, packed)
+    return packed
+
+
+def pack_weights_into(w: np.ndarray, packed: np.ndarray) -> None:
+    """Rewrite ``packed`` (``packed_weights``'s layout) from new weights; the padding rows
+    stay zero."""
+    weight_tiles_packed.sized(packed.size)(np.ascontiguousarray(w), packed,
+                                           simd.padded_rows(w.shape[0]))
+
+
+@helper
+def expand3(a, b, c):
+    """``G·(a, b, c)``: the four entries G makes of a column (or row) of three."""
+    return a, 0.5 * (a + b + c), 0.5 * (a - b + c), c
+
+
+@kernel
+def weight_tiles(w, u):
+    """``u[4i + j, o, c] = (G w[o, c] Gᵀ)[i, j]``: G along the columns, then along the rows."""
+    for o in prange(w.shape[0]):
+        for c in range(w.shape[1]):
+            g = w[o, c]  # G g by columns, in float64 (a helper returning them breaks parfors)
+            col0 = expand3(np.float64(g[0, 0]), np.float64(g[1, 0]), np.float64(g[2, 0]))
+            col1 = expand3(np.float64(g[0, 1]), np.float64(g[1, 1]), np.float64(g[2, 1]))
+            col2 = expand3(np.float64(g[0, 2]), np.float64(g[1, 2]), np.float64(g[2, 2]))
+            for i in range(4):
+                row = expand3(col0[i], col1[i], col2[i])
+                for j in range(4):
+                    u[4 * i + j, o, c] = row[j]
+
+
+@kernel
+def weight_tiles_packed(w, packed, m_pad):
+    """``weight_tiles`` written straight into ``simd.pack_rows``'s layout of ``U`` as 16
+    groups of ``[m_pad / MR][C][MR]``: element (k, o, c) at
+    ``((k·m_pad/MR + o/MR)·C + c)·MR + o mod MR``."""
+    outs, chans = w.shape[0], w.shape[1]
+    blocks = m_pad // MR
+    for o in prange(outs):
+        block, lane = o // MR, o % MR
+        for c in range(chans):
+            g = w[o, c]  # G g by columns, in float64 (a helper returning them breaks parfors)
+            col0 = expand3(np.float64(g[0, 0]), np.float64(g[1, 0]), np.float64(g[2, 0]))
+            col1 = expand3(np.float64(g[0, 1]), np.float64(g[1, 1]), np.float64(g[2, 1]))
+            col2 = expand3(np.float64(g[0, 2]), np.float64(g[1, 2]), np.float64(g[2, 2]))
+            for i in range(4):
+                row = expand3(col0[i], col1[i], col2[i])
+                for j in range(4):
+                    k = 4 * i + j
+                    packed[((k * blocks + block) * chans + c) * MR + lane] = row[j]
 
 
 # tiles per row from which the vectorized transforms beat the per-tile ones (measured)

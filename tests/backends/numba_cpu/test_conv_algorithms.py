@@ -181,3 +181,24 @@ def test_batched_transpose_in_register_blocks_and_ragged_edges(shape) -> None:
         dst = np.full((shape[0], shape[2], shape[1]), np.nan, np.float32)
         build(src, dst)
         np.testing.assert_array_equal(dst, src.transpose(0, 2, 1))
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (67, 9), (64, 72)])  # the last: parallel
+def test_winograd_weight_transform_and_packing_follow_the_formula(shape) -> None:
+    """U[4i + j, o, c] = (G w[o, c] Gᵀ)[i, j] in float64, then laid out as the micro-kernel's
+    A operand, directly and rewritten in place (the training step's refresh)."""
+    from cnnir.backends.numba_cpu.kernels import simd
+    from cnnir.backends.numba_cpu.kernels import winograd as wk
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((*shape, 3, 3)).astype(np.float32)
+    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    u = np.einsum("ia,ocab,jb->ijoc", g, w.astype(np.float64), g).reshape(16, *shape)
+    np.testing.assert_array_equal(wk.transform_weights(w, np.float32), u.astype(np.float32))
+    np.testing.assert_array_equal(wk.transform_weights(w.astype(np.float64), np.float64), u)
+    packed = wk.packed_weights(w)
+    np.testing.assert_array_equal(
+        packed, simd.pack_rows(u.astype(np.float32).reshape(16 * shape[0], shape[1]), 16))
+    w2 = rng.standard_normal(w.shape).astype(np.float32)
+    wk.pack_weights_into(w2, packed)
+    np.testing.assert_array_equal(packed, wk.packed_weights(w2))

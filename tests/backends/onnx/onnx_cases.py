@@ -36,7 +36,8 @@ EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 # Smallest convenient input sizes: AlexNet and VGG end in adaptive pools to 6×6 and 7×7,
 # which ONNX can express only when the feature map divides them (224 inputs).
-EXAMPLE_SIZES = {"alexnet": 224, "vgg": 224, "inception": 96, "unet": 32, "siamese": None}
+EXAMPLE_SIZES = {"alexnet": 224, "vgg": 224, "inception": 96, "unet": 32, "siamese": None,
+                 "digits": None, "mnist5k": None, "siamese_digits": None}
 EXAMPLE_FILES = sorted(p.stem for p in EXAMPLES.glob("*.py"))
 
 
