@@ -1,0 +1,1 @@
+"""CUDA kernels and lowerings: the loss family (being written)."""

@@ -1,0 +1,1 @@
+"""CUDA kernels and lowerings: the pool family (being written)."""

@@ -1,0 +1,69 @@
+"""Every op the CUDA backend has a kernel for, in the simulator, against the float64
+reference executor, on the shared op table of ``tests/op_cases.py`` at batch 1; every other
+op is refused by name, and listed in ``UNSUPPORTED``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numba import cuda
+from op_cases import CASES, Case, make_inputs, outputs, reference, trace
+from op_helpers import assert_close
+
+import cnnir
+from cnnir.backends.numba_cuda import KERNELS, UNSUPPORTED
+from cnnir.errors import LoweringError
+from cnnir.ops import REGISTRY
+
+BATCH = 1
+
+
+def compiled_ops(graph: cnnir.Graph) -> set:
+    from cnnir.api import run_passes
+    from cnnir.passes.manager import DEFAULT_INFERENCE_PIPELINE
+
+    return {n.op for n in run_passes(graph, DEFAULT_INFERENCE_PIPELINE).graph.nodes}
+
+
+def runs_on_cuda(case: Case) -> bool:
+    return compiled_ops(trace(case, BATCH)) <= set(KERNELS)
+
+
+SUPPORTED = [c for c in CASES if runs_on_cuda(c)]
+REFUSED = [c for c in CASES if not runs_on_cuda(c)]
+
+
+@pytest.mark.parametrize("case", SUPPORTED, ids=[c.name for c in SUPPORTED])
+def test_op_matches_reference(case: Case) -> None:
+    graph = trace(case, BATCH)
+    inputs = make_inputs(case, BATCH)
+    got = outputs(cnnir.compile(graph, backend="cuda")(*inputs))
+    ref = reference(graph, inputs)
+    assert len(got) == len(ref)
+    for g, r in zip(got, ref):
+        assert g.dtype == np.float32 and g.shape == r.shape
+        assert_close(g, r, case.reduction)
+
+
+@pytest.mark.parametrize("case", REFUSED[:3], ids=[c.name for c in REFUSED[:3]])
+def test_an_op_without_kernel_is_refused_by_name(case: Case) -> None:
+    missing = sorted(op.name for op in compiled_ops(trace(case, BATCH)) - set(KERNELS))
+    with pytest.raises(LoweringError, match=f"the cuda backend has no kernel for {missing[0]}"):
+        cnnir.compile(trace(case, BATCH), backend="cuda")
+
+
+def test_unsupported_lists_exactly_the_ops_without_a_kernel() -> None:
+    assert set(UNSUPPORTED) == set(REGISTRY.values()) - set(KERNELS)
+    assert len(KERNELS) + len(UNSUPPORTED) == len(REGISTRY)
+
+
+def test_device_arrays_in_give_device_arrays_out() -> None:
+    from cnnir import nn
+
+    run = cnnir.compile(nn.Sequential(nn.ReLU(), nn.Sigmoid()), ("N", 3, 4), backend="cuda")
+    x = np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)
+    y_dev = run(cuda.to_device(x))
+    assert not isinstance(y_dev, np.ndarray) and hasattr(y_dev, "copy_to_host")
+    np.testing.assert_allclose(y_dev.copy_to_host(), 1 / (1 + np.exp(-np.maximum(x, 0))),
+                               rtol=1e-6)
+    np.testing.assert_allclose(run(x), y_dev.copy_to_host())
