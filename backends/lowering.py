@@ -277,7 +277,7 @@ class Builder:
         for v in present:
             self.array(v)  # bind first, so make() reads the arrays the steps read
         if not all(v.is_constant for v in present):
-            form = _map_arrays(lambda a: np.array(a, copy=True), make())
+            form = _map_arrays(lambda a: self.memory.upload(np.array(a, copy=True)), make())
             self.run_time_forms.append((form, make))
             return form
         named = [v.name for v in present if v.is_constant and v.const.kind in STATE_KINDS]

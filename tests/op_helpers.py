@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import runpy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -99,3 +101,21 @@ def fused_graph(op, attrs, x_type, w_shape, with_residual: bool) -> cnnir.Graph:
     node = g.add_node(op, [x, w, b, r], attrs)
     g.set_outputs([node.output])
     return g
+
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def example_network(file: str, name: str) -> nn.Module:
+    """The builder ``name`` of ``examples/<file>``, in eval mode, with non-trivial BatchNorm
+    statistics and affine parameters (so folding or epilogue bugs show)."""
+    model = runpy.run_path(str(EXAMPLES / file))[name]()
+    rng = np.random.default_rng(7)
+    for m in model.modules():
+        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            c = m.num_features
+            m.running_mean.data = rng.standard_normal(c) * 0.1
+            m.running_var.data = rng.uniform(0.5, 2.0, c)
+            m.weight.data = rng.uniform(0.5, 1.5, c)
+            m.bias.data = rng.standard_normal(c) * 0.1
+    return model.eval()

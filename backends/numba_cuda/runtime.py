@@ -52,9 +52,12 @@ def blocks(count: int, threads: int = THREADS) -> int:
 
 def launch(kernel: Any, count: int, *args: Any) -> Step:
     """A step launching ``kernel`` over ``count`` work items, one per thread (its body reads
-    ``cuda.grid(1)`` and returns past ``count``)."""
-    configured = kernel[blocks(count), THREADS]
-    return lambda: configured(*args)
+    ``cuda.grid(1)`` and returns past ``count``). The launch is configured at each call:
+    the simulator's ``kernel[grid, block]`` reconfigures the kernel object itself, so one
+    configured at lowering time would run with the last node's grid (and a pre-configured
+    dispatcher is no faster on a GPU)."""
+    grid = blocks(count)
+    return lambda: kernel[grid, THREADS](*args)
 
 
 def _view(buffer: Any, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> Any:
@@ -63,11 +66,13 @@ def _view(buffer: Any, offset: int, dtype: np.dtype, shape: tuple[int, ...]) -> 
 
 
 def _upload(array: np.ndarray) -> Any:
-    return cuda.to_device(np.ascontiguousarray(array))
+    """A device copy of ``array``; a 0-d array stays 0-d (``np.ascontiguousarray`` would
+    make it 1-d)."""
+    return cuda.to_device(np.require(array, requirements="C"))
 
 
 def _overwrite(target: Any, values: np.ndarray) -> None:
-    target.copy_to_device(np.ascontiguousarray(values, dtype=target.dtype))
+    target.copy_to_device(np.require(values, dtype=target.dtype, requirements="C"))
 
 
 CUDA_MEMORY = DeviceMemory(allocate=lambda nbytes: cuda.device_array(max(1, nbytes), np.uint8),

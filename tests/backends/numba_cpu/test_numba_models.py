@@ -3,16 +3,12 @@ input checks a compiled model makes at call time."""
 
 from __future__ import annotations
 
-import runpy
-from pathlib import Path
-
 import numpy as np
 import pytest
+from op_helpers import example_network
 
 import cnnir
 from cnnir import nn
-
-EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 MODELS = [
     ("resnet.py", "resnet18", [(1, 3, 64, 64)]),
@@ -28,27 +24,9 @@ MODELS = [
 ]
 
 
-def build(file: str, name: str) -> nn.Module:
-    model = runpy.run_path(str(EXAMPLES / file))[name]()
-    return randomize_bn(model).eval()
-
-
-def randomize_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial BatchNorm statistics so folding or epilogue bugs show."""
-    rng = np.random.default_rng(7)
-    for m in model.modules():
-        if isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
-            c = m.num_features
-            m.running_mean.data = rng.standard_normal(c) * 0.1
-            m.running_var.data = rng.uniform(0.5, 2.0, c)
-            m.weight.data = rng.uniform(0.5, 1.5, c)
-            m.bias.data = rng.standard_normal(c) * 0.1
-    return model
-
-
 @pytest.mark.parametrize(("file", "name", "shapes"), MODELS, ids=[m[1] for m in MODELS])
 def test_example_model_matches_reference(file: str, name: str, shapes: list) -> None:
-    graph = cnnir.trace(build(file, name), shapes if len(shapes) > 1 else shapes[0])
+    graph = cnnir.trace(example_network(file, name), shapes if len(shapes) > 1 else shapes[0])
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     got = cnnir.compile(graph)(*xs)
