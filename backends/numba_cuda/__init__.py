@@ -29,6 +29,7 @@ from cnnir.backends.numba_cuda import (  # noqa: F401  (lowerings register on im
     elementwise,
     linear,
     loss,
+    loss_grad,
     norm,
     pool,
     tensor,

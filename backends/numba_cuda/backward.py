@@ -462,7 +462,8 @@ def adam_kernel(p, g, hyper, row, m, v, vmax, amsgrad, decoupled, p_out, m_out, 
     m_out[i] = mi
     v_out[i] = vi
     if amsgrad:
-        vi = max(float64(vmax[i]), vi)
+        old = float64(vmax[i])  # (max() of two floats does not compile for CUDA)
+        vi = old if old > vi or old != old else vi
         vmax_out[i] = vi
     p_out[i] = w - step_size * mi / (math.sqrt(vi) / bc2_sqrt + eps)
 

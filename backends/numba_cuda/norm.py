@@ -89,7 +89,8 @@ def batch_statistics_kernel(x, out, gamma, beta, eps, channels, inner):
     if t == 0:
         count = batch * inner
         shifted_mean = sums[0] / count
-        var = max(squares[0] / count - shifted_mean * shifted_mean, 0.0)
+        var = squares[0] / count - shifted_mean * shifted_mean
+        var = 0.0 if var < 0.0 else var  # (max() of two floats does not compile for CUDA)
         coef[0] = shifted_mean
         coef[1] = gamma[c] / math.sqrt(var + eps)
     cuda.syncthreads()
