@@ -353,12 +353,14 @@ class Builder:
         return candidates[name]
 
 
-def lower_nodes(builder: Builder, kernels: KernelTable) -> list[tuple[Node, Step]]:
+def lower_nodes(builder: Builder, kernels: KernelTable,
+                progress: Callable[[int, int], None] | None = None) -> list[tuple[Node, Step]]:
     """Each node's step, from its lowering in ``kernels`` (a lowering may return None for a
-    node that needs no work); a failure names the node."""
+    node that needs no work); a failure names the node. ``progress(done, total)`` is called
+    after each node (lowering compiles and tunes its kernels: the slow part of compiling)."""
     kernels.check_supports(builder.graph)
     schedule = []
-    for node in builder.graph.nodes:
+    for done, node in enumerate(builder.graph.nodes, 1):
         builder.run_time_forms = []
         try:
             step = kernels[node.op](builder, node)
@@ -369,6 +371,8 @@ def lower_nodes(builder: Builder, kernels: KernelTable) -> list[tuple[Node, Step
             written = [builder.aliases[id(v)].name for v in node.outputs
                        if id(v) in builder.aliases]
             schedule.append((node, _marking(builder.state, written, step) if written else step))
+        if progress is not None:
+            progress(done, len(builder.graph.nodes))
     return schedule
 
 

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import gc
 import inspect
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from cnnir.backend import CompiledGraph, get_backend
-from cnnir.errors import CnnirError
+from cnnir.backend import CompiledGraph, check_input_sizes, get_backend
+from cnnir.errors import CnnirError, ShapeError
 from cnnir.frontend.module import Module
 from cnnir.frontend.tensor import Tensor
 from cnnir.frontend.tracer import Tracer, tracing
@@ -29,18 +30,36 @@ if TYPE_CHECKING:
 InputSpec = Any  # a shape tuple, a TensorType, or a list of them
 
 
+SPEC_FORMS = ("give a shape like (1, 3, 224, 224) or [1, 3, 224, 224] (a symbolic batch: "
+              "('N', 3, 224, 224)), a cnnir.TensorType, or a list of them for several inputs; "
+              "on the command line --input-shape 1x3x224x224, Nx3x224x224 or N,3,224,224")
+
+
 def input_types(spec: InputSpec, dtype: str = "float32") -> list[TensorType]:
-    """``(1, 3, 224, 224)`` -> one input; ``[(1, 3, 8, 8), (1, 3, 8, 8)]`` -> two. Plain
-    shapes hold ``dtype`` (a model's own float dtype: ``model_dtype``)."""
+    """``(1, 3, 224, 224)`` or ``[1, 3, 224, 224]`` -> one input; ``[(1, 3, 8, 8),
+    (1, 3, 8, 8)]`` -> two. Plain shapes hold ``dtype`` (a model's own float dtype:
+    ``model_dtype``). Sizes are positive ints or symbol names; floats, bools and other
+    objects are refused."""
     if isinstance(spec, TensorType):
         return [spec]
-    if isinstance(spec, tuple) and all(isinstance(d, (int, str)) for d in spec):
-        return [TensorType(spec, dtype)]
+    if isinstance(spec, (list, tuple)) and spec and not any(
+            isinstance(d, (list, tuple, TensorType)) for d in spec):
+        return [TensorType(tuple(_dim(d, spec) for d in spec), dtype)]
     if isinstance(spec, (list, tuple)) and spec:
         return [t for item in spec for t in input_types(item, dtype)]
-    raise CnnirError(f"cannot read an input spec from {spec!r}",
-                     hint="give a shape tuple like (1, 3, 224, 224), a cnnir.TensorType, or a "
-                          "list of them for several inputs")
+    raise ShapeError(f"cannot read an input spec from {spec!r}", hint=SPEC_FORMS)
+
+
+def _dim(d: Any, spec: Any) -> int | str:
+    if isinstance(d, (int, np.integer)) and not isinstance(d, (bool, np.bool_)):
+        if d < 0:
+            raise ShapeError(f"input shape {list(spec)} has a negative size {d}",
+                             hint=SPEC_FORMS)
+        return int(d)  # a zero is refused by check_input_sizes, which knows the input's name
+    if isinstance(d, str) and d.strip():
+        return d
+    raise ShapeError(f"input shape {list(spec)} has a {type(d).__name__} {d!r} as a size: "
+                     f"sizes are whole numbers or symbol names", hint=SPEC_FORMS)
 
 
 def model_dtype(model: Module) -> str:
@@ -61,6 +80,27 @@ def _input_names(model: Module, count: int) -> list[str]:
     if len(names) >= count:
         return names[:count]
     return [f"input{i}" for i in range(count)]
+
+
+def _check_arity(model: Module, count: int) -> None:
+    """Refuse a number of input specs ``forward`` cannot take, naming its inputs."""
+    try:
+        signature = inspect.signature(model.forward)
+        signature.bind(*range(count))
+    except ValueError:  # no signature to check (a builtin): forward itself will say
+        return
+    except TypeError:
+        params = [p for p in signature.parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        required = [p.name for p in params if p.default is p.empty]
+        takes = (f"{len(required)}" if len(required) == len(params)
+                 else f"{len(required)} to {len(params)}")
+        names = ", ".join(p.name for p in params) or "none"
+        raise CnnirError(
+            f"{type(model).__name__}.forward takes {takes} input(s) ({names}) but {count} "
+            f"input shape(s) were given",
+            hint="give one shape per input: input_shape = [(1, 3, 32, 32), (1, 3, 32, 32)] "
+                 "in a model file, or one --input-shape per input") from None
 
 
 def _flatten_outputs(result: Any) -> list[Tensor]:
@@ -111,8 +151,10 @@ def _trace(model: Module, types: list[TensorType], finish: Any, *,
         model.train(training)
     try:
         with gc_paused(), tracing(tracer):
+            _check_arity(model, len(types))
             args = [Tensor(graph.add_input(n, t), tracer)
                     for n, t in zip(_input_names(model, len(types)), types)]
+            check_input_sizes(graph.inputs)
             out = model(*args)
             target_types = targets(out)
             extra = [Tensor(graph.add_input(n, t), tracer)
@@ -187,13 +229,37 @@ def compile(model_or_graph: Module | Graph, inputs: InputSpec | None = None, *, 
     """A callable on numpy arrays that runs the graph on ``backend`` (``"numba"``, the CPU;
     ``"reference"``, the float64 oracle; ``"cuda"``), see ``cnnir.backend``.
 
+    A model is compiled for inference, in eval mode (dropout off, BatchNorm on its running
+    statistics), whatever its mode; a model left in training mode whose graph depends on
+    the mode gets a ``UserWarning`` naming ``model.eval()``. To run training-mode semantics,
+    compile a graph traced in that mode: ``cnnir.compile(cnnir.trace(model, shape))``.
+
     >>> run = cnnir.compile(model, (1, 3, 224, 224), backend="numba")
     >>> y = run(np.zeros((1, 3, 224, 224), np.float32))
     """
     module = get_backend(backend)
     if dtype is not None:  # else the backend's default: float32, or float64 for "reference"
         options["dtype"] = dtype
-    return module.compile_graph(_graph_of(model_or_graph, inputs), **options)
+    graph = _graph_of(model_or_graph, inputs)
+    if isinstance(model_or_graph, Module) and model_or_graph.training:
+        _warn_if_mode_matters(model_or_graph, inputs, graph)
+    check_input_sizes(graph.inputs)
+    return module.compile_graph(graph, **options)
+
+
+def _warn_if_mode_matters(model: Module, inputs: InputSpec, eval_graph: Graph) -> None:
+    """Warn when ``model`` (in training mode) traces differently in training mode than the
+    eval-mode graph ``cnnir.compile`` runs."""
+    def ops(graph: Graph) -> list[tuple[str, str]]:
+        return [(n.op.name, repr(n.attrs)) for n in graph.nodes]
+
+    if ops(trace(model, inputs, training=True)) != ops(eval_graph):
+        warnings.warn(
+            f"cnnir.compile runs {type(model).__name__} in eval mode (dropout off, BatchNorm "
+            f"on its running statistics) although the model is in training mode; call "
+            f"model.eval() before compiling to say so, or compile "
+            f"cnnir.trace(model, shape) to run it in training mode",
+            UserWarning, stacklevel=3)
 
 
 def run_passes(graph: Graph, passes: Sequence[str], **options: Any) -> PassResult:

@@ -15,6 +15,9 @@ A ``CompiledGraph`` reports ``planned_bytes`` (activation buffers of its latest 
 bound by reference (``cnnir.backends.lowering.ProgramState``), so that a training step can
 update them in place and every program sharing the state sees the change.
 
+Every backend checks a call with ``check_call`` (one array per input, its shape, no empty
+input, its dtype: the same LoweringError messages everywhere, docs/api.md).
+
 ``get_backend(name)`` imports a backend lazily, by name, and checks it is available: the core
 itself never imports one (``import cnnir`` stays free of numba).
 """
@@ -22,10 +25,12 @@ itself never imports one (``import cnnir`` stays free of numba).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from cnnir.errors import LoweringError
+import numpy as np
+
+from cnnir.errors import LoweringError, ShapeError
 from cnnir.ir import Graph, Value
 from cnnir.ir.types import evaluate_dim, is_static, shape_str
 from cnnir.ops import OpDef
@@ -35,6 +40,10 @@ BACKENDS: dict[str, str] = {
     "reference": "cnnir.backends.reference",
     "cuda": "cnnir.backends.numba_cuda",
 }
+
+EMPTY_HINT = ("cnnir refuses empty tensors where PyTorch would return empty outputs: give "
+              "every input at least one sample and a size of at least 1 on every dim")
+
 
 class KernelTable(dict):
     """A backend's kernels (or lowerings), registered against OpDef objects:
@@ -88,7 +97,7 @@ class Backend(Protocol):
     """What a backend module provides (see the module docstring)."""
 
     KERNELS: Mapping[OpDef, Any]
-    UNSUPPORTED: frozenset[OpDef]
+    UNSUPPORTED: Collection[OpDef]  # a frozenset, or a mapping to the reason
 
     def check_available(self) -> None: ...
 
@@ -151,5 +160,72 @@ def _check_derived_dims(value: Value, shape: tuple[int, ...], env: dict[str, int
                 f"{shape_str(value.type.shape)} gives {expected} for the bound symbols {env}")
 
 
-__all__ = ["BACKENDS", "Backend", "CompiledGraph", "KernelTable", "bind_input_shapes",
-           "get_backend"]
+def check_input_sizes(inputs: Sequence[Value]) -> None:
+    """Refuse graph inputs typed with a zero size (a ShapeError naming the input)."""
+    for value in inputs:
+        for axis, dim in enumerate(value.type.shape):
+            if is_static(dim) and dim <= 0:
+                raise ShapeError(f"input '{value.name}' has shape {shape_str(value.type.shape)}"
+                                 f", size {dim} on dim {axis}: cnnir refuses empty inputs",
+                                 hint=EMPTY_HINT)
+
+
+def is_numpy_array(x: Any) -> bool:
+    return isinstance(x, np.ndarray)
+
+
+def check_call(graph: Graph, arrays: Sequence[Any], dtype: np.dtype, *, cast: bool = False,
+               is_array: Callable[[Any], bool] = is_numpy_array,
+               ) -> tuple[list[Any], dict[str, int]]:
+    """The call-time contract of every backend (docs/api.md, "Calling a compiled model"):
+    one array per graph input (``is_array``: a numpy array, or a device array on the GPU; a
+    number or numpy scalar becomes a 0-d array), each of the rank and shape of its input's
+    type, symbolic dims agreeing across inputs and none of size 0, floats in ``dtype`` (with
+    ``cast``, the reference backend's, any real array, converted by the caller) and integer
+    inputs as integer arrays. A violation is a ``LoweringError`` naming the input. Returns
+    the arrays and the sizes bound to symbolic dims."""
+    inputs = graph.inputs
+    if len(arrays) != len(inputs):
+        names = ", ".join(f"'{v.name}' {v.type}" for v in inputs)
+        raise LoweringError(f"graph '{graph.name}' takes {len(inputs)} input(s) ({names}) but "
+                            f"was called with {len(arrays)}",
+                            hint="pass one array per graph input, in order")
+    arrays = [np.asarray(a) if isinstance(a, (int, float, np.generic)) else a for a in arrays]
+    for value, array in zip(inputs, arrays):
+        if not is_array(array):
+            want = dtype if np.dtype(value.type.dtype).kind == "f" else value.type.dtype
+            raise LoweringError(
+                f"input '{value.name}' is a {type(array).__name__}, not an array (it expects "
+                f"{value.type})", hint=f"pass np.asarray(x, dtype=np.{np.dtype(want)})")
+    shapes = [tuple(a.shape) for a in arrays]
+    env = bind_input_shapes(inputs, shapes)
+    for value, shape in zip(inputs, shapes):
+        if 0 in shape:
+            raise LoweringError(f"input '{value.name}' has shape {list(shape)}, size 0 on dim "
+                                f"{shape.index(0)}: cnnir refuses empty inputs", hint=EMPTY_HINT)
+    for value, array in zip(inputs, arrays):
+        _check_dtype(value, np.dtype(array.dtype), np.dtype(dtype), cast)
+    return arrays, env
+
+
+def _check_dtype(value: Value, got: np.dtype, dtype: np.dtype, cast: bool) -> None:
+    where = f"input '{value.name}'"
+    if got.kind not in "biuf":
+        raise LoweringError(f"{where} has dtype {got}, expected a numeric array for {value.type}")
+    kind = np.dtype(value.type.dtype).kind
+    if kind != "f":
+        if got.kind != kind and not (kind in "iu" and got.kind in "iu"):
+            what = "integer" if kind in "iu" else "bool"
+            raise LoweringError(f"{where} is typed {value.type} ({what}) but got a {got} array",
+                                hint=f"pass x.astype(np.{value.type.dtype}) (class indices are "
+                                     f"integers)")
+        return
+    if got != dtype and not cast:
+        also = f", or compile with dtype='{got}'" if got.kind == "f" else ""
+        raise LoweringError(f"{where} must be {dtype} but got {got}",
+                            hint=f"cast it: x.astype(np.{dtype}){also}; cnnir never casts inputs "
+                                 f"(the reference backend converts them to its compute dtype)")
+
+
+__all__ = ["BACKENDS", "EMPTY_HINT", "Backend", "CompiledGraph", "KernelTable",
+           "bind_input_shapes", "check_call", "check_input_sizes", "get_backend"]

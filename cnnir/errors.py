@@ -22,6 +22,16 @@ class CnnirError(Exception):
         return err
 
 
+def check_output_dir(path: object) -> None:
+    """Refuse a file path whose folder does not exist, before any work is done for it."""
+    import os
+
+    folder = os.path.dirname(os.path.abspath(os.fspath(path)))
+    if not os.path.isdir(folder):
+        raise CnnirError(f"cannot write {os.fspath(path)}: the directory {folder} does not exist",
+                         hint=f"create it first (mkdir -p {folder}) or write somewhere else")
+
+
 class ShapeError(CnnirError):
     """Inputs or attributes that break an op's shape rule."""
 

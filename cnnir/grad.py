@@ -80,7 +80,9 @@ def running_stat_updates(graph: Graph) -> dict[str, Value]:
     from cnnir.ops.norm import BatchNormUpdateAttrs, batch_norm_update
 
     latest: dict[str, Value] = {}
-    for node in [n for n in graph.nodes if n.op is ops.batch_norm and n.attrs.training]:
+    recomputed = getattr(graph, "recomputed", None) or set()  # checkpointing's second pass
+    for node in [n for n in graph.nodes if n.op is ops.batch_norm and n.attrs.training
+                 and n.name not in recomputed]:
         x, mean, var = node.inputs[:3]
         if mean is None or not mean.is_constant:
             continue

@@ -121,6 +121,8 @@ def training_lines(report: CostReport, label: str) -> list[str]:
         f"{human(c.backward_flops)} FLOPs",
         f"Training memory{label}: saved activations {c.saved_activation_bytes / mib:.2f} MiB, "
         f"gradients {c.gradient_bytes / mib:.2f} MiB, peak {c.peak_bytes / mib:.2f} MiB",
+        *([f"Checkpointing{label}: {human(c.recompute_flops)} FLOPs recomputed in the "
+           f"backward (included above)"] if c.recompute_flops else []),
     ]
 
 

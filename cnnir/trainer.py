@@ -55,7 +55,7 @@ from cnnir.api import input_types, trace
 from cnnir.errors import CnnirError
 from cnnir.frontend.model_file import instantiate, run_user_file, split_spec
 from cnnir.frontend.module import Module
-from cnnir.frontend.weights import write_npz
+from cnnir.frontend.weights import read_npz, write_npz
 from cnnir.ir import TensorType
 from cnnir.optim import lr_scheduler
 from cnnir.train import compile_train, with_output
@@ -191,12 +191,8 @@ def check_labels(name: str, y: np.ndarray, classes: int) -> None:
 
 def read_checkpoint(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     """The arrays of a checkpoint, read without pickle."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {name: npz[name] for name in npz.files}
-    except (ValueError, OSError, EOFError, AttributeError) as err:
-        raise CnnirError(f"cannot read the checkpoint {path}: {err}",
-                         hint="checkpoints are .npz files written by cnnir train") from None
+    arrays = read_npz(path, "the checkpoint",
+                      hint="checkpoints are .npz files written by cnnir train")
     if "meta" not in arrays or "optimizer/param_groups" not in arrays:
         raise CnnirError(f"{path} is not a cnnir train checkpoint (no meta or optimizer "
                          "state)", hint="weights saved with cnnir.save load with cnnir.load")

@@ -18,9 +18,11 @@ from cnnir.ops.activation import (
     DropoutAttrs,
     EluAttrs,
     GeluAttrs,
+    HardtanhAttrs,
     LeakyReluAttrs,
     RReluAttrs,
     SoftmaxAttrs,
+    SoftplusAttrs,
 )
 from cnnir.ops.conv import Conv2dAttrs, ConvTranspose2dAttrs, normalize_padding
 from cnnir.ops.loss import (
@@ -32,9 +34,9 @@ from cnnir.ops.loss import (
     SmoothL1Attrs,
     TripletAttrs,
 )
-from cnnir.ops.norm import BatchNormAttrs
+from cnnir.ops.norm import BatchNormAttrs, GroupNormAttrs, LayerNormAttrs
 from cnnir.ops.pool import AdaptivePoolAttrs, AvgPoolAttrs, InterpolateAttrs, PoolAttrs
-from cnnir.ops.registry import OpDef, pair
+from cnnir.ops.registry import OpDef, pair, require
 from cnnir.ops.tensor import (
     ChannelShuffleAttrs,
     DimAttrs,
@@ -78,6 +80,31 @@ def conv2d(input: Tensor, weight: Any, bias: Any = None, stride: Any = 1, paddin
                  dilation=dilation, groups=groups)
 
 
+def conv1d(input: Tensor, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1) -> Tensor:
+    """conv2d on (N, C, 1, L) with a (O, C/g, 1, k) view of the weight, the result
+    reshaped back to (N, O, L_out)."""
+    def one(v: Any, name: str) -> int:
+        v = v[0] if isinstance(v, (tuple, list)) and len(v) == 1 else v
+        build_attrs(lambda: require(isinstance(v, int), f"{name} must be an int or a "
+                                    f"1-tuple, got {v!r}"), "conv1d")
+        return v
+
+    shape = _shape_of(weight)
+    build_attrs(lambda: require(len(shape) == 3, f"expects a 3-D weight (out_channels, "
+                                f"in_channels/groups, kernel) but it is {list(shape)}"), "conv1d")
+    build_attrs(lambda: require(input.ndim in (2, 3), f"expects a 2-D (C, L) or 3-D (N, C, L) "
+                                f"input but it is {list(input.shape)}"), "conv1d")
+    if input.ndim == 2:  # unbatched
+        return squeeze(conv1d(unsqueeze(input, 0), weight, bias, stride, padding, dilation,
+                              groups), 0)
+    pad = padding if isinstance(padding, str) else (0, one(padding, "padding"))
+    w = reshape(weight, (shape[0], shape[1], 1, shape[2]))
+    y = conv2d(unsqueeze(input, -2), w, bias, (1, one(stride, "stride")), pad,
+               (1, one(dilation, "dilation")), groups)
+    return squeeze(y, -2)
+
+
 def conv_transpose2d(input: Tensor, weight: Any, bias: Any = None, stride: Any = 1,
                      padding: Any = 0, output_padding: Any = 0, groups: int = 1,
                      dilation: Any = 1) -> Tensor:
@@ -111,6 +138,33 @@ def batch_norm(input: Tensor, running_mean: Any, running_var: Any, weight: Any =
                eps: float = 1e-5) -> Tensor:
     return _emit(ops.batch_norm, [input, running_mean, running_var, weight, bias],
                  BatchNormAttrs, training=training, momentum=momentum, eps=eps)
+
+
+def group_norm(input: Tensor, num_groups: int, weight: Any = None, bias: Any = None,
+               eps: float = 1e-5) -> Tensor:
+    return _emit(ops.group_norm, [input, weight, bias], GroupNormAttrs, num_groups=num_groups,
+                 eps=eps)
+
+
+def layer_norm(input: Tensor, normalized_shape: Any, weight: Any = None, bias: Any = None,
+               eps: float = 1e-5) -> Tensor:
+    return _emit(ops.layer_norm, [input, weight, bias], LayerNormAttrs,
+                 normalized_shape=normalized_shape, eps=eps)
+
+
+def instance_norm(input: Tensor, running_mean: Any = None, running_var: Any = None,
+                  weight: Any = None, bias: Any = None, use_input_stats: bool = True,
+                  momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Statistics per sample and channel (group_norm with one channel per group); with
+    ``use_input_stats=False``, the running statistics (batch_norm in eval). Updating running
+    statistics from the input is not supported."""
+    if not use_input_stats:
+        return batch_norm(input, running_mean, running_var, weight, bias, False, momentum, eps)
+    if running_mean is not None:
+        build_attrs(lambda: require(False, "cannot update running statistics from the "
+                                    "input", "use track_running_stats=False, or eval mode "
+                                    "(running statistics)"), "instance_norm")
+    return group_norm(input, input.shape[1], weight, bias, eps)
 
 
 def dropout(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
@@ -164,6 +218,19 @@ def leaky_relu(input: Tensor, negative_slope: float = 0.01, inplace: bool = Fals
 
 def elu(input: Tensor, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     return _emit(ops.elu, [input], EluAttrs, alpha=alpha)
+
+
+def hardtanh(input: Tensor, min_val: float = -1.0, max_val: float = 1.0,
+             inplace: bool = False) -> Tensor:
+    return _emit(ops.hardtanh, [input], HardtanhAttrs, min_val=min_val, max_val=max_val)
+
+
+def softplus(input: Tensor, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    return _emit(ops.softplus, [input], SoftplusAttrs, beta=beta, threshold=threshold)
+
+
+def mish(input: Tensor, inplace: bool = False) -> Tensor:
+    return _emit(ops.mish, [input])
 
 
 def prelu(input: Tensor, weight: Any) -> Tensor:
@@ -237,6 +304,41 @@ def pad(input: Tensor, pad: Sequence[int], mode: str = "constant", value: float 
     if mode != "constant":
         raise CnnirError(f"F.pad mode {mode!r} is not supported", hint="use mode='constant'")
     return _emit(ops.pad, [input], PadAttrs, pads=tuple(int(p) for p in pad), value=float(value))
+
+
+def pixel_shuffle(input: Tensor, upscale_factor: int) -> Tensor:
+    """(*, C·r², H, W) -> (*, C, H·r, W·r): a reshape, a transpose and a reshape."""
+    r = upscale_factor
+    *lead, c, h, w = _pixel_input(input, r, "pixel_shuffle")
+    build_attrs(lambda: require(c % (r * r) == 0, f"expects its input's number of channels "
+                                f"to be divisible by the square of upscale_factor, but input."
+                                f"size(-3)={c} is not divisible by {r * r}"), "pixel_shuffle")
+    k = len(lead)
+    x = reshape(input, (*lead, c // (r * r), r, r, h, w))
+    x = permute(x, (*range(k + 1), k + 3, k + 1, k + 4, k + 2))
+    return reshape(x, (*lead, c // (r * r), h * r, w * r))
+
+
+def pixel_unshuffle(input: Tensor, downscale_factor: int) -> Tensor:
+    """(*, C, H·r, W·r) -> (*, C·r², H, W), pixel_shuffle's inverse."""
+    r = downscale_factor
+    *lead, c, h, w = _pixel_input(input, r, "pixel_unshuffle")
+    build_attrs(lambda: require(h % r == 0 and w % r == 0, f"expects height {h} and width {w} "
+                                f"to be divisible by downscale_factor={r}"), "pixel_unshuffle")
+    k = len(lead)
+    x = reshape(input, (*lead, c, h // r, r, w // r, r))
+    x = permute(x, (*range(k + 1), k + 2, k + 4, k + 1, k + 3))
+    return reshape(x, (*lead, c * r * r, h // r, w // r))
+
+
+def _pixel_input(input: Tensor, r: Any, where: str) -> tuple:
+    shape = tuple(input.shape)
+    build_attrs(lambda: require(isinstance(r, int) and r >= 1, f"the factor must be a "
+                                f"positive int, got {r!r}"), where)
+    build_attrs(lambda: require(len(shape) >= 3 and all(isinstance(d, int) for d in shape[-3:]),
+                                f"expects an input (*, C, H, W) with static C, H, W but it is "
+                                f"{list(shape)}"), where)
+    return shape
 
 
 def channel_shuffle(input: Tensor, groups: int) -> Tensor:

@@ -15,8 +15,9 @@ from cnnir.frontend import init
 from cnnir.frontend.module import Buffer, Module, Parameter
 from cnnir.frontend.tensor import Tensor
 from cnnir.frontend.tracer import build_attrs
-from cnnir.ops.activation import DropoutAttrs, RReluAttrs
+from cnnir.ops.activation import DropoutAttrs, RReluAttrs, SoftplusAttrs
 from cnnir.ops.conv import Conv2dAttrs, ConvTranspose2dAttrs, normalize_padding
+from cnnir.ops.norm import GroupNormAttrs, LayerNormAttrs
 from cnnir.ops.pool import AdaptivePoolAttrs, AvgPoolAttrs, InterpolateAttrs, PoolAttrs
 from cnnir.ops.registry import pair, positive_pair, require
 
@@ -62,6 +63,33 @@ class Conv2d(Module):
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"stride={self.attrs.stride}, padding={self.padding}, groups={self.groups}")
+
+
+class Conv1d(Module):
+    """Runs as conv2d on a (N, C, 1, L) view (``F.conv1d``); the weight is (O, C/g, k)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: str = "float32") -> None:
+        super().__init__()
+        _check_channels("Conv1d", in_channels, out_channels, groups)
+        k = kernel_size[0] if isinstance(kernel_size, (tuple, list)) else kernel_size
+        build_attrs(lambda: require(isinstance(k, int) and k >= 1, f"kernel_size must be a "
+                                    f"positive int, got {kernel_size!r}"), "Conv1d")
+        require(padding_mode == "zeros", f"padding_mode {padding_mode!r} is not supported")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.padding, self.dilation = (k,), stride, padding, dilation
+        self.weight = Parameter((out_channels, in_channels // groups, k), dtype=dtype)
+        self.bias = Parameter((out_channels,), dtype=dtype) if bias else None
+        init.default_weight_and_bias(self.weight, self.bias, in_channels // groups * k)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv1d(x, self.weight, self.bias, self.stride, self.padding, self.dilation,
+                        self.groups)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, groups={self.groups}")
 
 
 class ConvTranspose2d(Module):
@@ -177,6 +205,89 @@ class BatchNorm2d(_BatchNorm):
                                     f"{list(x.shape)})"), "BatchNorm2d")
 
 
+class GroupNorm(Module):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5,
+                 affine: bool = True, device: Any = None, dtype: str = "float32") -> None:
+        super().__init__()
+        build_attrs(GroupNormAttrs, "GroupNorm", num_groups=num_groups, eps=eps)
+        build_attrs(lambda: require(num_channels % num_groups == 0, f"num_channels="
+                                    f"{num_channels} must be divisible by num_groups="
+                                    f"{num_groups}"), "GroupNorm")
+        self.num_groups, self.num_channels, self.eps = num_groups, num_channels, eps
+        self.affine = affine
+        self.weight = init.ones_(Parameter((num_channels,), dtype=dtype)) if affine else None
+        self.bias = Parameter((num_channels,), dtype=dtype) if affine else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class LayerNorm(Module):
+    def __init__(self, normalized_shape: Any, eps: float = 1e-5,
+                 elementwise_affine: bool = True, bias: bool = True, device: Any = None,
+                 dtype: str = "float32") -> None:
+        super().__init__()
+        shape = build_attrs(LayerNormAttrs, "LayerNorm", normalized_shape=normalized_shape,
+                            eps=eps).normalized_shape
+        self.normalized_shape, self.eps = shape, eps
+        self.elementwise_affine = elementwise_affine
+        affine = elementwise_affine
+        self.weight = init.ones_(Parameter(shape, dtype=dtype)) if affine else None
+        self.bias = Parameter(shape, dtype=dtype) if affine and bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")
+
+
+class _InstanceNorm(_BatchNorm):
+    """Statistics per sample and channel (``F.instance_norm``); with track_running_stats,
+    eval mode normalizes with the running statistics, and training mode, which would update
+    them, is refused."""
+
+    spatial_dims = 2
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = False, track_running_stats: bool = False, device: Any = None,
+                 dtype: str = "float32") -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats,
+                         dtype=dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        name, rank = type(self).__name__, self.spatial_dims + 2
+        build_attrs(lambda: require(x.ndim in (rank - 1, rank), f"expected {rank - 1}D or "
+                                    f"{rank}D input (got {x.ndim}D input {list(x.shape)})"),
+                    name)
+        unbatched = x.ndim == rank - 1
+        if unbatched:
+            x = F.unsqueeze(x, 0)
+        build_attrs(lambda: require(
+            not (self.training and self.track_running_stats), "training with "
+            "track_running_stats=True (updating running statistics) is not supported",
+            "use track_running_stats=False, or call model.eval()"), name)
+        y = F.instance_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            not self.track_running_stats, self.momentum, self.eps)
+        return F.squeeze(y, 0) if unbatched else y
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class InstanceNorm1d(_InstanceNorm):
+    spatial_dims = 1
+
+
+class InstanceNorm2d(_InstanceNorm):
+    spatial_dims = 2
+
+
 class Dropout(Module):
     def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
         super().__init__()
@@ -208,6 +319,7 @@ Tanh = _activation("Tanh", F.tanh, "tanh(x)")
 SiLU = _activation("SiLU", F.silu, "x·sigmoid(x)")
 Hardsigmoid = _activation("Hardsigmoid", F.hardsigmoid, "min(max(x + 3, 0), 6) / 6")
 Hardswish = _activation("Hardswish", F.hardswish, "x·min(max(x + 3, 0), 6) / 6")
+Mish = _activation("Mish", F.mish, "x·tanh(softplus(x))")
 
 
 class GELU(Module):
@@ -235,6 +347,36 @@ class ELU(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.elu(x, self.alpha)
+
+
+class Hardtanh(Module):
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False,
+                 min_value: float | None = None, max_value: float | None = None) -> None:
+        super().__init__()
+        self.min_val = min_val if min_value is None else min_value
+        self.max_val = max_val if max_value is None else max_value
+        build_attrs(lambda: require(self.max_val > self.min_val,
+                                    f"needs max_val > min_val, got min_val={self.min_val}, "
+                                    f"max_val={self.max_val}"), "Hardtanh")
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.hardtanh(x, self.min_val, self.max_val)
+
+    def extra_repr(self) -> str:
+        return f"min_val={self.min_val}, max_val={self.max_val}"
+
+
+class Softplus(Module):
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta, self.threshold = beta, threshold
+        build_attrs(SoftplusAttrs, "Softplus", beta=beta, threshold=threshold)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.softplus(x, self.beta, self.threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
 
 
 class PReLU(Module):
@@ -373,6 +515,30 @@ class ChannelShuffle(Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.channel_shuffle(x, self.groups)
+
+
+class PixelShuffle(Module):
+    def __init__(self, upscale_factor: int) -> None:
+        super().__init__()
+        self.upscale_factor = upscale_factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pixel_shuffle(x, self.upscale_factor)
+
+    def extra_repr(self) -> str:
+        return f"upscale_factor={self.upscale_factor}"
+
+
+class PixelUnshuffle(Module):
+    def __init__(self, downscale_factor: int) -> None:
+        super().__init__()
+        self.downscale_factor = downscale_factor
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.pixel_unshuffle(x, self.downscale_factor)
+
+    def extra_repr(self) -> str:
+        return f"downscale_factor={self.downscale_factor}"
 
 
 class ZeroPad2d(Module):

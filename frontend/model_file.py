@@ -2,13 +2,15 @@
 
 A model file is Python: loading it RUNS it, exactly as ``python path.py`` would (its folder
 goes on ``sys.path`` while it runs), so only load files you trust. It defines ``model`` (an
-``nn.Module`` or a zero-argument callable returning one) and ``input_shape`` (a tuple, or a
-list of tuples for several inputs); ``:NAME`` picks another top-level callable, whose own
-``input_shape`` attribute, if any, overrides the file's.
+``nn.Module`` or a zero-argument callable returning one) and ``input_shape`` (a tuple or list
+of sizes, or a list of them for several inputs); ``:NAME`` picks another top-level callable,
+whose own ``input_shape`` attribute, if any, overrides the file's. Only ``.py`` files are
+run.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import runpy
 import sys
@@ -52,9 +54,20 @@ def run_user_file(path: str) -> dict[str, Any]:
 
 
 def _builders(namespace: dict[str, Any]) -> list[str]:
-    return sorted(k for k, v in namespace.items()
-                  if callable(v) and not k.startswith("_") and not isinstance(v, type)
-                  and getattr(v, "__module__", None) == "__cnnir_model__")
+    """What ``path.py:NAME`` can build: module instances, and the file's own functions and
+    classes whose parameters all have defaults."""
+    return sorted(k for k, v in namespace.items() if not k.startswith("_") and (
+        isinstance(v, Module) or (callable(v) and getattr(v, "__module__", None) ==
+                                  "__cnnir_model__" and _takes_no_arguments(v))))
+
+
+def _takes_no_arguments(fn: Any) -> bool:
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return all(p.default is not p.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+               for p in params)
 
 
 def instantiate(obj: Any, what: str) -> Module:
@@ -79,13 +92,16 @@ def load_model_file(spec: str, input_shapes: Any = None) -> LoadedModel:
     if path.endswith(".onnx"):
         raise ModelFormatError(f"{path} is an ONNX file: import it with cnnir.load_onnx(path) "
                                f"(the command line does this for MODEL paths ending in .onnx)")
+    if not path.endswith(".py"):
+        raise ModelFormatError(f"{path} is neither a .py model file nor an .onnx file",
+                               hint="MODEL is path.py, path.py:NAME or path.onnx")
     namespace = run_user_file(path)
     key = name or "model"
     if key not in namespace:
         found = ", ".join(_builders(namespace)) or "none"
         raise ModelFormatError(
             f"{path} defines no {'callable ' + repr(name) if name else 'network'}"
-            f" (callables found: {found})",
+            f" (what it can build: {found})",
             hint="define `model` (an nn.Module or a builder) and `input_shape`, or pick a "
                  "builder with path.py:NAME",
         )

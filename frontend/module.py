@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from cnnir.errors import CnnirError, ModelFormatError
-from cnnir.ir import ConstantData, TensorType
+from cnnir.ir import ConstantData, TensorType, user_location
 
 Initializer = Callable[[tuple[int, ...], np.random.Generator], np.ndarray]
 
@@ -186,6 +186,7 @@ class Module:
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
         object.__setattr__(self, "training", True)
+        object.__setattr__(self, "_created_at", user_location())  # for errors at trace time
 
     # -- attribute routing -------------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:

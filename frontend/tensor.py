@@ -1,13 +1,17 @@
 """``cnnir.Tensor``: the proxy a forward receives while it is traced.
 
 It carries a graph value (type known, no data) and supports the PyTorch tensor methods model
-code uses; each method records an op through ``cnnir.nn.functional``. Data-dependent Python
-(``if x.sum() > 0``, ``x[0]``) cannot be traced and raises a clear error.
+code uses; each method records an op through ``cnnir.nn.functional`` or the torch-level
+functions (``cnnir.frontend.torch_functions``: indexing, comparisons, ``sqrt``, ...).
+Data-dependent Python (``if x.sum() > 0``, ``x[mask]``) cannot be traced and raises a clear
+error. A constant tensor (``cnnir.tensor``, ``ConstTensor``) mixed in becomes a literal.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
 
 from cnnir.errors import CnnirError
 from cnnir.ir import Value
@@ -21,6 +25,50 @@ def _F():
     from cnnir.frontend import functional
 
     return functional
+
+
+def _T():
+    from cnnir.frontend import torch_functions
+
+    return torch_functions
+
+
+def _const(other: Any, like: Tensor) -> Any:
+    """A ``ConstTensor`` operand as an array of ``like``'s dtype; anything else unchanged."""
+    return _T()._literal(other, like) if _is_const(other) else other
+
+
+def _is_const(x: Any) -> bool:
+    return isinstance(x, _T().ConstTensor)
+
+
+def _comparable(x: Any) -> bool:
+    return isinstance(x, (Tensor, int, float, np.number, np.ndarray)) or _is_const(x)
+
+
+class MaxResult(NamedTuple):
+    """``x.max(dim)``: (values, indices), as torch.return_types.max."""
+
+    values: Any
+    indices: Any
+
+
+class RefusedIndices:
+    """The indices of ``x.max(dim)`` on a traced tensor: cnnir has no argmax op, so any use
+    of them is refused (unpacking ``values, _ = x.max(1)`` still works)."""
+
+    def refuse(self, *args: Any) -> Any:
+        raise CnnirError("the indices of max/min over a dim (argmax) are not supported on "
+                         "traced tensors", hint="use .values, or cnnir.amax(x, dim)")
+
+    __getattr__ = refuse
+    __add__ = __radd__ = __sub__ = __rsub__ = __mul__ = __rmul__ = __truediv__ = refuse
+    __eq__ = __ne__ = __lt__ = __gt__ = __getitem__ = __iter__ = __bool__ = refuse  # type: ignore[assignment]
+    __hash__ = object.__hash__
+
+
+def max_result(values: Any, indices: Any) -> MaxResult:
+    return MaxResult(values, indices)
 
 
 def _dims(args: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -65,28 +113,28 @@ class Tensor:
 
     # -- arithmetic --------------------------------------------------------------------
     def __add__(self, other: Any) -> Tensor:
-        return _F().add(self, other)
+        return _F().add(self, _const(other, self))
 
     def __radd__(self, other: Any) -> Tensor:
-        return _F().add(other, self)
+        return _F().add(_const(other, self), self)
 
     def __sub__(self, other: Any) -> Tensor:
-        return _F().sub(self, other)
+        return _F().sub(self, _const(other, self))
 
     def __rsub__(self, other: Any) -> Tensor:
-        return _F().sub(other, self)
+        return _F().sub(_const(other, self), self)
 
     def __mul__(self, other: Any) -> Tensor:
-        return _F().mul(self, other)
+        return _F().mul(self, _const(other, self))
 
     def __rmul__(self, other: Any) -> Tensor:
-        return _F().mul(other, self)
+        return _F().mul(_const(other, self), self)
 
     def __truediv__(self, other: Any) -> Tensor:
-        return _F().div(self, other)
+        return _F().div(self, _const(other, self))
 
     def __rtruediv__(self, other: Any) -> Tensor:
-        return _F().div(other, self)
+        return _F().div(_const(other, self), self)
 
     def __neg__(self) -> Tensor:
         return _F().mul(self, -1.0)
@@ -98,11 +146,48 @@ class Tensor:
         return _F().abs(self)
 
     def __pow__(self, exponent: Any) -> Tensor:
-        """``x ** 2`` (the square of an L2 penalty); other powers have no op yet."""
-        if exponent != 2:
-            raise CnnirError(f"x ** {exponent!r} cannot be traced: only x ** 2 (x * x) has an op",
-                             hint="write the product out, or use abs() for an L1 penalty")
-        return _F().mul(self, self)
+        """``x ** 2`` is ``x * x``; another constant exponent is a ``pow`` op."""
+        return _T().pow(self, exponent)
+
+    def pow(self, exponent: Any) -> Tensor:
+        return _T().pow(self, exponent)
+
+    def sqrt(self) -> Tensor:
+        return _T().sqrt(self)
+
+    def exp(self) -> Tensor:
+        return _T().exp(self)
+
+    def log(self) -> Tensor:
+        return _T().log(self)
+
+    def clamp(self, min: Any = None, max: Any = None) -> Tensor:  # noqa: A002
+        return _T().clamp(self, min, max)
+
+    clip = clamp
+
+    # -- comparisons: a 0/1 mask of the tensor's dtype (cnnir has no bool tensors) ------
+    def __gt__(self, other: Any) -> Tensor:
+        return _T().compare("gt", self, other)
+
+    def __lt__(self, other: Any) -> Tensor:
+        return _T().compare("lt", self, other)
+
+    def __ge__(self, other: Any) -> Tensor:
+        return _T().compare("ge", self, other)
+
+    def __le__(self, other: Any) -> Tensor:
+        return _T().compare("le", self, other)
+
+    def __eq__(self, other: Any) -> Any:  # type: ignore[override]
+        """A mask against a tensor, array or number; anything else (``x == None``) is
+        Python's identity comparison."""
+        return _T().compare("eq", self, other) if _comparable(other) else NotImplemented
+
+    def __ne__(self, other: Any) -> Any:  # type: ignore[override]
+        return _T().compare("ne", self, other) if _comparable(other) else NotImplemented
+
+    __hash__ = object.__hash__
 
     def __matmul__(self, other: Any) -> Tensor:
         return _F().matmul(self, other)
@@ -154,6 +239,23 @@ class Tensor:
     def amax(self, dim: Any = None, keepdim: bool = False) -> Tensor:
         return _F().amax(self, dim, keepdim)
 
+    def max(self, dim: Any = None, keepdim: bool = False) -> Any:
+        """The maximum; over ``dim``, (values, indices) with the indices refused (no argmax
+        op); against a tensor, the elementwise maximum."""
+        if isinstance(dim, Tensor) or _is_const(dim):
+            return _T().maximum(self, dim)
+        if dim is None:
+            return _F().amax(self)
+        return MaxResult(_F().amax(self, dim, keepdim), RefusedIndices())
+
+    def min(self, dim: Any = None, keepdim: bool = False) -> Any:
+        """As ``max``, through ``-amax(-x)``."""
+        if isinstance(dim, Tensor) or _is_const(dim):
+            return _T().minimum(self, dim)
+        if dim is None:
+            return -_F().amax(-self)
+        return MaxResult(-_F().amax(-self, dim, keepdim), RefusedIndices())
+
     def sigmoid(self) -> Tensor:
         return _F().sigmoid(self)
 
@@ -180,10 +282,9 @@ class Tensor:
         )
 
     def __getitem__(self, index: Any) -> Tensor:
-        raise CnnirError(
-            f"indexing a traced tensor (%{self.value.name}[{index!r}]) is not supported",
-            hint="use chunk/split, reshape or a channel reduction (amax, mean) instead",
-        )
+        """Ints, slices (positive steps), ``...``, ``None`` and one list of constant
+        indices (see ``torch_functions.index``)."""
+        return _T().index(self, index)
 
     def __iter__(self):
         raise CnnirError("iterating over a traced tensor is not supported",

@@ -9,16 +9,19 @@ called several times (Siamese and triplet nets) reuses the same constants.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from cnnir.errors import CnnirError, ShapeError
-from cnnir.ir import Graph, Value, user_location
+from cnnir.ir import Graph, SourceLoc, Value, user_location
 from cnnir.ops import OpDef
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from cnnir.frontend.module import LazyArray, Module
     from cnnir.frontend.tensor import Tensor
 
@@ -31,6 +34,8 @@ class Tracer:
     def __init__(self, graph: Graph, root: Module | None = None) -> None:
         self.graph = graph
         self.scope_stack: list[tuple[str, bool]] = [("", False)]
+        self.created_at: list[SourceLoc | None] = []  # of the modules being run, innermost last
+        self.entry: FrameType | None = None  # the frame that runs the traced forward
         self.module_paths: dict[int, str] = {}
         self.constants: dict[int, Value] = {}
         if root is not None:
@@ -61,10 +66,19 @@ class Tracer:
             local = type(module).__name__.lower()
             path = f"{parent}.{local}" if parent else local
         self.scope_stack.append((path, not module.has_children()))
+        self.created_at.append(getattr(module, "_created_at", None))
         try:
             yield
         finally:
             self.scope_stack.pop()
+            self.created_at.pop()
+
+    def location(self) -> SourceLoc | None:
+        """Where the op being recorded comes from: the innermost user frame of the traced
+        forward, else where the innermost module running (a ``Sequential``'s layer, whose
+        forward is cnnir's) was created."""
+        return user_location(self.entry) or next(
+            (loc for loc in reversed(self.created_at) if loc is not None), None)
 
     def node_name(self, op: OpDef) -> tuple[str, str]:
         scope, is_leaf = self.scope_stack[-1]
@@ -100,7 +114,7 @@ class Tracer:
         like = next((x.value for x in inputs if isinstance(x, Tensor)), None)
         values = [self.as_value(x, like) for x in inputs]
         name, scope = self.node_name(op)
-        node = self.graph.add_node(op, values, attrs, name=name, scope=scope, loc=user_location())
+        node = self.graph.add_node(op, values, attrs, name=name, scope=scope, loc=self.location())
         return [Tensor(v, self) for v in node.outputs]
 
 
@@ -109,10 +123,12 @@ def tracing(tracer: Tracer) -> Iterator[Tracer]:
     if Tracer.active is not None:
         raise CnnirError("cnnir.trace cannot be nested inside another trace")
     Tracer.active = tracer
+    tracer.entry = sys._getframe(2)  # the caller of ``with tracing(...)`` (past contextlib)
     try:
         yield tracer
     finally:
         Tracer.active = None
+        tracer.entry = None
 
 
 def current_tracer(what: str) -> Tracer:
@@ -130,6 +146,6 @@ def build_attrs(attrs_cls: type, where: str, **kwargs: Any) -> Any:
     try:
         return attrs_cls(**kwargs)
     except ShapeError as e:
-        loc = user_location()
+        loc = Tracer.active.location() if Tracer.active is not None else user_location()
         prefix = f"{where} ({loc})" if loc else where
         raise e.with_context(prefix) from None

@@ -197,7 +197,9 @@ def branch_inputs(graph: Graph) -> list[Node]:
     """The nodes of ``graph`` that branch on their input 0 (see KINKED)."""
     return [node for node in graph.nodes if node.op in POOLING or node.op is
             activation_ops.prelu_grad or (node.op is ops.activation_grad
-                                          and node.attrs.activation in KINKED)]
+                                          and node.attrs.activation in KINKED)
+            or (node.op is activation_ops.param_activation_grad
+                and node.attrs.activation is ops.hardtanh)]
 
 
 def pin_branches(graph: Graph, values: dict[str, np.ndarray]) -> None:

@@ -136,6 +136,17 @@ CONVOLUTION = [
          [T(2, 4, 9, 9), T(2, 36, 5, 5), T(2, 18, 5, 5)], 18, scale={1: 3.0}),
 ]
 
+CONVOLUTION += [
+    # conv1d runs as conv2d on (N, C, 1, L), its weight reshaped in the graph; ONNX import
+    # folds that reshape into the initializer, so the weight's parameters move from the
+    # reshape node to conv2d in the per-layer report (the totals agree)
+    Case("conv1d", module(nn.Conv1d(4, 6, 3, padding=1, stride=2)), [T("N", 4, 9)], 12,
+         reimports=False),
+    Case("conv1d-groups-dilation-nobias", module(nn.Conv1d(4, 6, 3, padding=2, dilation=2,
+                                                           groups=2, bias=False)),
+         [T("N", 4, 9)], 6, reimports=False),
+]
+
 LINEAR = [
     Case("linear-2d", module(nn.Linear(9, 5)), [T("N", 9)], 9),
     Case("linear-3d", module(nn.Linear(9, 5)), [T("N", 3, 9)], 9),
@@ -151,6 +162,33 @@ NORMALIZATION = [
          [T("N", 5)]),
     Case("batch-norm-train", lambda: nn.BatchNorm2d(4).train(), [T(2, 4, 9, 9)], 162,
          ort_optimize=False),
+]
+
+
+def random_affine(m: nn.Module) -> nn.Module:
+    """``m`` with its weight and bias (where present) drawn, so that affine bugs show."""
+    rng = np.random.default_rng(2)
+    for p in (m.weight, m.bias):
+        if p is not None:
+            p.data = rng.uniform(0.5, 1.5, p.shape).astype(np.float32)
+    return m
+
+
+# group_norm and layer_norm (InstanceNorm is group_norm with one channel per group)
+NORMALIZATION += [
+    Case("group-norm", lambda: random_affine(nn.GroupNorm(2, 4)), [X], 162,
+         reimports=False),  # opset 19: Reshape, InstanceNormalization, Reshape, Mul, Add
+    Case("group-norm-no-affine-8x9", module(nn.GroupNorm(1, 4, affine=False, eps=1e-3)),
+         [XW], 288, reimports=False),
+    Case("instance-norm-affine", lambda: random_affine(nn.InstanceNorm2d(4, affine=True)),
+         [X], 81),
+    Case("instance-norm-running-eval", lambda: nn.InstanceNorm2d(
+        4, track_running_stats=True).eval(), [X]),
+    Case("layer-norm", lambda: random_affine(nn.LayerNorm((9, 9))), [X], 81),
+    Case("layer-norm-no-bias-3d", lambda: random_affine(nn.LayerNorm(9, bias=False)),
+         [T("N", 3, 9)], 9),
+    Case("layer-norm-no-affine", module(nn.LayerNorm(9, elementwise_affine=False)),
+         [T("N", 5, 9)], 9),
 ]
 
 ACTIVATION = [
@@ -172,6 +210,13 @@ ACTIVATION = [
     Case("hardswish", fn(lambda s, x: F.hardswish(x * 4)), [X]),
     Case("hardsigmoid", fn(lambda s, x: F.hardsigmoid(x * 4)), [X]),
     Case("silu", fn(lambda s, x: F.silu(x)), [X]),
+    Case("hardtanh", fn(lambda s, x: F.hardtanh(x * 2, -1.5, 0.5)), [X]),
+    Case("hardtanh-layer", module(nn.Hardtanh()), [X]),
+    # softplus: beta·x on both sides of the threshold; exported as ONNX's Where(...) rule
+    Case("softplus", module(nn.Softplus()), [X], reimports=False),
+    Case("softplus-beta-threshold", fn(lambda s, x: F.softplus(x * 3, beta=2.0, threshold=3.0)),
+         [X], reimports=False),
+    Case("mish", module(nn.Mish()), [X], scale={0: 3.0}),
     Case("gelu", fn(lambda s, x: F.gelu(x)), [X], reimports=False),  # Erf
     Case("gelu-tanh", fn(lambda s, x: F.gelu(x, approximate="tanh")), [X],
          reimports=False),  # comes back as its decomposition: other FLOPs
@@ -292,12 +337,27 @@ TENSOR = [
                                            a.amax(dim=1, keepdim=True))), [XW], 72),
     Case("mean-all", fn(lambda s, a: a.mean()), [T(2, 4, 3, 3)], 72),
     Case("channel-shuffle", module(nn.ChannelShuffle(2)), [X]),
+    Case("pixel-shuffle", module(nn.PixelShuffle(2)), [X]),
+    Case("pixel-unshuffle", module(nn.PixelUnshuffle(2)), [T("N", 2, 8, 6)]),
     Case("channel-shuffle-symbolic-hw", module(nn.ChannelShuffle(2)), [T("N", 4, "H", "W")]),
     Case("pad-and-crop", fn(lambda s, a: F.pad(a, (1, 2, -1, 3), value=0.5)), [X]),
     Case("zero-pad", module(nn.ZeroPad2d((1, 0, 2, 1))), [XW]),
     Case("expand", fn(lambda s, a: a.expand(-1, 4, 9, 9) * 2), [T("N", 4, 1, 9)]),
     Case("expand-new-dims", fn(lambda s, a: a.expand(2, 3, -1)), [T(1, 5)]),
     Case("identity", fn(lambda s, a: F.identity(a)), [X]),
+    # -- indexing and the torch-level elementwise math (frontend/torch_functions.py)
+    Case("slice-index", fn(lambda s, a: (a[:, 0], a[:, 1:3, ::2], a[..., 1:-1],
+                                         a[:, :, 2:8:3, None])), [X]),
+    Case("gather-repeated-index", fn(lambda s, a: a[:, [3, 1, 1, -4]] * 1.5), [XW]),
+    Case("sqrt-exp-log-pow", fn(lambda s, a: (cnnir.sqrt(a * a + 0.5), cnnir.exp(a * 0.5),
+                                              cnnir.log(a * a + 0.5), a ** 3,
+                                              (a * a + 0.5) ** 1.5)), [X], scale={0: 0.7}),
+    Case("clamp", fn(lambda s, a: (cnnir.clamp(a, -0.5, 0.8), a.clamp(min=0.1))), [X]),
+    Case("compare-where", fn(lambda s, a, b: (cnnir.where(a > b, a, b * 0.5), (a <= 0.2) * a,
+                                              cnnir.where(b != 0.3, 2.0 * a, 0.0))),
+         [X, T(4, 1, 1)]),
+    Case("max-min-dim-stack", fn(lambda s, a: (a.max(1)[0], a.min(dim=2, keepdim=True).values,
+                                               cnnir.stack([a, a * 2], 2))), [X], 9),
 ]
 
 CLASS_WEIGHTS = np.linspace(0.5, 2, 4).astype(np.float32)

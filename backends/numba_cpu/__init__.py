@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numba
 import numpy as np
 
-from cnnir.backend import bind_input_shapes
+from cnnir.backend import bind_input_shapes, check_call
 from cnnir.backends.lowering import HOST_MEMORY, ProgramState
 from cnnir.backends.numba_cpu import (  # noqa: F401  (lowerings register on import)
     lower_activation,
@@ -55,7 +56,8 @@ class CompiledModel:
 
     def __init__(self, graph: Graph, dtype: str = "float32", seed: int = 0,
                  tune: bool | str = True, state: ProgramState | None = None,
-                 in_place: bool = False) -> None:
+                 in_place: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         if np.dtype(dtype).kind != "f":
             raise CnnirError(f"dtype must be a float type, got {dtype!r}")
         self.graph = graph
@@ -63,6 +65,7 @@ class CompiledModel:
         self.seed = seed
         self.tune = tune
         self.in_place = in_place
+        self.progress = progress
         self.state = state if state is not None else ProgramState(self.dtype, HOST_MEMORY)
         if self.state.dtype != self.dtype:
             raise LoweringError(f"a {self.state.dtype} program state cannot serve a "
@@ -70,17 +73,8 @@ class CompiledModel:
         self._programs: dict[tuple, Program] = {}
         self._lock = threading.Lock()
 
-    def _check(self, arrays: tuple[Any, ...]) -> tuple[list[np.ndarray], dict[str, int]]:
-        checked = [np.asarray(a) for a in arrays]
-        env = bind_input_shapes(self.graph.inputs, [a.shape for a in checked])
-        for value, arr in zip(self.graph.inputs, checked):
-            expect_float = np.dtype(value.type.dtype).kind == "f"
-            want = self.dtype if expect_float else value.type.dtype
-            if not (arr.dtype == self.dtype if expect_float else arr.dtype.kind in "iu"):
-                raise CnnirError(
-                    f"input %{value.name} must be {want} but got {arr.dtype}",
-                    hint="cast explicitly, e.g. x.astype(np.float32); cnnir never casts inputs")
-        return checked, env
+    def _check(self, arrays: tuple[Any, ...]) -> list[np.ndarray]:
+        return check_call(self.graph, arrays, self.dtype)[0]  # the contract of every backend
 
     def program(self, shapes: tuple[tuple[int, ...], ...]) -> Program:
         """The plan for these input shapes, built (and tuned) on first use."""
@@ -88,7 +82,7 @@ class CompiledModel:
             env = bind_input_shapes(self.graph.inputs, shapes)
             with single_threaded_blas():
                 self._programs[shapes] = Program(self.graph, env, self.state, self.seed,
-                                                 self.tune, self.in_place)
+                                                 self.tune, self.in_place, self.progress)
         return self._programs[shapes]
 
     def reseed(self, seed: int) -> None:
@@ -113,7 +107,7 @@ class CompiledModel:
         return {} if latest is None else dict(latest.builder.choices)
 
     def __call__(self, *arrays: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        checked, _ = self._check(arrays)
+        checked = self._check(arrays)
         with self._lock, _TURNS, single_threaded_blas():
             program = self.program(tuple(a.shape for a in checked))
             self.state.refresh()
@@ -123,7 +117,8 @@ class CompiledModel:
 
 def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize: bool = True,
                   tune: bool | str = True, state: ProgramState | None = None,
-                  in_place: bool = False, **options: Any) -> CompiledModel:
+                  in_place: bool = False, progress: Callable[[int, int], None] | None = None,
+                  **options: Any) -> CompiledModel:
     """Compile ``graph``; with ``optimize`` first apply the semantics-preserving inference
     pipeline (BN folding, conv+activation+residual fusion, ...), which the kernels exploit;
     with ``tune`` pick each convolution's algorithm by timing the candidates (``tune=False``:
@@ -139,7 +134,8 @@ def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize:
     ``in_place`` lets update ops (an optimizer step, BatchNorm's running statistics) write
     the new values of parameters and buffers into the state's arrays, which the call then
     returns as those outputs (uncopied): the training step. Without it a graph stays a pure
-    function of its inputs and constants."""
+    function of its inputs and constants. ``progress(done, total)`` hears of each node as
+    it is lowered (its kernels compiled and tuned): the command line's progress bar."""
     if options:
         raise CnnirError(f"unknown numba backend options: {sorted(options)}")
     if optimize:
@@ -149,7 +145,7 @@ def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize:
         graph = run_passes(graph, DEFAULT_INFERENCE_PIPELINE, verify_each=False).graph
         if state is None:
             state = ProgramState(dtype, HOST_MEMORY, snapshot=True)
-    model = CompiledModel(graph, dtype, seed, tune, state, in_place)
+    model = CompiledModel(graph, dtype, seed, tune, state, in_place, progress)
     if all(v.type.is_static for v in graph.inputs):
         model.program(tuple(tuple(v.type.shape) for v in graph.inputs))
     return model

@@ -1,5 +1,6 @@
 """Lowerings of the activation family: elementwise activations, prelu, rrelu, dropout and
-dropout2d, softmax and log_softmax.
+dropout2d, softmax and log_softmax. Hardtanh and softplus (two parameters each) and mish,
+which no fused kernel takes, run kernels of their own, codes ``ParamAct``.
 
 Elementwise activations run one parallel Numba kernel over the flat tensor (codes of
 ``epilogue.ACTIVATIONS``); random ops draw from the program's generator each call;
@@ -8,15 +9,19 @@ softmax runs numpy with ``out=`` into the planned buffer, max-subtracted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
 from cnnir.backends.numba_cpu.epilogue import ACTIVATIONS, activation_code, as3d
 from cnnir.backends.numba_cpu.kernels import activation as ak
-from cnnir.backends.numba_cpu.kernels.activation import Act
+from cnnir.backends.numba_cpu.kernels.activation import Act, ParamAct
 from cnnir.backends.numba_cpu.program import lower, unary
 from cnnir.ir import Node
+from cnnir.ops import OpDef
 from cnnir.ops import activation as activation_ops
 
 
@@ -32,6 +37,40 @@ def elementwise(b: Builder, node: Node) -> Step:
 
 for _op in ACTIVATIONS:
     lower(_op)(elementwise)
+
+
+# Per two-parameter activation: its attributes -> (ParamAct code, a, b).
+PARAM_ACTIVATIONS: dict[OpDef, Callable[[Any], tuple[ParamAct, float, float]]] = {
+    ops.hardtanh: lambda a: (ParamAct.HARDTANH, a.min_val, a.max_val),
+    ops.softplus: lambda a: (ParamAct.SOFTPLUS, a.beta, a.threshold),
+    ops.mish: lambda a: (ParamAct.MISH, 0.0, 0.0),
+}
+
+
+def param_code(op: OpDef, attrs: Any) -> tuple[int, float, float]:
+    """The kernels' code and two parameters of hardtanh, softplus or mish (None: defaults)."""
+    code, a, b = PARAM_ACTIVATIONS[op](attrs if attrs is not None else op.attrs())
+    return int(code), float(a), float(b)
+
+
+def param_elementwise(b: Builder, node: Node) -> Step:
+    x, out = (a.reshape(-1) for a in unary(b, node))
+    kernel = ak.param_activation.sized(out.size)
+    args = param_code(node.op, node.attrs)
+    return lambda: kernel(x, out, *args)
+
+
+for _op in PARAM_ACTIVATIONS:
+    lower(_op)(param_elementwise)
+
+
+@lower(activation_ops.param_activation_grad)
+def param_activation_grad(b: Builder, node: Node) -> Step:
+    x, g = (b.array(v).reshape(-1) for v in node.inputs)
+    out = b.array(node.output).reshape(-1)
+    args = param_code(node.attrs.activation, node.attrs.activation_attrs)
+    kernel = ak.param_activation_grad.sized(out.size)
+    return lambda: kernel(x, g, out, *args)
 
 
 def channels_view(a: np.ndarray) -> np.ndarray:

@@ -14,9 +14,15 @@ one over the (sample, channel) rows computing ``gx = a·(g − ḡ) + b·(x − 
 epilogue pass ``g·γ/√(rv + eps)``; gγ and gβ one pass of float64 sums over the channels.
 A fused activation gradient (``fuse-activation-grad``) is applied as pass 1 reads g, its
 products kept in gx for pass 2 (in eval, a pass of its own first).
+
+group_norm and layer_norm (the [M, 1, D, 1] view of a group norm) run one parallel pass per
+(sample, group) row; group_norm_grad one more, plus a numpy sum of per-sample partials for
+the parameters' gradients.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -174,5 +180,61 @@ def batch_norm_update(b: Builder, node: Node) -> Step:
         np.copyto(outs[1], (1 - m) * var + m * moments[1] * n / (n - 1), casting="unsafe")
         if tracked is not None:
             np.copyto(outs[2], tracked)
+
+    return step
+
+
+def grouped_view(node: Node, a: np.ndarray) -> np.ndarray:
+    """An [N, C, ...] array of a group_norm(_grad) node as [N, G, C/G, P], or a layer_norm's
+    [..., normalized] as [M, 1, D, 1]."""
+    if node.op is norm_ops.layer_norm:
+        d = math.prod(node.attrs.normalized_shape)
+        return a.reshape(-1, 1, d, 1)
+    groups = node.attrs.num_groups
+    return a.reshape(a.shape[0], groups, a.shape[1] // groups, -1)
+
+
+def affine_or_default(b: Builder, v: np.ndarray | None, size: int, fill: float) -> np.ndarray:
+    return v.reshape(-1) if v is not None else np.full(size, fill, b.dtype)
+
+
+def group_norm(b: Builder, node: Node) -> Step:
+    """One parallel pass, a (sample, group) row per task (``kernels.norm.group_norm``)."""
+    x, gamma, beta = (b.array(v) for v in node.inputs)
+    x4, out4 = grouped_view(node, x), grouped_view(node, b.array(node.output))
+    channels = x4.shape[1] * x4.shape[2]
+    gamma = affine_or_default(b, gamma, channels, 1.0)
+    beta = affine_or_default(b, beta, channels, 0.0)
+    kernel = nk.group_norm.sized(x4.size)
+    eps = node.attrs.eps
+    return lambda: kernel(x4, out4, gamma, beta, eps)
+
+
+lower(norm_ops.group_norm)(group_norm)
+lower(norm_ops.layer_norm)(group_norm)
+
+
+@lower(norm_ops.group_norm_grad)
+def group_norm_grad(b: Builder, node: Node) -> Step:
+    """One parallel pass per (sample, group) row: gx, and float64 per-(sample, channel)
+    partial sums that one numpy sum over the samples turns into gγ and gβ."""
+    x, gamma, gy = (b.array(v) for v in node.inputs)
+    outs = dict(zip(node.attrs.outputs, (b.array(v) for v in node.outputs)))
+    x4, gy4 = grouped_view(node, x), grouped_view(node, gy)
+    channels = x4.shape[1] * x4.shape[2]
+    gamma = affine_or_default(b, gamma, channels, 1.0)
+    gx = outs.get("input")
+    gx4 = grouped_view(node, gx) if gx is not None else np.zeros((1, 1, 1, 1), b.dtype)
+    partial = b.scratch((2, x4.shape[0], channels), np.float64,
+                        owner=("group-norm-grad", node.name))
+    kernel = nk.group_norm_grad.sized(x4.size)
+    eps = node.attrs.eps
+
+    def step() -> None:
+        kernel(x4, gy4, gamma, eps, gx4, gx is not None, partial)
+        if "bias" in outs:
+            outs["bias"][:] = partial[0].sum(axis=0)
+        if "weight" in outs:
+            outs["weight"][:] = partial[1].sum(axis=0)
 
     return step

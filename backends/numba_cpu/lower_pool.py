@@ -149,6 +149,9 @@ def interpolate(b: Builder, node: Node) -> Step:
     x, out = unary(b, node)
     h0, h1, lh = source_index_table(node.attrs, 0, x.shape[2], out.shape[2])
     w0, w1, lw = source_index_table(node.attrs, 1, x.shape[3], out.shape[3])
+    if node.attrs.mode != "bilinear":
+        nearest = pk.resample_nearest.sized(out.size)
+        return lambda: nearest(x, out, h0, w0)
     lh, lw = lh.astype(b.dtype), lw.astype(b.dtype)
     resample = pk.resample.sized(out.size)
     return lambda: resample(x, out, h0, h1, lh, w0, w1, lw)

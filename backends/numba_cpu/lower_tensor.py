@@ -143,3 +143,70 @@ def pad(b: Builder, node: Node) -> Step:
         np.copyto(dst_view, src_view)
 
     return step
+
+
+@lower(ops.slice_)
+def slice_(b: Builder, node: Node) -> Step:
+    """A strided view of the input made at compile time, copied each call."""
+    x, out = unary(b, node)
+    index = [slice(None)] * x.ndim
+    for axis, start, stop, step in tensor_ops.slice_bounds(node.attrs, x.shape):
+        index[axis] = slice(start, stop, step)
+    view = x[tuple(index)]
+    return lambda: np.copyto(out, view)
+
+
+@lower(ops.gather)
+def gather(b: Builder, node: Node) -> Step:
+    x, out = unary(b, node)
+    dim, indices = tensor_ops.gather_indices(node.attrs, x.shape)
+    index = np.asarray(indices, dtype=np.int64)
+    return lambda: np.take(x, index, axis=dim, out=out)
+
+
+def unary_ufunc(ufunc):
+    def lowering(b: Builder, node: Node) -> Step:
+        x, out = unary(b, node)
+        return lambda: ufunc(x, out=out)
+
+    return lowering
+
+
+for _op, _ufunc in ((ops.sqrt, np.sqrt), (ops.exp, np.exp), (ops.log, np.log)):
+    lower(_op)(unary_ufunc(_ufunc))
+
+
+@lower(ops.pow_)
+def pow_(b: Builder, node: Node) -> Step:
+    x, out = unary(b, node)
+    exponent = out.dtype.type(node.attrs.exponent)
+    return lambda: np.power(x, exponent, out=out)
+
+
+@lower(ops.clamp)
+def clamp(b: Builder, node: Node) -> Step:
+    """``np.clip`` is ``min(max(x, lo), hi)``, torch.clamp's order; NaN stays NaN."""
+    x, out = unary(b, node)
+    lo, hi = node.attrs.min, node.attrs.max
+    return lambda: np.clip(x, lo, hi, out=out)
+
+
+@lower(ops.compare)
+def compare(b: Builder, node: Node) -> Step:
+    """The comparison's ufunc writing its booleans into the float output as 1.0/0.0."""
+    return binary(tensor_ops.NUMPY_COMPARISONS[node.attrs.kind])(b, node)
+
+
+@lower(ops.where)
+def where(b: Builder, node: Node) -> Step:
+    """``other`` everywhere, then ``input`` where the condition is nonzero."""
+    cond, x, y = (b.array(v) for v in node.inputs)
+    out = b.array(node.output)
+    mask = b.scratch(cond.shape, np.bool_, owner=("where", node.name))
+
+    def step() -> None:
+        np.not_equal(cond, 0, out=mask)
+        np.copyto(out, y)
+        np.copyto(out, x, where=mask)
+
+    return step

@@ -52,9 +52,10 @@ class Program:
     """One compiled plan for fixed input shapes, reading its weights from ``state``."""
 
     def __init__(self, graph: Graph, env: dict[str, int], state: ProgramState, seed: int = 0,
-                 tune: bool | str = True, in_place: bool = False) -> None:
+                 tune: bool | str = True, in_place: bool = False,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         self.builder = b = CpuBuilder(graph, bind_types(graph, env), state, seed, tune, in_place)
-        self.schedule = lower_nodes(b, KERNELS)
+        self.schedule = lower_nodes(b, KERNELS, progress)
         self.steps = [step for _, step in self.schedule]
         self.inputs = [b.array(v) for v in graph.inputs]
         self.outputs = [b.array(v) for v in graph.outputs]

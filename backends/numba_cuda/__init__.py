@@ -2,7 +2,7 @@
 
 It implements the backend contract of ``cnnir.backend`` on the shared lowering of
 ``cnnir.backends.lowering``: ``KERNELS`` (lowerings registered against OpDefs in one module
-per op family), ``UNSUPPORTED`` (the ops without a kernel yet, each refused by name),
+per op family), ``UNSUPPORTED`` (the ops without a kernel, with the reason; each refused by name),
 ``check_available`` and ``compile_graph``. A ``CompiledModel`` takes numpy arrays (one copy in,
 one copy out) or device arrays (numba device arrays, or anything with
 ``__cuda_array_interface__``: CuPy, PyTorch CUDA tensors), whose outputs stay on the device.
@@ -17,11 +17,12 @@ simulator (``NUMBA_ENABLE_CUDASIM=1`` before numba is imported) runs every kerne
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from cnnir.backend import bind_input_shapes
+from cnnir.backend import bind_input_shapes, check_call
 from cnnir.backends.lowering import ProgramState
 from cnnir.backends.numba_cuda import (  # noqa: F401  (lowerings register on import)
     backward,
@@ -44,10 +45,11 @@ from cnnir.backends.numba_cuda.runtime import (
 )
 from cnnir.errors import BackendUnavailable, CnnirError, LoweringError
 from cnnir.ir import Graph
-from cnnir.ops import REGISTRY
 
-# Ops without a CUDA kernel yet: compiling a graph with one is a LoweringError naming it.
-UNSUPPORTED: frozenset = frozenset(REGISTRY.values()) - frozenset(KERNELS)
+# Ops without a CUDA kernel, each with the reason: compiling a graph with one is a
+# LoweringError naming it. Written out, not derived, so that a new op without a CUDA kernel
+# fails tests_cuda's registry test until it gets a kernel or a reason here.
+UNSUPPORTED: dict = {}
 
 
 def check_available() -> None:
@@ -64,33 +66,41 @@ class CompiledModel:
     """A graph compiled for the GPU (see the module docstring)."""
 
     def __init__(self, graph: Graph, dtype: str = "float32", seed: int = 0,
-                 tune: bool | str = False, state: ProgramState | None = None) -> None:
+                 tune: bool | str = False, state: ProgramState | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         if np.dtype(dtype).kind != "f":
             raise CnnirError(f"dtype must be a float type, got {dtype!r}")
         self.graph = graph
         self.dtype = np.dtype(dtype)
-        self.seed, self.tune = seed, tune
+        self.seed, self.tune, self.progress = seed, tune, progress
         self.state = state if state is not None else ProgramState(self.dtype, CUDA_MEMORY,
                                                                   snapshot=True)
         self._programs: dict[tuple, Program] = {}
         self._lock = threading.Lock()
 
     def _check(self, arrays: tuple[Any, ...]) -> list[Any]:
-        checked = [as_device_array(a) if is_device_array(a) else np.asarray(a)
-                   for a in arrays]
-        bind_input_shapes(self.graph.inputs, [tuple(a.shape) for a in checked])
-        for value, arr in zip(self.graph.inputs, checked):
-            expect_float = np.dtype(value.type.dtype).kind == "f"
-            want = self.dtype if expect_float else np.dtype(value.type.dtype)
-            if np.dtype(arr.dtype) != want:
-                raise CnnirError(f"input %{value.name} must be {want} but got {arr.dtype}",
-                                 hint="cast explicitly; cnnir never casts inputs")
+        """The contract shared by every backend (``cnnir.backend.check_call``); integer host
+        arrays are converted to the input's integer dtype, device arrays must match it."""
+        arrays, _ = check_call(self.graph, arrays, self.dtype,
+                               is_array=lambda a: isinstance(a, np.ndarray) or is_device_array(a))
+        checked = []
+        for value, a in zip(self.graph.inputs, arrays):
+            want = self.dtype if np.dtype(value.type.dtype).kind == "f" else \
+                np.dtype(value.type.dtype)
+            if isinstance(a, np.ndarray):
+                checked.append(a if a.dtype == want else a.astype(want))
+                continue
+            if np.dtype(a.dtype) != want:
+                raise LoweringError(f"input '{value.name}' must be {want} but got {a.dtype}",
+                                    hint="device arrays are never cast: convert it first")
+            checked.append(as_device_array(a))
         return checked
 
     def program(self, shapes: tuple[tuple[int, ...], ...]) -> Program:
         if shapes not in self._programs:
             env = bind_input_shapes(self.graph.inputs, shapes)
-            self._programs[shapes] = Program(self.graph, env, self.state, self.seed, self.tune)
+            self._programs[shapes] = Program(self.graph, env, self.state, self.seed, self.tune,
+                                             self.progress)
         return self._programs[shapes]
 
     def _latest(self) -> Program | None:
@@ -118,9 +128,11 @@ class CompiledModel:
 
 def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize: bool = True,
                   tune: bool | str = False, state: ProgramState | None = None,
+                  progress: Callable[[int, int], None] | None = None,
                   **options: Any) -> CompiledModel:
     """Compile ``graph`` for the GPU; ``optimize`` first applies the inference pipeline
-    (BatchNorm folding, conv + activation + residual fusion: fewer launches)."""
+    (BatchNorm folding, conv + activation + residual fusion: fewer launches);
+    ``progress(done, total)`` hears of each node as it is lowered."""
     if options:
         raise CnnirError(f"unknown cuda backend options: {sorted(options)}")
     if optimize:
@@ -129,7 +141,7 @@ def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize:
 
         graph = run_passes(graph, DEFAULT_INFERENCE_PIPELINE, verify_each=False).graph
     KERNELS.check_supports(graph)
-    model = CompiledModel(graph, dtype, seed, tune, state)
+    model = CompiledModel(graph, dtype, seed, tune, state, progress)
     if all(v.type.is_static for v in graph.inputs):
         model.program(tuple(tuple(v.type.shape) for v in graph.inputs))
     return model

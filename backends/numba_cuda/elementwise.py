@@ -1,5 +1,6 @@
 """Elementwise ops on the GPU: the activations (one thread per element, codes shared with the
-CPU backend's ``epilogue.ACTIVATIONS``) and add, sub, mul, div with numpy broadcasting.
+CPU backend's ``epilogue.ACTIVATIONS``, and for hardtanh, softplus and mish and their
+gradients ``lower_activation.PARAM_ACTIVATIONS``) and add, sub, mul, div with numpy broadcasting.
 
 ``activate`` is a device function, so convolution and linear kernels apply the same
 activation in their epilogue. Broadcasting reads each operand through its own element
@@ -15,9 +16,11 @@ import numpy as np
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
 from cnnir.backends.numba_cpu.epilogue import ACTIVATIONS, activation_code
-from cnnir.backends.numba_cpu.kernels.activation import SQRT_2_OVER_PI, SQRT_HALF, Act
+from cnnir.backends.numba_cpu.kernels.activation import SQRT_2_OVER_PI, SQRT_HALF, Act, ParamAct
+from cnnir.backends.numba_cpu.lower_activation import PARAM_ACTIVATIONS, param_code
 from cnnir.backends.numba_cuda.runtime import cuda, flat, launch, lower, unary
 from cnnir.ir import Node
+from cnnir.ops import activation as activation_ops
 
 MAX_RANK = 6
 RELU, RELU6, LEAKY_RELU, ELU = int(Act.RELU), int(Act.RELU6), int(Act.LEAKY_RELU), int(Act.ELU)
@@ -76,6 +79,61 @@ def elementwise(b: Builder, node: Node) -> Step:
 
 for _op in ACTIVATIONS:
     lower(_op)(elementwise)
+
+
+HARDTANH, SOFTPLUS = int(ParamAct.HARDTANH), int(ParamAct.SOFTPLUS)
+
+
+@cuda.jit(device=True)
+def param_value(v, code, a, b):
+    """Hardtanh (a, b the bounds), softplus (a = β, b = threshold) or mish of one value."""
+    if code == HARDTANH:
+        return a if v < a else (b if v > b else v)
+    if code == SOFTPLUS:
+        return v if a * v > b else math.log1p(math.exp(a * v)) / a
+    return v * math.tanh(math.log1p(math.exp(v)))
+
+
+@cuda.jit(device=True)
+def param_derivative(v, code, a, b):
+    if code == HARDTANH:
+        return 1.0 if (v > a and v < b) else 0.0
+    if code == SOFTPLUS:
+        return 1.0 if a * v > b else 1.0 / (1.0 + math.exp(-a * v))
+    t = math.tanh(math.log1p(math.exp(v)))
+    return t + v / (1.0 + math.exp(-v)) * (1.0 - t * t)
+
+
+@cuda.jit
+def param_activation_kernel(x, out, code, a, b):
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = param_value(x[i], code, a, b)
+
+
+@cuda.jit
+def param_activation_grad_kernel(x, g, out, code, a, b):
+    i = cuda.grid(1)
+    if i < out.size:
+        out[i] = param_derivative(x[i], code, a, b) * g[i]
+
+
+def param_elementwise(b: Builder, node: Node) -> Step:
+    x, out = unary(b, node)
+    args = param_code(node.op, node.attrs)
+    return launch(param_activation_kernel, out.size, flat(x), flat(out), *args)
+
+
+for _op in PARAM_ACTIVATIONS:
+    lower(_op)(param_elementwise)
+
+
+@lower(activation_ops.param_activation_grad)
+def param_activation_grad(b: Builder, node: Node) -> Step:
+    x, g = (flat(b.array(v)) for v in node.inputs)
+    out = flat(b.array(node.output))
+    args = param_code(node.attrs.activation, node.attrs.activation_attrs)
+    return launch(param_activation_grad_kernel, out.size, x, g, out, *args)
 
 
 ADD, SUB, MUL, DIV = 0, 1, 2, 3

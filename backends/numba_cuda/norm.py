@@ -1,5 +1,7 @@
-"""batch_norm on the GPU (docs/semantics.md §1.4): ``y = γ(x − μ)/√(σ² + eps) + β`` per channel
-(dim 1; the input is viewed as (N, C, inner), inner = 1 for BatchNorm1d on (N, C)).
+"""batch_norm, group_norm and layer_norm on the GPU (docs/semantics.md §1.4).
+
+batch_norm: ``y = γ(x − μ)/√(σ² + eps) + β`` per channel (dim 1; the input is viewed as
+(N, C, inner), inner = 1 for BatchNorm1d on (N, C)). group_norm and layer_norm: see below.
 
 - Eval with running statistics in the program state: the per-channel scale and shift are a
   derived form of them (float64 on the host, remade when they change), and the step is one
@@ -24,11 +26,22 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from numba import float64
 
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
+from cnnir.backends.numba_cuda.backward import (
+    REDUCE_THREADS,
+    block_launch,
+    block_sum,
+    device,
+    placeholder,
+    reduce_threads,
+    sequence,
+)
 from cnnir.backends.numba_cuda.runtime import cuda, flat, launch, lower
 from cnnir.ir import Node
+from cnnir.ops import norm as norm_ops
 
 MAX_STAT_THREADS = 1024  # the largest block of the batch-statistics kernel (a power of two)
 
@@ -151,3 +164,151 @@ def batch_norm(b: Builder, node: Node) -> Step:
     configured = batch_statistics_kernel[channels, statistics_threads(x.size // channels)]
     args = (flat(x), flat(out), gamma, beta, eps, channels, inner)
     return lambda: configured(*args)
+
+
+# -- group_norm, layer_norm and group_norm_grad ------------------------------------------------
+# The input is rows of L = C/G·inner contiguous values, row r = (sample, group) = n·G + g;
+# value j of row r belongs to channel (r mod G)·C/G + j // inner (layer_norm: one group,
+# inner = 1, a channel per normalized element). One block per row (``block_sum``, float64,
+# shifted by the row's first value) computes μ and σ², then writes its row. The backward's
+# block per row also sums ĝ = γ·gy and ĝ·x̂ for gx, and records (μ, 1/√(σ² + eps)); then, for
+# the parameters, one block per channel sums gy and gy·x̂ over (samples, pixels).
+
+
+@cuda.jit(device=True)
+def row_moments(x, base, length, buf, t):
+    """(μ, σ²), the biased variance, of ``x[base:base + length]`` in float64; every thread
+    of the block calls it and gets them."""
+    origin = float64(x[base])
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(t, length, cuda.blockDim.x):
+        d = float64(x[base + j]) - origin
+        s1 += d
+        s2 += d * d
+    m = block_sum(buf, t, s1) / length
+    var = block_sum(buf, t, s2) / length - m * m
+    return origin + m, (0.0 if var < 0.0 else var)
+
+
+@cuda.jit
+def group_norm_kernel(x, out, gamma, beta, eps, groups, group_channels, inner):
+    buf = cuda.shared.array(REDUCE_THREADS, dtype=float64)
+    r, t = cuda.blockIdx.x, cuda.threadIdx.x
+    length = group_channels * inner
+    base = r * length
+    mu, var = row_moments(x, base, length, buf, t)
+    inv_std = 1.0 / math.sqrt(var + eps)
+    c0 = (r % groups) * group_channels
+    for j in range(t, length, cuda.blockDim.x):
+        c = c0 + j // inner
+        out[base + j] = (float64(x[base + j]) - mu) * inv_std * gamma[c] + beta[c]
+
+
+@cuda.jit
+def group_norm_grad_rows(x, gy, gamma, eps, groups, group_channels, inner, gx, want_input,
+                         stats):
+    """Block per row: ``stats[r] = (μ, 1/√(σ² + eps))`` and, when ``want_input``,
+    ``gx = (ĝ − mean ĝ − x̂·mean(ĝ·x̂))/√(σ² + eps)``."""
+    buf = cuda.shared.array(REDUCE_THREADS, dtype=float64)
+    r, t = cuda.blockIdx.x, cuda.threadIdx.x
+    length = group_channels * inner
+    base = r * length
+    mu, var = row_moments(x, base, length, buf, t)
+    inv_std = 1.0 / math.sqrt(var + eps)
+    if t == 0:
+        stats[r, 0] = mu
+        stats[r, 1] = inv_std
+    if not want_input:
+        return
+    c0 = (r % groups) * group_channels
+    s_g = 0.0
+    s_gx = 0.0
+    for j in range(t, length, cuda.blockDim.x):
+        g_hat = float64(gamma[c0 + j // inner]) * gy[base + j]
+        s_g += g_hat
+        s_gx += g_hat * (float64(x[base + j]) - mu) * inv_std
+    mean_g = block_sum(buf, t, s_g) / length
+    mean_gx = block_sum(buf, t, s_gx) / length
+    for j in range(t, length, cuda.blockDim.x):
+        x_hat = (float64(x[base + j]) - mu) * inv_std
+        g_hat = float64(gamma[c0 + j // inner]) * gy[base + j]
+        gx[base + j] = (g_hat - mean_g - x_hat * mean_gx) * inv_std
+
+
+@cuda.jit
+def group_norm_grad_params(x, gy, stats, batch, groups, group_channels, inner, gw, gb,
+                           want_weight, want_bias):
+    """Block per channel c: ``gβ_c = Σ gy``, ``gγ_c = Σ gy·x̂`` over (samples, pixels)."""
+    buf = cuda.shared.array(REDUCE_THREADS, dtype=float64)
+    c, t = cuda.blockIdx.x, cuda.threadIdx.x
+    g = c // group_channels
+    offset = (c % group_channels) * inner
+    s_g = 0.0
+    s_gx = 0.0
+    for k in range(t, batch * inner, cuda.blockDim.x):
+        n = k // inner
+        r = n * groups + g
+        i = r * group_channels * inner + offset + k % inner
+        v = float64(gy[i])
+        s_g += v
+        s_gx += v * (float64(x[i]) - stats[r, 0]) * stats[r, 1]
+    total_g = block_sum(buf, t, s_g)
+    total_gx = block_sum(buf, t, s_gx)
+    if t == 0:
+        if want_bias:
+            gb[c] = total_g
+        if want_weight:
+            gw[c] = total_gx
+
+
+def row_layout(node: Node, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """``(rows, groups, channels per group, inner)`` of a group_norm(_grad) or layer_norm
+    node's input shape."""
+    if node.op is norm_ops.layer_norm:
+        d = math.prod(node.attrs.normalized_shape)
+        return math.prod(shape) // d, 1, d, 1
+    groups = node.attrs.num_groups
+    inner = math.prod(shape[2:])
+    return shape[0] * groups, groups, shape[1] // groups, inner
+
+
+def filled(v, size: int, fill: float, dtype: np.dtype):
+    return flat(v) if v is not None else cuda.to_device(np.full(size, fill, dtype))
+
+
+def group_norm(b: Builder, node: Node) -> Step:
+    x, gamma, beta = (b.array(v) for v in node.inputs)
+    out = b.array(node.output)
+    rows, groups, cg, inner = row_layout(node, tuple(x.shape))
+    channels = groups * cg
+    args = (flat(x), flat(out), filled(gamma, channels, 1.0, b.dtype),
+            filled(beta, channels, 0.0, b.dtype), node.attrs.eps, groups, cg, inner)
+    return block_launch(group_norm_kernel, rows, reduce_threads(cg * inner), *args)
+
+
+lower(norm_ops.group_norm)(group_norm)
+lower(norm_ops.layer_norm)(group_norm)
+
+
+@lower(norm_ops.group_norm_grad)
+def group_norm_grad(b: Builder, node: Node) -> Step:
+    x, gamma, gy = (b.array(v) for v in node.inputs)
+    outs = dict(zip(node.attrs.outputs, (b.array(v) for v in node.outputs)))
+    rows, groups, cg, inner = row_layout(node, tuple(x.shape))
+    channels = groups * cg
+    stats = device(b.scratch((rows, 2), np.float64, owner=("group_norm_grad", node.name)))
+    gx = outs.get("input")
+    rows_step = block_launch(
+        group_norm_grad_rows, rows, reduce_threads(cg * inner), flat(x), flat(gy),
+        filled(gamma, channels, 1.0, b.dtype), node.attrs.eps, groups, cg, inner,
+        flat(gx) if gx is not None else placeholder(b.dtype), gx is not None, stats)
+    if "weight" not in outs and "bias" not in outs:
+        return rows_step
+    dummy = placeholder(b.dtype)
+    batch = rows // groups
+    params_step = block_launch(
+        group_norm_grad_params, channels, reduce_threads(batch * inner), flat(x), flat(gy),
+        stats, batch, groups, cg, inner, outs.get("weight", dummy), outs.get("bias", dummy),
+        "weight" in outs, "bias" in outs)
+    return sequence([rows_step, params_step])

@@ -81,8 +81,11 @@ def avg_pool_kernel(x, out, height, width, out_h, out_w, kh, kw, sh, sw, ph, pw,
     oh = rest % out_h
     plane = (rest // out_h) * height * width
     h0, w0 = oh * sh - ph, ow * sw - pw
-    h1, w1 = min(h0 + kh, height), min(w0 + kw, width)
-    h0, w0 = max(h0, 0), max(w0, 0)
+    # (min()/max() do not compile for CUDA: the window is clipped with conditionals)
+    h1 = height if h0 + kh > height else h0 + kh
+    w1 = width if w0 + kw > width else w0 + kw
+    h0 = 0 if h0 < 0 else h0
+    w0 = 0 if w0 < 0 else w0
     acc = zero
     for h in range(h0, h1):
         row = plane + h * width

@@ -117,9 +117,10 @@ class Program:
     """One compiled plan for fixed input shapes, reading its weights from ``state``."""
 
     def __init__(self, graph: Graph, env: dict[str, int], state: ProgramState, seed: int = 0,
-                 tune: bool | str = False) -> None:
+                 tune: bool | str = False,
+                 progress: Callable[[int, int], None] | None = None) -> None:
         self.builder = b = CudaBuilder(graph, bind_types(graph, env), state, seed, tune)
-        self.schedule = lower_nodes(b, KERNELS)
+        self.schedule = lower_nodes(b, KERNELS, progress)
         self.steps = [step for _, step in self.schedule]
         self.inputs = [b.array(v) for v in graph.inputs]
         self.outputs = [b.array(v) for v in graph.outputs]

@@ -1,6 +1,6 @@
 """Tensor ops and the rest of the activation family on the GPU: cat, reshape/flatten/identity,
-transpose, split, mean/sum/amax, channel_shuffle, pad, expand; prelu, rrelu, dropout,
-dropout2d, softmax and log_softmax.
+transpose, split, slice, gather, mean/sum/amax, channel_shuffle, pad, expand; sqrt, exp, log,
+pow, clamp, compare, where; prelu, rrelu, dropout, dropout2d, softmax and log_softmax.
 
 Data movement is one thread per output element reading its source through element strides
 padded to ``MAX_RANK`` dims (``gather``: transpose, channel_shuffle, expand; ``pad`` also
@@ -36,6 +36,7 @@ from cnnir.backends.lowering import Builder, Step
 from cnnir.backends.numba_cuda.elementwise import MAX_RANK, broadcast_strides
 from cnnir.backends.numba_cuda.runtime import THREADS, blocks, cuda, flat, lower, unary
 from cnnir.ir import Node
+from cnnir.ops import tensor as tensor_ops
 
 SHORT = 64  # slices up to this length are reduced by one thread each
 MANY = 2048  # with this many slices, strided (not innermost) slices are one thread each too
@@ -516,3 +517,143 @@ def dropout_step(b: Builder, node: Node) -> Step:
 
 lower(ops.dropout)(dropout_step)
 lower(ops.dropout2d)(dropout_step)
+
+
+# -- slice, gather ----------------------------------------------------------------------------
+
+
+@lower(ops.slice_)
+def slice_(b: Builder, node: Node) -> Step:
+    """A strided read: each sliced dim's stride times its step, from the first element."""
+    x, out = unary(b, node)
+    if out.size == 0:
+        return lambda: None
+    strides = list(contiguous_strides(tuple(x.shape)))
+    base = 0
+    for axis, start, _, step in tensor_ops.slice_bounds(node.attrs, tuple(x.shape)):
+        base += start * strides[axis]
+        strides[axis] *= step
+    return gather(x, out, tuple(strides), base)
+
+
+@cuda.jit
+def index_select_kernel(x, out, index, length, count, inner):
+    """``out[o, j, r] = x[o, index[j], r]`` over (outer, count, inner) views."""
+    i = cuda.grid(1)
+    if i < out.size:
+        r = i % inner
+        j = (i // inner) % count
+        o = i // (inner * count)
+        out[i] = x[(o * length + index[j]) * inner + r]
+
+
+@lower(ops.gather)
+def gather_(b: Builder, node: Node) -> Step:
+    x, out = unary(b, node)
+    dim, indices = tensor_ops.gather_indices(node.attrs, tuple(x.shape))
+    if out.size == 0:
+        return lambda: None
+    _, inner = slabs(tuple(x.shape), dim)
+    index = cuda.to_device(np.asarray(indices, np.int64))
+    return launch(index_select_kernel, out.size, flat(x), flat(out), index, x.shape[dim],
+                  len(indices), max(1, inner))
+
+
+# -- elementwise math -------------------------------------------------------------------------
+
+SQRT, EXP, LOG, POW, CLAMP = 0, 1, 2, 3, 4
+
+
+@cuda.jit
+def math_kernel(x, out, kind, p, lo, hi):
+    """One elementwise function per ``kind``; clamp's missing bound is ±inf."""
+    i = cuda.grid(1)
+    if i < out.size:
+        v = x[i]
+        if kind == SQRT:
+            out[i] = math.sqrt(v) if v >= 0 else math.nan
+        elif kind == EXP:
+            out[i] = math.exp(v)
+        elif kind == LOG:
+            out[i] = (math.log(v) if v > 0 else (-math.inf if v == 0 else math.nan))
+        elif kind == POW:
+            out[i] = math.pow(v, p)
+        else:
+            v = lo if v < lo else v
+            out[i] = hi if v > hi else v
+
+
+def math_step(kind: int):
+    def lowering(b: Builder, node: Node) -> Step:
+        x, out = unary(b, node)
+        a = node.attrs
+        p = float(a.exponent) if kind == POW else 0.0
+        lo = -math.inf if kind != CLAMP or a.min is None else float(a.min)
+        hi = math.inf if kind != CLAMP or a.max is None else float(a.max)
+        if out.size == 0:
+            return lambda: None
+        return launch(math_kernel, out.size, flat(x), flat(out), kind, p, lo, hi)
+
+    return lowering
+
+
+for _op, _kind in ((ops.sqrt, SQRT), (ops.exp, EXP), (ops.log, LOG), (ops.pow_, POW),
+                   (ops.clamp, CLAMP)):
+    lower(_op)(math_step(_kind))
+
+COMPARE_CODES = {"gt": 0, "lt": 1, "ge": 2, "le": 3, "eq": 4, "ne": 5}
+
+
+@cuda.jit
+def select_kernel(c, a, b, out, shape, c_strides, a_strides, b_strides, kind):
+    """Broadcasting reads of up to three operands at the output's index: ``kind`` < 0 is
+    ``where(c != 0, a, b)``, else the comparison ``a ∘ b`` (``COMPARE_CODES``) as 1.0/0.0."""
+    i = cuda.grid(1)
+    if i >= out.size:
+        return
+    rest, ic, ia, ib = i, 0, 0, 0
+    for d in range(MAX_RANK - 1, -1, -1):
+        k = rest % shape[d]
+        rest //= shape[d]
+        ic += k * c_strides[d]
+        ia += k * a_strides[d]
+        ib += k * b_strides[d]
+    x, y = a[ia], b[ib]
+    if kind < 0:
+        out[i] = x if c[ic] != 0 else y
+        return
+    if kind == 0:
+        t = x > y
+    elif kind == 1:
+        t = x < y
+    elif kind == 2:
+        t = x >= y
+    elif kind == 3:
+        t = x <= y
+    elif kind == 4:
+        t = x == y
+    else:
+        t = x != y
+    out[i] = 1.0 if t else 0.0
+
+
+def select_step(b: Builder, node: Node, operands: list, kind: int) -> Step:
+    out = b.array(node.output)
+    if out.size == 0:
+        return lambda: None
+    shape = padded(tuple(out.shape))
+    strides = [cuda.to_device(broadcast_strides(tuple(v.shape))) for v in operands]
+    arrays = [flat(v) for v in operands]
+    return launch(select_kernel, out.size, *arrays, flat(out), cuda.to_device(shape),
+                  *strides, kind)
+
+
+@lower(ops.compare)
+def compare(b: Builder, node: Node) -> Step:
+    x, y = (b.array(v) for v in node.inputs)
+    return select_step(b, node, [x, x, y], COMPARE_CODES[node.attrs.kind])
+
+
+@lower(ops.where)
+def where(b: Builder, node: Node) -> Step:
+    return select_step(b, node, [b.array(v) for v in node.inputs], -1)

@@ -24,7 +24,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 import cnnir
-from cnnir.errors import LoweringError
+from cnnir.errors import LoweringError, check_output_dir
 from cnnir.ir import Graph, TensorType
 from cnnir.ir.types import is_static
 
@@ -179,6 +179,7 @@ def export(graph: Graph, path: str | os.PathLike, opset: int = DEFAULT_OPSET, *,
 
     >>> export(cnnir.trace(model, ("N", 3, 224, 224)), "model.onnx")
     """
+    check_output_dir(path)
     base, consts = _assemble(graph, opset)
     weight_bytes = sum(c.array.nbytes for c in consts.values())
     if check and weight_bytes > SKELETON_ABOVE_BYTES:

@@ -4,6 +4,8 @@ sigmoid 1/(1+e^{−x}); relu max(x,0); relu6 min(max(x,0),6); leaky_relu x>0 ? x
 elu x>0 ? x : α(eˣ−1); prelu x>0 ? x : a_c·x (slope per channel on dim 1, or shared);
 rrelu x>0 ? x : a·x with a ~ U(lower, upper) per element in training, (lower+upper)/2 in eval;
 hardsigmoid min(max(x+3,0),6)/6; hardswish x·hardsigmoid(x); silu x·σ(x);
+hardtanh min(max(x, min_val), max_val); softplus log(1 + e^{βx})/β, x where βx > threshold;
+mish x·tanh(log(1 + eˣ));
 gelu x·Φ(x) = ½x(1 + erf(x/√2)), or ½x(1 + tanh(√(2/π)(x + 0.044715x³))) with 'tanh';
 softmax exp(x − max)/Σexp(x − max); log_softmax x − max − log Σexp(x − max);
 dropout (training) x·mask/(1−p) with mask ~ Bernoulli(1−p), zeros for p = 1, identity in eval;
@@ -26,10 +28,12 @@ from cnnir.ops.activation import (
     DropoutAttrs,
     EluAttrs,
     GeluAttrs,
+    HardtanhAttrs,
     LeakyReluAttrs,
     PReluGradAttrs,
     RReluAttrs,
     SoftmaxAttrs,
+    SoftplusAttrs,
 )
 
 
@@ -96,6 +100,28 @@ def gelu(ctx: Context, a: GeluAttrs, x: np.ndarray) -> np.ndarray:
     if a.approximate == "tanh":
         return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)))
     return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))
+
+
+@kernel(ops.hardtanh)
+def hardtanh(ctx: Context, a: HardtanhAttrs, x: np.ndarray) -> np.ndarray:
+    return np.where(x < a.min_val, a.min_val, np.where(x > a.max_val, a.max_val, x))
+
+
+def softplus_of(a: SoftplusAttrs, x: np.ndarray) -> np.ndarray:
+    """``log(1 + e^{βx})/β``, x itself where βx > threshold (PyTorch's rule)."""
+    bx = a.beta * x
+    with np.errstate(over="ignore"):
+        return np.where(bx > a.threshold, x, np.log1p(np.exp(bx)) / a.beta)
+
+
+@kernel(ops.softplus)
+def softplus(ctx: Context, a: SoftplusAttrs, x: np.ndarray) -> np.ndarray:
+    return softplus_of(a, x)
+
+
+@kernel(ops.mish)
+def mish(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
+    return x * np.tanh(softplus_of(SoftplusAttrs(threshold=np.inf), x))
 
 
 @kernel(ops.prelu)
@@ -177,6 +203,18 @@ DERIVATIVES = {
 }
 
 
+def _mish_derivative(a: object, x: np.ndarray) -> np.ndarray:
+    t = np.tanh(softplus_of(SoftplusAttrs(threshold=np.inf), x))
+    return t + x * sigmoid_of(x) * (1.0 - t * t)
+
+
+DERIVATIVES.update({
+    ops.hardtanh: lambda a, x: ((x > a.min_val) & (x < a.max_val)).astype(x.dtype),
+    ops.softplus: lambda a, x: np.where(a.beta * x > a.threshold, 1.0, sigmoid_of(a.beta * x)),
+    ops.mish: _mish_derivative,
+})
+
+
 def activation_derivative(activation, activation_attrs, x: np.ndarray) -> np.ndarray:
     """f'(x) of ``activation`` (an OpDef) with its attributes (None: the defaults)."""
     attrs = activation_attrs if activation_attrs is not None else activation.attrs()
@@ -185,6 +223,11 @@ def activation_derivative(activation, activation_attrs, x: np.ndarray) -> np.nda
 
 @kernel(ops.activation_grad)
 def activation_grad(ctx: Context, a, x: np.ndarray, g: np.ndarray) -> np.ndarray:
+    return activation_derivative(a.activation, a.activation_attrs, x) * g
+
+
+@kernel(activation_ops.param_activation_grad)
+def param_activation_grad(ctx: Context, a, x: np.ndarray, g: np.ndarray) -> np.ndarray:
     return activation_derivative(a.activation, a.activation_attrs, x) * g
 
 

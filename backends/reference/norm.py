@@ -18,7 +18,13 @@ from cnnir import ops
 from cnnir.backends.reference.activation import activation_derivative
 from cnnir.backends.reference.runtime import Context, kernel
 from cnnir.ops import norm as norm_ops
-from cnnir.ops.norm import BatchNormAttrs, BatchNormGradAttrs
+from cnnir.ops.norm import (
+    BatchNormAttrs,
+    BatchNormGradAttrs,
+    GroupNormAttrs,
+    GroupNormGradAttrs,
+    LayerNormAttrs,
+)
 
 
 def per_channel(v: np.ndarray, rank: int) -> np.ndarray:
@@ -89,3 +95,67 @@ def batch_norm_update(ctx: Context, a, x: np.ndarray, running_mean: np.ndarray,
     m = a.momentum if a.momentum is not None else 1.0 / tracked
     new = ((1 - m) * running_mean + m * mean, (1 - m) * running_var + m * unbiased)
     return new if count is None else (*new, tracked)
+
+
+# -- group_norm, layer_norm and group_norm_grad -------------------------------------------------
+# group_norm: per sample and group, the biased mean and variance over the group's channels and
+# pixels, ``y = γ_c(x − μ)/√(σ² + eps) + β_c``; layer_norm: over the trailing normalized_shape
+# dims, γ and β of that shape. group_norm_grad, per (sample, group) with ĝ = γ·gy and means
+# over the group: ``gx = (ĝ − mean(ĝ) − x̂·mean(ĝ·x̂))/√(σ² + eps)``, ``gγ = Σ gy·x̂`` and
+# ``gβ = Σ gy`` over samples and pixels.
+
+
+def grouped(x: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """x viewed as (N, G, rest): its values centered per (sample, group), and their biased
+    variance."""
+    v = x.reshape(x.shape[0], groups, -1)
+    centered = v - v.mean(axis=2, keepdims=True)
+    return centered, (centered**2).mean(axis=2, keepdims=True)
+
+
+def affine_per_channel(y: np.ndarray, weight: np.ndarray | None,
+                       bias: np.ndarray | None) -> np.ndarray:
+    if weight is not None:
+        y = y * per_channel(weight, y.ndim)
+    if bias is not None:
+        y = y + per_channel(bias, y.ndim)
+    return y
+
+
+@kernel(norm_ops.group_norm)
+def group_norm(ctx: Context, a: GroupNormAttrs, x: np.ndarray, weight: np.ndarray | None,
+               bias: np.ndarray | None) -> np.ndarray:
+    centered, var = grouped(x, a.num_groups)
+    y = (centered / np.sqrt(var + a.eps)).reshape(x.shape)
+    return affine_per_channel(y, weight, bias)
+
+
+@kernel(norm_ops.layer_norm)
+def layer_norm(ctx: Context, a: LayerNormAttrs, x: np.ndarray, weight: np.ndarray | None,
+               bias: np.ndarray | None) -> np.ndarray:
+    axes = tuple(range(x.ndim - len(a.normalized_shape), x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(var + a.eps)
+    if weight is not None:
+        y = y * weight
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+@kernel(norm_ops.group_norm_grad)
+def group_norm_grad(ctx: Context, a: GroupNormGradAttrs, x: np.ndarray,
+                    weight: np.ndarray | None, gy: np.ndarray) -> tuple[np.ndarray, ...]:
+    centered, var = grouped(x, a.num_groups)
+    inv_std = 1.0 / np.sqrt(var + a.eps)
+    x_hat = (centered * inv_std).reshape(x.shape)
+    axes = (0, *range(2, x.ndim))
+    results = {"weight": np.sum(gy * x_hat, axis=axes), "bias": np.sum(gy, axis=axes)}
+    if "input" in a.outputs:
+        g_hat = affine_per_channel(gy, weight, None).reshape(centered.shape)
+        xh = x_hat.reshape(centered.shape)
+        gx = (g_hat - g_hat.mean(axis=2, keepdims=True)
+              - xh * (g_hat * xh).mean(axis=2, keepdims=True)) * inv_std
+        results["input"] = gx.reshape(x.shape)
+    return tuple(results[name] for name in a.outputs)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from cnnir.backend import KernelTable, bind_input_shapes
+from cnnir.backend import KernelTable, check_call
 from cnnir.errors import CnnirError, LoweringError
 from cnnir.ir import Graph, Node, Value
 from cnnir.ir.types import Dim, evaluate_dim, is_static, shape_str
@@ -116,28 +116,11 @@ class ReferenceProgram:
                           for v in graph.constants.values()}
 
     def bind_inputs(self, arrays: Sequence[Any]) -> tuple[dict[int, np.ndarray], dict[str, int]]:
-        inputs = self.graph.inputs
-        if len(arrays) != len(inputs):
-            names = ", ".join(f"'{v.name}' {v.type}" for v in inputs)
-            raise LoweringError(f"graph '{self.graph.name}' takes {len(inputs)} input(s) "
-                                f"({names}) but was called with {len(arrays)}")
-        checked = [self._input_array(value, raw) for value, raw in zip(inputs, arrays)]
-        env = bind_input_shapes(inputs, [a.shape for a in checked])
-        return {id(v): a for v, a in zip(inputs, checked)}, env
-
-    def _input_array(self, value: Value, raw: Any) -> np.ndarray:
-        try:
-            array = np.asarray(raw)
-        except (TypeError, ValueError) as e:
-            raise LoweringError(f"input '{value.name}' is not an array: {e}") from None
-        if array.dtype.kind not in "biuf":
-            raise LoweringError(f"input '{value.name}' has dtype {array.dtype}, expected a "
-                                f"numeric array for {value.type}")
-        if not is_float_dtype(value.type.dtype) and array.dtype.kind == "f":
-            raise LoweringError(
-                f"input '{value.name}' is typed {value.type} (integer) but got a "
-                f"{array.dtype} array", hint="pass class indices as an integer array")
-        return _as_compute(array, value.type.dtype, self.dtype)
+        """The inputs in the compute dtype, after the shared call-time checks
+        (``cnnir.backend.check_call``; this backend converts float inputs it is given)."""
+        arrays, env = check_call(self.graph, arrays, self.dtype, cast=True)
+        return {id(v): _as_compute(a, v.type.dtype, self.dtype)
+                for v, a in zip(self.graph.inputs, arrays)}, env
 
     def reseed(self, seed: int) -> None:
         """Restart the random ops' generator from ``seed``."""

@@ -138,3 +138,56 @@ def identity(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
 @kernel(ops.expand)
 def expand(ctx: Context, a: ExpandAttrs, x: np.ndarray) -> np.ndarray:
     return np.broadcast_to(x, tuple(ctx.dim(d) for d in a.shape)).copy()
+
+
+@kernel(ops.slice_)
+def slice_(ctx: Context, a: tensor_ops.SliceAttrs, x: np.ndarray) -> np.ndarray:
+    index = [slice(None)] * x.ndim
+    for axis, start, stop, step in tensor_ops.slice_bounds(a, x.shape):
+        index[axis] = slice(start, stop, step)
+    return x[tuple(index)].copy()
+
+
+@kernel(ops.gather)
+def gather(ctx: Context, a: tensor_ops.GatherAttrs, x: np.ndarray) -> np.ndarray:
+    dim, indices = tensor_ops.gather_indices(a, x.shape)
+    return np.take(x, np.asarray(indices, dtype=np.int64), axis=dim)
+
+
+@kernel(ops.sqrt)
+def sqrt(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
+    return np.sqrt(x)
+
+
+@kernel(ops.exp)
+def exp(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
+    return np.exp(x)
+
+
+@kernel(ops.log)
+def log(ctx: Context, attrs: object, x: np.ndarray) -> np.ndarray:
+    return np.log(x)
+
+
+@kernel(ops.pow_)
+def pow_(ctx: Context, a: tensor_ops.PowAttrs, x: np.ndarray) -> np.ndarray:
+    return np.power(x, x.dtype.type(a.exponent))
+
+
+@kernel(ops.clamp)
+def clamp(ctx: Context, a: tensor_ops.ClampAttrs, x: np.ndarray) -> np.ndarray:
+    """torch.clamp: ``min(max(x, lo), hi)``, so hi wins when lo > hi; NaN stays NaN."""
+    y = x if a.min is None else np.where(x < a.min, x.dtype.type(a.min), x)
+    return y if a.max is None else np.where(y > a.max, x.dtype.type(a.max), y)
+
+
+@kernel(ops.compare)
+def compare(ctx: Context, a: tensor_ops.CompareAttrs, x: np.ndarray,
+            y: np.ndarray) -> np.ndarray:
+    return tensor_ops.NUMPY_COMPARISONS[a.kind](x, y).astype(np.result_type(x, y))
+
+
+@kernel(ops.where)
+def where(ctx: Context, attrs: object, cond: np.ndarray, a: np.ndarray,
+          b: np.ndarray) -> np.ndarray:
+    return np.where(cond != 0, a, b)

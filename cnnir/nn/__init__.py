@@ -1,6 +1,5 @@
 """``cnnir.nn``: the torch.nn mirror (modules, containers, init, functional)."""
 
-from cnnir.frontend import init  # noqa: F401
 from cnnir.frontend.layers import *  # noqa: F401,F403
 from cnnir.frontend.layers import __dict__ as _layers
 from cnnir.frontend.module import (  # noqa: F401
@@ -12,7 +11,7 @@ from cnnir.frontend.module import (  # noqa: F401
     Sequential,
     manual_seed,
 )
-from cnnir.nn import functional  # noqa: F401
+from cnnir.nn import functional, init  # noqa: F401
 
 __all__ = sorted(
     [n for n, v in _layers.items() if isinstance(v, type) and not n.startswith("_")

@@ -1,7 +1,8 @@
 """Activations, softmax and dropout (PyTorch semantics; docs/semantics.md §1.5, §1.6, §1.14).
 
-FLOPs per element E: relu 1; relu6, leaky_relu, prelu, rrelu 2; elu, sigmoid 3; tanh 1;
-silu, hardsigmoid 4; hardswish 5; gelu 6 (scale, erf, add, two multiplies, halving);
+FLOPs per element E: relu 1; relu6, leaky_relu, prelu, rrelu, hardtanh 2; elu, sigmoid 3;
+tanh 1; silu, hardsigmoid, mish 4; hardswish, softplus 5;
+gelu 6 (scale, erf, add, two multiplies, halving);
 softmax and log_softmax 5 (max, subtract, exp, sum, divide or subtract);
 dropout 1 in training (a multiply by the pre-scaled mask), 0 in eval.
 
@@ -10,8 +11,10 @@ they applied: dropout's keep mask scaled by 1/(1 − p) (dropout2d's shaped (N, 
 rrelu multiplier of each element (1 where x > 0, its sampled slope elsewhere). The forward is
 ``y = x·m`` and the gradient ``gx = gy·m``, so the backward reuses the forward's draw exactly;
 tracing hands the user output 0 only, and in eval mode these ops have one output.
-Backward-only ops: ``activation_grad`` (f'(x)·g), ``prelu_grad`` (E comparisons, plus E
-multiplies for the input's gradient and 2E, a multiply and an add, for the slopes').
+Backward-only ops: ``activation_grad`` (f'(x)·g), ``param_activation_grad`` (the same for
+hardtanh, softplus and mish, whose parameters the fused kernels do not take), ``prelu_grad``
+(E comparisons, plus E multiplies for the input's gradient and 2E, a multiply and an add,
+for the slopes').
 """
 
 from __future__ import annotations
@@ -146,6 +149,65 @@ def onnx_gelu(b: Any, node: Node) -> list[str]:
 
 
 gelu = _unary("gelu", 6, GeluAttrs, onnx=onnx_gelu)
+
+
+# -- hardtanh, softplus, mish ------------------------------------------------------------------
+# Their gradient is ``param_activation_grad``, not activation_grad: the kernels that take an
+# activation code (activation_grad, the fused epilogues, batch_norm_grad's fused prologue)
+# carry one parameter, and hardtanh and softplus have two.
+
+
+@dataclass(frozen=True)
+class HardtanhAttrs:
+    min_val: float = -1.0
+    max_val: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(self.min_val <= self.max_val,
+                f"hardtanh needs min_val <= max_val, got min_val={self.min_val}, "
+                f"max_val={self.max_val}")
+
+
+def onnx_hardtanh(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Clip(X, min_val, max_val)``."""
+    a, dtype = node.attrs, node.inputs[0].type.dtype
+    return [b.op("Clip", [b.input(0), b.scalar(a.min_val, dtype), b.scalar(a.max_val, dtype)])]
+
+
+@dataclass(frozen=True)
+class SoftplusAttrs:
+    beta: float = 1.0
+    threshold: float = 20.0
+
+    def __post_init__(self) -> None:
+        require(self.beta != 0, "softplus needs a nonzero beta")
+
+
+def onnx_softplus(b: Any, node: Node) -> list[str]:
+    """ONNX mapping (its Softplus has neither beta nor threshold): PyTorch's rule
+    ``Where(β·x > threshold, x, Softplus(β·x)/β)``."""
+    a, x, dtype = node.attrs, b.input(0), node.inputs[0].type.dtype
+    scaled = x if a.beta == 1 else b.op("Mul", [x, b.scalar(a.beta, dtype)])
+    soft = b.op("Softplus", [scaled])
+    if a.beta != 1:
+        soft = b.op("Div", [soft, b.scalar(a.beta, dtype)])
+    linear = b.op("Greater", [scaled, b.scalar(a.threshold, dtype)])
+    return [b.op("Where", [linear, x, soft])]
+
+
+def vjp_param_activation(ad: Any, node: Node, grads: list) -> list:
+    """``gx = f'(x)·g``, one ``param_activation_grad`` node (derivatives: hardtanh 1 on the
+    open interval (min_val, max_val), else 0; softplus σ(β·x), 1 where β·x > threshold; mish
+    tanh(sp) + x·σ(x)·(1 − tanh²(sp)) with sp = softplus(x))."""
+    attrs = ActivationGradAttrs(node.op, node.attrs)
+    return [ad.op(param_activation_grad, [node.inputs[0], grads[0]], attrs)]
+
+
+hardtanh = _unary("hardtanh", 2, HardtanhAttrs, onnx=onnx_hardtanh, vjp=vjp_param_activation)
+# softplus: a multiply, exp, log1p, divide and the threshold comparison
+softplus = _unary("softplus", 5, SoftplusAttrs, onnx=onnx_softplus, vjp=vjp_param_activation)
+# mish: exp, log1p, tanh and a multiply; ONNX ``Mish`` (opset 18)
+mish = _unary("mish", 4, onnx=onnx_same("Mish"), vjp=vjp_param_activation)
 
 
 @dataclass(frozen=True)
@@ -433,6 +495,14 @@ def cost_activation_grad(a: ActivationGradAttrs, ins: list[TensorType | None],
 
 activation_grad = register(OpDef(
     name="activation_grad", inputs=("input", "grad_output"), attrs=ActivationGradAttrs,
+    infer=infer_activation_grad, cost=cost_activation_grad, backward=True,
+    differentiable=False, flop_rule="the activation's FLOPs + E",
+))
+
+
+# hardtanh's, softplus's and mish's gradients: backward-only, emitted by vjp_param_activation.
+param_activation_grad = register(OpDef(
+    name="param_activation_grad", inputs=("input", "grad_output"), attrs=ActivationGradAttrs,
     infer=infer_activation_grad, cost=cost_activation_grad, backward=True,
     differentiable=False, flop_rule="the activation's FLOPs + E",
 ))

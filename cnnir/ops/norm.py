@@ -240,3 +240,212 @@ batch_norm_update = register(OpDef(
     updates=("running_mean", "running_var", "num_batches_tracked?"),
     flop_rule="3E for the batch statistics + 7 per channel",
 ))
+
+
+# -- group_norm and layer_norm ---------------------------------------------------------------
+# group_norm (GroupNorm, and InstanceNorm as G = C): per sample and group of C/G channels, the
+# biased mean μ and variance σ² over (C/G, *spatial); ``y = γ_c(x − μ)/√(σ² + eps) + β_c``.
+# layer_norm: the same over the trailing ``normalized_shape`` dims, γ and β of that shape,
+# i.e. group_norm with one group on the (M, D) view (M leading elements, D normalized ones).
+# FLOPs as batch_norm with batch statistics (fvcore): 5E with affine parameters, 4E without.
+# Gradient: ``group_norm_grad`` (layer_norm's through that (M, D) view), per (sample, group)
+# with x̂ = (x − μ)/√(σ² + eps) and ĝ = γ·gy over its L values:
+# ``gx = (ĝ − Σĝ/L − x̂·Σĝ·x̂/L)/√(σ² + eps)``, ``gγ_c = Σ_{n, pixels} gy·x̂``,
+# ``gβ_c = Σ gy``; cost as batch_norm_grad's: 6E for the sums, + 5E for gx.
+
+NORM_GRADS = BN_GRADS
+
+
+def _check_eps(eps: float) -> None:
+    require(eps > 0, f"eps must be > 0, got {eps}")
+
+
+@dataclass(frozen=True)
+class GroupNormAttrs:
+    num_groups: int = 1
+    eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.num_groups, int) and self.num_groups >= 1,
+                f"num_groups must be a positive int, got {self.num_groups!r}")
+        _check_eps(self.eps)
+
+
+def _check_params(x: TensorType, shape: tuple, types: list[TensorType | None],
+                  what: str) -> None:
+    for name, t in zip(("weight", "bias"), types):
+        require(t is None or t.shape == shape,
+                lambda name=name, t=t: f"expects {name} of shape {shape_str(shape)} for "
+                                       f"input {shape_str(x.shape)} ({what}) but it is "
+                                       f"{shape_str(t.shape)}")
+
+
+def infer_group_norm(a: GroupNormAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    require(x.rank >= 2, f"expects an input (N, C, *) but it is {shape_str(x.shape)}")
+    dtype = same_dtype(types)
+    channels = x.shape[1]
+    require(not is_static(channels) or channels % a.num_groups == 0,
+            lambda: f"expects the number of channels in input {shape_str(x.shape)} to be "
+                    f"divisible by num_groups={a.num_groups}",
+            "GroupNorm(num_groups, num_channels) needs num_channels % num_groups == 0")
+    _check_params(x, (channels,), types[1:3], "one per channel")
+    return [TensorType(x.shape, dtype)]
+
+
+def cost_norm(a: Any, ins: list[TensorType | None], outs: list[TensorType]) -> Cost:
+    return Cost(flops=(5 if ins[1] is not None else 4) * static_numel(outs[0]))
+
+
+def onnx_group_norm(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: G = C is ``InstanceNormalization(X, γ, β)``; from opset 21
+    ``GroupNormalization(X, γ, β, num_groups)`` (ones and zeros for absent γ, β). Before it,
+    ONNX has no per-channel GroupNormalization (opset 18's scales one value per group):
+    ``Reshape(X, (N, G, −1))``, ``InstanceNormalization`` with unit scale, ``Reshape`` back,
+    then ``Mul(γ)`` and ``Add(β)`` along the channels."""
+    a, x = node.attrs, node.inputs[0].type
+    channels = x.shape[1]
+    if not is_static(channels):
+        b.fail(f"needs a static channel count, got input {shape_str(x.shape)}")
+    ones = np.ones((channels,), x.dtype)
+    if a.num_groups == channels or b.opset >= 21:
+        affine = [b.input(1) or b.const(ones, "fill"),
+                  b.input(2) or b.const(np.zeros_like(ones), "fill")]
+        if a.num_groups == channels:
+            return [b.op("InstanceNormalization", [b.input(0), *affine], epsilon=float(a.eps))]
+        return [b.op("GroupNormalization", [b.input(0), *affine], epsilon=float(a.eps),
+                     num_groups=a.num_groups)]
+    groups = np.asarray([0, a.num_groups, -1], np.int64)
+    grouped = b.op("Reshape", [b.input(0), b.const(groups, "shape")])
+    unit = np.ones((a.num_groups,), x.dtype)
+    y = b.op("InstanceNormalization", [grouped, b.const(unit, "fill"),
+                                       b.const(np.zeros_like(unit), "fill")],
+             epsilon=float(a.eps))
+    y = b.op("Reshape", [y, b.op("Shape", [b.input(0)])])
+    along = np.asarray([channels] + [1] * (x.rank - 2), np.int64)
+    for i, op_type in ((1, "Mul"), (2, "Add")):
+        if b.input(i):
+            y = b.op(op_type, [y, b.op("Reshape", [b.input(i), b.const(along, "shape")])])
+    return [y]
+
+
+def vjp_group_norm(ad: Any, node: Node, grads: list) -> list:
+    """One ``group_norm_grad`` node for the wanted gradients among input, weight and bias."""
+    x, w = node.inputs[:2]
+    wanted = tuple(name for i, name in enumerate(NORM_GRADS) if ad.needs(i))
+    attrs = GroupNormGradAttrs(node.attrs.num_groups, node.attrs.eps, wanted)
+    got = dict(zip(wanted, ad.ops(group_norm_grad, [x, w, grads[0]], attrs)))
+    return [got.get(name) for name in NORM_GRADS]
+
+
+group_norm = register(OpDef(
+    name="group_norm", inputs=("input", "weight?", "bias?"), params=("weight", "bias"),
+    attrs=GroupNormAttrs, infer=infer_group_norm, cost=cost_norm, onnx=onnx_group_norm,
+    vjp=vjp_group_norm, flop_rule="5E with affine parameters, 4E without",
+))
+
+
+@dataclass(frozen=True)
+class LayerNormAttrs:
+    normalized_shape: tuple[int, ...] = ()
+    eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        shape = self.normalized_shape
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        object.__setattr__(self, "normalized_shape", shape)
+        require(len(shape) >= 1 and all(isinstance(d, int) and d >= 1 for d in shape),
+                f"normalized_shape must be one or more positive ints, got {shape!r}")
+        _check_eps(self.eps)
+
+
+def infer_layer_norm(a: LayerNormAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x, shape = types[0], a.normalized_shape
+    dtype = same_dtype(types)
+    tail = x.shape[x.rank - len(shape):] if x.rank >= len(shape) else None
+    require(tail is not None and all(not is_static(d) or d == s for d, s in zip(tail, shape)),
+            lambda: f"expects an input ending in normalized_shape {list(shape)} but it is "
+                    f"{shape_str(x.shape)}",
+            "LayerNorm(normalized_shape) normalizes the trailing dims of its input")
+    _check_params(x, shape, types[1:3], "normalized_shape")
+    return [TensorType(x.shape, dtype)]
+
+
+def onnx_layer_norm(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``LayerNormalization(X, γ, β, axis = −len(normalized_shape))`` (opset
+    17; a ones scale when there is no weight)."""
+    a, x = node.attrs, node.inputs[0].type
+    scale = b.input(1) or b.const(np.ones(a.normalized_shape, x.dtype), "fill")
+    inputs = [b.input(0), scale] + ([b.input(2)] if b.input(2) else [])
+    return [b.op("LayerNormalization", inputs, axis=-len(a.normalized_shape),
+                 epsilon=float(a.eps))]
+
+
+def vjp_layer_norm(ad: Any, node: Node, grads: list) -> list:
+    """group_norm's gradient with one group on the (M, D) view: x and gy reshaped to it, γ
+    to (D,), and the gradients reshaped back."""
+    from cnnir.ops.tensor import ReshapeAttrs, reshape
+
+    x, w = node.inputs[:2]
+    shape = node.attrs.normalized_shape
+    d = int(np.prod(shape))
+
+    def view(v: Any, to: tuple) -> Any:
+        return None if v is None else ad.op(reshape, [v], ReshapeAttrs(to))
+
+    wanted = tuple(name for i, name in enumerate(NORM_GRADS) if ad.needs(i))
+    attrs = GroupNormGradAttrs(1, node.attrs.eps, wanted)
+    outs = ad.ops(group_norm_grad, [view(x, (-1, d)), view(w, (d,)), view(grads[0], (-1, d))],
+                  attrs)
+    back = {"input": x.type.shape, "weight": shape, "bias": shape}
+    got = {name: view(v, back[name]) for name, v in zip(wanted, outs)}
+    return [got.get(name) for name in NORM_GRADS]
+
+
+layer_norm = register(OpDef(
+    name="layer_norm", inputs=("input", "weight?", "bias?"), params=("weight", "bias"),
+    attrs=LayerNormAttrs, infer=infer_layer_norm, cost=cost_norm, onnx=onnx_layer_norm,
+    vjp=vjp_layer_norm, flop_rule="5E with affine parameters, 4E without",
+))
+
+
+@dataclass(frozen=True)
+class GroupNormGradAttrs:
+    """A ``group_norm_grad`` node: the forward's groups and eps, and the gradients it
+    computes, in this order: input, weight, bias."""
+
+    num_groups: int = 1
+    eps: float = 1e-5
+    outputs: tuple[str, ...] = NORM_GRADS
+
+    def __post_init__(self) -> None:
+        _check_eps(self.eps)
+        require(bool(self.outputs) and tuple(n for n in NORM_GRADS if n in self.outputs)
+                == tuple(self.outputs),
+                f"outputs must be a non-empty ordered subset of {NORM_GRADS}, "
+                f"got {self.outputs!r}")
+
+
+def infer_group_norm_grad(a: GroupNormGradAttrs,
+                          types: list[TensorType | None]) -> list[TensorType]:
+    x, w, g = types
+    (y,) = infer_group_norm(GroupNormAttrs(a.num_groups, a.eps), [x, w])
+    require(g.shape == y.shape, lambda: f"expects grad_output shaped like the input "
+            f"{shape_str(x.shape)} but it is {shape_str(g.shape)}")
+    dtype = same_dtype(types)
+    param = TensorType((x.shape[1],), dtype)
+    return [TensorType(x.shape, dtype) if name == "input" else param for name in a.outputs]
+
+
+def cost_group_norm_grad(a: GroupNormGradAttrs, ins: list[TensorType | None],
+                         outs: list[TensorType]) -> Cost:
+    e = static_numel(ins[0])
+    return Cost(flops=6 * e + 5 * e * ("input" in a.outputs))
+
+
+# Backward-only, emitted by vjp_group_norm and vjp_layer_norm.
+group_norm_grad = register(OpDef(
+    name="group_norm_grad", inputs=("input", "weight?", "grad_output"),
+    attrs=GroupNormGradAttrs, infer=infer_group_norm_grad, cost=cost_group_norm_grad,
+    backward=True, differentiable=False, flop_rule="6E + 5E with grad_input",
+))

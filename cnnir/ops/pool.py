@@ -73,11 +73,20 @@ class PoolAttrs:
         object.__setattr__(self, "stride", positive_pair(stride, "stride"))
         object.__setattr__(self, "padding", nonnegative_pair(self.padding, "padding"))
         object.__setattr__(self, "dilation", positive_pair(self.dilation, "dilation"))
+        # ATen's two checks, in its order and words: the output-shape function's limit on the
+        # effective (dilated) kernel, then the pooling shape check's on the kernel itself (the
+        # stricter one once dilation > 1: max_pool2d(3, padding=2, dilation=2) is refused)
         for axis in range(2):
             eff = self.dilation[axis] * (kernel[axis] - 1) + 1
-            require(self.padding[axis] <= kernel[axis] // 2 and self.padding[axis] <= eff // 2,
+            require(self.padding[axis] <= eff // 2,
                     f"pad should be at most half of effective kernel size, got "
-                    f"padding={self.padding}, kernel_size={kernel}, dilation={self.dilation}")
+                    f"padding={self.padding}, kernel_size={kernel}, dilation={self.dilation} "
+                    f"(effective kernel size {eff} on axis {'HW'[axis]})")
+        for axis in range(2):
+            require(self.padding[axis] <= kernel[axis] // 2,
+                    f"pad should be smaller than or equal to half of kernel size, got "
+                    f"padding={self.padding}, kernel_size={kernel} (dilation does not raise "
+                    f"this limit)", "use padding <= kernel_size // 2; torch refuses this too")
 
 
 @dataclass(frozen=True)
@@ -127,16 +136,47 @@ def pool_window(a: PoolAttrs, types: list[TensorType | None]) -> Window:
     return Window(kernel, (Fraction(a.stride[0]), Fraction(a.stride[1])))
 
 
-def _pool_onnx_attrs(a: PoolAttrs) -> dict[str, Any]:
-    """``pads`` = [top, left, bottom, right] from the symmetric torch padding."""
-    return {"kernel_shape": list(a.kernel_size), "strides": list(a.stride),
-            "pads": [*a.padding, *a.padding], "ceil_mode": int(a.ceil_mode)}
+def _onnx_pool(b: Any, op_type: str, node: Node, **attrs: Any) -> tuple[str, bool]:
+    """``MaxPool``/``AveragePool`` with ``pads`` = [top, left, bottom, right] from the
+    symmetric torch padding, and whether it had to pad the bottom/right further. ONNX's
+    ceil mode (its shape inference; ORT follows torch) keeps a last window that starts in
+    the right padding, which torch drops (§1.7), and one ``ceil_mode`` serves both axes. So
+    ``ceil_mode`` only where every axis that differs from floor mode gains its cell in both;
+    where one axis gains a cell and the other drops it, floor mode with the gaining axis
+    padded at the end far enough for its last window (never past it: the window starts
+    inside the input or the left padding)."""
+    a = node.attrs
+    x, y = node.inputs[0].type.shape[2:], node.output.type.shape[2:]
+    ceil, extra = False, [0, 0]
+    if a.ceil_mode:  # ceil mode has static H and W
+        eff = [a.dilation[i] * (a.kernel_size[i] - 1) + 1 for i in range(2)]
+        span = [x[i] + 2 * a.padding[i] - eff[i] for i in range(2)]
+        floor = [span[i] // a.stride[i] + 1 for i in range(2)]
+        onnx_ceil = [-(-span[i] // a.stride[i]) + 1 for i in range(2)]
+        if list(y) != floor:
+            if list(y) == onnx_ceil:
+                ceil = True
+            else:
+                extra = [(y[i] - 1) * a.stride[i] + eff[i] - x[i] - 2 * a.padding[i]
+                         if y[i] != floor[i] else 0 for i in range(2)]
+    source = b.input(0)
+    if any(a.padding[i] + extra[i] >= a.kernel_size[i] for i in range(2)):
+        # ORT refuses pads ≥ kernel_shape (a dilated max pool's window is longer): the
+        # extra rows and columns as -inf before the pool (only MaxPool has dilation)
+        pads = np.asarray([0, 0, 0, 0, 0, 0, *extra], dtype=np.int64)
+        source = b.op("Pad", [source, b.const(pads, "pads"),
+                              b.scalar(-np.inf, node.inputs[0].type.dtype)], mode="constant")
+        extra = [0, 0]
+    pooled = b.op(op_type, [source], kernel_shape=list(a.kernel_size),
+                  strides=list(a.stride), ceil_mode=int(ceil),
+                  pads=[*a.padding, a.padding[0] + extra[0], a.padding[1] + extra[1]],
+                  **attrs)
+    return pooled, any(extra)
 
 
 def onnx_max_pool2d(b: Any, node: Node) -> list[str]:
     """ONNX mapping: ``MaxPool`` (ORT follows torch's ceil-mode rule)."""
-    return [b.op("MaxPool", [b.input(0)], dilations=list(node.attrs.dilation),
-                 **_pool_onnx_attrs(node.attrs))]
+    return [_onnx_pool(b, "MaxPool", node, dilations=list(node.attrs.dilation))[0]]
 
 
 def _include_pad_window_sizes(a: AvgPoolAttrs, x: TensorType, y: TensorType) -> np.ndarray:
@@ -157,14 +197,17 @@ def onnx_avg_pool2d(b: Any, node: Node) -> list[str]:
     a = node.attrs
     x, y = node.inputs[0].type, node.output.type
     include = a.divisor_override is not None or a.count_include_pad
-    pooled = b.op("AveragePool", [b.input(0)], count_include_pad=int(include),
-                  **_pool_onnx_attrs(a))
-    if a.divisor_override is None:
+    pooled, padded = _onnx_pool(b, "AveragePool", node, count_include_pad=int(include))
+    if not include or (a.divisor_override is None and not padded):
         return [pooled]
-    if a.ceil_mode:
+    # with the extra end padding every window divides by kh·kw, torch's last ones by less
+    window = a.kernel_size[0] * a.kernel_size[1]
+    if a.divisor_override is None:
+        factor = window / _include_pad_window_sizes(a, x, y)
+    elif a.ceil_mode and not padded:
         factor = _include_pad_window_sizes(a, x, y) / a.divisor_override
     else:
-        factor = np.asarray(a.kernel_size[0] * a.kernel_size[1] / a.divisor_override)
+        factor = np.asarray(window / a.divisor_override)
     return [b.op("Mul", [pooled, b.const(factor.astype(x.dtype), "divisor_factor")])]
 
 
@@ -498,12 +541,46 @@ def _resize_uses_sizes(a: InterpolateAttrs) -> bool:
     return bool(a.align_corners) and any(s < 1 or s != int(s) for s in a.scale_factor)
 
 
+def _nearest_indices(in_len: int, out_len: int, exact_mode: bool) -> np.ndarray:
+    """§1.10's source index of each output index, for a resize to a given size."""
+    dst = np.arange(out_len, dtype=np.float64) + (0.5 if exact_mode else 0.0)
+    return np.minimum(np.floor(dst * (in_len / out_len)), in_len - 1).astype(np.int64)
+
+
+def _ort_misrounds(x: TensorType, y: TensorType, mode: str) -> bool:
+    """Whether ORT's Resize by sizes would pick other pixels than torch: it computes the
+    scale ``out/in`` in float32, and where an output index lands exactly on a rounding
+    boundary that scale can put it just below (14 → 2 columns: pixel 6 for torch's 7).
+    ORT's arithmetic is replayed in float32 (static sizes up to 2¹⁶)."""
+    for axis in (2, 3):
+        n_in, n_out = x.shape[axis], y.shape[axis]
+        if not (is_static(n_in) and is_static(n_out)) or n_out > 1 << 16:
+            return False
+        f32 = np.float32
+        scale = f32(n_out) / f32(n_in)
+        dst = np.arange(n_out, dtype=f32)
+        if mode == "nearest":  # asymmetric, floor
+            ort = np.floor(dst / scale)
+        else:  # half_pixel, round_prefer_ceil
+            ort = np.floor((dst + f32(0.5)) / scale - f32(0.5) + f32(0.5))
+        ort = np.clip(ort, 0, n_in - 1).astype(np.int64)
+        if not np.array_equal(ort, _nearest_indices(n_in, n_out, mode == "nearest-exact")):
+            return True
+    return False
+
+
 def onnx_interpolate(b: Any, node: Node) -> list[str]:
     """ONNX mapping: ``Resize(X, "", scales | sizes, axes=[2, 3])``; the axes keep N and C
     out of it, so the batch stays dynamic."""
     a = node.attrs
     x, y = node.inputs[0].type, node.output.type
     mode, transform, nearest = RESIZE_MODES[(a.mode, bool(a.align_corners))]
+    if _resize_uses_sizes(a) and a.mode != "bilinear" and _ort_misrounds(x, y, a.mode):
+        out = b.input(0)  # torch's source indices, exactly, as two Gathers
+        for axis in (2, 3):
+            src = _nearest_indices(x.shape[axis], y.shape[axis], a.mode == "nearest-exact")
+            out = b.op("Gather", [out, b.const(src, "indices")], axis=axis)
+        return [out]
     if _resize_uses_sizes(a):
         if not all(is_static(d) for d in y.shape[2:]):
             b.fail(f"needs static output sizes to export 'sizes', got {shape_str(y.shape)} "

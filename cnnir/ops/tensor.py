@@ -1,13 +1,17 @@
 """Tensor ops: broadcasting arithmetic, concatenation, reshapes, permutations, splits,
-reductions, channel shuffle, constant padding and identity.
+reductions, channel shuffle, constant padding, identity, slicing and constant-index gathers,
+and the elementwise math of torch's top level (sqrt, exp, log, pow, clamp, comparisons as
+0/1 masks, where).
 
 FLOPs: add/sub/mul/div cost one per output element; sum and amax one per input element;
 mean one per input element plus one division per output element; everything that only moves
-data (cat, reshape, flatten, transpose, split, channel_shuffle, pad, identity, expand) costs 0.
-amax_grad (backward-only) 3·E_in + E_out.
+data (cat, reshape, flatten, transpose, split, channel_shuffle, pad, identity, expand, slice,
+gather) costs 0. sqrt, exp, log, pow, compare and where cost one per output element, clamp
+two (a comparison per bound). amax_grad (backward-only) 3·E_in + E_out.
 
 Gradients: each op's ``vjp`` undoes its data movement (split ↔ cat, pad ↔ crop, a shuffle by
-its inverse, a transpose by the inverse permutation) or sums over broadcast axes.
+its inverse, a transpose by the inverse permutation, a slice by zero interleaving and padding,
+a gather by gathers from the gradient with a zero slot appended) or sums over broadcast axes.
 """
 
 from __future__ import annotations
@@ -703,8 +707,336 @@ expand = register(OpDef(
     cost=free_cost, flop_rule="0 (data movement)", onnx=onnx_expand, vjp=vjp_expand,
 ))
 
+# -- slicing and gathering ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SliceAttrs:
+    """``x[starts:ends:steps]`` along ``axes`` (Python/ONNX clamping: out-of-range bounds are
+    clipped, negative ones count from the end); steps are positive (torch refuses others)."""
+
+    axes: tuple[int, ...] = ()
+    starts: tuple[int, ...] = ()
+    ends: tuple[int, ...] = ()
+    steps: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        n = len(self.axes)
+        require(len(self.starts) == n and len(self.ends) == n and len(self.steps) == n,
+                f"slice needs one start, end and step per axis, got axes={list(self.axes)}, "
+                f"starts={list(self.starts)}, ends={list(self.ends)}, steps={list(self.steps)}")
+        require(len(set(self.axes)) == n, f"slice names an axis twice: {list(self.axes)}")
+        require(all(isinstance(k, int) and k >= 1 for k in self.steps),
+                f"slice steps must be positive, got {list(self.steps)}",
+                "torch refuses negative steps too; use torch.flip-free indexing (a gather "
+                "with the reversed indices: x[:, [3, 2, 1, 0]])")
+
+
+def slice_bounds(a: SliceAttrs, shape: tuple[Dim, ...]) -> list[tuple[int, int, int, int]]:
+    """``(axis, start, stop, step)`` per sliced axis, normalized and clamped to ``shape``."""
+    bounds = []
+    for axis, start, end, step in zip(a.axes, a.starts, a.ends, a.steps):
+        axis = normalize_dim(axis, len(shape), "slice axis")
+        length = shape[axis]
+        require(is_static(length), f"cannot slice the symbolic dim {length!r} of "
+                f"{shape_str(shape)}", "slice only dims of a known size")
+        start, stop, _ = slice(start, end, step).indices(length)
+        bounds.append((axis, start, max(stop, start), step))
+    return sorted(bounds)
+
+
+def infer_slice(a: SliceAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    shape = list(x.shape)
+    for axis, start, stop, step in slice_bounds(a, x.shape):
+        shape[axis] = len(range(start, stop, step))
+    return [TensorType(tuple(shape), x.dtype)]
+
+
+def onnx_slice(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Slice(data, starts, ends, axes, steps)`` on the clamped bounds."""
+    bounds = slice_bounds(node.attrs, node.inputs[0].type.shape)
+    arrays = [np.asarray([bd[k] for bd in bounds], dtype=np.int64) for k in (1, 2, 0, 3)]
+    names = [b.const(arr, hint) for arr, hint in zip(arrays, ("starts", "ends", "axes",
+                                                               "steps"))]
+    return [b.op("Slice", [b.input(0), *names])]
+
+
+def _unslice(ad: Any, g: Value, axis: int, start: int, step: int, length: int) -> Value:
+    """The gradient of one sliced axis: ``step − 1`` zeros after each element, then zero
+    padding (or cropping of trailing zeros) to ``length``, the element at ``start``."""
+    shape, dtype = tuple(g.type.shape), g.type.dtype
+    count = shape[axis]
+    if step > 1:
+        lifted = (*shape[:axis + 1], 1, *shape[axis + 1:])
+        holes = (*shape[:axis + 1], step - 1, *shape[axis + 1:])
+        g = ad.op(reshape, [g], ReshapeAttrs(lifted))
+        g = ad.op(cat, [g, ad.zeros(TensorType(holes, dtype))], DimAttrs(axis + 1))
+        g = ad.op(reshape, [g], ReshapeAttrs((*shape[:axis], count * step, *shape[axis + 1:])))
+    pads = [0] * (2 * (len(shape) - axis))
+    pads[-2:] = [start, length - start - count * step]
+    return ad.op(pad, [g], PadAttrs(tuple(pads)))
+
+
+def vjp_slice(ad: Any, node: Node, grads: list) -> list:
+    """The gradient scattered back into zeros: interleaved zeros for the step, padding for
+    the bounds (``cat`` and ``pad``, so no backward-only op)."""
+    x = node.inputs[0].type
+    g = grads[0]
+    for axis, start, _, step in slice_bounds(node.attrs, x.shape):
+        g = _unslice(ad, g, axis, start, step, x.shape[axis])
+    return [g]
+
+
+slice_ = register(OpDef(
+    name="slice", inputs=("input",), attrs=SliceAttrs, infer=infer_slice, cost=free_cost,
+    flop_rule="0 (data movement)", onnx=onnx_slice, vjp=vjp_slice,
+))
+
+
+@dataclass(frozen=True)
+class GatherAttrs:
+    """``x.index_select(dim, indices)`` with constant indices (negative ones from the end)."""
+
+    dim: int = 0
+    indices: tuple[int, ...] = ()
+
+
+def gather_indices(a: GatherAttrs, shape: tuple[Dim, ...]) -> tuple[int, tuple[int, ...]]:
+    """The normalized (dim, indices) of a gather from ``shape``."""
+    dim = normalize_dim(a.dim, len(shape))
+    length = shape[dim]
+    require(is_static(length), f"cannot index the symbolic dim {length!r} of "
+            f"{shape_str(shape)}", "index only dims of a known size")
+    bad = [i for i in a.indices if not -length <= i < length]
+    require(not bad, f"indices {bad} are out of range for dim {dim} of {shape_str(shape)}",
+            f"use indices in [{-length}, {length - 1}]")
+    return dim, tuple(i % length for i in a.indices)
+
+
+def infer_gather(a: GatherAttrs, types: list[TensorType | None]) -> list[TensorType]:
+    x = types[0]
+    dim, indices = gather_indices(a, x.shape)
+    shape = list(x.shape)
+    shape[dim] = len(indices)
+    return [TensorType(tuple(shape), x.dtype)]
+
+
+def onnx_gather(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Gather(data, indices, axis)`` with the indices as an initializer."""
+    dim, indices = gather_indices(node.attrs, node.inputs[0].type.shape)
+    index = b.const(np.asarray(indices, dtype=np.int64), "indices")
+    return [b.op("Gather", [b.input(0), index], axis=dim)]
+
+
+def vjp_gather(ad: Any, node: Node, grads: list) -> list:
+    """A gather of the gradient with one zero slot appended: each input position takes the
+    gradient of the output that read it, or the zero. An index read ``r`` times needs ``r``
+    such gathers, summed (each takes one of its occurrences)."""
+    x = node.inputs[0].type
+    dim, indices = gather_indices(node.attrs, x.shape)
+    g = grads[0]
+    zero_shape = list(g.type.shape)
+    zero_shape[dim] = 1
+    padded = ad.op(cat, [g, ad.zeros(TensorType(tuple(zero_shape), g.type.dtype))],
+                   DimAttrs(dim))
+    rounds: list[list[int]] = []
+    for j, i in enumerate(indices):
+        r = next((k for k, inv in enumerate(rounds) if inv[i] == len(indices)), len(rounds))
+        if r == len(rounds):
+            rounds.append([len(indices)] * x.shape[dim])
+        rounds[r][i] = j
+    total = None
+    for inverse in rounds:
+        part = ad.op(gather, [padded], GatherAttrs(dim, tuple(inverse)))
+        total = part if total is None else ad.op(add, [total, part])
+    return [total]
+
+
+gather = register(OpDef(
+    name="gather", inputs=("input",), attrs=GatherAttrs, infer=infer_gather, cost=free_cost,
+    flop_rule="0 (data movement)", onnx=onnx_gather, vjp=vjp_gather,
+))
+
+
+# -- elementwise math: sqrt, exp, log, pow, clamp, comparisons, where ----------------------
+
+
+def onnx_unary(op_type: str) -> Any:
+    def mapping(b: Any, node: Node) -> list[str]:
+        return [b.op(op_type, [b.input(0)])]
+
+    return mapping
+
+
+def vjp_sqrt(ad: Any, node: Node, grads: list) -> list:
+    """``g / (2·√x)`` from the node's own output."""
+    twice = ad.op(mul, [node.output, ad.literal(2.0, node.output.type.dtype)])
+    return [ad.op(div, [grads[0], twice])]
+
+
+def vjp_exp(ad: Any, node: Node, grads: list) -> list:
+    return [ad.op(mul, [grads[0], node.output])]
+
+
+def vjp_log(ad: Any, node: Node, grads: list) -> list:
+    return [ad.op(div, [grads[0], node.inputs[0]])]
+
+
+def _math(name: str, flops: int, vjp: Any) -> OpDef:
+    return register(OpDef(
+        name=name, inputs=("input",), infer=infer_identity, cost=elementwise_cost(flops),
+        flop_rule=f"{flops} per element", onnx=onnx_unary(name.capitalize()), vjp=vjp,
+    ))
+
+
+sqrt = _math("sqrt", 1, vjp_sqrt)
+exp = _math("exp", 1, vjp_exp)
+log = _math("log", 1, vjp_log)
+
+
+@dataclass(frozen=True)
+class PowAttrs:
+    """``x ** exponent`` with a constant exponent."""
+
+    exponent: float = 2.0
+
+    def __post_init__(self) -> None:
+        require(isinstance(self.exponent, (int, float)) and not isinstance(self.exponent, bool),
+                f"pow needs a constant number as exponent, got {self.exponent!r}",
+                "a tensor exponent is not supported")
+
+
+def onnx_pow(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Pow(x, exponent)`` with a scalar exponent of x's dtype."""
+    dtype = node.inputs[0].type.dtype
+    return [b.op("Pow", [b.input(0), b.scalar(float(node.attrs.exponent), dtype)])]
+
+
+def vjp_pow(ad: Any, node: Node, grads: list) -> list:
+    """``g·p·x^(p−1)``."""
+    p, dtype = float(node.attrs.exponent), node.output.type.dtype
+    if p == 1.0:
+        return [grads[0]]
+    slope = node.inputs[0] if p == 2.0 else ad.op(pow_, [node.inputs[0]], PowAttrs(p - 1.0))
+    return [ad.op(mul, [grads[0], ad.op(mul, [slope, ad.literal(p, dtype)])])]
+
+
+pow_ = register(OpDef(
+    name="pow", inputs=("input",), attrs=PowAttrs, infer=infer_identity,
+    cost=elementwise_cost(1), flop_rule="1 per element", onnx=onnx_pow, vjp=vjp_pow,
+))
+
+
+@dataclass(frozen=True)
+class ClampAttrs:
+    """torch.clamp: ``min(max(x, min), max)``; either bound may be None."""
+
+    min: float | None = None
+    max: float | None = None
+
+    def __post_init__(self) -> None:
+        require(self.min is not None or self.max is not None,
+                "clamp needs at least one of min and max")
+
+
+def onnx_clamp(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Clip(x, min, max)`` (bounds as inputs since opset 11; "" = none)."""
+    a, dtype = node.attrs, node.inputs[0].type.dtype
+    bounds = ["" if v is None else b.scalar(float(v), dtype) for v in (a.min, a.max)]
+    return [b.op("Clip", [b.input(0), *bounds])]
+
+
+def vjp_clamp(ad: Any, node: Node, grads: list) -> list:
+    """The gradient where ``min <= x <= max`` (bounds included, as torch), else 0."""
+    x, dtype = node.inputs[0], node.inputs[0].type.dtype
+    inside = None
+    for kind, bound in (("ge", node.attrs.min), ("le", node.attrs.max)):
+        if bound is None:
+            continue
+        mask = ad.op(compare, [x, ad.literal(float(bound), dtype)], CompareAttrs(kind))
+        inside = mask if inside is None else ad.op(mul, [inside, mask])
+    return [ad.op(mul, [grads[0], inside])]
+
+
+clamp = register(OpDef(
+    name="clamp", inputs=("input",), attrs=ClampAttrs, infer=infer_identity,
+    cost=elementwise_cost(2), flop_rule="2 comparisons per element", onnx=onnx_clamp,
+    vjp=vjp_clamp,
+))
+
+COMPARISONS = {"gt": "Greater", "lt": "Less", "ge": "GreaterOrEqual", "le": "LessOrEqual",
+               "eq": "Equal", "ne": "Equal"}  # ONNX op types (ne: Not after Equal)
+NUMPY_COMPARISONS = {"gt": np.greater, "lt": np.less, "ge": np.greater_equal,
+                     "le": np.less_equal, "eq": np.equal, "ne": np.not_equal}
+
+
+@dataclass(frozen=True)
+class CompareAttrs:
+    """``x > y`` and the like as a mask of x's float dtype: 1.0 where true, 0.0 where not
+    (cnnir has no bool tensors; ``where`` reads any nonzero as true)."""
+
+    kind: str = "gt"
+
+    def __post_init__(self) -> None:
+        require(self.kind in COMPARISONS,
+                f"comparison must be one of {sorted(COMPARISONS)}, got {self.kind!r}")
+
+
+def onnx_compare(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Greater``/``Less``/... (``Not(Equal)`` for ne), then ``Where`` to a
+    0/1 mask in the input's dtype."""
+    kind, dtype = node.attrs.kind, node.output.type.dtype
+    test = b.op(COMPARISONS[kind], [b.input(0), b.input(1)])
+    if kind == "ne":
+        test = b.op("Not", [test])
+    return [b.op("Where", [test, b.scalar(1.0, dtype), b.scalar(0.0, dtype)])]
+
+
+def vjp_none(ad: Any, node: Node, grads: list) -> list:
+    """A comparison is piecewise constant: no gradient flows through it."""
+    return [None] * len(node.inputs)
+
+
+compare = register(OpDef(
+    name="compare", inputs=("input", "other"), attrs=CompareAttrs, infer=infer_broadcast,
+    cost=elementwise_cost(1), flop_rule="one comparison per output element",
+    onnx=onnx_compare, vjp=vjp_none,
+))
+
+
+def infer_where(attrs: object, types: list[TensorType | None]) -> list[TensorType]:
+    cond, a, b = types
+    shape = broadcast_shapes(broadcast_shapes(cond.shape, a.shape), b.shape)
+    return [TensorType(shape, same_dtype(types))]
+
+
+def onnx_where(b: Any, node: Node) -> list[str]:
+    """ONNX mapping: ``Where(Not(Equal(cond, 0)), input, other)``."""
+    zero = b.scalar(0.0, node.inputs[0].type.dtype)
+    test = b.op("Not", [b.op("Equal", [b.input(0), zero])])
+    return [b.op("Where", [test, b.input(1), b.input(2)])]
+
+
+def vjp_where(ad: Any, node: Node, grads: list) -> list:
+    """The gradient goes to ``input`` where the condition holds and to ``other`` elsewhere."""
+    cond, a, other = node.inputs
+    g = grads[0]
+    zero = ad.literal(0.0, g.type.dtype)
+    ga = ad.sum_to(ad.op(where, [cond, g, zero]), a.type) if ad.needs(1) else None
+    gb = ad.sum_to(ad.op(where, [cond, zero, g]), other.type) if ad.needs(2) else None
+    return [None, ga, gb]
+
+
+where = register(OpDef(
+    name="where", inputs=("condition", "input", "other"), infer=infer_where,
+    cost=elementwise_cost(1), flop_rule="one test per output element", onnx=onnx_where,
+    vjp=vjp_where,
+))
+
 __all__ = [
-    "add", "amax", "broadcast_shapes", "cat", "channel_shuffle", "chunk_sizes", "div",
-    "expand", "flatten", "identity", "mean", "mul", "normalize_dim", "pad", "reshape",
-    "split", "sub", "sum_", "transpose",
+    "add", "amax", "broadcast_shapes", "cat", "channel_shuffle", "chunk_sizes", "clamp",
+    "compare", "div", "exp", "expand", "flatten", "gather", "identity", "log", "mean", "mul",
+    "normalize_dim", "pad", "pow_", "reshape", "slice_", "split", "sqrt", "sub", "sum_",
+    "transpose", "where",
 ]

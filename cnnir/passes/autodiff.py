@@ -10,6 +10,13 @@ summed. Only nodes on a path from a ``wrt`` value to the loss are differentiated
 is told which inputs need a gradient (``GradBuilder.needs``), so the first layer computes no
 gradient for the image. The result is verified, printed, costed and lowered like any graph;
 running eliminate-dead-code on it leaves only the forward values the backward reads.
+
+Activation checkpointing (``cnnir.utils.checkpoint``): the nodes of a checkpointed segment
+(``Graph.checkpoint_segments``) are emitted again, from the segment's inputs, when the sweep
+reaches the segment, and their vjp rules run on those recomputed nodes, so no forward value
+inside the segment is read by the backward. The recomputed nodes are listed in
+``Graph.recomputed`` (eliminate-common-subexpressions must not merge them back). Random ops
+are not recomputed: their outputs stay saved, so the backward sees the forward's draw.
 """
 
 from __future__ import annotations
@@ -127,6 +134,7 @@ def differentiate(graph: Graph, loss: Value, wrt: Sequence[Value]) -> list[Value
     if id(loss) in active:
         ad.node = loss.producer
         grads[id(loss)] = _ones_like(ad, loss)
+    replay = Replay(graph, forward)
     for node in reversed(forward):
         out_grads = [grads.get(id(v)) for v in node.outputs]
         needs = [v is not None and id(v) in active for v in node.inputs]
@@ -136,8 +144,9 @@ def differentiate(graph: Graph, loss: Value, wrt: Sequence[Value]) -> list[Value
             raise PassError(f"{node.describe()} cannot be differentiated: {node.op.name} has "
                             f"no vjp rule", hint="differentiate a graph without it, or with "
                                                  "its parameters frozen (requires_grad=False)")
-        ad.begin(node, needs)
-        in_grads = node.op.vjp(ad, node, out_grads)
+        target = replay.node_for(node)
+        ad.begin(target, needs)
+        in_grads = node.op.vjp(ad, target, out_grads)
         for value, grad, wanted in zip(node.inputs, in_grads, needs):
             if grad is None or not wanted:
                 continue
@@ -145,6 +154,48 @@ def differentiate(graph: Graph, loss: Value, wrt: Sequence[Value]) -> list[Value
             previous = grads.get(id(value))
             grads[id(value)] = grad if previous is None else _accumulate(ad, previous, grad)
     return [grads.get(id(v)) for v in wrt]
+
+
+class Replay:
+    """The recomputed twins of checkpointed nodes (see the module docstring), emitted per
+    segment the first time the reverse sweep asks for one of its nodes."""
+
+    def __init__(self, graph: Graph, forward: list[Node]) -> None:
+        self.graph = graph
+        self.segment_of = getattr(graph, "checkpoint_segments", None) or {}
+        self.members: dict[int, list[Node]] = {}
+        for node in forward:
+            segment = self.segment_of.get(node.name)
+            if segment is not None:
+                self.members.setdefault(segment, []).append(node)
+        self.twins: dict[int, Node] = {}
+        self.done: set[int] = set()
+
+    def node_for(self, node: Node) -> Node:
+        """``node``'s recomputed twin when it belongs to a segment, else ``node`` itself."""
+        segment = self.segment_of.get(node.name)
+        if segment is None:
+            return node
+        if segment not in self.done:
+            self.done.add(segment)
+            self._recompute(self.members[segment])
+        return self.twins.get(id(node), node)
+
+    def _recompute(self, nodes: list[Node]) -> None:
+        recomputed = getattr(self.graph, "recomputed", None)
+        if recomputed is None:
+            recomputed = self.graph.recomputed = set()
+        values: dict[int, Value] = {}
+        for node in nodes:
+            if node.op.random:
+                continue
+            inputs = [None if v is None else values.get(id(v), v) for v in node.inputs]
+            twin = self.graph.add_node(node.op, inputs, node.attrs,
+                                       name=f"{node.name}.recompute", scope=node.scope,
+                                       loc=node.loc)
+            recomputed.add(twin.name)
+            values.update((id(old), new) for old, new in zip(node.outputs, twin.outputs))
+            self.twins[id(node)] = twin
 
 
 def _ones_like(ad: GradBuilder, value: Value) -> Value:

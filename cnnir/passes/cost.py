@@ -88,7 +88,9 @@ class TrainingCost:
     """The split of a gradient graph (``Graph.gradients``): the forward pass (the nodes the loss
     depends on) and the backward (the rest), and the memory training holds: forward values
     the backward reads (saved activations), the gradients, and the peak of everything live
-    at once over forward and backward (liveness, as the backends plan it)."""
+    at once over forward and backward (liveness, as the backends plan it). The backward
+    includes the forward ops activation checkpointing recomputes (``Graph.recomputed``),
+    whose FLOPs are also counted apart."""
 
     forward_macs: int = 0
     forward_flops: int = 0
@@ -97,6 +99,7 @@ class TrainingCost:
     saved_activation_bytes: int = 0
     gradient_bytes: int = 0
     peak_bytes: int = 0
+    recompute_flops: int = 0
 
     def to_dict(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.__dict__.items()}
@@ -191,6 +194,7 @@ def _training_cost(graph: Graph, layers: list[LayerCost], types: TypeMap) -> Tra
     forward_values = depends_on(graph, graph.outputs[0])
     cost = TrainingCost(peak_bytes=peak_activation_bytes(graph, types))
     saved: dict[int, int] = {}
+    recomputed = getattr(graph, "recomputed", None) or set()
     for node, layer in zip(graph.nodes, layers):
         if id(node.outputs[0]) in forward_values:
             cost.forward_macs += layer.macs
@@ -199,6 +203,8 @@ def _training_cost(graph: Graph, layers: list[LayerCost], types: TypeMap) -> Tra
         layer.phase = "backward"
         cost.backward_macs += layer.macs
         cost.backward_flops += layer.flops
+        if node.name in recomputed:
+            cost.recompute_flops += layer.flops
         for v in node.inputs:
             if v is not None and not v.is_constant and id(v) in forward_values:
                 saved[id(v)] = nbytes(types, v)

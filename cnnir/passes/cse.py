@@ -6,8 +6,9 @@ earlier node's outputs and it is removed. Equal small literal constants (the sca
 makes for ``x * 0.5``) are merged first so such nodes compare equal too.
 
 Not merged: random ops in training mode (two dropouts draw two masks), ops in training mode
-with an effect (batch_norm updates its statistics once per call), and duplicates whose
-output is a graph output (output names stay stable).
+with an effect (batch_norm updates its statistics once per call), duplicates whose
+output is a graph output (output names stay stable), and the recomputed nodes of activation
+checkpointing (``Graph.recomputed``: merging them back would keep the values they recompute).
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def eliminate_common_subexpressions(graph: Graph) -> PassResult:
     literals = merge_literals(graph)
     table: dict[tuple, Node] = {}
     merged: list[str] = []
+    recomputed = getattr(graph, "recomputed", None) or set()
     for node in list(graph.nodes):
-        if not _mergeable(node):
+        if not _mergeable(node) or node.name in recomputed:
             continue
         key = (node.op, _attrs_key(node.attrs),
                tuple(id(v) if v is not None else None for v in node.inputs))

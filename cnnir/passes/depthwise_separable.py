@@ -1,6 +1,6 @@
 """depthwise-separable: a k×k conv C → O as a depthwise k×k conv and a pointwise 1x1 conv.
-THIS PASS CHANGES THE NETWORK'S FUNCTION (MobileNet's factorization); tests check shapes
-and costs, not values.
+THIS PASS CHANGES THE NETWORK'S FUNCTION (MobileNet's factorization): ``cnnir optimize`` warns
+with the measured output change and writes ``-o`` only with ``--allow-approximate``.
 
     conv2d(x, W[O, C, kh, kw], b)  ->  conv2d(conv2d(x, D[C, 1, kh, kw], groups=C), P[O, C], b)
 

@@ -11,13 +11,28 @@ when the stack strides first, 1 otherwise; coordinates are in units of the conv'
 Longer stacks compose left to right. Borders aside (the stack zero-pads its intermediate
 maps), the stack computes the conv with kernel K̂.
 
-``fit_stack`` minimizes ``‖K̂ − K‖²`` by alternating least squares: with every factor but one
-fixed, K̂ is linear in the free factor, whose least-squares update is found by conjugate
-gradients on the normal equations (CGNR), warm-started, so each update never increases the
-error. The start makes the stack reproduce the kernel's central taps exactly: the factors
-around one "holder" are channel identities with a single central tap (or, when the width is
-below both channel counts, the projection onto the leading right singular vectors of the
-kernel's channel matrix), and the holder takes the kernel's taps.
+``fit_stack`` finds the factors in two ways.
+
+Exact construction. Along one axis, every tap u of the kernel is ``s + J·t`` with ``t`` a tap
+of the last factor and ``s`` a shift the earlier factors can make with one-hot taps. With one
+intermediate channel per input channel and shift in a set S that covers the kernel's taps
+(chosen greedily), the earlier factors copy each input channel shifted by each s and the last
+factor holds the kernel's taps: the stack is the kernel exactly once the width reaches
+``|S_h|·|S_w|·C`` per group (4·C for a 5x5 as two 3x3s: S = {0, 2} per axis; 9·C for a 7x7
+as three 3x3s). With unit spacing the mirror construction on the output side needs
+``|S_h|·|S_w|·O``; the smaller one is used.
+
+Alternating least squares below that width. With every factor but one fixed, K̂ is linear in
+the free one: the first and last factors are solved exactly (``lstsq`` on a design matrix
+shared by all their input, respectively output, channels; conjugate gradients on the normal
+equations when that matrix is large), the middle ones of a 7x7 by warm-started conjugate
+gradients. An update that would increase the error is dropped, so every sweep keeps or
+lowers it; sweeps stop when the error stops improving. The fit at width w starts from the
+fit at the previous width of the schedule 1, ..., 8, 12, 18, 27, 40, ... padded with a
+channel that copies a random mix of the inputs (its outgoing weights zero, so the padded
+stack computes the same kernel): the error never increases with the width along the
+schedule. Width 1 starts from the kernel's central taps seen through the leading singular
+vector of its channel matrix.
 """
 
 from __future__ import annotations
@@ -28,6 +43,7 @@ import numpy as np
 
 Pair = tuple[int, int]
 UNIT: Pair = (1, 1)
+DENSE_LIMIT = 3e8  # rows·cols² of a design matrix solved by lstsq; larger ones use CGNR
 
 
 def compose(later: np.ndarray, earlier: np.ndarray, spacing: Pair) -> np.ndarray:
@@ -109,6 +125,9 @@ class Chain:
     def composite(self) -> np.ndarray:
         return self.right(len(self.factors))
 
+    def error2(self, target: np.ndarray) -> float:
+        return float(np.sum((self.composite() - target) ** 2))
+
 
 def _apply(x: np.ndarray, left: np.ndarray | None, right: np.ndarray | None,
            spacing: Pair) -> np.ndarray:
@@ -125,9 +144,9 @@ def _adjoint(res: np.ndarray, left: np.ndarray | None, right: np.ndarray | None,
     return t if right is None else grad_later(t, right, spacing, shape[3:])
 
 
-def _update(chain: Chain, k: int, target: np.ndarray, iters: int) -> None:
-    """A few CGNR steps on factor k, the others fixed (warm start: never worse)."""
-    left, right, x = chain.left(k), chain.right(k), chain.factors[k]
+def _cgnr(chain: Chain, k: int, target: np.ndarray, iters: int) -> np.ndarray:
+    """Factor k after a few warm-started CGNR steps, the others fixed."""
+    left, right, x = chain.left(k), chain.right(k), chain.factors[k].copy()
     sp = chain.spacing
     r = target - _apply(x, left, right, sp)
     z = _adjoint(r, left, right, sp, x.shape)
@@ -146,84 +165,269 @@ def _update(chain: Chain, k: int, target: np.ndarray, iters: int) -> None:
         zz_new = float(np.vdot(z, z))
         p = z + (zz_new / zz) * p
         zz = zz_new
+    return x
 
 
-def _center_taps(taps: list[Pair], spacings: list[Pair], holder: int) -> Pair:
-    """Composite position of the holder's tap 0 when every other factor is a centred delta."""
-    return tuple(sum(sp[a] * (t[a] - 1) // 2 for i, (t, sp) in enumerate(zip(taps, spacings))
-                     if i != holder) for a in range(2))
+def _lstsq(design: np.ndarray, rhs: np.ndarray) -> np.ndarray | None:
+    """Per group ``argmin ‖design·x − rhs‖`` (``[G, r, u]``, ``[G, r, k]`` -> ``[G, u, k]``) by
+    the normal equations; None when the design is too large to solve densely."""
+    g, rows, cols = design.shape
+    if rows * cols * cols > DENSE_LIMIT:
+        return None
+    from scipy.linalg import LinAlgError, solve
+
+    gram = np.matmul(design.transpose(0, 2, 1), design)
+    moment = np.matmul(design.transpose(0, 2, 1), rhs)
+    out = []
+    for a, b in zip(gram, moment):  # a tiny ridge keeps a rank-deficient Gram solvable
+        ridge = 1e-13 * max(float(np.trace(a)) / cols, 1e-300) * np.eye(cols)
+        try:
+            out.append(solve(a + ridge, b, assume_a="pos"))
+        except LinAlgError:
+            out.append(np.linalg.lstsq(a, b, rcond=None)[0])
+    return np.stack(out)
+
+
+def _solve_last(chain: Chain, target: np.ndarray) -> np.ndarray | None:
+    """The last factor minimizing the error: ``K̂[o, c, J·t + s] = Σ_q F[o, q, t]·R[q, c, s]``
+    is one linear map of ``F[o]`` shared by every output channel o."""
+    right, f = chain.right(len(chain.factors) - 1), chain.factors[-1]
+    g, out_c, m, kh, kw = f.shape
+    (jh, jw), (eh, ew) = chain.spacing, target.shape[3:]
+    c, rh, rw = right.shape[2:]
+    design = np.zeros((g, c, eh, ew, m, kh, kw))
+    moved = right.transpose(0, 2, 3, 4, 1)
+    for th in range(kh):
+        for tw in range(kw):
+            design[:, :, jh * th:jh * th + rh, jw * tw:jw * tw + rw, :, th, tw] = moved
+    rhs = target.reshape(g, out_c, -1).transpose(0, 2, 1)
+    x = _lstsq(design.reshape(g, c * eh * ew, m * kh * kw), rhs)
+    return None if x is None else x.transpose(0, 2, 1).reshape(f.shape)
+
+
+def _solve_first(chain: Chain, target: np.ndarray) -> np.ndarray | None:
+    """The first factor minimizing the error: ``K̂[o, c, J·i + t] = Σ_p L[o, p, i]·F[p, c, t]``
+    is one linear map of ``F[:, c]`` shared by every input channel c."""
+    left, f = chain.left(0), chain.factors[0]
+    g, m, c, kh, kw = f.shape
+    (jh, jw), (eh, ew) = chain.spacing, target.shape[3:]
+    out_c, _, lh, lw = left.shape[1:]
+    design = np.zeros((g, out_c, eh, ew, m, kh, kw))
+    moved = left.transpose(0, 1, 3, 4, 2)
+    for th in range(kh):
+        for tw in range(kw):
+            design[:, :, th:th + jh * (lh - 1) + 1:jh, tw:tw + jw * (lw - 1) + 1:jw, :, th, tw] \
+                = moved
+    rhs = target.transpose(0, 1, 3, 4, 2).reshape(g, -1, c)
+    x = _lstsq(design.reshape(g, out_c * eh * ew, m * kh * kw), rhs)
+    return None if x is None else x.reshape(g, m, kh, kw, c).transpose(0, 1, 4, 2, 3)
+
+
+def _update(chain: Chain, k: int, target: np.ndarray, error2: float) -> float:
+    """Re-solve factor k with the others fixed; keeps the old one if the error would grow."""
+    last = len(chain.factors) - 1
+    new = _solve_last(chain, target) if k == last else \
+        _solve_first(chain, target) if k == 0 else None
+    if new is None:
+        new = _cgnr(chain, k, target, iters=8)
+    old = chain.factors[k]
+    chain.factors[k] = new
+    err = chain.error2(target)
+    if err <= error2:
+        return err
+    chain.factors[k] = old
+    return error2
+
+
+def als(chain: Chain, target: np.ndarray, sweeps: int, tol: float = 1e-3) -> float:
+    """Alternating least squares, last factor first, until a sweep lowers the squared error by
+    less than ``tol`` of itself; returns it (never more than at the start)."""
+    err = chain.error2(target)
+    norm2 = float(np.vdot(target, target))
+    for _ in range(sweeps):
+        if err <= 1e-28 * norm2:
+            break
+        before = err
+        for k in reversed(range(len(chain.factors))):
+            err = _update(chain, k, target, err)
+        if before - err <= tol * before:
+            break
+    return err
 
 
 def initial_factors(target: np.ndarray, shapes: list[tuple[int, ...]],
                     spacing: Pair) -> list[np.ndarray]:
-    """Channel identities with a central tap around a holder that takes the kernel's taps at
-    the positions it covers (see the module docstring)."""
-    g, out_c, in_c = target.shape[:3]
-    widths = [s[1] for s in shapes[:-1]]
-    taps = [tuple(s[3:]) for s in shapes]
+    """Width-1 start: every factor but the last a centred one-hot tap (the first projecting
+    the input channels on the leading right singular vector of the kernel's channel matrix);
+    the last holds the kernel's taps at the positions it covers, seen through the
+    projection."""
     spacings = [UNIT] + [spacing] * (len(shapes) - 1)
-    holder = len(shapes) - 1 if min(widths) >= in_c or min(widths) < out_c else 0
-    project = np.eye(min(widths), in_c)[None].repeat(g, 0)
-    if min(widths) < min(in_c, out_c):
-        channels = target.sum(axis=(3, 4))
-        project = np.linalg.svd(channels)[2][:, :min(widths), :]
+    project = np.linalg.svd(target.sum(axis=(3, 4)))[2][:, :1, :]  # [G, 1, C]
     factors = []
-    for i, shape in enumerate(shapes):
+    for shape in shapes[:-1]:
         f = np.zeros(shape)
-        if i == holder:
-            u0 = _center_taps(taps, spacings, holder)
-            for th in range(shape[3]):
-                for tw in range(shape[4]):
-                    pos = (u0[0] + spacings[i][0] * th, u0[1] + spacings[i][1] * tw)
-                    f[:, :, :, th, tw] = _holder_channels(target, pos, project, holder, shape)
-        else:
-            ch = (shape[3] // 2, shape[4] // 2)
-            f[:, :, :, ch[0], ch[1]] = project if i == 0 and holder != 0 else np.eye(
-                shape[1], shape[2])[None]
+        f[:, :, :, shape[3] // 2, shape[4] // 2] = project if not factors else 1.0
         factors.append(f)
+    last = np.zeros(shapes[-1])
+    u0 = [sum(sp[a] * (s[3 + a] - 1) // 2 for s, sp in zip(shapes[:-1], spacings))
+          for a in range(2)]
+    for th in range(last.shape[3]):
+        for tw in range(last.shape[4]):
+            pos = (u0[0] + spacing[0] * th, u0[1] + spacing[1] * tw)
+            if pos[0] < target.shape[3] and pos[1] < target.shape[4]:
+                taps = target[:, :, :, pos[0], pos[1]]
+                last[:, :, :, th, tw] = np.matmul(taps, project.transpose(0, 2, 1))
+    return factors + [last]
+
+
+def pad(factors: list[np.ndarray], width: int, seed: int) -> list[np.ndarray]:
+    """The factors with ``width`` intermediate channels: each new channel a random mix of the
+    previous layer's channels (new outgoing weights zero), so the stack is unchanged."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, f in enumerate(factors):
+        g, o, c, kh, kw = f.shape
+        new_o = o if k == len(factors) - 1 else width
+        new_c = c if k == 0 else width
+        grown = np.zeros((g, new_o, new_c, kh, kw))
+        grown[:, :o, :c] = f
+        if new_o > o:
+            scale = float(np.sqrt(np.mean(f ** 2))) or 1.0
+            grown[:, o:, :, kh // 2, kw // 2] = scale * rng.standard_normal((g, new_o - o,
+                                                                             new_c))
+        out.append(grown)
+    return out
+
+
+def schedule(width: int) -> list[int]:
+    """Widths the fit at ``width`` passes through: 1, 2, ..., 8, then steps of half the width
+    (12, 18, 27, 40, ...), then ``width``."""
+    widths, w = [], 1
+    while w < width:
+        widths.append(w)
+        w += 1 if w < 8 else w // 2
+    return widths + [width]
+
+
+def _cover(support: list[int], sides: list[int], spacing: int) -> tuple[list, dict] | None:
+    """Shifts S (each with the earlier factors' one-hot taps) and, for every tap u of the
+    support, ``(index in S, last tap t)`` with ``u = s + spacing·t``; None if impossible."""
+    first, later, last = sides[0], sides[1:-1], sides[-1]
+    reach = sum(k - 1 for k in later)
+
+    def taps(s: int) -> tuple[int, ...] | None:
+        for t0 in range(min(first - 1, s), -1, -1):
+            if (s - t0) % spacing == 0 and (s - t0) // spacing <= reach:
+                rest, out = (s - t0) // spacing, [t0]
+                for k in later:
+                    out.append(min(k - 1, rest))
+                    rest -= out[-1]
+                return tuple(out)
+        return None
+
+    shifts, assign = [], {}
+    for u in support:
+        if u in assign:
+            continue
+        options = [u - spacing * t for t in range(last) if taps(u - spacing * t) is not None]
+        if not options:
+            return None
+        s = max(options)
+        shifts.append((s, taps(s)))
+        for v in support:
+            if v not in assign and (v - s) % spacing == 0 and 0 <= (v - s) // spacing < last:
+                assign[v] = (len(shifts) - 1, (v - s) // spacing)
+    return shifts, assign
+
+
+def _input_side(target: np.ndarray, shapes: list[tuple[int, ...]],
+                spacing: Pair) -> list[np.ndarray] | None:
+    """The exact construction of the module docstring (copies of the input channels), or
+    None when the width is too small or the taps cannot be covered."""
+    covers = []
+    for a in range(2):
+        support = [int(u) for u in np.flatnonzero(np.any(target, axis=tuple(
+            d for d in range(5) if d != 3 + a)))]
+        cover = _cover(support, [s[3 + a] for s in shapes], spacing[a])
+        if cover is None:
+            return None
+        covers.append(cover)
+    (sh, ah), (sw, aw) = covers
+    in_c, width = target.shape[2], shapes[0][1]
+    if in_c * len(sh) * len(sw) > width:
+        return None
+    factors = [np.zeros(s) for s in shapes]
+    for c in range(in_c):
+        for i, (_, taps_h) in enumerate(sh):
+            for j, (_, taps_w) in enumerate(sw):
+                ch = (c * len(sh) + i) * len(sw) + j
+                factors[0][:, ch, c, taps_h[0], taps_w[0]] = 1.0
+                for k, f in enumerate(factors[1:-1], start=1):
+                    f[:, ch, ch, taps_h[k], taps_w[k]] = 1.0
+    for uh, (i, th) in ah.items():
+        for uw, (j, tw) in aw.items():
+            for c in range(in_c):
+                factors[-1][:, :, (c * len(sh) + i) * len(sw) + j, th, tw] = \
+                    target[:, :, c, uh, uw]
     return factors
 
 
-def _holder_channels(target: np.ndarray, pos: Pair, project: np.ndarray, holder: int,
-                     shape: tuple[int, ...]) -> np.ndarray:
-    g, out_c, in_c = target.shape[:3]
-    if not (0 <= pos[0] < target.shape[3] and 0 <= pos[1] < target.shape[4]):
-        return np.zeros(shape[:3])
-    taps = target[:, :, :, pos[0], pos[1]]
-    block = np.zeros(shape[:3])
-    if holder == 0:  # [m, C]: the output channels, then zero rows
-        block[:, :out_c, :] = taps
-    else:  # [O, m]: the kernel's taps seen through the projection of the input channels
-        block[:, :, :project.shape[1]] = np.matmul(taps, project.transpose(0, 2, 1))
-    return block
+def exact_factors(target: np.ndarray, shapes: list[tuple[int, ...]],
+                  spacing: Pair) -> list[np.ndarray] | None:
+    """Factors composing exactly to ``target``, or None when the width is below what the
+    constructions of the module docstring need."""
+    found = _input_side(target, shapes, spacing)
+    if found is not None or spacing != UNIT:
+        return found
+    mirrored = [(s[0], s[2], s[1], *s[3:]) for s in reversed(shapes)]
+    found = _input_side(target.transpose(0, 2, 1, 3, 4), mirrored, UNIT)
+    return None if found is None else [f.transpose(0, 2, 1, 3, 4) for f in reversed(found)]
 
 
 @dataclass
 class Fit:
     factors: list[np.ndarray]
     relative_error: float
+    exact: bool = False
 
 
 def fit_stack(target: np.ndarray, shapes: list[tuple[int, ...]], spacing: Pair, *,
-              sweeps: int = 3, cg_iters: int = 6, dropped: float = 0.0) -> Fit:
-    """Fit factors of ``shapes`` (``[G, out/G, in/G, kh, kw]``, first applied first) so their
-    composition approximates ``target`` ``[G, O/G, C/G, E_h, E_w]`` in least squares.
+              sweeps: int = 30, dropped: float = 0.0) -> Fit:
+    """Fit factors of ``shapes`` (``[G, out/G, in/G, kh, kw]``, first applied first, every
+    intermediate width equal) so their composition approximates ``target``
+    ``[G, O/G, C/G, E_h, E_w]`` in least squares (see the module docstring).
 
     ``dropped`` is the squared norm of kernel taps outside the composite's reach (counted in
-    the reported relative error ``‖K̂ − K‖ / ‖K‖``)."""
-    chain = Chain(initial_factors(target, shapes, spacing), spacing)
+    the reported relative error ``‖K̂ − K‖ / ‖K‖``); ``sweeps`` caps the ALS sweeps per width
+    (0: the width-1 start, padded)."""
+    from threadpoolctl import threadpool_limits
+
+    widths = {s[1] for s in shapes[:-1]}
+    if len(widths) != 1:
+        raise ValueError(f"fit_stack needs one intermediate width, got {sorted(widths)}")
+    with threadpool_limits(1, user_api="blas"):  # small matrices: threads only cost
+        return _fit(target, shapes, spacing, widths.pop(), sweeps, dropped)
+
+
+def _fit(target: np.ndarray, shapes: list[tuple[int, ...]], spacing: Pair, width: int,
+         sweeps: int, dropped: float) -> Fit:
     norm2 = float(np.vdot(target, target)) + dropped
-    previous = np.inf
-    for _ in range(sweeps):
-        for k in range(len(shapes)):
-            _update(chain, k, target, cg_iters)
-        err = float(np.sum((chain.composite() - target) ** 2))
-        if previous - err <= 1e-9 * norm2:
-            break
-        previous = err
-    err = float(np.sum((chain.composite() - target) ** 2)) + dropped
-    return Fit(chain.factors, float(np.sqrt(err / norm2)) if norm2 > 0 else 0.0)
+    factors = exact_factors(target, shapes, spacing)
+    exact = factors is not None
+    if factors is None:
+        def at(w: int) -> list[tuple[int, ...]]:
+            return [(s[0], s[1] if k == len(shapes) - 1 else w, s[2] if k == 0 else w, *s[3:])
+                    for k, s in enumerate(shapes)]
+
+        chain = Chain(initial_factors(target, at(1), spacing), spacing)
+        for w in schedule(width):
+            if w > chain.factors[0].shape[1]:
+                chain.factors = pad(chain.factors, w, seed=w)
+            als(chain, target, sweeps)
+        factors = chain.factors
+    err = Chain(factors, spacing).error2(target) + dropped
+    return Fit(factors, float(np.sqrt(err / norm2)) if norm2 > 0 else 0.0, exact)
 
 
-__all__ = ["Chain", "Fit", "compose", "fit_stack", "grad_earlier", "grad_later",
-           "initial_factors"]
+__all__ = ["Chain", "Fit", "als", "compose", "exact_factors", "fit_stack", "grad_earlier",
+           "grad_later", "initial_factors", "pad", "schedule"]

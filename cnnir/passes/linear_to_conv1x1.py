@@ -21,13 +21,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cnnir import ops
-from cnnir.errors import PassError
+from cnnir.errors import CnnirError, PassError
 from cnnir.ir import Graph, Node, TensorType, Value
 from cnnir.ops.conv import Conv2dAttrs
 from cnnir.ops.tensor import FlattenAttrs, ReshapeAttrs
 from cnnir.passes.manager import Pass, PassResult
 from cnnir.passes.remove_identity import is_identity
 from cnnir.passes.rewrite import Splice, add_lazy, drop_constants, sole_user
+from cnnir.passes.shape_inference import batch_bindings, bind_types
 
 
 def _adaptive_global(node: Node) -> bool:
@@ -133,23 +134,56 @@ def to_linear(graph: Graph, chain: list[Node]) -> Value:
     return splice.finish(last.output, out)
 
 
+def head_macs(chain: list[Node], types: dict, forward: bool) -> tuple[int | None, int | None]:
+    """MACs of the head's linear or 1x1 conv before and after the rewrite (batch bound to 1):
+    the conv runs at every pixel of the pool's input, the linear once."""
+    layer = chain[-1] if forward else chain[0]
+    pool = chain[0] if forward else chain[1]
+    x = types.get(id(pool.inputs[0]), pool.inputs[0].type)
+    if not x.is_static:  # symbolic H, W: the MACs are not numbers
+        return None, None
+    n, _, h, w = x.shape
+    out_c, in_c = layer.inputs[1].type.shape[:2]
+    conv, linear = n * h * w * in_c * out_c, n * in_c * out_c
+    return (linear, conv) if forward else (conv, linear)
+
+
 def linear_to_conv1x1(graph: Graph, *, direction: str = "forward") -> PassResult:
     """Rewrite classifier heads between ``linear(flatten(gap(x)))`` (the traced form) and
-    ``flatten(gap(conv1x1(x)))``; ``direction`` is "forward" (to the conv) or "reverse"."""
+    ``flatten(gap(conv1x1(x)))``; ``direction`` is "forward" (to the conv) or "reverse".
+    The report gives each head's MACs before and after, and a warning when they grow."""
     if direction not in ("forward", "reverse"):
         raise PassError(f"linear-to-conv1x1: direction must be 'forward' or 'reverse', got "
                         f"{direction!r}")
     forward = direction == "forward"
-    rewritten: list[str] = []
+    try:
+        types = bind_types(graph, batch_bindings(graph))
+    except CnnirError:  # a symbol beyond the batch: no MACs to report
+        types = {}
+    heads: list[dict] = []
     for node in [n for n in graph.nodes if n.op is (ops.linear if forward else ops.conv2d)]:
         chain = match_head(graph, node) if forward else match_conv_head(graph, node)
         if chain is not None:
+            before, after = head_macs(chain, types, forward)
             (to_conv1x1 if forward else to_linear)(graph, chain)
-            rewritten.append(" -> ".join(f"{n.name} ({n.op.name})" for n in chain))
-    summary = f"rewrote {len(rewritten)} head(s) ({direction})"
-    return PassResult(graph, bool(rewritten), {"summary": summary, "heads": rewritten,
-                                               "lines": rewritten})
+            heads.append({"head": " -> ".join(f"{n.name} ({n.op.name})" for n in chain),
+                          "layer": node.name, "macs_before": before, "macs_after": after})
+    known = [h for h in heads if h["macs_before"] is not None]
+    lines = [f"{h['head']}: MACs {h['macs_before']:,} -> {h['macs_after']:,}"
+             if h in known else h["head"] for h in heads]
+    warnings = [f"linear-to-conv1x1 adds MACs: the classifier {h['layer']} now runs at every "
+                f"pixel before the pool, {h['macs_before']:,} -> {h['macs_after']:,} MACs (a "
+                f"layout for fully convolutional deployment, not a speed-up)"
+                for h in known if h["macs_after"] > h["macs_before"]]
+    added = sum(h["macs_after"] - h["macs_before"] for h in known)
+    summary = f"rewrote {len(heads)} head(s) ({direction}); MACs {added:+,}"
+    return PassResult(graph, bool(heads), {"summary": summary,
+                                           "heads": [h["head"] for h in heads],
+                                           "layers": heads, "lines": lines + [
+                                               f"warning: {w}" for w in warnings],
+                                           "warnings": warnings})
 
 
 PASS = Pass("linear-to-conv1x1", linear_to_conv1x1, preserves_semantics=True,
-            summary="global-pool + linear heads as 1x1 conv + global pool (or the reverse)")
+            summary="global-pool + linear heads as 1x1 conv + global pool (or the reverse); "
+                    "forward multiplies the head's MACs by the pooled H·W")

@@ -37,7 +37,8 @@ class PassResult:
 
     Every report has ``summary`` (one line) and ``lines`` (rows for people, such as one per
     rewritten layer); passes add structured data (counts, per-layer costs, layers left alone
-    with the reason)."""
+    with the reason) and ``warnings`` (sentences `cnnir optimize` prints on stderr, such as
+    the MACs linear-to-conv1x1 adds)."""
 
     graph: Graph
     modified: bool
@@ -60,8 +61,13 @@ class Pass:
 
     @property
     def options(self) -> tuple[str, ...]:
+        return tuple(self.defaults)
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Each option (a keyword-only parameter of ``run``) and its default."""
         params = list(inspect.signature(self.run).parameters.values())[1:]
-        return tuple(p.name for p in params if p.kind == p.KEYWORD_ONLY)
+        return {p.name: p.default for p in params if p.kind == p.KEYWORD_ONLY}
 
 
 PASS_MODULES: dict[str, str] = {
@@ -98,7 +104,8 @@ def get_pass(name: str) -> Pass:
     if name not in _LOADED:
         if name not in PASS_MODULES:
             raise PassError(f"unknown pass {name!r}",
-                            hint=f"choose from {', '.join(sorted(PASS_MODULES))}")
+                            hint=f"choose from {', '.join(sorted(PASS_MODULES))} (`cnnir "
+                                 f"passes` describes them)")
         module = importlib.import_module(PASS_MODULES[name])
         _LOADED[name] = module.PASS
     return _LOADED[name]
@@ -121,7 +128,8 @@ def _split_options(passes: Sequence[Pass], options: dict[str, Any]) -> list[dict
     if unknown:
         takes = {p.name: list(p.options) for p in passes}
         raise PassError(f"no pass of the pipeline takes the option(s) {sorted(unknown)}",
-                        hint=f"options by pass: {takes}")
+                        hint=f"options by pass: {takes} (`cnnir passes` lists every pass's "
+                             f"options and defaults)")
     return [{k: v for k, v in options.items() if k in names} for names in wanted]
 
 
@@ -189,6 +197,42 @@ def run_pipeline(graph: Graph, names: Sequence[str], fixpoint: bool = False,
     return PassManager(names, fixpoint=fixpoint, verify_each=verify_each, **options).run(graph)
 
 
+def catalogue() -> list[dict[str, Any]]:
+    """Every registered pass, in registry order: name, one-line summary, whether it preserves
+    the network's function, and its options with their defaults (what ``cnnir passes``
+    prints and docs/passes.md lists)."""
+    return [{"name": p.name, "summary": p.summary, "preserves_function": p.preserves_semantics,
+             "options": dict(p.defaults), "in_O": p.name in DEFAULT_INFERENCE_PIPELINE}
+            for p in all_passes()]
+
+
+def format_catalogue(markdown: bool = False) -> str:
+    """The catalogue as text (``cnnir passes``) or as the Markdown table of docs/passes.md."""
+    def options(entry: dict[str, Any]) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in entry["options"].items()) or "none"
+
+    def function(entry: dict[str, Any]) -> str:
+        return "preserved" if entry["preserves_function"] else "CHANGED (approximate)"
+
+    entries = catalogue()
+    if markdown:
+        rows = ["| Pass | What it does | Function | In `-O` | Options (defaults) |",
+                "|---|---|---|---|---|"]
+        rows += [f"| `{e['name']}` | {e['summary']} | {function(e)} | "
+                 f"{'yes' if e['in_O'] else 'no'} | "
+                 f"{f'`{options(e)}`' if e['options'] else '–'} |" for e in entries]
+        return "\n".join(rows)
+    lines = []
+    for e in entries:
+        lines.append(f"{e['name']}{'  [-O]' if e['in_O'] else ''}")
+        lines += textwrap.wrap(e["summary"], 100, initial_indent="    ",
+                               subsequent_indent="    ")
+        lines.append(f"    function: {function(e)}")
+        lines += textwrap.wrap(f"options: {options(e)}", 100, initial_indent="    ",
+                               subsequent_indent="        ")
+    return "\n".join(lines)
+
+
 def format_report(result: PassResult, width: int = 100) -> str:
     """The pass reports as text, wrapped to ``width`` columns: one line per pass, then each
     pass's own rows, indented."""
@@ -204,5 +248,6 @@ def format_report(result: PassResult, width: int = 100) -> str:
 
 __all__ = [
     "DEFAULT_INFERENCE_PIPELINE", "PASS_MODULES", "Pass", "PassManager", "PassResult",
-    "all_passes", "format_report", "get_pass", "run_pipeline", "semantics_preserving",
+    "all_passes", "catalogue", "format_catalogue", "format_report", "get_pass", "run_pipeline",
+    "semantics_preserving",
 ]

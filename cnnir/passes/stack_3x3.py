@@ -1,7 +1,8 @@
 """stack-3x3: replace every conv2d with a kernel side above 3 by a stack of convs with sides
 of at most 3. THIS PASS CHANGES THE NETWORK'S FUNCTION: it reparameterizes the layer (VGG's
-observation that two 3x3 convs see what one 5x5 sees, with fewer weights); tests check
-shapes, receptive fields and costs, not values.
+observation that two 3x3 convs see what one 5x5 sees, with fewer weights). It is registered
+with ``preserves_semantics=False``, so ``cnnir optimize`` warns with the measured output change
+and writes ``-o`` only with ``--allow-approximate``.
 
 Shape of the stack (docs/semantics.md §6.3). An odd side k becomes (k − 1)/2 convs of side 3 (a 5x5
 two 3x3, a 7x7 three, a 1x7 three 1x3; the shorter axis of a 5x7 is padded with side-1
@@ -24,13 +25,26 @@ padding greedily: output shape and receptive field are exactly the layer's for a
 at the price of running the first convs at the input resolution. Stride-1 layers keep their
 receptive field either way. Even sides and non-constant weights are left alone too.
 
+Borders. With ``borders="zero"`` (default) every conv pads its own input, so the stack's
+intermediate maps are zero outside the image where the layer would have seen image pixels:
+even a stack whose kernel is exact differs from the layer along a border band as wide as the
+layer's padding. ``borders="exact"`` (stride 1, or ``stride_position="last"``) gives the
+first conv all of the layer's padding and the later ones none: the stack then computes its
+composite kernel everywhere, borders included, at the price of larger intermediate maps
+(MACs of (H + 2p)·(W + 2p) instead of H·W pixels for the first convs).
+
 A ``conv2d_fused`` layer (after fuse-conv-activation) keeps its activation and residual on
 the last conv of its stack.
 
 Weights. ``init="lstsq"`` (default) fits the stack's composed kernel to the layer's kernel
-by least squares (cnnir.passes.kernel_fit) and reports the relative error ‖K̂ − K‖/‖K‖ per
-layer; ``init="kaiming"`` draws He-normal weights (lazily, seeded by ``seed``). The report
-lists, per layer and in total, the parameters and MACs before, after and saved.
+(cnnir.passes.kernel_fit): exactly once the width allows it (a 5x5 C → O is two 3x3 convs
+through 4·min(C, O) channels, a 7x7 three through 9·min(C, O), at unit tap spacing), by
+alternating least squares below that (``fit_sweeps`` caps the sweeps per width), with an error
+that never grows with the width. The report gives per layer the width, parameters, MACs and the
+fit error: the relative error ‖K̂ − K‖/‖K‖ (Frobenius) of the kernel the stack computes, taps
+it cannot reach included. ``init="kaiming"`` draws He-normal weights (lazily, seeded by
+``seed``). The report lists, per layer and in total, the parameters and MACs before, after
+and saved.
 """
 
 from __future__ import annotations
@@ -86,11 +100,13 @@ def _greedy(pad: int, sides: tuple[int, ...], d: int) -> list[int]:
 
 
 def plan_axis(k: int, s: int, d: int, before: int, after: int, n: int,
-              stride_last: bool) -> AxisPlan | str:
+              stride_last: bool, exact_borders: bool = False) -> AxisPlan | str:
     """The stack along one axis, or the reason there is none."""
     sides = _sides(k, n)
     if s == 1 or stride_last:
         pads = tuple(zip(_greedy(before, sides, d), _greedy(after, sides, d)))
+        if exact_borders:
+            pads = ((before, after),) + ((0, 0),) * (n - 1)
         return AxisPlan(sides, (1,) * (n - 1) + (s,), pads, 1)
     later = d * sum(side - 1 for side in sides[1:])
     first = before + after - later
@@ -160,6 +176,7 @@ class Options:
     init: str
     seed: int
     fit_sweeps: int
+    exact_borders: bool = False
 
 
 def _layer_shape(node: Node) -> tuple[int, int, int, int, int]:
@@ -181,7 +198,7 @@ def plan_layer(node: Node, opts: Options) -> StackPlan | str:
     axes = []
     for axis, k in enumerate((kh, kw)):
         plan = plan_axis(k, a.stride[axis], a.dilation[axis], a.padding[axis],
-                         a.padding[axis + 2], n, opts.stride_last)
+                         a.padding[axis + 2], n, opts.stride_last, opts.exact_borders)
         if isinstance(plan, str):
             return f"{'HW'[axis]} axis: {plan}"
         axes.append(plan)
@@ -286,12 +303,14 @@ def rewrite(graph: Graph, node: Node, plan: StackPlan, opts: Options, index: int
 
 
 def _options(width: int | None, stride_position: str, nonlinearity: str | ops.OpDef | None,
-             init: str, seed: int, fit_sweeps: int) -> Options:
+             init: str, seed: int, fit_sweeps: int, borders: str) -> Options:
     if stride_position not in ("first", "last"):
         raise PassError(f"stack-3x3: stride_position must be 'first' or 'last', got "
                         f"{stride_position!r}")
     if init not in ("lstsq", "kaiming"):
         raise PassError(f"stack-3x3: init must be 'lstsq' or 'kaiming', got {init!r}")
+    if borders not in ("zero", "exact"):
+        raise PassError(f"stack-3x3: borders must be 'zero' or 'exact', got {borders!r}")
     if width is not None and (not isinstance(width, int) or width < 1):
         raise PassError(f"stack-3x3: width must be a positive int, got {width!r}")
     act = nonlinearity
@@ -300,7 +319,8 @@ def _options(width: int | None, stride_position: str, nonlinearity: str | ops.Op
             raise PassError(f"stack-3x3: nonlinearity {act!r} is not a unary op",
                             hint="use an activation name such as 'relu'")
         act = ops.REGISTRY[act]
-    return Options(width, stride_position == "last", act, init, seed, fit_sweeps)
+    return Options(width, stride_position == "last", act, init, seed, fit_sweeps,
+                   borders == "exact")
 
 
 def _row(node: Node, plan: StackPlan, types: dict, error: float | None) -> dict:
@@ -342,9 +362,9 @@ def _lines(rows: list[dict], skipped: list[dict], totals: dict) -> list[str]:
 
 def stack_3x3(graph: Graph, *, width: int | None = None, stride_position: str = "first",
               nonlinearity: str | None = None, init: str = "lstsq", seed: int = 0,
-              fit_sweeps: int = 3) -> PassResult:
+              fit_sweeps: int = 30, borders: str = "zero") -> PassResult:
     """Replace every conv2d with a side above 3 by a stack of convs with sides <= 3."""
-    opts = _options(width, stride_position, nonlinearity, init, seed, fit_sweeps)
+    opts = _options(width, stride_position, nonlinearity, init, seed, fit_sweeps, borders)
     types = bind_types(graph, batch_bindings(graph))
     planned, skipped = [], []
     for node in [n for n in graph.nodes if n.op in CONVS]:

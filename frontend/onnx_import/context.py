@@ -141,8 +141,9 @@ def np_dtype(elem_type: int, what: str) -> str:
     try:
         return np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).name
     except (KeyError, TypeError, ValueError) as e:
-        raise ModelFormatError(f"{what} has the unsupported element type "
-                               f"{onnx.TensorProto.DataType.Name(elem_type)}") from e
+        name = onnx.TensorProto.DataType.Name(elem_type) \
+            if elem_type in onnx.TensorProto.DataType.values() else elem_type
+        raise ModelFormatError(f"{what} has the unsupported element type {name}") from e
 
 
 class ImportContext:

@@ -1,9 +1,9 @@
 """Converters for activations, softmax and dropout.
 
 Patterns that cnnir's exporter writes for ops ONNX lacks are folded back into one op:
-``Mul(x, Sigmoid(x))`` is silu, ``Clip(x, 0, 6)`` relu6, ``HardSigmoid(1/6, 0.5)``
-hardsigmoid. A PRelu slope that is not per channel (``(C, 1, …)``, ``(C,)`` or ``(1,)``)
-is decomposed as ``relu(x) − slope·relu(−x)``.
+``Mul(x, Sigmoid(x))`` is silu, ``Clip(x, 0, 6)`` relu6 (any other finite Clip hardtanh),
+``HardSigmoid(1/6, 0.5)`` hardsigmoid. A PRelu slope that is not per channel
+(``(C, 1, …)``, ``(C,)`` or ``(1,)``) is decomposed as ``relu(x) − slope·relu(−x)``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,16 @@ import numpy as np
 
 from cnnir import ops
 from cnnir.ir import Value
-from cnnir.ops.activation import DropoutAttrs, EluAttrs, GeluAttrs, LeakyReluAttrs, SoftmaxAttrs
+from cnnir.ops.activation import (
+    DropoutAttrs,
+    EluAttrs,
+    GeluAttrs,
+    HardtanhAttrs,
+    LeakyReluAttrs,
+    SoftmaxAttrs,
+)
 from cnnir.ops.registry import OpDef
-from cnnir.ops.tensor import ReshapeAttrs
+from cnnir.ops.tensor import ClampAttrs, ReshapeAttrs
 
 from .context import ImportContext, OnnxNode, converter
 
@@ -72,6 +79,18 @@ def gelu(ctx: ImportContext, n: OnnxNode) -> None:
     _unary(ctx, n, ops.gelu, GeluAttrs(n.attr("approximate", "none")))
 
 
+@converter("Softplus", 1)
+def softplus(ctx: ImportContext, n: OnnxNode) -> None:
+    """``log(1 + eˣ)``: torch's softplus with its default threshold 20, where the two differ
+    by less than e⁻²⁰ (relative)."""
+    _unary(ctx, n, ops.softplus)
+
+
+@converter("Mish", 18)
+def mish(ctx: ImportContext, n: OnnxNode) -> None:
+    _unary(ctx, n, ops.mish)
+
+
 @converter("HardSigmoid", 6)
 def hardsigmoid(ctx: ImportContext, n: OnnxNode) -> None:
     alpha, beta = n.attr("alpha", 0.2), n.attr("beta", 0.5)
@@ -86,9 +105,12 @@ def _clip(ctx: ImportContext, n: OnnxNode, low: float | None, high: float | None
         _unary(ctx, n, ops.relu6)
     elif low == 0 and high is None:
         _unary(ctx, n, ops.relu)
-    else:
-        ctx.fail(n, f"clips to [{low}, {high}]; cnnir imports Clip(0, 6) as relu6 and "
-                    f"Clip(0, ∞) as relu only")
+    elif low is not None and high is not None and low <= high:
+        _unary(ctx, n, ops.hardtanh, HardtanhAttrs(low, high))
+    elif low is None and high is None:
+        _unary(ctx, n, ops.identity)
+    else:  # one bound, or low > high (torch.clamp: the upper bound wins)
+        _unary(ctx, n, ops.clamp, ClampAttrs(low, high))
 
 
 @converter("Clip", 6)

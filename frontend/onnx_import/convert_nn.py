@@ -19,7 +19,7 @@ from cnnir import ops
 from cnnir.ir import TensorType, Value
 from cnnir.ir.types import is_static, shape_str
 from cnnir.ops.conv import Conv2dAttrs, ConvTranspose2dAttrs
-from cnnir.ops.norm import BatchNormAttrs
+from cnnir.ops.norm import BatchNormAttrs, GroupNormAttrs, LayerNormAttrs
 from cnnir.ops.pool import AdaptivePoolAttrs, AvgPoolAttrs, InterpolateAttrs, PoolAttrs
 from cnnir.ops.tensor import PadAttrs, ReduceAttrs, ReshapeAttrs
 
@@ -207,6 +207,69 @@ def batch_norm(ctx: ImportContext, n: OnnxNode) -> None:
     ctx.bind(n.output(0), ctx.emit(n, ops.batch_norm, inputs, attrs))
 
 
+def _static_channels(ctx: ImportContext, n: OnnxNode, x: Value) -> int:
+    channels = x.type.shape[1] if x.type.rank >= 3 else None
+    if not is_static(channels):
+        ctx.fail(n, f"needs an input (N, C, ...) with a static C, got "
+                    f"{shape_str(x.type.shape)}")
+    return channels
+
+
+def _norm_params(ctx: ImportContext, n: OnnxNode) -> list[Value | None]:
+    """The scale and bias of a normalization, or None for cnnir's own export of absent ones
+    (literal ones and zeros): the layer then has no affine parameters, as before export."""
+    fills = (1.0, 0.0)
+    literal = [ctx.kinds.get(n.input(i)) == "literal" and ctx.is_const(n.input(i))
+               and bool(np.all(ctx.const(n.input(i)) == fills[i - 1])) for i in (1, 2)]
+    if all(literal) or (literal[0] and not n.input(2)):
+        return [None, None]
+    return [ctx.param(n.input(1)), ctx.param(n.input(2))]
+
+
+@converter("InstanceNormalization", 6)
+def instance_norm(ctx: ImportContext, n: OnnxNode) -> None:
+    """``InstanceNormalization(X, scale, B)``: group_norm with one channel per group."""
+    x = ctx.tensor(n.input(0))
+    attrs = GroupNormAttrs(_static_channels(ctx, n, x), n.attr("epsilon", 1e-5))
+    ctx.bind(n.output(0), ctx.emit(n, ops.group_norm, [x, *_norm_params(ctx, n)], attrs))
+
+
+def _group_norm(ctx: ImportContext, n: OnnxNode, per_group: bool) -> None:
+    x = ctx.tensor(n.input(0))
+    channels, groups = _static_channels(ctx, n, x), n.attr("num_groups")
+    if per_group and groups != channels:
+        ctx.fail(n, f"has a scale per group ({groups} groups of {channels} channels), "
+                    f"opset 18's form, which torch's GroupNorm (a scale per channel) cannot "
+                    f"express", "export with opset 21 or later")
+    attrs = GroupNormAttrs(groups, n.attr("epsilon", 1e-5))
+    ctx.bind(n.output(0), ctx.emit(n, ops.group_norm, [x, *_norm_params(ctx, n)], attrs))
+
+
+@converter("GroupNormalization", 18)
+def group_norm_18(ctx: ImportContext, n: OnnxNode) -> None:
+    _group_norm(ctx, n, per_group=True)
+
+
+@converter("GroupNormalization", 21)
+def group_norm(ctx: ImportContext, n: OnnxNode) -> None:
+    _group_norm(ctx, n, per_group=False)
+
+
+@converter("LayerNormalization", 17)
+def layer_norm(ctx: ImportContext, n: OnnxNode) -> None:
+    """``LayerNormalization(X, Scale, B, axis)`` over the dims from ``axis`` on."""
+    if any(_used(ctx, n.output(i)) for i in (1, 2)):
+        ctx.fail(n, "uses its Mean or InvStdDev output, which cnnir's layer_norm does not "
+                    "return")
+    x = ctx.tensor(n.input(0))
+    shape = x.type.shape[n.attr("axis", -1) % x.type.rank:]
+    if not all(is_static(d) for d in shape):
+        ctx.fail(n, f"normalizes the symbolic dims {list(shape)} of input "
+                    f"{shape_str(x.type.shape)}", "give the model static trailing dims")
+    attrs = LayerNormAttrs(tuple(shape), n.attr("epsilon", 1e-5))
+    ctx.bind(n.output(0), ctx.emit(n, ops.layer_norm, [x, *_norm_params(ctx, n)], attrs))
+
+
 # -- pooling -------------------------------------------------------------------------------
 
 
@@ -238,7 +301,7 @@ def _exclude_pad_rescale(ctx: ImportContext, n: OnnxNode, x: Value, y: Value,
                          win: Window) -> Value:
     """An average over explicitly zero-padded input, rescaled from kh·kw to the count of
     real pixels: ONNX's count_include_pad=0 for pads torch cannot express."""
-    if not x.type.is_static:
+    if not all(is_static(d) for d in x.type.shape[2:]):  # a symbolic batch is fine
         ctx.fail(n, f"needs static spatial dims for pads {list(win.pads)} with "
                     f"count_include_pad=0, got {shape_str(x.type.shape)}")
     scale = win.kernel[0] * win.kernel[1] / _real_counts(x.type, y.type, win)
@@ -324,8 +387,11 @@ def _per_axis(ctx: ImportContext, n: OnnxNode, x: TensorType, values: np.ndarray
 
 def _nearest_ties(outs: list[int], scales: list[float]) -> bool:
     """Whether half_pixel + round_prefer_floor hits an exact .5 (where it differs from
-    torch's nearest-exact, which rounds those up)."""
+    torch's nearest-exact, which rounds those up). Over 2²⁴ output rows it answers yes
+    without looking (a file declaring absurd sizes allocates nothing)."""
     for out, scale in zip(outs, scales):
+        if out > 1 << 24:
+            return True
         x = (np.arange(out, dtype=np.float64) + 0.5) / scale - 0.5
         frac = x - np.floor(x)
         if np.any(np.abs(frac - 0.5) < 1e-6):

@@ -1,4 +1,5 @@
-"""Converters for matrix products, arithmetic, shape ops, reductions and losses.
+"""Converters for matrix products, arithmetic, shape ops, slicing and gathering, elementwise
+math and comparisons, reductions and losses.
 
 ``Gemm`` with a constant B and ``MatMul(x, W)`` + ``Add(b)`` with constant W and b are
 ``linear`` (``W = Bᵀ`` when transB=0, scaled by alpha); everything else is ``matmul`` plus
@@ -21,12 +22,16 @@ from cnnir.ops.loss import CrossEntropyAttrs, NllAttrs
 from cnnir.ops.registry import OpDef
 from cnnir.ops.tensor import (
     ChannelShuffleAttrs,
+    CompareAttrs,
     DimAttrs,
     ExpandAttrs,
     FlattenAttrs,
+    GatherAttrs,
     PadAttrs,
+    PowAttrs,
     ReduceAttrs,
     ReshapeAttrs,
+    SliceAttrs,
     SplitAttrs,
     TransposeAttrs,
     broadcast_shapes,
@@ -34,6 +39,7 @@ from cnnir.ops.tensor import (
 )
 
 from .context import ImportContext, OnnxNode, converter
+from .convert_act import _unary
 from .fold import as_dims
 
 
@@ -395,3 +401,134 @@ def softmax_cross_entropy(ctx: ImportContext, n: OnnxNode) -> None:
 @converter("NegativeLogLikelihoodLoss", 12)
 def nll_loss(ctx: ImportContext, n: OnnxNode) -> None:
     ctx.bind(n.output(0), _loss(ctx, n, ops.nll_loss, NllAttrs))
+
+
+# -- slicing, gathering, elementwise math, comparisons ---------------------------------------
+
+
+def _const_ints(ctx: ImportContext, n: OnnxNode, i: int, what: str) -> list[int] | None:
+    """Input ``i`` as a list of ints (None when absent); a run-time value is refused."""
+    name = n.input(i)
+    if not name:
+        return None
+    if not ctx.is_const(name):
+        ctx.fail(n, f"has run-time {what} '{name}'", "cnnir slices with constant bounds only")
+    return [int(v) for v in ctx.const(name).reshape(-1)]
+
+
+def _slice(ctx: ImportContext, n: OnnxNode, starts: list[int], ends: list[int],
+           axes: list[int] | None, steps: list[int] | None) -> None:
+    x = ctx.tensor(n.input(0))
+    axes = list(range(len(starts))) if axes is None else axes
+    steps = [1] * len(starts) if steps is None else steps
+    if any(s <= 0 for s in steps):
+        ctx.fail(n, f"has steps {steps}; cnnir slices with positive steps only")
+    rank = x.type.rank
+    attrs = SliceAttrs(tuple(a % rank if rank else a for a in axes), tuple(starts),
+                       tuple(ends), tuple(steps))
+    ctx.bind(n.output(0), ctx.emit(n, ops.slice_, [x], attrs))
+
+
+@converter("Slice", 1)
+def slice_1(ctx: ImportContext, n: OnnxNode) -> None:
+    """Opset 1-9: starts, ends and axes are attributes."""
+    axes = n.attr("axes")
+    _slice(ctx, n, list(n.attr("starts")), list(n.attr("ends")),
+           None if axes is None else list(axes), None)
+
+
+@converter("Slice", 10)
+def slice_10(ctx: ImportContext, n: OnnxNode) -> None:
+    """``Slice(data, starts, ends, axes?, steps?)`` with constant bounds (the legacy torch
+    exporter writes ShuffleNetV2's channel split this way)."""
+    starts = _const_ints(ctx, n, 1, "starts")
+    ends = _const_ints(ctx, n, 2, "ends")
+    _slice(ctx, n, starts, ends, _const_ints(ctx, n, 3, "axes"),
+           _const_ints(ctx, n, 4, "steps"))
+
+
+@converter("Gather", 1)
+def gather(ctx: ImportContext, n: OnnxNode) -> None:
+    """``Gather(data, indices, axis)`` with constant indices: a ``gather`` of the flattened
+    indices, reshaped when they are not 1-D (a scalar index drops the axis)."""
+    x = ctx.tensor(n.input(0))
+    if not ctx.is_const(n.input(1)):
+        ctx.fail(n, f"has run-time indices '{n.input(1)}'", "cnnir gathers constant indices")
+    indices = ctx.const(n.input(1))
+    axis = n.attr("axis", 0) % max(1, x.type.rank)
+    flat = tuple(int(i) for i in indices.reshape(-1))
+    y = ctx.emit(n, ops.gather, [x], GatherAttrs(axis, flat),
+                 suffix="" if indices.ndim == 1 else "/gather")
+    if indices.ndim != 1:
+        shape = (*x.type.shape[:axis], *indices.shape, *x.type.shape[axis + 1:])
+        y = ctx.emit(n, ops.reshape, [y], ReshapeAttrs(tuple(shape)))
+    ctx.bind(n.output(0), y)
+
+
+for _op_type, _op in (("Sqrt", ops.sqrt), ("Exp", ops.exp), ("Log", ops.log)):
+    _register(_op_type, 6, _unary, _op)
+
+
+@converter("Pow", 7)
+def pow_(ctx: ImportContext, n: OnnxNode) -> None:
+    """``Pow(x, y)`` with a constant scalar exponent."""
+    y = ctx.const(n.input(1))
+    if y is None or y.size != 1:
+        ctx.fail(n, f"has the exponent '{n.input(1)}', not a constant scalar",
+                 "cnnir raises to constant powers only")
+    attrs = PowAttrs(float(y.reshape(-1)[0]))
+    ctx.bind(n.output(0), ctx.emit(n, ops.pow_, [ctx.tensor(n.input(0))], attrs))
+
+
+def _is_scalar(ctx: ImportContext, name: str, value: float) -> bool:
+    c = ctx.const(name)
+    return c is not None and c.size == 1 and float(c.reshape(-1)[0]) == value
+
+
+def _compare(ctx: ImportContext, n: OnnxNode, kind: str) -> None:
+    """A comparison as cnnir's 0/1 float mask. cnnir's own exports come back as one op:
+    ``Not`` after it flips the kind; a ``Where(·, 1, 0)`` after it is the mask itself; and
+    ``Where(Not(Equal(c, 0)), a, b)`` is ``where(c, a, b)``."""
+    last = n
+    negate = ctx.sole_consumer(n.output(0))
+    if negate is not None and negate.op_type == "Not":
+        kind = {"eq": "ne", "ne": "eq", "gt": "le", "le": "gt", "lt": "ge", "ge": "lt"}[kind]
+        ctx.skip(negate)
+        last = negate
+    select = ctx.sole_consumer(last.output(0))
+    if select is not None and select.op_type == "Where" and select.input(0) == last.output(0):
+        if _is_scalar(ctx, select.input(1), 1.0) and _is_scalar(ctx, select.input(2), 0.0):
+            ctx.skip(select)
+            last = select
+        elif kind == "ne" and _is_scalar(ctx, n.input(1), 0.0) and all(
+                _defined(ctx, select.input(i)) for i in (1, 2)):
+            ctx.skip(select)
+            inputs = [ctx.tensor(name) for name in (n.input(0), *select.inputs[1:3])]
+            ctx.bind(select.output(0), ctx.emit(select, ops.where, inputs))
+            return
+    a, b = ctx.tensor(n.input(0)), ctx.tensor(n.input(1))
+    ctx.bind(last.output(0), ctx.emit(n, ops.compare, [a, b], CompareAttrs(kind)))
+
+
+def _defined(ctx: ImportContext, name: str) -> bool:
+    """Whether ``name`` is already known (a value converted earlier, or a constant)."""
+    return name in ctx.values or ctx.is_const(name)
+
+
+for _op_type, _since, _kind in (("Greater", 7, "gt"), ("Less", 7, "lt"), ("Equal", 7, "eq"),
+                                ("GreaterOrEqual", 12, "ge"), ("LessOrEqual", 12, "le")):
+    converter(_op_type, _since)(lambda ctx, n, kind=_kind: _compare(ctx, n, kind))
+
+
+@converter("Not", 1)
+def not_(ctx: ImportContext, n: OnnxNode) -> None:
+    """``1 − mask``."""
+    mask = ctx.tensor(n.input(0))
+    ctx.bind(n.output(0), ctx.emit(n, ops.sub, [_literal(ctx, 1.0, mask), mask]))
+
+
+@converter("Where", 9)
+def where(ctx: ImportContext, n: OnnxNode) -> None:
+    """``where(mask, a, b)``: the condition is a mask from a comparison (nonzero: true)."""
+    inputs = [ctx.tensor(n.input(i)) for i in range(3)]
+    ctx.bind(n.output(0), ctx.emit(n, ops.where, inputs))

@@ -25,6 +25,8 @@ RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike",
                         "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"})
 # Ops that are folded from the input's *type*: the input itself need not be constant.
 TYPE_OPS = frozenset({"Shape", "Size"})
+MAX_FOLD_ELEMENTS = 1 << 24  # a fold may also produce as many elements as it reads
+MAX_SHAPE_DATA = 1 << 16  # constant inputs shape inference reads the values of (shapes...)
 
 
 def may_fold(op_type: str) -> bool:
@@ -177,11 +179,47 @@ def _constant(n: OnnxNode) -> list[np.ndarray]:
                                                             "not supported")
 
 
+def _check_size(ctx: ImportContext, n: OnnxNode, proto: onnx.NodeProto,
+                feeds: dict[str, np.ndarray]) -> None:
+    """Refuse a fold whose outputs would hold more than ``max(MAX_FOLD_ELEMENTS, its
+    inputs' elements)`` values (a ConstantOfShape, Expand, Range, Tile or broadcast that
+    blows a few bytes up to 10¹² elements), from onnx's shape inference on the constant
+    inputs, before anything is evaluated or allocated."""
+    from onnx import numpy_helper, shape_inference
+
+    limit = max(MAX_FOLD_ELEMENTS, sum(a.size for a in feeds.values()))
+    try:
+        schema = onnx.defs.get_schema(n.op_type, ctx.opset, "")
+        types = {name: helper.make_tensor_type_proto(
+            helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for name, a in feeds.items()}
+        data = {name: numpy_helper.from_array(a, name) for name, a in feeds.items()
+                if a.size <= MAX_SHAPE_DATA}
+        inferred = shape_inference.infer_node_outputs(schema, proto, types, data)
+    except Exception as e:  # onnx raises many types on bad inputs
+        raise ModelFormatError(f"its constant inputs do not fit ONNX {n.op_type} "
+                               f"({type(e).__name__}: {e})") from e
+    for name in (o for o in n.outputs if o):
+        t = inferred.get(name)
+        dims = t.tensor_type.shape.dim if t is not None and t.HasField("tensor_type") and \
+            t.tensor_type.HasField("shape") else None
+        if dims is None or not all(d.HasField("dim_value") for d in dims):
+            raise ModelFormatError(f"cannot be folded: the size of its output '{name}' is "
+                                   f"unknown before evaluating it")
+        count = 1
+        for d in dims:
+            count *= max(d.dim_value, 0)
+        if count > limit:
+            raise ModelFormatError(f"would fold to a constant of {count} elements "
+                                   f"{[d.dim_value for d in dims]}, over the limit of {limit}",
+                                   hint="cnnir folds only small constant subgraphs")
+
+
 def _reference(ctx: ImportContext, n: OnnxNode, proto: onnx.NodeProto,
                arrays: list[np.ndarray | None]) -> list[np.ndarray]:
     from onnx.reference import ReferenceEvaluator
 
     feeds = {name: a for name, a in zip(n.inputs, arrays) if name}
+    _check_size(ctx, n, proto, feeds)
     evaluator = ReferenceEvaluator(proto, opsets={"": ctx.opset})
     return [np.asarray(v) for v in evaluator.run(None, feeds)]
 

@@ -24,11 +24,17 @@ from . import convert_act, convert_nn, convert_tensor  # noqa: F401  (register c
 from .context import CONSTANT_KINDS, CONVERTERS, ImportContext, OnnxNode, find_converter, onnx_type
 from .fold import can_fold, fold, may_fold
 from .order import MAX_DEPTH, MAX_NODES, execution_order
+from .safety import check_tensors, check_text
 
 MIN_OPSET, MAX_OPSET = 7, 28
 TARGET_OPSET = 19
 DEFAULT_DOMAINS = ("", "ai.onnx")
 Shape = Sequence[int | str]
+# what a converter raises on an attribute of the wrong type (a float where ints belong, a
+# string, a tensor, a graph), a wild value or a missing input: a ModelFormatError naming
+# the node, as every converter would otherwise have to type-check each attribute it reads
+CONVERTER_ERRORS = (TypeError, ValueError, KeyError, IndexError, AttributeError,
+                    ArithmeticError, RuntimeError)
 
 
 def model_opset(model: onnx.ModelProto) -> int:
@@ -47,7 +53,7 @@ def model_opset(model: onnx.ModelProto) -> int:
 def normalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
     """The model at opset 19 when onnx can convert it, else as it is."""
     opset = model_opset(model)
-    if opset == TARGET_OPSET:
+    if opset == TARGET_OPSET or not follows_schemas(model.graph, opset):
         return model, opset
     try:
         from onnx import version_converter
@@ -55,6 +61,31 @@ def normalize(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         return version_converter.convert_version(model, TARGET_OPSET), TARGET_OPSET
     except Exception:  # the converter raises bare RuntimeErrors for unsupported adapters
         return model, opset
+
+
+def follows_schemas(graph: onnx.GraphProto, opset: int) -> bool:
+    """Whether every node matches its operator schema at ``opset`` in input and output
+    counts and attribute names and types. onnx's version converter (C++) trusts that and
+    crashes the process on, say, a string where ``axes`` should be ints, so a model that
+    does not match is imported at its own opset (converters refuse what they cannot read)."""
+    for node in graph.node:
+        if node.domain not in DEFAULT_DOMAINS:
+            continue  # the converter leaves other domains alone
+        try:
+            schema = onnx.defs.get_schema(node.op_type, opset, "")
+        except onnx.defs.SchemaError:
+            return False
+        if not (schema.min_input <= len(node.input) <= schema.max_input
+                and schema.min_output <= len(node.output) <= schema.max_output):
+            return False
+        for a in node.attribute:
+            declared = schema.attributes.get(a.name)
+            if declared is None or int(declared.type) != int(a.type):
+                return False
+        required = {name for name, attr in schema.attributes.items() if attr.required}
+        if not required <= {a.name for a in node.attribute}:
+            return False
+    return True
 
 
 def _possibly_constant(graph: onnx.GraphProto, order: list[int]) -> set[int]:
@@ -161,7 +192,14 @@ def _run_nodes(ctx: ImportContext, graph: onnx.GraphProto, nodes: list[OnnxNode]
         if convert is None or n.domain not in DEFAULT_DOMAINS:
             raise ModelFormatError(f"{n.describe()} cannot be imported: its inputs are not "
                                    f"constant and cnnir has no converter for it")
-        convert(ctx, n)
+        try:
+            convert(ctx, n)
+        except CONVERTER_ERRORS as e:  # attributes of the wrong type or value, bad inputs
+            raise ModelFormatError(
+                f"{n.describe()} cannot be imported: its attributes {list(n.attrs)} or "
+                f"inputs {n.inputs} are not what ONNX {n.op_type} takes "
+                f"({type(e).__name__}: {e})",
+                hint="the file is damaged or breaks the ONNX operator spec") from e
 
 
 def import_model(model: onnx.ModelProto, *, input_shapes: Sequence[Shape] | None = None,
@@ -172,7 +210,9 @@ def import_model(model: onnx.ModelProto, *, input_shapes: Sequence[Shape] | None
     ``input_shapes`` (one per graph input) replaces symbolic input dims by sizes before
     import, e.g. ``[(1, 3, 224, 224)]``. ``convert=False`` skips the conversion to opset 19
     (the converters then follow the model's own opset)."""
+    check_text(model)
     execution_order(model.graph, max_nodes, max_depth)
+    check_tensors(model)
     if input_shapes is not None:
         copy = onnx.ModelProto()
         copy.CopyFrom(model)

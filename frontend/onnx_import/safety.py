@@ -108,6 +108,8 @@ def _external_info(tensor: onnx.TensorProto) -> dict[str, str]:
         if entry.key not in EXTERNAL_KEYS:
             raise _refuse(tensor, f"has the unknown key {entry.key[:40]!r} (allowed: "
                                   f"{sorted(EXTERNAL_KEYS)})")
+        if not isinstance(entry.value, str):  # protobuf's bytes for invalid UTF-8
+            raise _refuse(tensor, f"has a {entry.key} that is not UTF-8 text")
         info[entry.key] = entry.value
     return info
 
@@ -163,8 +165,90 @@ def expected_bytes(tensor: onnx.TensorProto) -> int:
         if d < 0:
             raise _refuse(tensor, f"has the negative dim {d}")
         count *= int(d)
-    itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    try:
+        itemsize = helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, TypeError, ValueError) as e:
+        raise _refuse(tensor, f"has the unknown data type {tensor.data_type}") from e
     return count * itemsize
+
+
+_PACKED = {getattr(onnx.TensorProto, name): per for name, per in (
+    ("INT4", 2), ("UINT4", 2), ("FLOAT4E2M1", 2), ("INT2", 4), ("UINT2", 4))
+    if hasattr(onnx.TensorProto, name)}  # elements per byte (and per int32_data entry)
+
+
+def _stored_entries(tensor: onnx.TensorProto, count: int) -> tuple[int, int]:
+    """(entries expected, entries stored) of the tensor's data: bytes of ``raw_data``, or
+    items of the typed field its data type uses."""
+    per = _PACKED.get(tensor.data_type)
+    if tensor.HasField("raw_data"):
+        if per is not None:
+            return -(-count // per), len(tensor.raw_data)
+        if tensor.data_type == onnx.TensorProto.STRING:
+            raise _refuse_tensor(tensor, "is a string tensor with raw_data")
+        return count * expected_bytes_per_item(tensor), len(tensor.raw_data)
+    field = helper.tensor_dtype_to_field(tensor.data_type)
+    factor = 2 if tensor.data_type in (onnx.TensorProto.COMPLEX64,
+                                       onnx.TensorProto.COMPLEX128) else 1
+    expected = -(-count // per) if per is not None else count * factor
+    return expected, len(getattr(tensor, field))
+
+
+def expected_bytes_per_item(tensor: onnx.TensorProto) -> int:
+    return helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+
+
+def _refuse_tensor(tensor: onnx.TensorProto, why: str) -> ModelFormatError:
+    return ModelFormatError(f"tensor '{tensor.name[:80]}' {why}",
+                            hint="the file is damaged or was not written by an ONNX exporter")
+
+
+def check_tensors(model: onnx.ModelProto) -> None:
+    """Every tensor of the model holds exactly the data its dims and type declare (checked on
+    the stored sizes, before numpy reads anything, so a tensor declaring 10¹² elements over
+    a few bytes is refused without allocating them), and none still points at external data
+    (``read_model_file`` loads it after its own checks)."""
+    for tensor in all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            raise _refuse_tensor(tensor, "refers to external data, which is read only from a "
+                                         "model file (cnnir.load_onnx(path))")
+        if any(d < 0 for d in tensor.dims):
+            raise _refuse_tensor(tensor, f"has the negative dims {list(tensor.dims)[:8]}")
+        count = 1
+        for d in tensor.dims:
+            count *= int(d)
+        try:
+            expected, stored = _stored_entries(tensor, count)
+        except (KeyError, TypeError, ValueError) as e:
+            raise _refuse_tensor(tensor, f"has the unknown data type {tensor.data_type}") from e
+        if expected != stored:
+            what = "bytes" if tensor.HasField("raw_data") else "values"
+            raise _refuse_tensor(tensor, f"declares dims {list(tensor.dims)[:8]} "
+                                         f"({expected} {what}) but stores {stored} {what}")
+
+
+def check_text(model: onnx.ModelProto) -> None:
+    """Every name the importer reads is text: protobuf hands a string field holding invalid
+    UTF-8 back as ``bytes``, which no name lookup or message expects."""
+    def value_infos(g: onnx.GraphProto):
+        yield from g.input
+        yield from g.output
+        yield from g.value_info
+
+    g = model.graph
+    texts = [g.name, *(t.name for t in g.initializer)]
+    for v in value_infos(g):
+        texts.append(v.name)
+        if v.type.HasField("tensor_type"):
+            texts.extend(d.dim_param for d in v.type.tensor_type.shape.dim)
+    for n in g.node:
+        texts.extend((n.name, n.op_type, n.domain, *n.input, *n.output,
+                      *(a.name for a in n.attribute)))
+    texts.extend(o.domain for o in model.opset_import)
+    bad = next((t for t in texts if not isinstance(t, str)), None)
+    if bad is not None:
+        raise ModelFormatError(f"the ONNX graph holds a name that is not UTF-8 text: "
+                               f"{bad[:60]!r}", hint="the file is damaged")
 
 
 def check_external_tensor(tensor: onnx.TensorProto, base: str) -> None:

@@ -77,12 +77,17 @@ from cnnir.ops.pool import adaptive_avg_pool2d_grad as adaptive_avg_grad
 from cnnir.ops.pool import adaptive_max_pool2d_grad as adaptive_max_grad
 from cnnir.ops.tensor import (
     ChannelShuffleAttrs,
+    ClampAttrs,
+    CompareAttrs,
     DimAttrs,
     ExpandAttrs,
     FlattenAttrs,
+    GatherAttrs,
     PadAttrs,
+    PowAttrs,
     ReduceAttrs,
     ReshapeAttrs,
+    SliceAttrs,
     SplitAttrs,
     TransposeAttrs,
     amax_grad,
@@ -343,6 +348,22 @@ NORM_CASES = [
     OpCase("batch_norm-symbolic-batch", ops.batch_norm, (T("N", 8, 4, 4), BN_C, BN_C, BN_C, BN_C),
            out=(("N", 8, 4, 4),), attrs=BatchNormAttrs(training=True), env={"N": 3},
            macs=0, flops=5 * 3 * 8 * 4 * 4),
+    # group_norm and layer_norm count as batch_norm with batch statistics: 5E affine, 4E not
+    OpCase("group_norm-affine", ops.group_norm, (BN_X, BN_C, BN_C), out=((2, 8, 4, 4),),
+           attrs=ops.group_norm.attrs(4), macs=0, flops=5 * BN_E),
+    OpCase("group_norm-symbolic", ops.group_norm, (T("N", 8, "H", 4), None, None),
+           out=(("N", 8, "H", 4),), attrs=ops.group_norm.attrs(8), env={"N": 3, "H": 2},
+           macs=0, flops=4 * 3 * 8 * 2 * 4),
+    OpCase("layer_norm-affine", ops.layer_norm, (T("N", 6, 8), BN_C, BN_C), out=(("N", 6, 8),),
+           attrs=ops.layer_norm.attrs((8,)), env={"N": 2}, macs=0, flops=5 * 2 * 6 * 8),
+    OpCase("layer_norm-2d-shape", ops.layer_norm, (BN_X, None, None), out=((2, 8, 4, 4),),
+           attrs=ops.layer_norm.attrs((4, 4)), macs=0, flops=4 * BN_E),
+    OpCase("group_norm_grad", REGISTRY["group_norm_grad"], (BN_X, BN_C, BN_X),
+           out=((2, 8, 4, 4), (8,), (8,)), attrs=REGISTRY["group_norm_grad"].attrs(2),
+           macs=0, flops=11 * BN_E),
+    OpCase("group_norm_grad-params-only", REGISTRY["group_norm_grad"], (BN_X, None, BN_X),
+           out=((8,),), attrs=REGISTRY["group_norm_grad"].attrs(2, outputs=("weight",)),
+           macs=0, flops=6 * BN_E),
     # batch_norm_grad, batch statistics: 6E of sums (Σx, x², Σx², Σgy, gy·x, Σgy·x), which give
     # gγ and gβ, plus 5E for gx = a·(gy − ḡ) + b·(x − μ)
     OpCase("batch_norm_grad-train", batch_norm_grad, (BN_X, None, None, BN_C, BN_X),
@@ -389,6 +410,14 @@ ACTIVATION_CASES = [
     OpCase("hardswish", ops.hardswish, (X4,), out=((2, 3, 4, 5),), macs=0, flops=5 * E),
     # gelu is not in docs/semantics.md §6.3; activation.py documents 6E
     OpCase("gelu", ops.gelu, (X4,), out=((2, 3, 4, 5),), attrs=GeluAttrs(), macs=0, flops=6 * E),
+    OpCase("hardtanh", ops.hardtanh, (X4,), out=((2, 3, 4, 5),),
+           attrs=ops.hardtanh.attrs(-2.0, 2.0), macs=0, flops=2 * E),
+    OpCase("softplus", ops.softplus, (X4,), out=((2, 3, 4, 5),),
+           attrs=ops.softplus.attrs(2.0, 10.0), macs=0, flops=5 * E),
+    OpCase("mish", ops.mish, (X4,), out=((2, 3, 4, 5),), macs=0, flops=4 * E),
+    OpCase("param-activation-grad-softplus", REGISTRY["param_activation_grad"], (X4, X4),
+           out=((2, 3, 4, 5),), attrs=ActivationGradAttrs(ops.softplus, ops.softplus.attrs()),
+           macs=0, flops=6 * E),
     # activation_grad: the activation's own FLOPs plus one multiply per element
     OpCase("activation-grad-gelu", ops.activation_grad, (X4, X4), out=((2, 3, 4, 5),),
            attrs=ActivationGradAttrs(ops.gelu, GeluAttrs()), macs=0, flops=7 * E),
@@ -621,6 +650,23 @@ TENSOR_CASES = [
                                                       T("N", 1, 4)),
            out=(("N", 3, 4),), attrs=ReduceAttrs((1,), keepdim=True), env={"N": 2},
            macs=0, flops=3 * 2 * 3 * 4 + 2 * 4),
+    # slice: Python's clamping; len(range(1, 6, 2)) = 3, len(range(5, 2)) = 0, -3: -> 3
+    OpCase("slice-steps-and-clamps", ops.slice_, (T("N", 6, 5, 7),), out=(("N", 3, 0, 3),),
+           attrs=SliceAttrs((1, 2, -1), (1, 5, -3), (100, 2, 7), (2, 1, 1)), env={"N": 2},
+           macs=0, flops=0),
+    OpCase("gather-repeated-negative", ops.gather, (T(2, 5, 3),), out=((2, 4, 3),),
+           attrs=GatherAttrs(1, (4, 0, 0, -1)), macs=0, flops=0),
+    OpCase("sqrt", ops.sqrt, (X4,), out=((2, 3, 4, 5),), macs=0, flops=E),
+    OpCase("exp", ops.exp, (X4,), out=((2, 3, 4, 5),), macs=0, flops=E),
+    OpCase("log", ops.log, (X4,), out=((2, 3, 4, 5),), macs=0, flops=E),
+    OpCase("pow", ops.pow_, (X4,), out=((2, 3, 4, 5),), attrs=PowAttrs(1.5), macs=0, flops=E),
+    # clamp: a comparison against each bound per element
+    OpCase("clamp", ops.clamp, (X4,), out=((2, 3, 4, 5),), attrs=ClampAttrs(-1.0, 1.0),
+           macs=0, flops=2 * E),
+    OpCase("compare-broadcast", ops.compare, (T(2, 3, 1), T(4,)), out=((2, 3, 4),),
+           attrs=CompareAttrs("ge"), macs=0, flops=2 * 3 * 4),
+    OpCase("where-broadcast-three", ops.where, (T(3, 1), T(2, 1, 4), T()), out=((2, 3, 4),),
+           macs=0, flops=2 * 3 * 4),
 ]
 
 
@@ -998,6 +1044,13 @@ BAD_CASES = [
     ("softmax-dim", lambda: ops.softmax.infer_types(SoftmaxAttrs(4), [T(1, 3, 4, 4)]),
      r"dim=4 is out of range"),
     ("dropout-p", lambda: DropoutAttrs(p=1.5), r"between 0 and 1"),
+    ("group_norm-divisible", lambda: ops.group_norm.infer_types(
+        ops.group_norm.attrs(3), [T(2, 8, 4, 4)]), r"divisible by num_groups=3"),
+    ("group_norm-weight", lambda: ops.group_norm.infer_types(
+        ops.group_norm.attrs(2), [T(2, 8, 4, 4), T(4)]), r"weight of shape \[8\]"),
+    ("layer_norm-trailing", lambda: ops.layer_norm.infer_types(
+        ops.layer_norm.attrs((4, 5)), [T(2, 8, 4, 4)]), r"ending in normalized_shape \[4, 5\]"),
+    ("layer_norm-shape", lambda: ops.layer_norm.attrs(()), r"one or more positive ints"),
     ("loss-reduction", lambda: LossAttrs("avg"), r"reduction must be one of"),
     ("cross_entropy-ignore-index-probabilities", lambda: ops.cross_entropy.infer_types(
         CrossEntropyAttrs(ignore_index=0), [LOGITS, T(4, 10)]),

@@ -231,6 +231,12 @@ def test_parameters_are_tensors_only_inside_a_trace() -> None:
         model.weight.not_a_method  # noqa: B018
 
 
-def test_only_squares_are_traced_powers() -> None:
-    with pytest.raises(cnnir.CnnirError, match=r"x \*\* 3 cannot be traced"):
-        cnnir.grad_graph(nn.Linear(3, 2), lambda out: (out**3).sum(), (2, 3))
+def test_other_powers_than_squares_differentiate() -> None:
+    """``Σ (xWᵀ + b)³``: the weight gradient is ``(3y²)ᵀ x`` (float64, numpy here)."""
+    model = nn.Linear(3, 2).double()
+    x = np.random.default_rng(1).standard_normal((4, 3))
+    _, grads = cnnir.value_and_grad(model, lambda out: (out**3).sum(), (4, 3),
+                                    backend="reference")(x)
+    y = x @ model.weight.data.T + model.bias.data
+    np.testing.assert_allclose(grads["weight"], (3 * y**2).T @ x, rtol=1e-10)
+    np.testing.assert_allclose(grads["bias"], (3 * y**2).sum(0), rtol=1e-10)

@@ -232,6 +232,58 @@ def activation_grad(x, g, out, code, alpha):
         derivative_row(x[lo:hi], g[lo:hi], out[lo:hi], code, alpha)
 
 
+class ParamAct(IntEnum):
+    """Codes of the activations with two parameters (a, b), which no fused epilogue takes:
+    hardtanh (a = min_val, b = max_val), softplus (a = beta, b = threshold) and mish."""
+
+    HARDTANH = 0
+    SOFTPLUS = 1
+    MISH = 2
+
+
+@helper
+def softplus_value(v, beta, threshold):
+    """``log(1 + e^{βv})/β``, v itself where βv > threshold (PyTorch's rule)."""
+    bv = beta * v
+    return v if bv > threshold else math.log1p(math.exp(bv)) / beta
+
+
+@helper
+def param_value(v, code, a, b):
+    if code == ParamAct.HARDTANH:
+        return a if v < a else (b if v > b else v)  # NaN falls through
+    if code == ParamAct.SOFTPLUS:
+        return softplus_value(v, a, b)
+    return v * math.tanh(math.log1p(math.exp(v)))
+
+
+@helper
+def param_derivative(v, code, a, b):
+    """hardtanh: 1 on the open interval (a, b); softplus: σ(βv), 1 where βv > threshold;
+    mish: tanh(sp) + v·σ(v)·(1 − tanh²(sp)), sp = log(1 + eᵛ)."""
+    if code == ParamAct.HARDTANH:
+        return 1.0 if (v > a and v < b) else 0.0
+    if code == ParamAct.SOFTPLUS:
+        bv = a * v
+        return 1.0 if bv > b else 1.0 / (1.0 + math.exp(-bv))
+    t = math.tanh(math.log1p(math.exp(v)))
+    return t + v / (1.0 + math.exp(-v)) * (1.0 - t * t)
+
+
+@kernel
+def param_activation(x, out, code, a, b):
+    """``out = act(x)`` for a ``ParamAct`` code over flat, contiguous arrays."""
+    for i in prange(x.shape[0]):
+        out[i] = param_value(x[i], code, a, b)
+
+
+@kernel
+def param_activation_grad(x, g, out, code, a, b):
+    """``out = f'(x)·g`` for a ``ParamAct`` code over flat, contiguous arrays."""
+    for i in prange(x.shape[0]):
+        out[i] = param_derivative(x[i], code, a, b) * g[i]
+
+
 @kernel
 def epilogue(src, out, ep):
     """``out[n, c, :] = act(scale[c]·src[n, c, :] + shift[c] (+ res))`` over [N, C, P]."""

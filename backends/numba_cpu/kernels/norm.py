@@ -1,4 +1,5 @@
-"""Batch-norm kernels: per-channel statistics and the backward, on [N, C, P] views.
+"""Normalization kernels: batch norm's per-channel statistics and backward on [N, C, P] views;
+group norm's (layer norm's, instance norm's) per-(sample, group) forward and backward.
 
 The statistics are float64 sums, one channel per task, of ``d = x − x[0, c, 0]``: shifted by a
 value of the channel, ``Σd²/M − (Σd/M)²`` does not cancel catastrophically when |μ| ≫ σ, and one
@@ -13,7 +14,7 @@ import math
 import numpy as np
 
 from cnnir.backends.numba_cpu.kernels.activation import Act, derivative_row
-from cnnir.backends.numba_cpu.kernels.jit import kernel, prange
+from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange
 
 
 @kernel
@@ -112,3 +113,79 @@ def centered_grad_sums(x, g, center, sums):
                 sgd += v * (np.float64(x[n, c, i]) - m)
         sums[0, c] = sg
         sums[1, c] = sgd
+
+
+# -- group_norm (and layer_norm, InstanceNorm) on [N, G, Cg, P] views -------------------------
+# One (sample, group) row per task; channel ``g·Cg + c`` for γ and β. layer_norm is the
+# [M, 1, D, 1] view. Shifted float64 sums as above; normalized as ``(x − μ)·a + β`` with
+# a = γ/√(σ² + eps) in float64 (no ``scale·x + shift``: it would lose a far mean's digits).
+
+
+@helper
+def group_moments(x, n, g):
+    """The mean and biased variance of row (n, g) of [N, G, Cg, P] x, in float64."""
+    _, _, cg, p = x.shape
+    k = np.float64(x[n, g, 0, 0])
+    s = 0.0
+    q = 0.0
+    for c in range(cg):
+        for i in range(p):
+            d = np.float64(x[n, g, c, i]) - k
+            s += d
+            q += d * d
+    m = s / (cg * p)
+    return k + m, max(q / (cg * p) - m * m, 0.0)
+
+
+@kernel
+def group_norm(x, out, gamma, beta, eps):
+    """``out = γ_c(x − μ)/√(σ² + eps) + β_c`` per (sample, group) of [N, G, Cg, P] arrays."""
+    n_img, groups, cg, p = x.shape
+    for t in prange(n_img * groups):
+        n = t // groups
+        g = t % groups
+        mu, var = group_moments(x, n, g)
+        inv_std = 1.0 / math.sqrt(var + eps)
+        for c in range(cg):
+            a = np.float64(gamma[g * cg + c]) * inv_std
+            b = np.float64(beta[g * cg + c])
+            for i in range(p):
+                out[n, g, c, i] = (np.float64(x[n, g, c, i]) - mu) * a + b
+
+
+@kernel
+def group_norm_grad(x, gy, gamma, eps, gx, want_input, partial):
+    """group_norm's backward per (sample, group) of [N, G, Cg, P] x, gy and gx (written when
+    ``want_input``): ``gx = (ĝ − mean ĝ − x̂·mean(ĝ·x̂))/√(σ² + eps)`` with ĝ = γ·gy; and
+    ``partial[0, n, ch] = Σ gy``, ``partial[1, n, ch] = Σ gy·x̂`` over the pixels of sample n,
+    channel ch (float64; summed over n they are gβ and gγ)."""
+    n_img, groups, cg, p = x.shape
+    count = cg * p
+    for t in prange(n_img * groups):
+        n = t // groups
+        g = t % groups
+        mu, var = group_moments(x, n, g)
+        inv_std = 1.0 / math.sqrt(var + eps)
+        s_g = 0.0
+        s_gx = 0.0
+        for c in range(cg):
+            sg = 0.0
+            sgx = 0.0
+            for i in range(p):
+                v = np.float64(gy[n, g, c, i])
+                sg += v
+                sgx += v * (np.float64(x[n, g, c, i]) - mu) * inv_std
+            partial[0, n, g * cg + c] = sg
+            partial[1, n, g * cg + c] = sgx
+            w = np.float64(gamma[g * cg + c])
+            s_g += w * sg
+            s_gx += w * sgx
+        if want_input:
+            mean_g = s_g / count
+            mean_gx = s_gx / count
+            for c in range(cg):
+                w = np.float64(gamma[g * cg + c])
+                for i in range(p):
+                    x_hat = (np.float64(x[n, g, c, i]) - mu) * inv_std
+                    gx[n, g, c, i] = (w * np.float64(gy[n, g, c, i]) - mean_g
+                                      - x_hat * mean_gx) * inv_std

@@ -137,6 +137,21 @@ def resample(x, out, h0, h1, lh, w0, w1, lw):
                 dst[y, xo] = (1 - ly) * top + ly * bottom
 
 
+@kernel
+def resample_nearest(x, out, rows, columns):
+    """``out[y, x] = x[rows[y], columns[x]]``: a copy, so ±∞ stays (``resample``'s blend
+    with weight 0 would make it 0·∞ = NaN)."""
+    n_img, channels = x.shape[0], x.shape[1]
+    oh, ow = out.shape[2], out.shape[3]
+    for t in prange(n_img * channels):
+        plane = x[t // channels, t % channels]
+        dst = out[t // channels, t % channels]
+        for y in range(oh):
+            row = plane[rows[y]]
+            for xo in range(ow):
+                dst[y, xo] = row[columns[xo]]
+
+
 # -- gradients -------------------------------------------------------------------------------
 
 

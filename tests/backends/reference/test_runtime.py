@@ -50,7 +50,8 @@ def test_symbolic_dims_bind_per_call():
                                          r"\(dim 1 is 4, expected 3\)"),
     ((np.ones((2, 3)), np.ones((3, 1))), r"input 'b' has size 3 for the symbolic dim 'N', which "
                                          r"another input already bound to 2"),
-    ((np.ones((2, 3)), "text"), r"input 'b' has dtype <U4"),
+    ((np.ones((2, 3)), "text"), r"input 'b' is a str, not an array"),
+    ((np.ones((2, 3)), np.array([["x"], ["y"]])), r"input 'b' has dtype <U1"),
 ])
 def test_bad_inputs_raise_lowering_errors(args, pattern):
     run = compile_graph(two_input_graph())

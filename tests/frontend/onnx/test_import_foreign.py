@@ -275,10 +275,10 @@ def test_eval_dropout_mask_output_is_all_true() -> None:
 
 
 def test_unsupported_ops_are_listed_in_one_error() -> None:
-    nodes = [helper.make_node("Erf", ["x"], ["a"]), helper.make_node("Sqrt", ["a"], ["b"]),
+    nodes = [helper.make_node("Erf", ["x"], ["a"]), helper.make_node("Sin", ["a"], ["b"]),
              helper.make_node("Foo", ["b"], ["y"], domain="com.example")]
     m = model(nodes, [("x", [2])], ["y"], domains=["com.example"], ir=9)
-    with pytest.raises(ModelFormatError, match=r"unsupported ONNX ops \(opset 19\): Erf, Sqrt, "
+    with pytest.raises(ModelFormatError, match=r"unsupported ONNX ops \(opset 19\): Erf, Sin, "
                                                r"com\.example\.Foo") as info:
         loads(m.SerializeToString())
     assert "Conv" in info.value.hint and "Resize" in info.value.hint
@@ -297,7 +297,6 @@ def test_opsets_outside_7_to_28_are_refused(opset: int) -> None:
                       coordinate_transformation_mode="tf_half_pixel_for_nn"),
      "match no torch interpolate mode"),
     (helper.make_node("HardSigmoid", ["x"], ["y"]), "alpha=0.2, beta=0.5"),
-    (helper.make_node("Clip", ["x", "lo", "hi"], ["y"]), r"clips to \[-1.0, 1.0\]"),
     (helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], dilations=[2, 2]),
      "has dilations"),
 ])
