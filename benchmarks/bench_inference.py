@@ -1,5 +1,5 @@
 """Inference latency: cnnir (Numba CPU) vs onnxruntime vs PyTorch eager, each engine alone in
-its own process, as deployed.
+its own process, as deployed, on each of cnnir's ISA paths.
 
 For ResNet-18, MobileNetV2 and SmallCIFAR at batch 1 and 8, every engine runs the same
 network and weights (onnxruntime on cnnir's own ONNX export with all graph optimizations and
@@ -9,12 +9,20 @@ measurement is a fresh process that builds its engine, warms it up and reports t
 median per engine is kept (two engines in one process fight over the cores with their
 spinning thread pools, so that figure, ``--interleaved``, is a robustness number, not the
 speed). Printed: the ISA (LLVM's CPU name and vector width), the machine's numpy sgemm peak,
-GFLOP/s (2·MACs / time), the fraction of the peak, and cnnir / ORT. Then cold compile (empty
-kernel cache) and warm start (a second process) for ResNet-18.
+GFLOP/s (2·MACs / time), the fraction of the peak, and cnnir / ORT. ``--isa auto,avx2`` also
+runs cnnir on the forced AVX2 path (``CNNIR_ISA=avx2``: 8-lane kernels, code for an AVX2 CPU;
+onnxruntime keeps its AVX-512 kernels, so that row's ratio is not like for like).
+
+``--interleaved`` adds, per row, cnnir's latency in one process with onnxruntime called
+between its calls (default ORT options, whose workers spin after each call, and with
+``session.intra_op.allow_spinning = 0``) and with a numpy BLAS call (512² sgemm) between its
+calls, each against cnnir's solo latency in that same process. Then the fixed cost of a call
+(a compiled Identity), and cold compile (empty kernel cache) and warm start (a second
+process) for ResNet-18.
 
     python benchmarks/bench_inference.py [--runs 30] [--rounds 2] [--batches 1,8]
-        [--models resnet18,mobilenet_v2,small_cifar] [--no-startup] [--interleaved]
-        [--profile]
+        [--models resnet18,mobilenet_v2,small_cifar] [--isa auto,avx2] [--no-startup]
+        [--interleaved] [--profile]
 """
 
 from __future__ import annotations
@@ -57,12 +65,17 @@ def sgemm_peak() -> float:
 
 
 def isa() -> str:
-    """LLVM's name for this CPU and the widest float vector it offers."""
+    """LLVM's name for this CPU, the widest float vector it offers, and cnnir's path on it."""
     import llvmlite.binding as llvm
+
+    from cnnir.backends.numba_cpu.kernels import simd
+    from cnnir.backends.numba_cpu.kernels.host import HOST
 
     features = llvm.get_host_cpu_features()
     width = 512 if features.get("avx512f") else 256 if features.get("avx2") else 128
-    return f"{llvm.get_host_cpu_name()}, {width}-bit vectors"
+    return (f"{llvm.get_host_cpu_name()}, {width}-bit vectors; cnnir path {HOST.isa} "
+            f"({simd.LANES} lanes, {simd.MR}x{simd.NR} micro-tile, L1 {HOST.l1_bytes >> 10} "
+            f"KiB, L2 {HOST.l2_bytes >> 10} KiB)")
 
 
 def _timed(fn) -> float:
@@ -71,7 +84,7 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def ort_session(model, shape, tmp: str):
+def ort_session(model, shape, tmp: str, spinning: bool = True):
     import onnxruntime as ort
 
     path = os.path.join(tmp, "model.onnx")
@@ -79,6 +92,8 @@ def ort_session(model, shape, tmp: str):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = os.cpu_count() or 1
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     return lambda x: sess.run(None, {name: x})
@@ -125,35 +140,68 @@ def worker(engine: str, name: str, batch: int, runs: int, profile: bool) -> None
     print(json.dumps(result))
 
 
-def measure_apart(name: str, batch: int, runs: int, rounds: int, profile: bool) -> dict:
-    """Best median per engine over ``rounds`` rounds of one process per engine."""
+def run_worker(args: list[str], isa: str = "auto") -> dict:
+    env = {**os.environ, "CNNIR_ISA": isa}
+    out = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True,
+                         text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_apart(name: str, batch: int, runs: int, rounds: int, profile: bool,
+                  isas: list[str]) -> dict:
+    """Best median per engine (cnnir once per ISA path) over ``rounds`` rounds of one process
+    per engine."""
     best: dict[str, float] = {}
     profiles: dict[str, float] = {}
+    runs_of = [(e, "auto") for e in ENGINES if e != "cnnir"]
+    runs_of = [("cnnir", isa) for isa in isas] + runs_of
     for _ in range(rounds):
-        for engine in ENGINES:
-            out = subprocess.run([sys.executable, __file__, "--worker", engine, name,
-                                  str(batch), str(runs), str(int(profile))],
-                                 capture_output=True, text=True, check=True)
-            result = json.loads(out.stdout.strip().splitlines()[-1])
+        for engine, isa in runs_of:
+            result = run_worker(["--worker", engine, name, str(batch), str(runs),
+                                 str(int(profile))], isa)
+            label = engine if isa == "auto" else f"{engine}[{isa}]"
             if result["ms"] is not None:
-                best[engine] = min(best.get(engine, float("inf")), result["ms"])
-                profiles = result.get("profile", profiles)
+                best[label] = min(best.get(label, float("inf")), result["ms"])
+                if isa == "auto":
+                    profiles = result.get("profile", profiles)
     return {"ms": best, "profile": profiles}
 
 
-def measure_interleaved(name: str, batch: int, runs: int) -> dict[str, float]:
-    """cnnir and ORT in one process, alternating call by call: the robustness figure."""
+def interleaved_worker(name: str, batch: int, runs: int) -> None:
+    """cnnir's median latency alone, then with another engine called between its calls (ORT
+    spinning as by default, ORT not spinning, a numpy sgemm), in this one process: prints a
+    JSON line (ms)."""
     x = np.random.default_rng(0).standard_normal((batch, *MODELS[name][1])).astype(np.float32)
+    a = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
-        fns = {e: runner(e, name, batch, tmp) for e in ENGINES[:2]}
-        fns = {e: f for e, f in fns.items() if f is not None}
-        for fn in fns.values():
-            fn(x)
-        times: dict[str, list[float]] = {e: [] for e in fns}
-        for _ in range(runs):
-            for engine, fn in fns.items():
-                times[engine].append(_timed(lambda fn=fn: fn(x)))
-    return {e: 1e3 * statistics.median(t) for e, t in times.items()}
+        run = runner("cnnir", name, batch, tmp)
+        model = build(name)
+        shape = (batch, *MODELS[name][1])
+        others = {"solo": lambda: None, "ort": ort_session(model, shape, tmp),
+                  "ort-no-spin": ort_session(model, shape, tmp, spinning=False),
+                  "blas": lambda: a @ a}
+        result = {}
+        for key, other in others.items():
+            other(x) if key.startswith("ort") else other()
+            for _ in range(3):
+                run(x)
+            times = []
+            for _ in range(runs):
+                other(x) if key.startswith("ort") else other()
+                times.append(_timed(lambda: run(x)))
+            result[key] = 1e3 * statistics.median(times)
+    print(json.dumps(result))
+
+
+def call_overhead_us() -> float:
+    """The fixed cost of a call: a compiled Identity on a [1, 4] array (median, µs)."""
+    from cnnir import nn
+
+    run = cnnir.compile(nn.Identity(), (1, 4))
+    x = np.zeros((1, 4), np.float32)
+    for _ in range(100):
+        run(x)
+    return 1e6 * statistics.median(_timed(lambda: run(x)) for _ in range(2000))
 
 
 def startup_times() -> tuple[float, float]:
@@ -185,16 +233,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--batches", default="1,8")
+    parser.add_argument("--isa", default="auto",
+                        help="cnnir's ISA paths to time (CNNIR_ISA values), e.g. auto,avx2")
     parser.add_argument("--no-startup", action="store_true")
     parser.add_argument("--interleaved", action="store_true",
                         help="also time cnnir and ORT alternating in one process")
     parser.add_argument("--profile", action="store_true",
                         help="also print where cnnir's time goes, per algorithm")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
+    parser.add_argument("--interleaved-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         engine, name, batch, runs, profile = args.worker
         worker(engine, name, int(batch), int(runs), profile == "1")
+        return
+    if args.interleaved_worker:
+        name, batch, runs = args.interleaved_worker
+        interleaved_worker(name, int(batch), int(runs))
         return
     peak = sgemm_peak()
     print(f"machine: {os.cpu_count()} cores, {isa()}, numpy sgemm 2048^3 peak {peak:.0f} "
@@ -205,19 +260,23 @@ def main() -> None:
     for name in args.models.split(","):
         for batch in (int(b) for b in args.batches.split(",")):
             macs = cnnir.analyze(build(name), (batch, *MODELS[name][1])).totals.macs
-            result = measure_apart(name, batch, args.runs, args.rounds, args.profile)
+            result = measure_apart(name, batch, args.runs, args.rounds, args.profile,
+                                   args.isa.split(","))
             med = result["ms"]
             for engine, ms in med.items():
-                ratio = (f"{med['cnnir'] / med['onnxruntime']:>11.2f}"
-                         if engine == "cnnir" and "onnxruntime" in med else "")
+                ratio = (f"{ms / med['onnxruntime']:>11.2f}"
+                         if engine.startswith("cnnir") and "onnxruntime" in med else "")
                 print(report_row(name, batch, engine, ms, macs, peak, ratio))
             if result["profile"]:
                 print("    cnnir profile (ms): " + ", ".join(
                     f"{k} {v:.2f}" for k, v in result["profile"].items()))
             if args.interleaved:
-                both = measure_interleaved(name, batch, args.runs)
-                print("    interleaved in one process (robustness, not speed): " + ", ".join(
-                    f"{e} {ms:.2f} ms" for e, ms in both.items()))
+                both = run_worker(["--interleaved-worker", name, str(batch), str(args.runs)])
+                solo = both.pop("solo")
+                print(f"    cnnir in one process, solo {solo:.2f} ms; with a call between "
+                      "its calls to " + ", ".join(f"{other} {ms:.2f} ms ({ms / solo:.2f}x)"
+                                                   for other, ms in both.items()))
+    print(f"fixed cost of a call (compiled Identity on [1, 4]): {call_overhead_us():.1f} us")
     if not args.no_startup:
         cold, warm = startup_times()
         print(f"resnet18 start (import + compile + first inference): cold {cold:.1f} s "

@@ -72,6 +72,7 @@ class CompiledModel:
                                 f"{self.dtype} model", hint="compile both in one dtype")
         self._programs: dict[tuple, Program] = {}
         self._lock = threading.Lock()
+        self._checked: tuple | None = None  # the signature of the last call that passed
 
     def _check(self, arrays: tuple[Any, ...]) -> list[np.ndarray]:
         return check_call(self.graph, arrays, self.dtype)[0]  # the contract of every backend
@@ -107,12 +108,23 @@ class CompiledModel:
         return {} if latest is None else dict(latest.builder.choices)
 
     def __call__(self, *arrays: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        checked = self._check(arrays)
+        signature = _signature(arrays)
+        repeat = signature is not None and signature == self._checked
+        checked = list(arrays) if repeat else self._check(arrays)
         with self._lock, _TURNS, single_threaded_blas():
             program = self.program(tuple(a.shape for a in checked))
             self.state.refresh()
             outs = program.run(checked)
+        self._checked = signature
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _signature(arrays: tuple[Any, ...]) -> tuple | None:
+    """The shapes and dtypes of a call's arguments when they are all numpy arrays: a call like
+    the last one that passed ``check_call`` passes it again, and skips it (a few µs)."""
+    if all(type(a) is np.ndarray for a in arrays):
+        return tuple((a.shape, a.dtype) for a in arrays)
+    return None
 
 
 def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize: bool = True,

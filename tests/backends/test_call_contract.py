@@ -129,3 +129,16 @@ def test_a_scalar_input_takes_a_number_or_numpy_scalar(backend):
     else:
         with pytest.raises(LoweringError, match="input 's' must be float32 but got float64"):
             run(x, 3.0)
+
+
+@pytest.mark.parametrize("mistake", sorted(MISTAKES))
+def test_a_good_call_does_not_wave_through_the_next_bad_one(mistake):
+    """The Numba backend skips the check for a call with the shapes and dtypes of the last one
+    that passed it; any other call is checked again."""
+    run = cnnir.compile(linear_model(), ("N", 3, 2, 2), dtype="float32")
+    good = np.ones((2, 3, 2, 2), np.float32)
+    first = run(good)
+    args, message = MISTAKES[mistake]
+    with pytest.raises(LoweringError, match=message):
+        run(*args)
+    np.testing.assert_array_equal(run(good), first)

@@ -26,11 +26,10 @@ from numba import types
 from numba.extending import intrinsic
 
 from cnnir.backends.numba_cpu.kernels.conv import valid_range, zero_flat
-from cnnir.backends.numba_cpu.kernels.gemm import gemm_block
+from cnnir.backends.numba_cpu.kernels.gemm import NO_OFFSET, gemm_block
 from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange
 from cnnir.backends.numba_cpu.kernels.simd import (
-    _VEC,
-    LANES,
+    _F32,
     MR,
     _data_ptr,
     _element_ptr,
@@ -40,6 +39,8 @@ from cnnir.backends.numba_cpu.kernels.simd import (
 )
 
 TILE = 32  # rows of the source per task of a transpose
+BLOCK = 8  # rows and columns of a block transposed in registers (whatever the vector width)
+_VEC8 = ir.VectorType(_F32, BLOCK)
 
 # An 8×8 transpose in three rounds of two-vector shuffles (unpack, pairs, halves).
 _UNPACK = ([0, 8, 1, 9, 4, 12, 5, 13], [2, 10, 3, 11, 6, 14, 7, 15])
@@ -52,7 +53,7 @@ def transpose8(typingctx, src, s_off, s_ld, dst, d_off, d_ld):
     """``dst[d_off + i·d_ld + r] = src[s_off + r·s_ld + i]`` for r, i < 8: eight rows of
     eight floats transposed in registers (float32 arrays of any rank, offsets and leading
     dimensions in elements)."""
-    if not (_float32_array(src) and _float32_array(dst)) or MR != LANES:
+    if not (_float32_array(src) and _float32_array(dst)):
         return None
     sig = types.void(src, types.intp, types.intp, dst, types.intp, types.intp)
 
@@ -61,7 +62,7 @@ def transpose8(typingctx, src, s_off, s_ld, dst, d_off, d_ld):
         ps = _data_ptr(context, builder, sig.args[0], src_arg, s_off_arg)
         pd = _data_ptr(context, builder, sig.args[3], dst_arg, d_off_arg)
         rows = [_load(builder, _element_ptr(builder, ps, builder.mul(
-            ir.Constant(ir.IntType(64), r), ld_arg)), _VEC) for r in range(8)]
+            ir.Constant(ir.IntType(64), r), ld_arg)), _VEC8) for r in range(BLOCK)]
 
         def mix(a, b, mask):
             return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), 8),
@@ -89,16 +90,16 @@ def batched_transpose(src, dst):
     sf = src.reshape(-1)
     df = dst.reshape(-1)
     tiles = (rows + TILE - 1) // TILE
-    full_cols = cols - cols % LANES
+    full_cols = cols - cols % BLOCK
     for t in prange(batches * tiles):
         b = t // tiles
         i0 = (t % tiles) * TILE
         i1 = min(rows, i0 + TILE)
-        full_rows = i1 - (i1 - i0) % LANES
+        full_rows = i1 - (i1 - i0) % BLOCK
         s_base = b * rows * cols
         d_base = b * cols * rows
-        for j0 in range(0, full_cols, LANES):
-            for i in range(i0, full_rows, LANES):
+        for j0 in range(0, full_cols, BLOCK):
+            for i in range(i0, full_rows, BLOCK):
                 transpose8(sf, s_base + i * cols + j0, cols, df, d_base + j0 * rows + i, rows)
         for j in range(full_cols, cols):
             for i in range(i0, full_rows):
@@ -115,8 +116,8 @@ def im2col_packed(x, packed, pixels, p_off, n, c0, r0, r1, window, y0, y1, ow, r
     of ``pixels``: ``packed[(q // MR)·pixels·MR + (p_off + p)·MR + q % MR] = xpad[n, c0 + c,
     y·sh + i·dh, x·sw + j·dw]`` with q = r − r0 and p = (y − y0)·ow + x. Each block of MR rows
     is copied row by row into ``rows`` ([MR, ≥ (y1 − y0)·ow], contiguous copies), then
-    interleaved eight pixels at a time (``transpose8``). The rows padding the last block are
-    zeros (the micro-kernel computes them but never stores)."""
+    interleaved eight pixels at a time (``transpose8``, when MR is 8). The rows padding the
+    last block are zeros (the micro-kernel computes them but never stores)."""
     kh, kw, sh, sw, pad_top, pad_left, dh, dw = window
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     taps = kh * kw
@@ -157,8 +158,8 @@ def im2col_packed(x, packed, pixels, p_off, n, c0, r0, r1, window, y0, y1, ow, r
                         u = np.uint64(xx)
                         rf[dst + u] = xf[src + u * stride]
         block = (q0 // MR) * pixels * MR + p_off * MR
-        full = count - count % LANES
-        for p in range(0, full, LANES):
+        full = count - count % BLOCK if MR == BLOCK else 0
+        for p in range(0, full, BLOCK):
             transpose8(rf, p, ld, packed, block + p * MR, MR)
         for p in range(full, count):
             for q in range(MR):
@@ -198,5 +199,5 @@ def weight_grad(x, gyt, ow, bands, window, groups, block_rows, acc, packed, rows
                               y0, y1, ow, rows[tid])
             ep = (scale, shift, c, t > 0, 0, 0.0)
             b_off = (n0 * per_plane + y0 * ow) * out_ch + g * og
-            gemm_block((a, 0), (gf, b_off, out_ch), (c, r0 * og, og), r1 - r0, og, pixels, r0,
-                       ep, scratch[tid])
+            gemm_block((a, NO_OFFSET), (gf, b_off, out_ch), (c, r0 * og, og), r1 - r0, og,
+                       pixels, r0, ep, scratch[tid])

@@ -16,8 +16,17 @@ import numpy as np
 
 from cnnir.backends.numba_cpu.kernels.activation import act_row, activate_flat, clamp_bounds
 from cnnir.backends.numba_cpu.kernels.conv import im2col_rows
+from cnnir.backends.numba_cpu.kernels.host import HOST
 from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
-from cnnir.backends.numba_cpu.kernels.simd import LANES, MR, NR, tile_mid, tile_narrow, tile_wide
+from cnnir.backends.numba_cpu.kernels.simd import (
+    LANES,
+    MR,
+    NR,
+    TILE_VECTORS,
+    tile_mid,
+    tile_narrow,
+    tile_wide,
+)
 
 THREADS = numba.config.NUMBA_NUM_THREADS
 
@@ -27,7 +36,10 @@ def scratch_size(k: int) -> int:
     return MR * LANES + k * LANES
 
 
-L1_CHUNK_BYTES = 16 * 1024  # B columns swept by every row block while they are in L1
+# An offset of 0 passed as a variable: a literal 0 in a tuple argument types as Literal[int],
+# and each such call would compile gemm_block again (about a second).
+NO_OFFSET = np.int64(0)
+L1_CHUNK_BYTES = HOST.l1_bytes // 2  # B columns swept by every row block while in L1
 
 
 @tile_kernel
@@ -53,7 +65,7 @@ def gemm_block(a, b, c, rows, cols, k, s_off, ep, scratch):
 
 @helper
 def tail_columns(a, b, c, rows, k, first, count, s_off, ep, scratch):
-    """The last ``count`` (< 8) columns from ``first``: copied into a zero-padded panel, each
+    """The last ``count`` (< LANES) columns from ``first``: copied into a zero-padded panel, each
     tile through a scratch tile, then the epilogue into C."""
     packed, a_off = a
     b_arr, b_off, ldb = b
@@ -75,10 +87,14 @@ def tail_columns(a, b, c, rows, k, first, count, s_off, ep, scratch):
             act_row(out[o:o + count], code, alpha)
 
 
+MID = (TILE_VECTORS - 1) * LANES  # columns of ``tile_mid``
+
+
 @helper
 def sweep(a, valid, k, b, j0, j1, c, s_at, ep):
-    """One row block (``valid`` ≤ MR rows) over columns [j0, j1) (a multiple of 8), in tiles
-    of 24, 16 or 8 columns; activations that are not clamps run on each finished tile."""
+    """One row block (``valid`` ≤ MR rows) over columns [j0, j1) (a multiple of LANES), in
+    tiles of NR, NR − LANES or LANES columns; activations that are not clamps run on each
+    finished tile."""
     packed, a_at = a
     b_arr, b_off, ldb = b
     out, o_row, ldo = c
@@ -88,11 +104,11 @@ def sweep(a, valid, k, b, j0, j1, c, s_at, ep):
     while j < j1:
         c_off = o_row + j
         left = j1 - j
-        width = NR if left >= NR else 2 * LANES if left >= 2 * LANES else LANES
+        width = NR if left >= NR else MID if left >= MID else LANES
         if width == NR:
             tile_wide(packed, a_at, b_arr, b_off + j, ldb, k, out, c_off, ldo, valid, scale,
                       shift, s_at, res, has_res, lo, hi)
-        elif width == 2 * LANES:
+        elif width == MID:
             tile_mid(packed, a_at, b_arr, b_off + j, ldb, k, out, c_off, ldo, valid, scale,
                      shift, s_at, res, has_res, lo, hi)
         else:
@@ -142,9 +158,10 @@ def im2col_gemm(packed, x, out, bands, window, ep, cols, scratch, filled):
                 im2col_rows(x, buffer, n, g * cg, cg, window, y0, y1, ow)
                 filled[tid] = band
             first = g * og + r0
-            gemm_block((packed, g * group_stride + r0 * k), (buffer.reshape(-1), 0, width),
-                       (out_flat, ((n * out_ch + first) * oh + y0) * ow, oh * ow), r1 - r0,
-                       (y1 - y0) * ow, k, first, ep, scratch[tid])
+            c_at = ((n * out_ch + first) * oh + y0) * ow
+            gemm_block((packed, g * group_stride + r0 * k), (buffer.reshape(-1), NO_OFFSET, width),
+                       (out_flat, c_at, oh * ow), r1 - r0, (y1 - y0) * ow, k, first, ep,
+                       scratch[tid])
 
 
 def split(total: int, parts: int, unit: int) -> list[int]:
@@ -153,7 +170,7 @@ def split(total: int, parts: int, unit: int) -> list[int]:
     return cuts + [total]
 
 
-TILE_BYTES = 1024 * 1024  # a block's B columns plus its output columns stay in L2
+TILE_BYTES = HOST.l2_bytes  # a block's B columns plus its output columns stay in L2
 PARALLEL_FLOPS = 1_000_000  # below this one thread does it all
 
 

@@ -33,6 +33,11 @@ import numba
 from numba.core import caching
 from numba.core.dispatcher import Dispatcher
 
+from cnnir.backends.numba_cpu.kernels.host import AVX2_CPU, HOST
+
+if HOST.forced:  # generate for an AVX2-only CPU: set before Numba's CPU target first compiles
+    numba.config.CPU_NAME, numba.config.CPU_FEATURES = AVX2_CPU, ""
+
 # Start Numba's thread pool now: cached kernels that call numba.get_thread_id() crash if the
 # first one to run in a process is a serial build loaded from the cache.
 numba.get_num_threads()
@@ -53,12 +58,12 @@ PARALLEL_MIN_ELEMENTS = 1 << 16  # below this, starting Numba's threads costs mo
 
 @functools.cache
 def _source_digest(directory: str) -> str:
-    """sha256 (hex) of Numba's version, this file (its options shape every kernel) and every
-    ``*.py`` file in ``directory`` (a dangling link is skipped). Computed once per directory
-    and process."""
+    """sha256 (hex) of Numba's version, the host profile (the kernels are generated for it),
+    this file (its options shape every kernel) and every ``*.py`` file in ``directory`` (a
+    dangling link is skipped). Computed once per directory and process."""
     here = Path(__file__).resolve()
     files = sorted({p for p in Path(directory).resolve().glob("*.py") if p.is_file()} | {here})
-    digest = hashlib.sha256(numba.__version__.encode())
+    digest = hashlib.sha256(f"{numba.__version__}\0{HOST.key}".encode())
     for path in files:
         source = path.read_bytes()
         digest.update(f"\0{path.name}\0{len(source)}\0".encode())

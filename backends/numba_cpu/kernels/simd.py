@@ -2,16 +2,21 @@
 
 Numba's auto-vectorizer cannot keep a block of accumulators in registers across a reduction
 (a 16-lane channel loop written in Numba became scalar FMAs), so the innermost tile is emitted
-directly with llvmlite through ``numba.extending.intrinsic``: ``MR`` rows × ``nv`` 8-lane
-vectors of accumulators stay in registers for the whole K loop, each step loading ``nv``
+directly with llvmlite through ``numba.extending.intrinsic``: ``MR`` rows × ``vectors``
+vectors of accumulators stay in registers for the whole K loop, each step loading ``vectors``
 vectors of B (and prefetching further along its row), broadcasting ``MR`` scalars of A and
-issuing ``MR·nv`` fused multiply-adds.
+issuing ``MR·vectors`` fused multiply-adds.
 
 A is pre-packed (``pack_rows``) as ``[row block][k][MR]``, so the broadcasts of one step are
-adjacent; B is read in place, one row of ``nv·8`` contiguous floats per step, ``ldb`` apart, so
-neither an image nor an im2col buffer needs repacking. With ``MR = 8`` and three vectors the
-24 accumulators, 3 B vectors and a broadcast fit the 32 registers of AVX-512VL; the kernel runs
-at about 105–115 GFLOP/s per core here (single-threaded OpenBLAS: 85–100).
+adjacent; B is read in place, one row of ``vectors·LANES`` contiguous floats per step, ``ldb``
+apart, so neither an image nor an im2col buffer needs repacking.
+
+The vector width and the tile come from the host profile (``host.HOST``): the accumulators,
+the B vectors of a step and a broadcast must fit the vector registers (``tile_shape``), or
+the K loop spills. AVX-512 gets 16-lane vectors and an 8 × 48 tile (24 accumulators of its
+32 registers), AVX2 8-lane vectors and a 6 × 16 tile (12 of its 16: on code generated for
+an AVX2 CPU, ResNet-18 ran 23.5 ms with it, 24.8 with 8 × 8 and 29.8 with the 8 × 24 tile
+of AVX-512VL's registers, which spills).
 """
 
 from __future__ import annotations
@@ -22,9 +27,18 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-MR = 8  # rows of A per tile: output channels
-LANES = 8  # floats per vector
-NR = 3 * LANES  # columns of B per full tile: output pixels
+from cnnir.backends.numba_cpu.kernels.host import HOST, HostProfile
+
+
+def tile_shape(host: HostProfile) -> tuple[int, int]:
+    """(rows of A, vectors of B) of the micro-kernel's full tile on ``host``: as many
+    accumulators as fit the registers with the step's B vectors and one broadcast."""
+    return (8, 3) if host.registers >= 32 else (6, 2)
+
+
+LANES = HOST.lanes  # floats per vector
+MR, TILE_VECTORS = tile_shape(HOST)  # rows of A per tile (output channels); vectors of B
+NR = TILE_VECTORS * LANES  # columns of B per full tile: output pixels
 # Each step also prefetches its B row this far ahead: the tiles to the right read it next, and
 # B rows (image channels) lie far apart, more streams than the hardware prefetcher follows.
 # Measured on 8×12544-pixel 1x1 convs: 1.7× on 32→16 channels, 1.3× on 144→24.
@@ -67,7 +81,7 @@ def _splat(builder, scalar):
 
 def _fma(builder, a, b, c):
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
-                                         "llvm.fma.v8f32")
+                                         f"llvm.fma.v{LANES}f32")
     return builder.call(fma, [a, b, c])
 
 
@@ -83,7 +97,7 @@ def _float32_array(t) -> bool:
 
 def _tile_intrinsic(vectors: int):
     """``tile(a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
-    has_res, lo, hi)``: for r < rows (≤ MR) and j < vectors·8, with ``y = Σ_i a[a_off + i·MR
+    has_res, lo, hi)``: for r < rows (≤ MR) and j < vectors·LANES, with ``y = Σ_i a[a_off + i·MR
     + r] · b[b_off + i·ldb + j]``,
     ``c[c_off + r·ldc + j] = clamp(scale[s_off + r]·y + shift[s_off + r] (+ res[c_off + r·ldc
     + j]), lo, hi)``. The clamp lets NaN through (``_clamp``); it is ReLU with lo = 0,
@@ -154,9 +168,9 @@ def _tile_intrinsic(vectors: int):
     return tile
 
 
-tile_wide = _tile_intrinsic(NR // LANES)  # MR × 24
-tile_mid = _tile_intrinsic(2)  # MR × 16, for the last columns
-tile_narrow = _tile_intrinsic(1)  # MR × 8
+tile_wide = _tile_intrinsic(TILE_VECTORS)  # MR × NR
+tile_mid = _tile_intrinsic(TILE_VECTORS - 1)  # for the last columns
+tile_narrow = _tile_intrinsic(1)  # MR × LANES
 
 
 def padded_rows(rows: int) -> int:
@@ -175,90 +189,90 @@ def pack_rows(a: np.ndarray, groups: int = 1) -> np.ndarray:
     return np.ascontiguousarray(blocks).reshape(-1)
 
 
-class F32x8(types.Type):
-    """Eight float32 lanes in one register: the value type of the ``v*`` intrinsics below,
+class F32Vector(types.Type):
+    """LANES float32 lanes in one register: the value type of the ``v*`` intrinsics below,
     for kernels whose loops are too short for LLVM's (4×16-lane) vectorized loop bodies."""
 
     def __init__(self) -> None:
-        super().__init__(name="f32x8")
+        super().__init__(name=f"f32x{LANES}")
 
 
-f32x8 = F32x8()
+f32v = F32Vector()
 
 
-@register_model(F32x8)
-class _F32x8Model(models.PrimitiveModel):
+@register_model(F32Vector)
+class _F32VectorModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type) -> None:
         super().__init__(dmm, fe_type, _VEC)
 
 
 @intrinsic
 def vload(typingctx, array, offset):
-    """The eight floats from ``array``'s element ``offset`` (any rank; from its first element)."""
+    """The LANES floats from ``array``'s element ``offset`` (any rank; from its first element)."""
     if not _float32_array(array):
         return None
 
     def codegen(context, builder, sig, args):
         return _load(builder, _data_ptr(context, builder, sig.args[0], *args), _VEC)
 
-    return f32x8(array, types.intp), codegen
+    return f32v(array, types.intp), codegen
 
 
 @intrinsic
 def vstore(typingctx, array, offset, value):
-    """Store eight floats from ``array``'s element ``offset``."""
-    if not (_float32_array(array) and value == f32x8):
+    """Store LANES floats from ``array``'s element ``offset``."""
+    if not (_float32_array(array) and value == f32v):
         return None
 
     def codegen(context, builder, sig, args):
         _store(builder, args[2], _data_ptr(context, builder, sig.args[0], args[0], args[1]))
         return context.get_dummy_value()
 
-    return types.void(array, types.intp, f32x8), codegen
+    return types.void(array, types.intp, f32v), codegen
 
 
 @intrinsic
 def vsplat(typingctx, scalar):
-    """``scalar`` in all eight lanes."""
+    """``scalar`` in all lanes."""
     if scalar != types.float32:
         return None
 
     def codegen(context, builder, sig, args):
         return _splat(builder, args[0])
 
-    return f32x8(types.float32), codegen
+    return f32v(types.float32), codegen
 
 
 @intrinsic
 def vfma(typingctx, a, b, c):
     """``a·b + c`` lane by lane, fused."""
-    if not (a == b == c == f32x8):
+    if not (a == b == c == f32v):
         return None
 
     def codegen(context, builder, sig, args):
         return _fma(builder, *args)
 
-    return f32x8(f32x8, f32x8, f32x8), codegen
+    return f32v(f32v, f32v, f32v), codegen
 
 
 @intrinsic
 def vadd(typingctx, a, b):
-    if not (a == b == f32x8):
+    if not (a == b == f32v):
         return None
 
     def codegen(context, builder, sig, args):
         return builder.fadd(*args)
 
-    return f32x8(f32x8, f32x8), codegen
+    return f32v(f32v, f32v), codegen
 
 
 @intrinsic
 def vclamp(typingctx, value, lo, hi):
     """``lo`` where value < lo, ``hi`` where value > hi, else value: NaN passes through."""
-    if not (value == lo == hi == f32x8):
+    if not (value == lo == hi == f32v):
         return None
 
     def codegen(context, builder, sig, args):
         return _clamp(builder, *args)
 
-    return f32x8(f32x8, f32x8, f32x8), codegen
+    return f32v(f32v, f32v, f32v), codegen

@@ -1,7 +1,9 @@
 """Every convolution algorithm of the Numba backend, forced with ``tune="<name>"``, against the
 float64 reference executor, on geometries that reach its edge cases: output channels not a
-multiple of the micro-kernel's 8 rows, pixel counts with 24-, 8- and 1-column tails, groups,
-strides, dilation, odd sizes, paddings, and the fused epilogue (bias, residual, activation)."""
+multiple of the micro-kernel's rows, pixel counts that end in each of its tile widths and a
+ragged tail (computed from this run's host profile, ``simd``: CI runs this file on the AVX-512
+path and again with ``CNNIR_ISA=avx2``), groups, strides, dilation, odd sizes, paddings, and
+the fused epilogue (bias, residual, activation)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from op_helpers import T, assert_close, fused_graph
 
 import cnnir
 from cnnir import ops
+from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.ops.activation import LeakyReluAttrs
 from cnnir.ops.fused import Conv2dFusedAttrs
 
@@ -48,6 +51,24 @@ GEOMETRIES = [
     ("depthwise-3x3-flat", (1, 3, 5, 13), (6, 1, 3, 3), dict(padding=1, groups=3)),
     ("depthwise-3x3-flat", (1, 4, 1, 2), (4, 1, 3, 3), dict(padding=1, groups=4)),
 ]
+
+def tail_geometries() -> list[tuple]:
+    """Geometries whose pixel counts cross every tile width of this host's micro-kernel (a
+    full NR tile, the mid and one-vector tiles, a tail of LANES − 1 and of 1 columns) and
+    whose output channels are one past a multiple of MR."""
+    lanes, nr, rows = simd.LANES, simd.NR, simd.MR
+    mid = (simd.TILE_VECTORS - 1) * lanes
+    out = []
+    for pixels in (nr + mid + lanes - 1, nr + 1, 2 * nr + lanes + 3):
+        out.append(("pointwise-microkernel", (1, 5, 1, pixels), (rows + 1, 5, 1, 1), {}))
+        out.append(("im2col-microkernel", (1, 3, 3, pixels), (rows + 1, 3, 3, 3),
+                    dict(padding=1)))
+    out.append(("winograd-f2x2-3x3", (1, 4, 4, 2 * (nr + 1)), (2 * rows + 1, 4, 3, 3),
+                dict(padding=1)))
+    return out
+
+
+GEOMETRIES += tail_geometries()
 
 EPILOGUES = [(None, False), ("relu6", True), ("leaky_relu", False), ("hardswish", True)]
 
