@@ -31,6 +31,7 @@ from cnnir.backends.numba_cpu import (  # noqa: F401  (lowerings register on imp
     lower_optim,
     lower_pool,
     lower_tensor,
+    warm,
 )
 from cnnir.backends.numba_cpu.blas import single_threaded_blas
 from cnnir.backends.numba_cpu.program import KERNELS, Program
@@ -38,6 +39,8 @@ from cnnir.errors import CnnirError, LoweringError
 from cnnir.ir import Graph
 
 UNSUPPORTED: frozenset = frozenset()
+
+warm.start_if_cold()  # with an empty kernel cache, a second process starts compiling too
 
 # Numba's "workqueue" threading layer (its fallback where neither OpenMP nor TBB loads) aborts
 # the process when two threads launch parallel kernels at once: there, models take turns.
