@@ -35,10 +35,9 @@ MARKER_MAX_AGE_S = 600  # an older marker is from a warm-up that died: start ano
 
 def _cache_folder() -> Path | None:
     """The folder of this host profile's kernel cache (``jit``'s salted locator)."""
-    from cnnir.backends.numba_cpu.kernels import gemm
+    from cnnir.backends.numba_cpu.kernels import gemm, jit
 
-    cache = getattr(gemm.gemm_block, "_cache", None)
-    path = getattr(cache, "_cache_path", None)
+    path = jit.cache_folder(gemm.gemm_block)
     return None if path is None else Path(path)
 
 

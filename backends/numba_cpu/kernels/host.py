@@ -42,9 +42,11 @@ class HostProfile:
         return f"{self.isa}-l1{self.l1_bytes}-l2{self.l2_bytes}"
 
 
-def _cache_bytes(level: int, default: int) -> int:
+SYSFS_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+def _cache_bytes(level: int, default: int, root: Path = SYSFS_CACHES) -> int:
     """The size of this CPU's level-``level`` data (or unified) cache, from Linux's sysfs."""
-    root = Path("/sys/devices/system/cpu/cpu0/cache")
     try:
         for index in root.glob("index*"):
             kind = (index / "type").read_text().strip()

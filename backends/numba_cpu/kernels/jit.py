@@ -127,6 +127,12 @@ def _njit(fn: Callable, **options) -> Dispatcher:
     return dispatcher
 
 
+def cache_folder(dispatcher: Dispatcher) -> str | None:
+    """The folder ``dispatcher``'s kernels are cached in, or None without a disk cache."""
+    cache = getattr(dispatcher, "_cache", None)
+    return getattr(cache, "_cache_path", None)
+
+
 # --- the decorators ---------------------------------------------------------------------------
 
 

@@ -46,13 +46,25 @@ def test_the_micro_kernel_tile_fits_the_registers(lanes: int, registers: int) ->
     assert rows * vectors >= 12  # enough independent FMAs to cover their latency
 
 
-def test_cache_sizes_are_read_or_defaulted() -> None:
-    assert host.HOST.l1_bytes >= 16 * 1024 and host.HOST.l2_bytes >= host.HOST.l1_bytes
+def test_cache_sizes_are_read_from_sysfs_or_defaulted(tmp_path) -> None:
+    """Linux lists each cache as index*/ with its level, type and size ("48K", "2048K")."""
+    for name, level, kind, size in (("index0", 1, "Data", "48K"),
+                                    ("index1", 1, "Instruction", "32K"),
+                                    ("index2", 2, "Unified", "2048K")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "level").write_text(f"{level}\n")
+        (folder / "type").write_text(f"{kind}\n")
+        (folder / "size").write_text(f"{size}\n")
+    assert host._cache_bytes(1, 0, tmp_path) == 48 * 1024
+    assert host._cache_bytes(2, 0, tmp_path) == 2048 * 1024
+    assert host._cache_bytes(3, 7, tmp_path) == 7  # no such cache: the default
+    assert host._cache_bytes(1, 5, tmp_path / "missing") == 5
 
 
 def test_this_process_kernels_follow_the_profile() -> None:
     assert simd.LANES == host.HOST.lanes
-    assert simd.NR == simd.TILE_VECTORS * simd.LANES
+    assert (simd.MR, simd.TILE_VECTORS) == simd.tile_shape(host.HOST)
 
 
 def test_cache_folder_is_salted_with_the_profile(monkeypatch) -> None:
