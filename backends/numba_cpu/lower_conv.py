@@ -53,6 +53,7 @@ from cnnir.backends.numba_cpu.kernels import gemm as gk
 from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels import stencil as sk
 from cnnir.backends.numba_cpu.kernels import winograd as wk
+from cnnir.backends.numba_cpu.kernels import winograd4 as wk4
 from cnnir.backends.numba_cpu.program import lower
 from cnnir.ir import Node, Value
 from cnnir.ops.conv import (
@@ -112,6 +113,9 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value | Weight, out
         makers["im2col-blas"] = lambda: im2col_step(b, attrs, x, w, out, ep)
     if (kh, kw, *attrs.stride, *attrs.dilation, attrs.groups) == (3, 3, 1, 1, 1, 1, 1):
         makers["winograd-f2x2-3x3"] = lambda: winograd_step(b, attrs, x, wt, out, ep)
+        # with fewer tiles than vector lanes its GEMMs leave lanes idle: tried only by name
+        if winograd_tiles(out, wk4.TILE) >= simd.LANES or b.tune == "winograd-f4x4-3x3":
+            makers["winograd-f4x4-3x3"] = lambda: winograd_step(b, attrs, x, wt, out, ep, wk4)
     return b.choose_among(node, makers)
 
 
@@ -290,22 +294,33 @@ def block_epilogue(ep: Epilogue, out: np.ndarray):
     return finish
 
 
+def winograd_tiles(out: np.ndarray, tile: int) -> int:
+    """The columns of Winograd's GEMMs: output tiles of tile × tile pixels, all images."""
+    n_img, _, oh, ow = out.shape
+    return n_img * -(-oh // tile) * -(-ow // tile)
+
+
 def winograd_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
-                  ep: Epilogue) -> Step:
-    """Winograd F(2x2, 3x3): input tiles, 16 GEMMs, output tiles with the epilogue."""
+                  ep: Epilogue, variant=wk) -> Step:
+    """Winograd F(2x2, 3x3) or F(4x4, 3x3) (``variant``: ``wk`` or ``wk4``): input tiles, a
+    GEMM per transform point, output tiles with the epilogue."""
     w = wt.array
-    n_img, channels = x.shape[:2]
+    channels = x.shape[1]
     out_ch, oh, ow = w.shape[0], out.shape[2], out.shape[3]
-    th, tw = (oh + 1) // 2, (ow + 1) // 2
-    tiles = n_img * th * tw
-    v = b.scratch((16, channels, tiles))
-    m = b.scratch((16, out_ch, tiles), owner=-1)  # never the same buffer as v
-    input_tiles = winograd_input_step(b, attrs, x, v, th, tw)
-    output_tiles = winograd_output_step(b, attrs, x, m, out, ep, th, tw)
+    th, tw = -(-oh // variant.TILE), -(-ow // variant.TILE)
+    tiles = winograd_tiles(out, variant.TILE)
+    points = variant.POINTS
+    v = b.scratch((points, channels, tiles))
+    m = b.scratch((points, out_ch, tiles), owner=-1)  # never the same buffer as v
+    if variant is wk:
+        input_tiles = winograd_input_step(attrs, x, v, th, tw)
+        output_tiles = winograd_output_step(m, out, ep, th, tw)
+    else:
+        input_tiles, output_tiles = winograd4_steps(b, attrs, x, v, m, out, ep, th, tw)
     if b.dtype == np.float32:
-        packed = wt.derived("winograd-rows", lambda: wk.packed_weights(w),
-                            lambda form: wk.pack_weights_into(w, form))
-        blocks = gk.gemm_blocks(16, out_ch, channels, tiles,
+        packed = wt.derived(f"winograd{points}-rows", lambda: variant.packed_weights(w),
+                            lambda form: variant.pack_weights_into(w, form))
+        blocks = gk.gemm_blocks(points, out_ch, channels, tiles,
                                 simd.padded_rows(out_ch) * channels, channels * tiles,
                                 out_ch * tiles)
         scratch = b.scratch((gk.THREADS, gk.scratch_size(channels)))
@@ -316,7 +331,7 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
         def products() -> None:
             gemm_kernel(packed, channels, vf, tiles, mf, tiles, blocks, identity, scratch)
     else:
-        u = wt.derived("winograd", lambda: wk.transform_weights(w, b.dtype))
+        u = wt.derived(f"winograd{points}", lambda: variant.transform_weights(w, b.dtype))
 
         def products() -> None:
             batched_matmul(u, v, m)
@@ -329,35 +344,34 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
     return winograd
 
 
-def winograd_input_step(b: Builder, attrs, x: np.ndarray, v: np.ndarray, th: int,
-                        tw: int) -> Step:
-    """``v`` = the transformed input tiles: vectorized over a row of tiles when it is wide
-    enough, one tile at a time otherwise."""
+def winograd4_steps(b: Builder, attrs, x: np.ndarray, v: np.ndarray, m: np.ndarray,
+                    out: np.ndarray, ep: Epilogue, th: int, tw: int) -> tuple[Step, Step]:
+    """F(4x4, 3x3)'s input and output transforms."""
     pad_top, pad_left = attrs.padding[:2]
-    if tw < wk.VECTOR_MIN_TILES_IN:
-        scalar = wk.input_tiles_scalar.sized(v.size)
-        return lambda: scalar(x, v, pad_top, pad_left, th, tw)
-    work = winograd_scratch(b, x, pad_left, tw)
-    kernel = wk.input_tiles.sized(v.size)
-    return lambda: kernel(x, v, pad_top, pad_left, th, tw, work["rows"], work["split"],
-                          work["block"])
-
-
-def winograd_output_step(b: Builder, attrs, x: np.ndarray, m: np.ndarray, out: np.ndarray,
-                         ep: Epilogue, th: int, tw: int) -> Step:
-    """``out`` = the output tiles of the products ``m``, through the epilogue."""
+    work = {key: b.scratch((gk.THREADS, *shape), owner=("winograd4", key))
+            for key, shape in wk4.scratch_shapes(*out.shape[2:]).items()}
+    before, after, plane = work["before"], work["after"], work["plane"]
+    inputs = wk4.input_tiles.sized(v.size)
+    outputs = wk4.output_tiles.sized(m.size)
     args = ep.args()
-    if tw < wk.VECTOR_MIN_TILES_OUT:
-        scalar = wk.output_tiles_scalar.sized(m.size)
-        return lambda: scalar(m, out, th, tw, args)
-    work = winograd_scratch(b, x, attrs.padding[1], tw)
+    grid = (v.shape[2], th, tw, pad_top, pad_left)
+    return (lambda: inputs(x, v, grid, before, after),
+            lambda: outputs(m, out, tw, args, before, after, plane))
+
+
+def winograd_input_step(attrs, x: np.ndarray, v: np.ndarray, th: int, tw: int) -> Step:
+    """``v`` = F(2x2, 3x3)'s transformed input tiles."""
+    pad_top, pad_left = attrs.padding[:2]
+    kernel = wk.input_tiles.sized(v.size)
+    return lambda: kernel(x, v, pad_top, pad_left, th, tw)
+
+
+def winograd_output_step(m: np.ndarray, out: np.ndarray, ep: Epilogue, th: int,
+                         tw: int) -> Step:
+    """``out`` = the output tiles of F(2x2, 3x3)'s products ``m``, through the epilogue."""
+    args = ep.args()
     kernel = wk.output_tiles.sized(m.size)
-    return lambda: kernel(m, out, th, tw, args, work["block"], work["out_rows"])
-
-
-def winograd_scratch(b: Builder, x: np.ndarray, pad_left: int, tw: int) -> dict:
-    return {key: b.scratch((gk.THREADS, *shape), owner=("winograd", key))
-            for key, shape in wk.scratch_shapes(x.shape[3], pad_left, tw).items()}
+    return lambda: kernel(m, out, th, tw, args)
 
 
 @lower(ops.conv2d)

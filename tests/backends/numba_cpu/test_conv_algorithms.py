@@ -38,9 +38,15 @@ GEOMETRIES = [
     ("winograd-f2x2-3x3", (2, 6, 9, 11), (10, 6, 3, 3), dict(padding=1)),
     ("winograd-f2x2-3x3", (1, 5, 8, 8), (9, 5, 3, 3), {}),
     ("winograd-f2x2-3x3", (1, 4, 7, 6), (4, 4, 3, 3), dict(padding=2)),
-    ("winograd-f2x2-3x3", (2, 3, 9, 35), (5, 3, 3, 3), dict(padding=1)),  # vectorized: 18 tiles
-    ("winograd-f2x2-3x3", (1, 3, 6, 20), (5, 3, 3, 3), dict(padding=1)),  # 10: vector input
-    ("winograd-f2x2-3x3", (1, 2, 6, 133), (3, 2, 3, 3), dict(padding=2)),  # 68: two chunks
+    ("winograd-f2x2-3x3", (2, 3, 9, 35), (5, 3, 3, 3), dict(padding=1)),  # 18 tiles a row
+    ("winograd-f2x2-3x3", (1, 3, 6, 20), (5, 3, 3, 3), dict(padding=1)),  # 10
+    ("winograd-f2x2-3x3", (1, 2, 6, 133), (3, 2, 3, 3), dict(padding=2)),  # 68
+    ("winograd-f4x4-3x3", (2, 6, 9, 11), (10, 6, 3, 3), dict(padding=1)),  # ragged tiles
+    ("winograd-f4x4-3x3", (1, 5, 8, 8), (9, 5, 3, 3), {}),  # whole tiles, no padding
+    ("winograd-f4x4-3x3", (1, 4, 7, 6), (4, 4, 3, 3), dict(padding=2)),
+    ("winograd-f4x4-3x3", (1, 3, 3, 3), (2, 3, 3, 3), dict(padding=1)),  # one tile, all border
+    ("winograd-f4x4-3x3", (2, 3, 30, 22), (5, 3, 3, 3), dict(padding=1)),  # chunks span planes
+    ("winograd-f4x4-3x3", (1, 2, 6, 270), (3, 2, 3, 3), dict(padding=2)),  # 68 tiles a row
     ("depthwise-phases", (2, 8, 9, 11), (8, 1, 3, 3), dict(padding=1, groups=8)),
     ("depthwise-phases", (1, 6, 12, 13), (6, 1, 3, 3), dict(stride=2, padding=1, groups=6)),
     ("depthwise-phases", (1, 6, 11, 11), (6, 1, 3, 3), dict(stride=2, groups=6)),
@@ -64,6 +70,8 @@ def tail_geometries() -> list[tuple]:
         out.append(("im2col-microkernel", (1, 3, 3, pixels), (rows + 1, 3, 3, 3),
                     dict(padding=1)))
     out.append(("winograd-f2x2-3x3", (1, 4, 4, 2 * (nr + 1)), (2 * rows + 1, 4, 3, 3),
+                dict(padding=1)))
+    out.append(("winograd-f4x4-3x3", (1, 4, 4, 4 * (nr + 1)), (2 * rows + 1, 4, 3, 3),
                 dict(padding=1)))
     return out
 
@@ -207,19 +215,43 @@ def test_batched_transpose_in_register_blocks_and_ragged_edges(shape) -> None:
 @pytest.mark.parametrize("shape", [(5, 3), (67, 9), (64, 72)])  # the last: parallel
 def test_winograd_weight_transform_and_packing_follow_the_formula(shape) -> None:
     """U[4i + j, o, c] = (G w[o, c] Gᵀ)[i, j] in float64, then laid out as the micro-kernel's
-    A operand, directly and rewritten in place (the training step's refresh)."""
+    A operand, directly and rewritten in place (the training step's refresh); F(4x4, 3x3)'s
+    likewise with its 6×3 G."""
     from cnnir.backends.numba_cpu.kernels import simd
     from cnnir.backends.numba_cpu.kernels import winograd as wk
+    from cnnir.backends.numba_cpu.kernels import winograd4 as wk4
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((*shape, 3, 3)).astype(np.float32)
-    g = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
-    u = np.einsum("ia,ocab,jb->ijoc", g, w.astype(np.float64), g).reshape(16, *shape)
-    np.testing.assert_array_equal(wk.transform_weights(w, np.float32), u.astype(np.float32))
-    np.testing.assert_array_equal(wk.transform_weights(w.astype(np.float64), np.float64), u)
-    packed = wk.packed_weights(w)
-    np.testing.assert_array_equal(
-        packed, simd.pack_rows(u.astype(np.float32).reshape(16 * shape[0], shape[1]), 16))
-    w2 = rng.standard_normal(w.shape).astype(np.float32)
-    wk.pack_weights_into(w2, packed)
-    np.testing.assert_array_equal(packed, wk.packed_weights(w2))
+    g2 = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+    g4 = np.array([[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]]) / 24
+    for module, g in ((wk, g2), (wk4, g4)):
+        u = np.einsum("ia,ocab,jb->ijoc", g, w.astype(np.float64), g).reshape(-1, *shape)
+        np.testing.assert_allclose(module.transform_weights(w, np.float32),
+                                   u.astype(np.float32), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(module.transform_weights(w.astype(np.float64), np.float64),
+                                   u, rtol=1e-14, atol=1e-15)
+        packed = module.packed_weights(w)
+        points = len(g) ** 2
+        np.testing.assert_allclose(packed, simd.pack_rows(
+            u.astype(np.float32).reshape(points * shape[0], shape[1]), points),
+            rtol=1e-6, atol=1e-7)
+        w2 = rng.standard_normal(w.shape).astype(np.float32)
+        module.pack_weights_into(w2, packed)
+        np.testing.assert_array_equal(packed, module.packed_weights(w2))
+
+
+def test_winograd_f4x4_transforms_compute_a_3x3_correlation() -> None:
+    """The kernels' Bᵀ (``bt6``) and Aᵀ (``at6``) with G: Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A is the
+    valid 3×3 correlation of a 6×6 tile, in float64 to rounding."""
+    from cnnir.backends.numba_cpu.kernels import winograd4 as wk4
+
+    rng = np.random.default_rng(1)
+    d, g = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
+    bt = np.array([wk4.bt6.py_func(tuple(col)) for col in np.eye(6)]).T
+    at = np.array([wk4.at6.py_func(tuple(col)) for col in np.eye(6)]).T
+    y = at @ ((wk4.G @ g @ wk4.G.T) * (bt @ d @ bt.T)) @ at.T
+    want = [[np.sum(d[a:a + 3, b:b + 3] * g) for b in range(4)] for a in range(4)]
+    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+
+

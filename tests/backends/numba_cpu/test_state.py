@@ -64,7 +64,7 @@ def assert_matches(got: np.ndarray, want: np.ndarray) -> None:
     assert_close(got, want, 72)
 
 
-@pytest.mark.parametrize("tune", ["im2col-microkernel", "winograd-f2x2-3x3",
+@pytest.mark.parametrize("tune", ["im2col-microkernel", "winograd-f2x2-3x3", "winograd-f4x4-3x3",
                                   "depthwise-phases", "depthwise-3x3-flat"])
 def test_assigned_weights_reach_every_derived_form(tune: str) -> None:
     model, x = model_and_input()

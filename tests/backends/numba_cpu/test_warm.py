@@ -67,3 +67,15 @@ def test_the_warm_up_layers_compile_with_the_algorithms_they_force() -> None:
         if tune is not True:
             run = cnnir.compile(module.eval(), shape, tune=tune)
             assert tune in run.choices.values(), run.choices
+
+
+def test_a_finished_warm_up_says_so(spawned, tmp_path, monkeypatch) -> None:
+    """The file benchmarks wait for before timing a warm start; not before every layer ran."""
+    ran = []
+    monkeypatch.setattr(warm.os, "nice", lambda increment: 0)
+    monkeypatch.setattr(warm, "_layers", lambda: [(cnnir.nn.ReLU(), (1, 2), True)])
+    done = tmp_path / warm.DONE
+    monkeypatch.setattr(cnnir, "compile", lambda *a, **k: lambda x: ran.append(done.exists()))
+    warm.main()
+    assert ran == [False]
+    assert (tmp_path / warm.DONE).exists()
