@@ -84,7 +84,9 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def ort_session(model, shape, tmp: str, spinning: bool = True):
+def ort_session(model, shape, tmp: str, spinning: bool = True, profiled: bool = False):
+    """ORT's callable on cnnir's ONNX export of ``model`` (with ``profiled``, the session
+    too, profiling every run)."""
     import onnxruntime as ort
 
     path = os.path.join(tmp, "model.onnx")
@@ -94,9 +96,69 @@ def ort_session(model, shape, tmp: str, spinning: bool = True):
     opts.intra_op_num_threads = os.cpu_count() or 1
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profiled:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(tmp, "ort-profile")
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
-    return lambda x: sess.run(None, {name: x})
+    run = lambda x: sess.run(None, {name: x})  # noqa: E731
+    return (run, sess) if profiled else run
+
+
+def family(op: str, shapes: list) -> str:
+    """A layer's kind, to compare where two engines spend their time: convolutions by kernel,
+    stride and depthwise-ness (from their input, weight and output shapes), other ops by
+    name."""
+    if op.lower().startswith("conv") and len(shapes) >= 3 and len(shapes[1]) == 4:
+        x, w, y = shapes[0], shapes[1], shapes[-1]
+        depthwise = "depthwise " if w[1] == 1 and x[1] > 1 else ""
+        return f"{depthwise}conv{w[2]}x{w[3]}/{max(1, round(x[2] / y[2]))}"
+    return op
+
+
+def cnnir_profile(run, x: np.ndarray, repeat: int = 10) -> dict[str, float]:
+    """Milliseconds per run in each layer kind (``family``), with the algorithms cnnir chose
+    for it."""
+    from cnnir.backends.numba_cpu.program import elapsed
+
+    program = run.program((x.shape,))
+    totals: dict[str, float] = {}
+    chosen: dict[str, set] = {}
+    for _ in range(repeat):
+        program.copy_in([x])
+        for node, step in program.schedule:
+            kind = family(node.op.name, [tuple(v.type.shape) for v in node.inputs if v]
+                          + [tuple(node.outputs[0].type.shape)])
+            totals[kind] = totals.get(kind, 0.0) + 1e3 * elapsed(step) / repeat
+            if node.name in program.builder.choices:
+                chosen.setdefault(kind, set()).add(program.builder.choices[node.name])
+    named = {f"{k} ({', '.join(sorted(chosen[k]))})" if k in chosen else k: v
+             for k, v in totals.items()}
+    return dict(sorted(named.items(), key=lambda kv: -kv[1]))
+
+
+def ort_profile(model, x: np.ndarray, tmp: str, repeat: int = 10) -> dict[str, float]:
+    """Milliseconds per run in each layer kind (``family``) as ORT runs it, from its own
+    profiler (after its graph optimizations: layout-changing nodes appear under their own
+    names); the last ``repeat`` of the runs count."""
+    run, sess = ort_session(model, x.shape, tmp, profiled=True)
+    for _ in range(3 + repeat):
+        run(x)
+    with open(sess.end_profiling()) as f:
+        events = [e for e in json.load(f) if e.get("cat") == "Node"
+                  and e.get("name", "").endswith("_kernel_time")]
+    by_node: dict[str, list[float]] = {}
+    op_of: dict[str, str] = {}
+    for e in events:
+        by_node.setdefault(e["name"], []).append(e["dur"])
+        shapes = [next(iter(d.values())) for d in e["args"]["input_type_shape"]
+                  + e["args"]["output_type_shape"]]
+        op_of[e["name"]] = family(e["args"]["op_name"], shapes)
+    totals: dict[str, float] = {}
+    for node, durations in by_node.items():
+        op = op_of[node]
+        totals[op] = totals.get(op, 0.0) + 1e-3 * sum(durations[-repeat:]) / repeat
+    return dict(sorted(totals.items(), key=lambda kv: -kv[1]))
 
 
 def torch_eager(model, shape):
@@ -134,9 +196,10 @@ def worker(engine: str, name: str, batch: int, runs: int, profile: bool) -> None
     with tempfile.TemporaryDirectory() as tmp:
         fn = runner(engine, name, batch, tmp)
         result = {"ms": None if fn is None else median_ms(fn, x, runs)}
-        if profile and engine == "cnnir":
-            times = fn.program((x.shape,)).profile([x], repeat=10)
-            result["profile"] = {k: 1e3 * v for k, v in times.items() if v >= 5e-5}
+        if profile and engine != "torch-eager" and fn is not None:
+            times = (cnnir_profile(fn, x) if engine == "cnnir"
+                     else ort_profile(build(name), x, tmp))
+            result["profile"] = {k: v for k, v in times.items() if v >= 0.05}
     print(json.dumps(result))
 
 
@@ -152,7 +215,7 @@ def measure_apart(name: str, batch: int, runs: int, rounds: int, profile: bool,
     """Best median per engine (cnnir once per ISA path) over ``rounds`` rounds of one process
     per engine."""
     best: dict[str, float] = {}
-    profiles: dict[str, float] = {}
+    profiles: dict[str, dict[str, float]] = {}
     runs_of = [(e, "auto") for e in ENGINES if e != "cnnir"]
     runs_of = [("cnnir", isa) for isa in isas] + runs_of
     for _ in range(rounds):
@@ -162,8 +225,8 @@ def measure_apart(name: str, batch: int, runs: int, rounds: int, profile: bool,
             label = engine if isa == "auto" else f"{engine}[{isa}]"
             if result["ms"] is not None:
                 best[label] = min(best.get(label, float("inf")), result["ms"])
-                if isa == "auto":
-                    profiles = result.get("profile", profiles)
+                if isa == "auto" and "profile" in result:
+                    profiles[engine] = result["profile"]
     return {"ms": best, "profile": profiles}
 
 
@@ -252,7 +315,8 @@ def main() -> None:
     parser.add_argument("--interleaved", action="store_true",
                         help="also time cnnir and ORT alternating in one process")
     parser.add_argument("--profile", action="store_true",
-                        help="also print where cnnir's time goes, per algorithm")
+                        help="also print where the time goes: cnnir's per algorithm, "
+                        "onnxruntime's per op type (its profiler)")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--interleaved-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -280,9 +344,9 @@ def main() -> None:
                 ratio = (f"{ms / med['onnxruntime']:>11.2f}"
                          if engine.startswith("cnnir") and "onnxruntime" in med else "")
                 print(report_row(name, batch, engine, ms, macs, peak, ratio))
-            if result["profile"]:
-                print("    cnnir profile (ms): " + ", ".join(
-                    f"{k} {v:.2f}" for k, v in result["profile"].items()))
+            for engine, profile in result["profile"].items():
+                print(f"    {engine} profile (ms per run): " + ", ".join(
+                    f"{k} {v:.2f}" for k, v in profile.items()))
             if args.interleaved:
                 both = run_worker(["--interleaved-worker", name, str(batch), str(args.runs)])
                 solo = both.pop("solo")

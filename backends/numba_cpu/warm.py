@@ -1,7 +1,7 @@
 """Compiling kernels in a second process while the first compile runs.
 
 With an empty disk cache, a network's first compile spends most of its time in Numba,
-compiling the kernels its layers need one after another on one core (about 20 s for
+compiling the kernels its layers need one after another on one core (about 30 s for
 ResNet-18). Importing the backend with a cold cache therefore starts
 ``warm.main()`` in a new Python process (``start_if_cold``): at the lowest CPU priority it
 compiles the kernels of typical CNN layers into the same disk cache, starting with those of a
@@ -9,9 +9,9 @@ network's middle and last layers, while the compile that started it goes from th
 loads from the cache what the other has already finished (Numba looks in the cache before
 compiling and writes its entries atomically). At the lowest priority it takes only what the
 first process leaves idle, so timings the tuner takes in the meantime are not disturbed.
-ResNet-18's first compile measured 21 s without it and about 15 s with it on 2 cores: the two
-processes' needs overlap (each compiles some kernels the other is compiling), and a kernel
-that the first process needs before the warm-up has it is compiled twice.
+ResNet-18's first compile measured about 30 s without it and about 14 s with it on 2 cores:
+the two processes' needs overlap (each compiles some kernels the other is compiling), and a
+kernel that the first process needs before the warm-up has it is compiled twice.
 
 ``CNNIR_WARM=0`` turns it off. It starts once per cache folder (a marker file), never when
 Numba's JIT is disabled or the cache folder cannot be written.
