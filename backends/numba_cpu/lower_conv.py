@@ -122,10 +122,10 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value | Weight, out
 def depthwise_candidates(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
                          ep: Epilogue) -> dict[str, Callable[[], Step]]:
     makers: dict[str, Callable[[], Step]] = {}
-    same_3x3 = (*w.shape[2:], *attrs.stride, *attrs.dilation, *attrs.padding) == (
-        3, 3, 1, 1, 1, 1, 1, 1, 1, 1)
-    if same_3x3 and x.shape[3] >= 2 and b.dtype == np.float32:
-        makers["depthwise-3x3-flat"] = lambda: depthwise3x3_step(b, x, w, out, ep)
+    flat_3x3 = ((*w.shape[2:], *attrs.dilation, *attrs.padding) == (3, 3, 1, 1, 1, 1, 1, 1)
+                and attrs.stride in ((1, 1), (2, 2)))
+    if flat_3x3 and b.dtype == np.float32:
+        makers["depthwise-3x3-flat"] = lambda: depthwise3x3_step(b, attrs, x, w, out, ep)
     if attrs.dilation == (1, 1) and attrs.stride[0] == attrs.stride[1]:
         makers["depthwise-phases"] = lambda: depthwise_phases_step(b, attrs, x, w, out, ep)
     else:
@@ -189,17 +189,17 @@ def depthwise_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndar
     return lambda: kernel(x, w, out, mult, window, args, padded)
 
 
-def depthwise3x3_step(b: Builder, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+def depthwise3x3_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
                       ep: Epilogue) -> Step:
-    """3×3/stride 1/padding 1 depthwise conv on flat planes (``sk.depthwise3x3_same``)."""
+    """3×3/padding 1/stride 1 or 2 depthwise conv on flat planes (``sk.depthwise3x3_same``)."""
     height, width = x.shape[2:]
-    slack = simd.LANES  # the last vector of a plane runs past it
-    planes = b.scratch((gk.THREADS, (height + 2) * width + 2 + slack),
-                       owner=("depthwise-3x3", height, width))  # zero outside the interior
-    acc = b.scratch((gk.THREADS, height * width + slack), owner="depthwise-acc")
-    mult, args = w.shape[0] // x.shape[1], ep.args()
-    kernel = sk.depthwise3x3_same.sized(out.size * 9)
-    return lambda: kernel(x, w, out, mult, args, planes, acc)
+    slack = simd.LANES  # the last vector of a plane or row runs past it
+    planes = b.scratch((gk.THREADS, 3 * ((height + 2) * width + 2 + slack)),
+                       owner=("depthwise-3x3", height, width))  # zero outside the interiors
+    acc = b.scratch((gk.THREADS, width + slack), owner=("depthwise-row", width))
+    mult, stride, args = w.shape[0] // x.shape[1], attrs.stride[0], ep.args()
+    kernel = sk.depthwise3x3_same.sized(out.size * 9 * stride * stride)
+    return lambda: kernel(x, w, out, mult, stride, args, planes, acc)
 
 
 def phase_scratch(b: Builder, attrs, x: np.ndarray, kernel_size: tuple[int, int],

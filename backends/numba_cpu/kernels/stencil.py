@@ -1,6 +1,6 @@
 """Depthwise convolutions and max pooling as stencils, one (image, channel) plane per task.
 
-- ``depthwise3x3_same``: 3×3, stride 1, padding 1 on flat planes (explicit 8-lane vectors);
+- ``depthwise3x3_same``: 3×3, stride 1 or 2, padding 1 on flat planes (explicit vectors);
 - ``depthwise_phases`` / ``max_pool_phases``: undilated windows with equal strides over
   stride² phase planes, every tap one constant offset (flat, vectorizable passes);
 - ``depthwise``: anything else (dilated, unequal strides), row by row on a padded plane.
@@ -202,43 +202,55 @@ def max_pool_phases(x, out, kh, kw, stride, pad_top, pad_left, phases, acc):
 
 
 @helper
-def edge_columns_3x3(acc, p, w, o, height, width):
-    """Columns 0 and W − 1 of a flat 3×3 pass read across the row ends: recompute them from
-    their six valid taps."""
-    w0, w1, w2 = w[o, 0, 0, 0], w[o, 0, 0, 1], w[o, 0, 0, 2]
-    w3, w4, w5 = w[o, 0, 1, 0], w[o, 0, 1, 1], w[o, 0, 1, 2]
-    w6, w7, w8 = w[o, 0, 2, 0], w[o, 0, 2, 1], w[o, 0, 2, 2]
-    r1, r2 = width, 2 * width
+def masked_copies(p, length, xf, at, height, width):
+    """The plane at ``xf[at:]`` into the interiors (from W + 1) of three flat copies, ``length``
+    floats apart: the middle one whole, the left one with column W − 1 zeroed and the right
+    one with column 0 zeroed. A flat tap one column left of x = 0 then reads the left copy's
+    zero instead of the previous row's last value, and one right of x = W − 1 the right
+    copy's zero: every output is exact with no edge pass."""
+    n_q = height * width
+    for copy in range(3):
+        copy_vectors(p, copy * length + width + 1, xf, at, n_q)
     for y in range(height):
-        u = y * width  # x = 0: no left taps
-        acc[u] = (w1 * p[u + 1] + w2 * p[u + 2] + w4 * p[u + r1 + 1] + w5 * p[u + r1 + 2]
-                  + w7 * p[u + r2 + 1] + w8 * p[u + r2 + 2])
-        u += width - 1  # x = W − 1: no right taps
-        acc[u] = (w0 * p[u] + w1 * p[u + 1] + w3 * p[u + r1] + w4 * p[u + r1 + 1]
-                  + w6 * p[u + r2] + w7 * p[u + r2 + 1])
+        p[width + 1 + y * width + width - 1] = 0.0
+        p[2 * length + width + 1 + y * width] = 0.0
 
 
 @helper
-def row3_vector(p, q, row, wa, wb, wc):
-    """Eight outputs' sum over one row of taps: ``wa·p[q] + wb·p[q + 1] + wc·p[q + 2]``."""
-    return vfma(wc, vload(p, q + row + 2),
-                vfma(wb, vload(p, q + row + 1), vfma(wa, vload(p, q + row),
-                                                     vsplat(np.float32(0.0)))))
+def row3_vector(p, q, length, wa, wb, wc):
+    """One row of taps for a vector of outputs: ``wa·left[q] + wb·middle[q + 1] +
+    wc·right[q + 2]`` over the three masked copies (``masked_copies``)."""
+    return vfma(wc, vload(p, q + 2 * length + 2),
+                vfma(wb, vload(p, q + length + 1), vfma(wa, vload(p, q),
+                                                        vsplat(np.float32(0.0)))))
+
+
+@helper
+def vector_3x3(p, q, length, width, wv):
+    """Outputs q … q + LANES − 1 of the masked copies' 3×3 stencil; ``wv``: the nine weights,
+    each splat to a vector."""
+    return vadd(vadd(row3_vector(p, q, length, wv[0], wv[1], wv[2]),
+                     row3_vector(p, q + width, length, wv[3], wv[4], wv[5])),
+                row3_vector(p, q + 2 * width, length, wv[6], wv[7], wv[8]))
 
 
 @kernel
-def depthwise3x3_same(x, w, out, mult, ep, planes, acc):
-    """3×3, stride-1, padding-1 depthwise conv with every plane handled as one flat row-major
-    array: the plane is copied in between a zero row above and one below (``planes``: per
-    thread, (H + 2)·W + 2 floats and a vector of slack, the interior from W + 1), so output
-    q = y·W + x reads tap (i, j) at q + i·W + j and the whole plane is one loop; columns 0
-    and W − 1 are then recomputed (``edge_columns_3x3``). The loops run on explicit 8-lane
-    vectors: planes of 7×7 or 14×14 are too short for LLVM's vectorized loop bodies (64
-    floats an iteration), and would run scalar."""
+def depthwise3x3_same(x, w, out, mult, stride, ep, planes, acc):
+    """3×3, padding-1 depthwise conv with every plane handled as one flat row-major array:
+    the plane is copied in between a zero row above and one below, three times with an edge
+    column masked (``masked_copies``; ``planes``: per thread, three copies of (H + 2)·W + 2
+    floats and a vector of slack), so stride-1 output q = y·W + x reads tap (i, j) at
+    q + i·W + j of copy j and the whole plane is one loop, the epilogue fused; the last
+    partial vector goes through ``acc``. Stride 2 computes the even rows of the stride-1
+    output into ``acc`` (W floats and a vector of slack) and keeps their even columns: twice
+    the multiplies, none of the phase split's per-row work, which dominates small planes.
+    The loops run on explicit vectors: planes of 7×7 or 14×14 are too short for LLVM's
+    vectorized loop bodies (64 floats an iteration), and would run scalar."""
     n_img, channels, height, width = x.shape
-    out_ch = out.shape[1]
-    n_q = height * width
+    out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    n_q, n_out = height * width, oh * ow
     whole = n_q - n_q % LANES
+    length = planes.shape[1] // 3
     scale, shift, res, has_res, code, _ = ep
     lo, hi = clamp_bounds(code)
     lo_v, hi_v = vsplat(lo), vsplat(hi)
@@ -247,25 +259,31 @@ def depthwise3x3_same(x, w, out, mult, ep, planes, acc):
         n, o = t // out_ch, t % out_ch
         tid = numba.get_thread_id()
         p, a = planes[tid], acc[tid]
-        copy_vectors(p, width + 1, xf, (n * channels + o // mult) * n_q, n_q)
-        v0, v1, v2 = vsplat(w[o, 0, 0, 0]), vsplat(w[o, 0, 0, 1]), vsplat(w[o, 0, 0, 2])
-        v3, v4, v5 = vsplat(w[o, 0, 1, 0]), vsplat(w[o, 0, 1, 1]), vsplat(w[o, 0, 1, 2])
-        v6, v7, v8 = vsplat(w[o, 0, 2, 0]), vsplat(w[o, 0, 2, 1]), vsplat(w[o, 0, 2, 2])
-        for q in range(0, n_q, LANES):  # the last vector runs into the slack
-            total = vadd(vadd(row3_vector(p, q, 0, v0, v1, v2),
-                              row3_vector(p, q, width, v3, v4, v5)),
-                         row3_vector(p, q, 2 * width, v6, v7, v8))
-            vstore(a, q, total)
-        edge_columns_3x3(a, p, w, o, height, width)
+        masked_copies(p, length, xf, (n * channels + o // mult) * n_q, height, width)
+        wv = (vsplat(w[o, 0, 0, 0]), vsplat(w[o, 0, 0, 1]), vsplat(w[o, 0, 0, 2]),
+              vsplat(w[o, 0, 1, 0]), vsplat(w[o, 0, 1, 1]), vsplat(w[o, 0, 1, 2]),
+              vsplat(w[o, 0, 2, 0]), vsplat(w[o, 0, 2, 1]), vsplat(w[o, 0, 2, 2]))
         sc, b = vsplat(scale[o]), vsplat(shift[o])
-        base = (n * out_ch + o) * n_q
-        for q in range(0, whole, LANES):
-            v = vfma(vload(a, q), sc, b)
-            if has_res:
-                v = vadd(v, vload(res, base + q))
-            vstore(outf, base + q, vclamp(v, lo_v, hi_v))
-        finish_flat(outf, base + whole, a, whole, n_q - whole, o, ep)
-        activate_flat(outf, base, n_q, ep)
+        base = (n * out_ch + o) * n_out
+        if stride == 1:
+            for q in range(0, n_q, LANES):  # the last vector runs into the slack
+                total = vector_3x3(p, q, length, width, wv)
+                if q == whole:
+                    vstore(a, 0, total)
+                else:
+                    v = vfma(total, sc, b)
+                    if has_res:
+                        v = vadd(v, vload(res, base + q))
+                    vstore(outf, base + q, vclamp(v, lo_v, hi_v))
+            finish_flat(outf, base + whole, a, 0, n_q - whole, o, ep)
+        else:
+            for y in range(oh):
+                for q in range(0, width, LANES):
+                    vstore(a, q, vector_3x3(p, 2 * y * width + q, length, width, wv))
+                for i in range(1, ow):
+                    a[i] = a[2 * i]
+                finish_flat(outf, base + y * ow, a, 0, ow, o, ep)
+        activate_flat(outf, base, n_out, ep)
 
 
 @helper

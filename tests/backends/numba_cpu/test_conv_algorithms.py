@@ -56,6 +56,10 @@ GEOMETRIES = [
     ("depthwise-3x3-flat", (2, 8, 7, 7), (8, 1, 3, 3), dict(padding=1, groups=8)),
     ("depthwise-3x3-flat", (1, 3, 5, 13), (6, 1, 3, 3), dict(padding=1, groups=3)),
     ("depthwise-3x3-flat", (1, 4, 1, 2), (4, 1, 3, 3), dict(padding=1, groups=4)),
+    ("depthwise-3x3-flat", (1, 4, 5, 1), (4, 1, 3, 3), dict(padding=1, groups=4)),
+    ("depthwise-3x3-flat", (2, 6, 14, 14), (6, 1, 3, 3), dict(stride=2, padding=1, groups=6)),
+    ("depthwise-3x3-flat", (1, 3, 9, 11), (6, 1, 3, 3), dict(stride=2, padding=1, groups=3)),
+    ("depthwise-3x3-flat", (1, 2, 1, 1), (2, 1, 3, 3), dict(stride=2, padding=1, groups=2)),
 ]
 
 def tail_geometries() -> list[tuple]:
@@ -73,6 +77,12 @@ def tail_geometries() -> list[tuple]:
                 dict(padding=1)))
     out.append(("winograd-f4x4-3x3", (1, 4, 4, 4 * (nr + 1)), (2 * rows + 1, 4, 3, 3),
                 dict(padding=1)))
+    # flat depthwise planes of whole vectors only, and of whole vectors and a tail
+    out.append(("depthwise-3x3-flat", (2, 3, 2, lanes), (3, 1, 3, 3), dict(padding=1, groups=3)))
+    out.append(("depthwise-3x3-flat", (1, 2, 3, lanes + 1), (4, 1, 3, 3),
+                dict(padding=1, groups=2)))
+    out.append(("depthwise-3x3-flat", (1, 2, 5, 2 * lanes + 1), (2, 1, 3, 3),
+                dict(stride=2, padding=1, groups=2)))
     return out
 
 
