@@ -377,6 +377,8 @@ def cmd_train(args: argparse.Namespace) -> str:
     config = TrainConfig(input_shape=_shapes(args),
                          **{k: v for k, v in vars(args).items() if k in fields})
     result = fit(config, log=lambda line: print(line, flush=True))
+    if not result.leader:
+        return ""
     lines = [result.summary()]
     lines += [f"checkpoint: {config.checkpoint}"] if config.checkpoint else []
     lines += [f"curves: {config.plot}"] if config.plot else []
@@ -552,7 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CnnirError as e:
         print(f"{type(e).__name__}: {e}", file=sys.stderr)
         return 1
-    sys.stdout.write(out if out.endswith("\n") else out + "\n")
+    if out:
+        sys.stdout.write(out if out.endswith("\n") else out + "\n")
     return 0
 
 

@@ -37,10 +37,17 @@ class Batches:
     the order given. ``len()`` is the number of batches. With ``shuffle`` the order of the
     examples is ``numpy.random.default_rng(seed).permutation(n)``, drawn anew on each
     iteration (the same order each time when ``seed`` is given); the last batch is smaller
-    unless ``drop_last``."""
+    unless ``drop_last``.
+
+    ``num_replicas`` and ``rank`` shard the examples for data-parallel training, as PyTorch's
+    ``DistributedSampler``: every rank draws the same order (give them the same ``seed``),
+    pads it by repeating its first examples to a multiple of ``num_replicas`` (or, with
+    ``drop_last``, drops the tail instead) and takes every ``num_replicas``-th example from
+    position ``rank``, so all ranks get the same number of examples and of batches."""
 
     def __init__(self, *arrays: Any, batch_size: int, shuffle: bool = False,
-                 seed: int | None = None, drop_last: bool = False) -> None:
+                 seed: int | None = None, drop_last: bool = False, num_replicas: int = 1,
+                 rank: int = 0) -> None:
         if not arrays:
             raise CnnirError("batches() needs at least one array",
                              hint="batches(x, y, batch_size=32)")
@@ -52,11 +59,25 @@ class Batches:
         if len({s[0] for s in shapes}) != 1:
             raise CnnirError(f"batches() needs one example count for every array, got shapes "
                              f"{shapes}", hint="x and y must have the same first dimension")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
-                or batch_size < 1:
+        if not _positive_int(batch_size):
             raise CnnirError(f"batch_size must be a positive integer, got {batch_size!r}",
                              hint="len(x) for full-batch gradient descent, 1 per sample")
-        self.count = shapes[0][0]
+        if not _positive_int(num_replicas):
+            raise CnnirError(f"num_replicas must be a positive integer, got {num_replicas!r}",
+                             hint="the number of ranks: comm.size")
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) \
+                or not 0 <= rank < num_replicas:
+            raise CnnirError(f"rank must be an integer in [0, {num_replicas}), got {rank!r}",
+                             hint="this process's rank: comm.rank")
+        self.total = shapes[0][0]
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        if drop_last and self.total % self.num_replicas:
+            self.count = self.total // self.num_replicas
+        else:
+            self.count = -(-self.total // self.num_replicas)  # examples of each rank
+        if self.count == 0:
+            raise CnnirError(f"{self.total} examples cannot be shared by {num_replicas} ranks "
+                             f"with drop_last", hint="use fewer ranks, or drop_last=False")
         self.batch_size = int(batch_size)
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last
 
@@ -65,9 +86,19 @@ class Batches:
             return self.count // self.batch_size
         return -(-self.count // self.batch_size)
 
+    def indices(self) -> np.ndarray | None:
+        """This rank's examples in order for one pass; None for all of them in order."""
+        if not self.shuffle and self.num_replicas == 1:
+            return None
+        order = (np.random.default_rng(self.seed).permutation(self.total) if self.shuffle
+                 else np.arange(self.total))
+        wanted = self.count * self.num_replicas
+        if wanted > self.total:  # pad with the first examples, again if need be
+            order = np.resize(order, wanted)
+        return order[:wanted][self.rank::self.num_replicas]
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
-        order = (np.random.default_rng(self.seed).permutation(self.count) if self.shuffle
-                 else None)
+        order = self.indices()
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             stop = min(start + self.batch_size, self.count)
             if order is None:
@@ -76,11 +107,15 @@ class Batches:
                 yield tuple(a[order[start:stop]] for a in self.arrays)
 
 
+def _positive_int(n: Any) -> bool:
+    return not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n >= 1
+
+
 def batches(*arrays: Any, batch_size: int, shuffle: bool = False, seed: int | None = None,
-            drop_last: bool = False) -> Batches:
-    """Mini-batches of ``arrays`` (see ``Batches``)."""
+            drop_last: bool = False, num_replicas: int = 1, rank: int = 0) -> Batches:
+    """Mini-batches of ``arrays`` (see ``Batches``), optionally this rank's shard of them."""
     return Batches(*arrays, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                   drop_last=drop_last)
+                   drop_last=drop_last, num_replicas=num_replicas, rank=rank)
 
 
 @dataclass

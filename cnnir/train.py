@@ -15,12 +15,18 @@ BatchNorm buffers and optimizer state are updated in place: ``model.state_dict()
 ``opt.state_dict()`` are current after every call. What changes the graph (an option that
 adds or drops state, a parameter converted to another dtype, a state loaded into new arrays)
 recompiles it before the next call.
+
+With ``comm`` (``cnnir.distributed.init()``) the step is data-parallel: rank 0's parameters
+and buffers are broadcast when the step is built, and each call runs the forward and backward
+on this rank's batch, averages the gradients across ranks and applies the same update on
+every rank (the update is then a program of its own, ``UpdateProgram``, after the
+collective). The loss returned is this rank's; BatchNorm uses this rank's batch statistics.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,7 +36,10 @@ from cnnir.frontend.module import Module
 from cnnir.grad import build_grad_graph
 from cnnir.ir import verify
 from cnnir.optim.optimizer import Optimizer
-from cnnir.optim.update import StatefulProgram, append_updates, float_dtype
+
+if TYPE_CHECKING:
+    from cnnir.distributed import Communicator
+from cnnir.optim.update import StatefulProgram, UpdateProgram, append_updates, float_dtype
 
 
 class TrainStep:
@@ -39,8 +48,10 @@ class TrainStep:
 
     def __init__(self, model: Module, loss_fn: Callable[..., Any], optimizer: Optimizer,
                  inputs: InputSpec, targets: InputSpec | None, backend: str, seed: int,
-                 options: dict[str, Any]) -> None:
+                 options: dict[str, Any], comm: Communicator | None = None) -> None:
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.comm = comm
+        self.update: UpdateProgram | None = None
         self.inputs, self.targets = inputs, targets
         self.backend, self.seed, self.options = backend, seed, options
         self.output: np.ndarray | None = None
@@ -64,17 +75,23 @@ class TrainStep:
         grads = dict(zip(gg.parameters, rest))
         stats = rest[len(gg.parameters):len(gg.parameters) + len(gg.buffers)]
         kept = rest[len(gg.parameters) + len(gg.buffers):]
-        entries = [(p, graph.constants[n], grads[n]) for n, p in zip(names, self.params)]
-        plan = append_updates(graph, self.optimizer, entries, self.dtype)
-        graph.set_outputs([loss, *kept[:1], *stats, *(v for v, _ in plan.targets)])
-        graph = verify(run_passes(graph, ["eliminate-dead-code"]).graph)
         targets = [gg.graph.constants[b].const.array for b in gg.buffers]
+        if self.comm is None:
+            entries = [(p, graph.constants[n], grads[n]) for n, p in zip(names, self.params)]
+            plan = append_updates(graph, self.optimizer, entries, self.dtype)
+            graph.set_outputs([loss, *kept[:1], *stats, *(v for v, _ in plan.targets)])
+            targets += [a for _, a in plan.targets]
+        else:  # the gradients come out, to be averaged before the update
+            graph.set_outputs([loss, *kept[:1], *(grads[n] for n in names), *stats])
+            self.update = UpdateProgram(self.optimizer, self.params, self.backend)
+        self.names, self.kept = names, len(kept[:1])
+        graph = verify(run_passes(graph, ["eliminate-dead-code"]).graph)
         self.graph = graph
         options = dict(self.options)
         if self._key is not None and self._key[1] == self._arrays() and self.state is not None:
             options.setdefault("state", self.state)  # same arrays: evaluators keep following
-        self.program = StatefulProgram(graph, targets + [a for _, a in plan.targets],
-                                       self.backend, self.dtype, self.seed, **options)
+        self.program = StatefulProgram(graph, targets, self.backend, self.dtype, self.seed,
+                                       reads=self.params if self.comm else (), **options)
         self._key = self._signature()
 
     @property
@@ -102,11 +119,32 @@ class TrainStep:
     def __call__(self, *arrays: Any) -> float:
         if self._signature() != self._key:
             self._build()
+        if self.comm is not None:
+            return self._parallel_step(arrays)
         hyper = self.optimizer.hyper(self.params, self.dtype)
         loss, *output = self.program(*arrays, hyper)
         self.optimizer.stepped(self.params)
         self.output = output[0] if output else None
         return float(loss)
+
+    def _parallel_step(self, arrays: tuple) -> float:
+        loss, *rest = self.program(*arrays)
+        self.output = rest[0] if self.kept else None
+        grads = [np.array(g) for g in rest[self.kept:]]  # out of the program's buffers
+        self.comm.allreduce_mean(grads)
+        self.update(grads)
+        self.program.changed(self.names)
+        return float(loss)
+
+    def broadcast_state(self) -> None:
+        """Give every rank rank 0's parameters, buffers and optimizer state (at the start,
+        and after a rank alone loaded a checkpoint)."""
+        slots = [a for p in self.params for a in self.optimizer.slot_arrays(p).values()]
+        arrays = [p.data for p in self.model.parameters()] + [
+            b.data for b in self.model.buffers()] + slots
+        self.comm.broadcast([a for a in arrays if isinstance(a, np.ndarray) and a.size])
+        self.program.changed([n for n, _ in self.model.named_parameters()]
+                             + [n for n, _ in self.model.named_buffers()])
 
 
 def with_output(loss_fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,12 +168,13 @@ def model_dtype(model: Module) -> np.dtype:
 def compile_train(model: Module, loss_fn: Callable[..., Any], optimizer: Optimizer,
                   inputs: InputSpec, targets: InputSpec | None = None, *,
                   backend: str = "numba", dtype: str | None = None, seed: int = 0,
-                  **options: Any) -> TrainStep:
+                  comm: Any = None, **options: Any) -> TrainStep:
     """The training step of ``model`` under ``loss_fn`` and ``optimizer`` (see the module
     docstring). ``inputs`` and ``targets`` are shapes as for ``grad_graph`` (a symbolic
     batch ``"N"`` serves every batch size, the last smaller batch included). The step
     computes in the model's dtype (``model.double()`` trains in float64); ``seed`` seeds
-    dropout's masks; other options go to the backend (e.g. ``tune=False``)."""
+    dropout's masks; ``comm`` (``cnnir.distributed.init()`` or an mpi4py communicator) makes
+    it data-parallel across ranks; other options go to the backend (e.g. ``tune=False``)."""
     if not isinstance(model, Module):
         raise CnnirError(f"compile_train needs an nn.Module, got {type(model).__name__}")
     if not isinstance(optimizer, Optimizer):
@@ -146,7 +185,14 @@ def compile_train(model: Module, loss_fn: Callable[..., Any], optimizer: Optimiz
     if dtype is not None and np.dtype(dtype) != own:
         raise CnnirError(f"compile_train(dtype={dtype!r}) on a {own.name} model",
                          hint=f"convert the model instead: model.to(np.{np.dtype(dtype).name})")
-    return TrainStep(model, loss_fn, optimizer, inputs, targets, backend, seed, options)
+    if comm is not None:
+        from cnnir.distributed import init
+
+        comm = init(comm)
+    step = TrainStep(model, loss_fn, optimizer, inputs, targets, backend, seed, options, comm)
+    if comm is not None:
+        step.broadcast_state()
+    return step
 
 
 __all__ = ["TrainStep", "compile_train"]

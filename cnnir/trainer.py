@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from cnnir import data as datasets
+from cnnir import distributed as dist
 from cnnir import nn, optim
 from cnnir.api import compile as compile_graph
 from cnnir.api import input_types, trace
@@ -116,6 +117,7 @@ class FitResult:
 
     model: Module
     history: list[dict[str, Any]] = field(default_factory=list)
+    leader: bool = True  # False on MPI ranks other than 0, which report nothing
 
     def summary(self) -> str:
         if not self.history:
@@ -129,8 +131,13 @@ class FitResult:
 
 def fit(config: TrainConfig, log: Callable[[str], None] = print) -> FitResult:
     """Train as ``config`` says (see the module docstring); ``log`` receives the summary
-    line of each epoch."""
-    return Trainer(config, log).fit()
+    line of each epoch. Started by ``mpiexec`` on several ranks, it trains data-parallel
+    (see ``Trainer``): an error on any rank ends the whole job, naming the rank."""
+    if not dist.launched_by_mpi():
+        return Trainer(config, log).fit()
+    comm = dist.init()
+    with dist.abort_on_error(comm):
+        return Trainer(config, log, comm).fit()
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -144,7 +151,8 @@ class Split:
 
 
 def derived_seed(seed: int, epoch: int, stream: int) -> int:
-    """An independent seed for ``stream`` (0: data order, 1: dropout) of ``epoch``."""
+    """An independent seed for ``stream`` (0: data order, 1 + r: dropout on MPI rank r) of
+    ``epoch``."""
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1)[0])
 
 
@@ -264,8 +272,11 @@ class Trainer:
     """Everything ``fit`` needs, checked before the first step: the model file, the data
     against the model, the optimizer, the scheduler and, with ``resume``, the checkpoint."""
 
-    def __init__(self, config: TrainConfig, log: Callable[[str], None] = print) -> None:
-        self.config, self.log = config, log
+    def __init__(self, config: TrainConfig, log: Callable[[str], None] = print,
+                 comm: dist.Communicator | None = None) -> None:
+        self.comm = comm
+        self.leader = self.comm is None or self.comm.rank == 0
+        self.config, self.log = config, (log if self.leader else _silent)
         check_config(config)
         self.file = load_training_file(config.model, config.input_shape, config.seed)
         self.model, self.loss = self.file.model, self.file.loss
@@ -279,7 +290,8 @@ class Trainer:
         self.step = compile_train(self.model, self.loss, self.optimizer,
                                   inputs=("N", *self.data.x.shape[1:]),
                                   targets=("N", *self.data.y.shape[1:]),
-                                  backend=config.backend, seed=config.seed, **options)
+                                  backend=config.backend, seed=config.seed, comm=self.comm,
+                                  **options)
 
     # -- setup ---------------------------------------------------------------------------
     def _classes(self) -> int | None:
@@ -352,7 +364,7 @@ class Trainer:
         if config.scheduler == "plateau" and self.data.x_val is None:
             raise CnnirError("--scheduler plateau watches the validation loss, and this run "
                              "has no validation data", hint="give --val-split > 0")
-        steps = len(datasets.batches(self.data.x, batch_size=config.batch_size))
+        steps = len(self.loader(0))
         try:
             return _scheduler(config, self.optimizer, steps)
         except (ValueError, KeyError, TypeError) as err:
@@ -388,7 +400,7 @@ class Trainer:
         if not isinstance(self.scheduler, lr_scheduler.OneCycleLR):
             return
         total = self.scheduler.total_steps
-        steps = len(datasets.batches(self.data.x, batch_size=self.config.batch_size))
+        steps = len(self.loader(0))
         if total < self.config.epochs * steps:
             raise CnnirError(f"the checkpoint's one-cycle schedule ends after {total} steps, "
                              f"and --epochs {self.config.epochs} of {steps} batches needs "
@@ -403,28 +415,39 @@ class Trainer:
                 "scheduler": self.config.scheduler}
 
     # -- training ------------------------------------------------------------------------
+    def loader(self, epoch: int) -> datasets.Batches:
+        """The epoch's batches in their seeded order; under MPI, this rank's shard of them
+        (``--batch-size`` examples a rank)."""
+        shard = ({"num_replicas": self.comm.size, "rank": self.comm.rank}
+                 if self.comm is not None else {})
+        return datasets.batches(self.data.x, self.data.y, batch_size=self.config.batch_size,
+                                shuffle=True, seed=derived_seed(self.config.seed, epoch, 0),
+                                **shard)
+
     def fit(self) -> FitResult:
         config = self.config
+        if self.comm is not None and self.comm.size > 1:
+            self.log(f"data-parallel on {self.comm.size} MPI ranks, batch size "
+                     f"{config.batch_size} a rank")
         if self.start_epoch:
             self.log(f"resumed from {config.checkpoint} after epoch {self.start_epoch}")
         for epoch in range(self.start_epoch, config.epochs):
             record = self.train_epoch(epoch)
             self.history.append(record)
             self.log(format_record(record, config.epochs))
-            if config.checkpoint:
+            if config.checkpoint and self.leader:
                 self.save_checkpoint(epoch + 1)
-        if config.plot:
+        if config.plot and self.leader:
             plot_history(self.history, config.plot)
-        return FitResult(self.model, self.history)
+        return FitResult(self.model, self.history, self.leader)
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
         """One pass over the training data, then validation and the epoch's scheduler step."""
         config, start = self.config, time.perf_counter()
-        self.step.reseed(derived_seed(config.seed, epoch, 1))
-        loader = datasets.batches(self.data.x, self.data.y, batch_size=config.batch_size,
-                                  shuffle=True, seed=derived_seed(config.seed, epoch, 0))
+        self.step.reseed(derived_seed(config.seed, epoch, 1 + self._rank()))
+        loader = self.loader(epoch)
         total = Totals()
-        with progress_bar(config, epoch, len(self.data.x)) as bar:
+        with progress_bar(config, epoch, loader.count, self.leader) as bar:
             for index, (x, y) in enumerate(loader):
                 lr = self.optimizer.param_groups[0]["lr"]
                 with np.errstate(all="ignore"):  # a diverging run stops below, with a message
@@ -437,6 +460,9 @@ class Trainer:
                 bar.set_postfix(total.postfix(), refresh=False)
                 bar.update(len(x))
         self._check_weights(epoch, len(loader))
+        if self.comm is not None:  # every rank's examples, and rank 0's BatchNorm statistics
+            total.combine(self.comm)
+            self.comm.broadcast([b.data for b in self.model.buffers() if b.data.size])
         val_loss, val_acc = self.evaluate()
         if config.scheduler == "plateau":
             self.scheduler.step(val_loss)
@@ -445,6 +471,9 @@ class Trainer:
         return {"epoch": epoch + 1, "train_loss": total.loss(), "train_acc": total.accuracy(),
                 "val_loss": val_loss, "val_acc": val_acc, "lr": lr,
                 "seconds": time.perf_counter() - start}
+
+    def _rank(self) -> int:
+        return 0 if self.comm is None else self.comm.rank
 
     def _diverged(self, what: str, epoch: int, index: int, steps: int) -> None:
         kept = (f"; {self.config.checkpoint} still holds epoch {epoch}"
@@ -464,12 +493,17 @@ class Trainer:
         """``(loss, accuracy)`` on the validation data (see the module docstring)."""
         if self.data.x_val is None:
             return None, None
+        if not self.leader:  # rank 0 evaluates: every rank then steps the same schedule
+            return self.comm.comm.bcast(None, root=0)
         evaluator = self._evaluator()
         total = Totals()
         for x, y in datasets.batches(self.data.x_val, self.data.y_val, batch_size=EVAL_CHUNK):
             loss, output = evaluator(x, y)
             total.add(float(loss), _correct(output, y), len(x))
-        return total.loss(), total.accuracy()
+        result = total.loss(), total.accuracy()
+        if self.comm is not None:
+            self.comm.comm.bcast(result, root=0)
+        return result
 
     def _evaluator(self) -> Any:
         wrapped = WithLoss(self.model, self.loss).eval()
@@ -522,11 +556,23 @@ class Totals:
     def accuracy(self) -> float | None:
         return self.correct / max(self.count, 1) if self.scored else None
 
+    def combine(self, comm: dist.Communicator) -> None:
+        """The sums over every rank's examples (padding repeats count twice, as in PyTorch's
+        DistributedSampler)."""
+        sums = np.array([self.loss_sum, self.correct, self.count, int(self.scored)], np.float64)
+        comm.comm.Allreduce(dist.mpi().IN_PLACE, sums, op=dist.mpi().SUM)
+        self.loss_sum, self.correct, self.count = float(sums[0]), int(sums[1]), int(sums[2])
+        self.scored = int(sums[3]) == comm.size
+
     def postfix(self) -> dict[str, str]:
         shown = {"loss": f"{self.loss():.4f}"}
         if self.scored:
             shown["acc"] = f"{self.accuracy():.4f}"
         return shown
+
+
+def _silent(line: str) -> None:
+    """The log of MPI ranks other than 0."""
 
 
 def _correct(output: np.ndarray | None, y: np.ndarray) -> int | None:
@@ -548,11 +594,12 @@ def format_record(record: dict[str, Any], epochs: int) -> str:
             f"lr {record['lr']:.3g}  {record['seconds']:.1f} s")
 
 
-def progress_bar(config: TrainConfig, epoch: int, examples: int) -> Any:
-    """A tqdm bar over the epoch's examples (rate in examples/s) on stderr."""
+def progress_bar(config: TrainConfig, epoch: int, examples: int, shown: bool = True) -> Any:
+    """A tqdm bar over the epoch's examples (rate in examples/s) on stderr; ``shown`` False
+    (an MPI rank other than 0) keeps it off."""
     from tqdm import tqdm
 
-    show = sys.stderr.isatty() if config.progress is None else config.progress
+    show = shown and (sys.stderr.isatty() if config.progress is None else config.progress)
     return tqdm(total=examples, desc=f"epoch {epoch + 1}/{config.epochs}", unit="ex",
                 leave=False, disable=not show, file=sys.stderr, dynamic_ncols=True)
 

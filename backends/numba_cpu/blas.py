@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-WORKERS = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-              else os.cpu_count() or 1)
+# the kernels' thread count when set (several MPI ranks on one machine share its cores)
+WORKERS = int(os.environ.get("NUMBA_NUM_THREADS", "0").strip() or 0) or max(
+    1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 MIN_PARALLEL_FLOPS = 2_000_000  # below this a split costs more than it saves
 
 

@@ -8,11 +8,13 @@ bound by reference, and the scalars of the step one run-time ``hyper`` input.
 
 ``StatefulProgram`` compiles such a graph: on the Numba backend the update ops write into
 the model's and the optimizer's own arrays (``in_place``); on the reference backend, whose
-constants are frozen copies, those arrays are passed as inputs and copied back.
+constants are frozen copies, those arrays are passed as inputs and copied back (and so are
+parameters another program updates, ``reads``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -68,7 +70,8 @@ class StatefulProgram:
     the new values in the targets."""
 
     def __init__(self, graph: Graph, targets: list[np.ndarray], backend: str,
-                 dtype: np.dtype, seed: int = 0, **options: Any) -> None:
+                 dtype: np.dtype, seed: int = 0, reads: Sequence[Parameter] = (),
+                 **options: Any) -> None:
         from cnnir.api import compile as compile_graph
         from cnnir.grad import constants_as_inputs
 
@@ -78,14 +81,22 @@ class StatefulProgram:
         if backend == "numba":
             options = {"optimize": False, "in_place": True, **options}
         else:
+            live = [*targets, *(p.data for p in reads)]  # arrays changed between calls
             named = [(v.name, v.const.array) for v in graph.constants.values()
                      if v.const.kind in ("parameter", "buffer")
-                     and any(v.const.array is t for t in targets)]
+                     and any(v.const.array is t for t in live)]
             graph = constants_as_inputs(graph, [name for name, _ in named])
             self.passed = [array for _, array in named]
         self.graph = graph
         self.compiled = compile_graph(graph, backend=backend, dtype=dtype.name, seed=seed,
                                       **options)
+
+    def changed(self, names: list[str]) -> None:
+        """Tell the program that something else wrote these state arrays (``reads``), so
+        the forms derived from them are remade before the next call."""
+        state = getattr(self.compiled, "state", None)
+        if state is not None:
+            state.mark_changed([n for n in names if n in state])
 
     def __call__(self, *arrays: Any) -> list[np.ndarray]:
         outs = self.compiled(*arrays, *self.passed)

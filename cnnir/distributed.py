@@ -1,0 +1,188 @@
+"""Data-parallel training over MPI, through mpi4py (the ``cnnir[mpi]`` extra).
+
+Every rank holds the whole model and trains on its own shard of each batch; after the
+local backward, the gradients are averaged across ranks (``Allreduce`` on one contiguous
+bucket per dtype) and every rank applies the same update, so the parameters stay identical
+without ever being sent again. At the start rank 0's parameters and buffers are broadcast.
+No barrier is needed in the steady state: the collective itself keeps the ranks in step.
+
+    from cnnir import distributed as dist
+    comm = dist.init()                       # MPI.COMM_WORLD; comm.rank, comm.size
+    step = cnnir.compile_train(model, loss_fn, opt, inputs=("N", 1, 8, 8), targets=("N",),
+                               comm=comm)
+    for x, y in cnnir.data.batches(X, Y, batch_size=32, shuffle=True, seed=epoch,
+                                   num_replicas=comm.size, rank=comm.rank):
+        loss = step(x, y)                    # this rank's loss; gradients averaged
+
+Run it with ``mpiexec -n 4 python train.py``. BatchNorm keeps per-rank batch statistics, as
+PyTorch's DistributedDataParallel does.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cnnir.errors import CnnirError
+
+EXTRA = "cnnir[mpi]"
+
+
+def mpi() -> Any:
+    """mpi4py's ``MPI`` module, or a CnnirError naming the extra that provides it."""
+    try:
+        from mpi4py import MPI
+    except ImportError as e:
+        raise CnnirError("cnnir.distributed needs mpi4py and an MPI library",
+                         hint=f"pip install '{EXTRA}' (mpi4py and MPICH from wheels), or "
+                              "build mpi4py against your cluster's MPI") from e
+    return MPI
+
+
+@dataclass
+class Communicator:
+    """An MPI communicator with the collectives data-parallel training needs. ``rank`` and
+    ``size`` are this process's place in it."""
+
+    comm: Any
+    rank: int
+    size: int
+    _buckets: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def allreduce_mean(self, arrays: Sequence[np.ndarray]) -> None:
+        """Replace every array by its mean over the ranks, in place: one ``Allreduce`` per
+        dtype on a contiguous bucket (every rank must pass the same shapes in the same
+        order)."""
+        if self.size == 1:
+            return
+        MPI = mpi()
+        for group in _by_dtype(arrays):
+            bucket = self._bucket(group)
+            _pack(bucket, group)
+            self.comm.Allreduce(MPI.IN_PLACE, bucket, op=MPI.SUM)
+            bucket *= bucket.dtype.type(1.0 / self.size)
+            _unpack(bucket, group)
+
+    def broadcast(self, arrays: Sequence[np.ndarray], root: int = 0) -> None:
+        """Overwrite every array, in place, with ``root``'s values."""
+        if self.size == 1:
+            return
+        for group in _by_dtype(arrays):
+            bucket = self._bucket(group)
+            _pack(bucket, group)
+            self.comm.Bcast(bucket, root=root)
+            _unpack(bucket, group)
+
+    def mean(self, value: float) -> float:
+        """The mean of a scalar over the ranks (a loss or an accuracy)."""
+        if self.size == 1:
+            return float(value)
+        return float(self.comm.allreduce(float(value))) / self.size
+
+    def abort(self, code: int = 1) -> None:
+        """End every rank of the job (a failed rank must never leave the others waiting)."""
+        self.comm.Abort(code)
+
+    def _bucket(self, group: list[np.ndarray]) -> np.ndarray:
+        key = (group[0].dtype.str, *(a.size for a in group))
+        if key not in self._buckets:
+            self._buckets[key] = np.empty(sum(a.size for a in group), group[0].dtype)
+        return self._buckets[key]
+
+
+def _by_dtype(arrays: Iterable[np.ndarray]) -> list[list[np.ndarray]]:
+    groups: dict[str, list[np.ndarray]] = {}
+    for a in arrays:
+        if not isinstance(a, np.ndarray) or not a.flags.c_contiguous:
+            raise CnnirError(f"a collective needs C-contiguous numpy arrays, got "
+                             f"{type(a).__name__}")
+        groups.setdefault(a.dtype.str, []).append(a)
+    return list(groups.values())
+
+
+def _pack(bucket: np.ndarray, group: list[np.ndarray]) -> None:
+    at = 0
+    for a in group:
+        bucket[at:at + a.size] = a.reshape(-1)
+        at += a.size
+
+
+def _unpack(bucket: np.ndarray, group: list[np.ndarray]) -> None:
+    at = 0
+    for a in group:
+        a.reshape(-1)[:] = bucket[at:at + a.size]
+        at += a.size
+
+
+def init(comm: Any = None) -> Communicator:
+    """The communicator to train over: ``comm`` (an mpi4py communicator) or
+    ``MPI.COMM_WORLD``. MPI starts on first use (mpi4py initializes it on import). Ranks
+    sharing a machine share its cores (``share_cores``)."""
+    if isinstance(comm, Communicator):
+        return comm
+    if comm is None:
+        comm = mpi().COMM_WORLD
+    share_cores()
+    return Communicator(comm, comm.Get_rank(), comm.Get_size())
+
+
+def local_ranks() -> int:
+    """How many ranks of this job run on this machine, as the launcher says (MPICH, Open
+    MPI); 1 when it does not say."""
+    for name in ("MPI_LOCALNRANKS", "OMPI_COMM_WORLD_LOCAL_SIZE"):
+        value = os.environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return 1
+
+
+def share_cores() -> None:
+    """Give each of the ranks on this machine its share of the cores for the kernels'
+    threads, unless ``NUMBA_NUM_THREADS`` says otherwise: two ranks of two threads each on
+    two cores fight over them (MPI's waits spin), and a step measured 13x slower."""
+    ranks = local_ranks()
+    if ranks <= 1 or "NUMBA_NUM_THREADS" in os.environ:
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // ranks)
+    os.environ["NUMBA_NUM_THREADS"] = str(threads)
+    numba = sys.modules.get("numba")
+    if numba is not None:  # already started: use fewer of its threads
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+@contextmanager
+def abort_on_error(comm: Communicator) -> Iterator[None]:
+    """Run the block; if it raises on one rank of several, write that rank and the error to
+    stderr and abort the whole job (the other ranks would otherwise wait in their next
+    collective forever)."""
+    try:
+        yield
+    except BaseException as e:
+        if comm.size > 1:
+            sys.stderr.write(f"cnnir: rank {comm.rank} of {comm.size} failed: "
+                             f"{type(e).__name__}: {e}\n")
+            sys.stderr.flush()
+            comm.abort(1)
+        raise
+
+
+def launched_by_mpi() -> bool:
+    """True in a process started by ``mpiexec`` with more than one rank (MPICH's, Open
+    MPI's and Intel MPI's launchers set these), without initializing MPI."""
+    import os
+
+    for name in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS"):
+        if os.environ.get(name, "1").strip() not in ("", "0", "1"):
+            return True
+    return False
+
+
+__all__ = ["EXTRA", "Communicator", "abort_on_error", "init", "launched_by_mpi", "local_ranks",
+           "mpi", "share_cores"]

@@ -1,0 +1,89 @@
+"""Run under ``mpiexec -n 2`` by ``test_distributed.py``: data-parallel training checked step
+by step against one process training on the ranks' batches together.
+
+    mpiexec -n 2 python tests/distributed/ranks.py equivalence sgd float64
+
+Each rank trains on its shard of every batch (``batches(..., num_replicas=2, rank=r)``);
+rank 0 also trains a copy of the model alone, on both shards of each batch at once (the
+gradient of the mean loss over 2b examples is the mean of the two ranks' gradients over b).
+After every step the parameters must agree with that reference (float64: 1e-12, float32:
+1e-5 relative to their size) and be bit-identical on both ranks. ``fail`` raises on rank 1
+mid-epoch: the job must end with that rank named, not hang. Prints ``OK`` on success.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+
+import numpy as np
+
+import cnnir
+from cnnir import distributed as dist
+from cnnir import nn, optim
+
+OPTIMIZERS = {"sgd": lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, weight_decay=1e-3),
+              "adam": lambda ps: optim.Adam(ps, lr=0.01)}
+TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
+STEPS, BATCH = 6, 8  # per rank
+
+
+def small_net() -> nn.Module:
+    nn.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(4 * 4 * 4, 3))
+
+
+def equivalence(comm: dist.Communicator, optimizer: str, dtype: str) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((STEPS * BATCH * comm.size, 1, 8, 8)).astype(dtype)
+    y = rng.integers(0, 3, len(x))
+    net = small_net().to(dtype=np.dtype(dtype))
+    if comm.rank == 1:  # a different start: the broadcast must replace it
+        for p in net.parameters():
+            p.data[...] = 7.0
+    alone = copy.deepcopy(net) if comm.rank == 0 else None
+    step = cnnir.compile_train(net, nn.CrossEntropyLoss(), OPTIMIZERS[optimizer](
+        net.parameters()), inputs=("N", 1, 8, 8), targets=("N",), tune=False, comm=comm)
+    if alone is not None:
+        ref = cnnir.compile_train(alone, nn.CrossEntropyLoss(), OPTIMIZERS[optimizer](
+            alone.parameters()), inputs=("N", 1, 8, 8), targets=("N",), tune=False)
+        together = cnnir.data.batches(x, y, batch_size=BATCH * comm.size, shuffle=True, seed=3)
+    shard = cnnir.data.batches(x, y, batch_size=BATCH, shuffle=True, seed=3,
+                               num_replicas=comm.size, rank=comm.rank)
+    assert len(shard) == STEPS
+    pairs = zip(shard, together) if alone is not None else ((b, None) for b in shard)
+    for i, ((xs, ys), whole) in enumerate(pairs):
+        step(xs, ys)
+        flat = np.concatenate([p.data.reshape(-1) for p in net.parameters()])
+        gathered = comm.comm.allgather(flat)
+        assert all(np.array_equal(gathered[0], g) for g in gathered), f"ranks differ at {i}"
+        if alone is not None:
+            ref(*whole)
+            want = np.concatenate([p.data.reshape(-1) for p in alone.parameters()])
+            err = np.abs(flat - want).max() / max(1.0, np.abs(want).max())
+            assert err <= TOLERANCE[dtype], f"step {i}: {err:.3g} from one process"
+
+
+def fail(comm: dist.Communicator) -> None:
+    """Rank 1 raises in its third step while rank 0 goes on into the collective."""
+    net = small_net()
+    step = cnnir.compile_train(net, nn.CrossEntropyLoss(), optim.SGD(net.parameters(), 0.1),
+                               inputs=("N", 1, 8, 8), targets=("N",), tune=False, comm=comm)
+    x = np.zeros((BATCH, 1, 8, 8), np.float32)
+    y = np.zeros(BATCH, np.int64)
+    with dist.abort_on_error(comm):
+        for i in range(10):
+            if comm.rank == 1 and i == 2:
+                raise RuntimeError("injected failure")
+            step(x, y)
+
+
+if __name__ == "__main__":
+    world = dist.init()
+    if sys.argv[1] == "equivalence":
+        equivalence(world, sys.argv[2], sys.argv[3])
+    else:
+        fail(world)
+    if world.rank == 0:
+        print("OK")
