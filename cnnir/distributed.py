@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class Communicator:
     comm: Any
     rank: int
     size: int
+    reduce_seconds: float = 0.0  # spent in allreduce_mean so far (packing included)
     _buckets: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
 
     def allreduce_mean(self, arrays: Sequence[np.ndarray]) -> None:
@@ -61,13 +63,14 @@ class Communicator:
         order)."""
         if self.size == 1:
             return
-        MPI = mpi()
+        MPI, start = mpi(), time.perf_counter()
         for group in _by_dtype(arrays):
             bucket = self._bucket(group)
             _pack(bucket, group)
             self.comm.Allreduce(MPI.IN_PLACE, bucket, op=MPI.SUM)
             bucket *= bucket.dtype.type(1.0 / self.size)
             _unpack(bucket, group)
+        self.reduce_seconds += time.perf_counter() - start
 
     def broadcast(self, arrays: Sequence[np.ndarray], root: int = 0) -> None:
         """Overwrite every array, in place, with ``root``'s values."""
@@ -79,11 +82,32 @@ class Communicator:
             self.comm.Bcast(bucket, root=root)
             _unpack(bucket, group)
 
-    def mean(self, value: float) -> float:
-        """The mean of a scalar over the ranks (a loss or an accuracy)."""
+    def sum_in_place(self, array: np.ndarray) -> None:
+        """``array`` (contiguous) replaced by its sum over the ranks."""
+        if self.size > 1:
+            self.comm.Allreduce(mpi().IN_PLACE, array, op=mpi().SUM)
+
+    def moments(self, moments: np.ndarray, count: int) -> int:
+        """``moments`` ([2, C] float64: the per-channel mean and biased variance of ``count``
+        values of this rank) replaced by those of every rank's values together (SyncBatchNorm's
+        batch statistics, exactly: the variance from each rank's spread about the global
+        mean); returns the total count."""
         if self.size == 1:
-            return float(value)
-        return float(self.comm.allreduce(float(value))) / self.size
+            return count
+        channels = moments.shape[1]
+        part = np.empty(channels + 1)
+        part[:channels], part[channels] = count * moments[0], count
+        self.sum_in_place(part)
+        total = part[channels]
+        mean = part[:channels] / total
+        spread = count * (moments[1] + (moments[0] - mean) ** 2)
+        self.sum_in_place(spread)
+        moments[0], moments[1] = mean, spread / total
+        return int(total)
+
+    def from_root(self, value: Any, root: int = 0) -> Any:
+        """``root``'s ``value`` (a few numbers: it travels pickled), on every rank."""
+        return value if self.size == 1 else self.comm.bcast(value, root=root)
 
     def abort(self, code: int = 1) -> None:
         """End every rank of the job (a failed rank must never leave the others waiting)."""
@@ -120,16 +144,28 @@ def _unpack(bucket: np.ndarray, group: list[np.ndarray]) -> None:
         at += a.size
 
 
+_active: Communicator | None = None
+
+
 def init(comm: Any = None) -> Communicator:
     """The communicator to train over: ``comm`` (an mpi4py communicator) or
     ``MPI.COMM_WORLD``. MPI starts on first use (mpi4py initializes it on import). Ranks
-    sharing a machine share its cores (``share_cores``)."""
-    if isinstance(comm, Communicator):
-        return comm
-    if comm is None:
-        comm = mpi().COMM_WORLD
-    share_cores()
-    return Communicator(comm, comm.Get_rank(), comm.Get_size())
+    sharing a machine share its cores (``share_cores``). It becomes the active
+    communicator, the one SyncBatchNorm reduces over (PyTorch's default process group)."""
+    global _active
+    if not isinstance(comm, Communicator):
+        if comm is None:
+            comm = mpi().COMM_WORLD
+        share_cores()
+        comm = Communicator(comm, comm.Get_rank(), comm.Get_size())
+    _active = comm
+    return comm
+
+
+def active() -> Communicator | None:
+    """The communicator ``init`` made active, or None in a process that never called it
+    (then SyncBatchNorm is BatchNorm)."""
+    return _active
 
 
 def local_ranks() -> int:
@@ -155,6 +191,18 @@ def share_cores() -> None:
     numba = sys.modules.get("numba")
     if numba is not None:  # already started: use fewer of its threads
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+def reduce_moments(moments: np.ndarray, count: int) -> int:
+    """``Communicator.moments`` over the active communicator (SyncBatchNorm's statistics,
+    for the backends); unchanged, and ``count`` back, without one."""
+    return count if _active is None else _active.moments(moments, count)
+
+
+def reduce_sum(array: np.ndarray) -> None:
+    """``array`` summed over the active communicator's ranks, in place (no-op without one)."""
+    if _active is not None:
+        _active.sum_in_place(array)
 
 
 @contextmanager
@@ -184,5 +232,5 @@ def launched_by_mpi() -> bool:
     return False
 
 
-__all__ = ["EXTRA", "Communicator", "abort_on_error", "init", "launched_by_mpi", "local_ranks",
-           "mpi", "share_cores"]
+__all__ = ["EXTRA", "Communicator", "abort_on_error", "active", "init", "launched_by_mpi",
+           "local_ranks", "mpi", "reduce_moments", "reduce_sum", "share_cores"]

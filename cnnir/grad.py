@@ -90,7 +90,7 @@ def running_stat_updates(graph: Graph) -> dict[str, Value]:
         stats = [v for v in (mean, var, count) if v is not None]
         current = [latest.get(v.name, v) for v in stats]
         update = graph.add_node(batch_norm_update, [x, *current] + [None] * (4 - len(stats) - 1),
-                                BatchNormUpdateAttrs(node.attrs.momentum),
+                                BatchNormUpdateAttrs(node.attrs.momentum, node.attrs.sync),
                                 name=f"{node.name}.update", scope=node.scope, loc=node.loc)
         for buffer, new in zip(stats, update.outputs):
             graph.rename_value(new, f"{buffer.name}.new")

@@ -130,7 +130,7 @@ class TrainStep:
     def _parallel_step(self, arrays: tuple) -> float:
         loss, *rest = self.program(*arrays)
         self.output = rest[0] if self.kept else None
-        grads = [np.array(g) for g in rest[self.kept:]]  # out of the program's buffers
+        grads = [np.array(g, order="C") for g in rest[self.kept:]]  # out of the program's buffers
         self.comm.allreduce_mean(grads)
         self.update(grads)
         self.program.changed(self.names)

@@ -494,16 +494,14 @@ class Trainer:
         if self.data.x_val is None:
             return None, None
         if not self.leader:  # rank 0 evaluates: every rank then steps the same schedule
-            return self.comm.comm.bcast(None, root=0)
+            return self.comm.from_root(None)
         evaluator = self._evaluator()
         total = Totals()
         for x, y in datasets.batches(self.data.x_val, self.data.y_val, batch_size=EVAL_CHUNK):
             loss, output = evaluator(x, y)
             total.add(float(loss), _correct(output, y), len(x))
         result = total.loss(), total.accuracy()
-        if self.comm is not None:
-            self.comm.comm.bcast(result, root=0)
-        return result
+        return result if self.comm is None else self.comm.from_root(result)
 
     def _evaluator(self) -> Any:
         wrapped = WithLoss(self.model, self.loss).eval()
@@ -560,7 +558,7 @@ class Totals:
         """The sums over every rank's examples (padding repeats count twice, as in PyTorch's
         DistributedSampler)."""
         sums = np.array([self.loss_sum, self.correct, self.count, int(self.scored)], np.float64)
-        comm.comm.Allreduce(dist.mpi().IN_PLACE, sums, op=dist.mpi().SUM)
+        comm.sum_in_place(sums)
         self.loss_sum, self.correct, self.count = float(sums[0]), int(sums[1]), int(sums[2])
         self.scored = int(sums[3]) == comm.size
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from cnnir import ops
 from cnnir.frontend import functional as F
 from cnnir.frontend import init
 from cnnir.frontend.module import Buffer, Module, Parameter
@@ -17,7 +18,7 @@ from cnnir.frontend.tensor import Tensor
 from cnnir.frontend.tracer import build_attrs
 from cnnir.ops.activation import DropoutAttrs, RReluAttrs, SoftplusAttrs
 from cnnir.ops.conv import Conv2dAttrs, ConvTranspose2dAttrs, normalize_padding
-from cnnir.ops.norm import GroupNormAttrs, LayerNormAttrs
+from cnnir.ops.norm import BatchNormAttrs, GroupNormAttrs, LayerNormAttrs
 from cnnir.ops.pool import AdaptivePoolAttrs, AvgPoolAttrs, InterpolateAttrs, PoolAttrs
 from cnnir.ops.registry import pair, positive_pair, require
 
@@ -203,6 +204,50 @@ class BatchNorm2d(_BatchNorm):
     def _check_input(self, x: Tensor) -> None:
         build_attrs(lambda: require(x.ndim == 4, f"expected 4D input (got {x.ndim}D input "
                                     f"{list(x.shape)})"), "BatchNorm2d")
+
+
+class SyncBatchNorm(_BatchNorm):
+    """BatchNorm whose batch statistics, and in the backward their gradient sums, are over
+    every rank's batch in data-parallel training (``cnnir.distributed``: the communicator
+    ``init`` made active, PyTorch's default process group); in one process, or in eval, it
+    is BatchNorm. Any input of rank 2 or more."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True,
+                 process_group: Any = None, device: Any = None,
+                 dtype: str = "float32") -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device,
+                         dtype)
+        build_attrs(lambda: require(process_group is None, "process_group must be None: "
+                                    "the statistics are over the active communicator's ranks",
+                                    "cnnir.distributed.init(comm) chooses the ranks"),
+                    "SyncBatchNorm")
+
+    def forward(self, x: Tensor) -> Tensor:
+        build_attrs(lambda: require(x.ndim >= 2, f"expected at least 2D input (got {x.ndim}D "
+                                    f"input {list(x.shape)})"), "SyncBatchNorm")
+        return F._emit(ops.batch_norm, [x, self.running_mean, self.running_var, self.weight,
+                                        self.bias], BatchNormAttrs,
+                       training=self.training or self.running_mean is None,
+                       momentum=self.momentum, eps=self.eps, sync=True)
+
+    @classmethod
+    def convert_sync_batchnorm(cls, module: Module, process_group: Any = None) -> Module:
+        """``module`` with every BatchNorm1d/2d replaced by a SyncBatchNorm holding the same
+        parameters and buffers (the arrays themselves) and training mode; a BatchNorm given
+        directly comes back converted, anything else is changed in place and returned."""
+        if isinstance(module, (BatchNorm1d, BatchNorm2d)):
+            sync = cls(module.num_features, module.eps, module.momentum, module.affine,
+                       module.track_running_stats, process_group)
+            for table in ("_parameters", "_buffers"):
+                getattr(sync, table).update(getattr(module, table))
+            sync.train(module.training)
+            return sync
+        for name, child in list(module.named_children()):
+            converted = cls.convert_sync_batchnorm(child, process_group)
+            if converted is not child:
+                setattr(module, name, converted)
+        return module
 
 
 class GroupNorm(Module):

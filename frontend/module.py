@@ -193,16 +193,16 @@ class Module:
         if "_parameters" not in self.__dict__:
             raise CnnirError(f"{type(self).__name__}.__init__ must call super().__init__() "
                              f"before assigning {name!r}")
+        target = (self._parameters if isinstance(value, Parameter) else self._buffers
+                  if isinstance(value, Buffer) else self._modules if isinstance(value, Module)
+                  else None)
         for table in (self._parameters, self._buffers, self._modules):
-            table.pop(name, None)
+            if table is not target:  # a replacement in its own table keeps its place
+                table.pop(name, None)
         if isinstance(value, (LazyArray, Module)):
             self.__dict__.pop(name, None)  # a plain attribute of that name would shadow it
-        if isinstance(value, Parameter):
-            self._parameters[name] = value
-        elif isinstance(value, Buffer):
-            self._buffers[name] = value
-        elif isinstance(value, Module):
-            self._modules[name] = value
+        if target is not None:
+            target[name] = value
         else:
             object.__setattr__(self, name, value)
 

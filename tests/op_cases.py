@@ -162,6 +162,9 @@ NORMALIZATION = [
          [T("N", 5)]),
     Case("batch-norm-train", lambda: nn.BatchNorm2d(4).train(), [T(2, 4, 9, 9)], 162,
          ort_optimize=False),
+    # one process: BatchNorm (tests/distributed checks it across ranks)
+    Case("sync-batch-norm-train", lambda: nn.SyncBatchNorm(4).train(), [T(2, 4, 9, 9)], 162,
+         ort_optimize=False),
 ]
 
 

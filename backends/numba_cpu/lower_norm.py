@@ -15,6 +15,12 @@ epilogue pass ``g·γ/√(rv + eps)``; gγ and gβ one pass of float64 sums over
 A fused activation gradient (``fuse-activation-grad``) is applied as pass 1 reads g, its
 products kept in gx for pass 2 (in eval, a pass of its own first).
 
+SyncBatchNorm (``sync``) reduces over the ranks of ``cnnir.distributed``'s active
+communicator: the forward's and the update's per-channel moments, and in the backward the
+moments and the sums Σg, Σg·(x − μ) that give gx (gγ and gβ stay this rank's sums). Its
+backward runs the fused activation's pass first, then moments, sums, their reduction and
+the gx pass.
+
 group_norm and layer_norm (the [M, 1, D, 1] view of a group norm) run one parallel pass per
 (sample, group) row; group_norm_grad one more, plus a numpy sum of per-sample partials for
 the parameters' gradients.
@@ -26,6 +32,7 @@ import math
 
 import numpy as np
 
+from cnnir import distributed as dist
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
 from cnnir.backends.numba_cpu.epilogue import Epilogue, activation_code, as3d, epilogue_step
@@ -63,9 +70,12 @@ def batch_norm(b: Builder, node: Node) -> Step:
         x3 = as3d(x)
         moments = b.scratch((2, x3.shape[1]), np.float64, owner=("batch-norm", node.name))
         statistics = nk.channel_moments.sized(x3.size)
+        sync, count = node.attrs.sync, x3.shape[0] * x3.shape[2]
 
         def batch_statistics() -> None:
             statistics(x3, moments)
+            if sync:
+                dist.reduce_moments(moments, count)
             ep.scale[:], ep.shift[:] = affine(gamma, beta, moments[0], moments[1], eps, b.dtype)
             apply()
 
@@ -94,7 +104,7 @@ def batch_norm_grad(b: Builder, node: Node) -> Step:
         in_place = gx is not None and a.batch_stats  # eval reads g again after writing gx
         gv = gx if in_place else b.scratch(g.shape, owner=owner)
         prologue = (int(code), alpha, as3d(act_in), as3d(gv))
-    if a.batch_stats:
+    if a.batch_stats and not a.sync:
         return batch_statistics_grad(b, as3d(x), g3, prologue, gamma, a.eps, sums, gw, gb, gx,
                                      owner)
     steps = []
@@ -104,7 +114,10 @@ def batch_norm_grad(b: Builder, node: Node) -> Step:
         flat = [v.reshape(-1) for v in (prologue[2], as3d(g), g3)]
         steps.append(lambda: kernel(*flat, prologue[0], prologue[1]))
         g = g3.reshape(g.shape)
-    if gx is not None:  # gy·γ/√(rv + eps): the epilogue pass, scale remade each call
+    if a.batch_stats:  # sync
+        steps.append(synced_statistics_grad(b, as3d(x), g3, gamma, a.eps, sums, gw, gb, gx,
+                                            owner))
+    elif gx is not None:  # gy·γ/√(rv + eps): the epilogue pass, scale remade each call
         ep = Epilogue(np.ones(channels, b.dtype), np.zeros(channels, b.dtype))
         apply = epilogue_step(g, gx, ep)
 
@@ -113,7 +126,7 @@ def batch_norm_grad(b: Builder, node: Node) -> Step:
             apply()
 
         steps.append(input_grad)
-    if gw is not None or gb is not None:
+    if not a.batch_stats and (gw is not None or gb is not None):
         x3 = as3d(x) if x is not None else g3
         center = rm if rm is not None else np.zeros(channels, b.dtype)
         reduce = nk.centered_grad_sums.sized(g3.size)
@@ -160,6 +173,43 @@ def batch_statistics_grad(b: Builder, x3: np.ndarray, g3: np.ndarray, prologue: 
     return step
 
 
+def synced_statistics_grad(b: Builder, x3: np.ndarray, g3: np.ndarray,
+                           gamma: np.ndarray | None, eps: float, sums: np.ndarray,
+                           gw: np.ndarray | None, gb: np.ndarray | None, gx: np.ndarray | None,
+                           owner: tuple) -> Step:
+    """SyncBatchNorm's backward with batch statistics (module docstring): the moments and
+    the sums Σg, Σg·(x − μ) over every rank; gγ and gβ from this rank's sums."""
+    channels = g3.shape[1]
+    moments = b.scratch((2, channels), np.float64, owner=(*owner, "moments"))
+    total_sums = b.scratch((2, channels), np.float64, owner=(*owner, "total"))
+    coef = b.scratch((4, channels), owner=owner)
+    gamma64 = np.ones(channels) if gamma is None else None
+    statistics = nk.channel_moments.sized(x3.size)
+    reduce = nk.centered_grad_sums.sized(g3.size)
+    second = nk.batch_norm_grad_input.sized(g3.size)
+    gx3 = as3d(gx) if gx is not None else None
+    count = x3.shape[0] * x3.shape[2]
+
+    def step() -> None:
+        statistics(x3, moments)
+        total = dist.reduce_moments(moments, count)
+        reduce(x3, g3, moments[0], sums)
+        inv_std = 1.0 / np.sqrt(moments[1] + eps)
+        if gb is not None:
+            gb[:] = sums[0]
+        if gw is not None:
+            gw[:] = sums[1] * inv_std
+        if gx3 is not None:
+            total_sums[:] = sums
+            dist.reduce_sum(total_sums)
+            a = (gamma64 if gamma is None else gamma.astype(np.float64)) * inv_std
+            coef[0], coef[1] = a, total_sums[0] / total
+            coef[2], coef[3] = -a * total_sums[1] * inv_std ** 2 / total, moments[0]
+            second(g3, x3, coef, gx3)
+
+    return step
+
+
 @lower(norm_ops.batch_norm_update)
 def batch_norm_update(b: Builder, node: Node) -> Step:
     """The moving averages from the batch's per-channel mean and biased variance (one
@@ -170,14 +220,16 @@ def batch_norm_update(b: Builder, node: Node) -> Step:
     n = x3.shape[0] * x3.shape[2]
     moments = b.scratch((2, x3.shape[1]), np.dtype(np.float64), owner="batch-norm-moments")
     statistics = nk.channel_moments.sized(x3.size)
-    momentum = node.attrs.momentum
+    momentum, sync = node.attrs.momentum, node.attrs.sync
 
     def step() -> None:
         statistics(x3, moments)
+        total = dist.reduce_moments(moments, n) if sync else n
         tracked = None if count is None else count + 1
         m = momentum if momentum is not None else 1.0 / tracked
         np.copyto(outs[0], (1 - m) * mean + m * moments[0], casting="unsafe")
-        np.copyto(outs[1], (1 - m) * var + m * moments[1] * n / (n - 1), casting="unsafe")
+        np.copyto(outs[1], (1 - m) * var + m * moments[1] * total / (total - 1),
+                  casting="unsafe")
         if tracked is not None:
             np.copyto(outs[2], tracked)
 

@@ -25,6 +25,7 @@ import math
 import numpy as np
 from numba import float64
 
+from cnnir import distributed as dist
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
 from cnnir.backends.numba_cpu.epilogue import activation_code
@@ -44,6 +45,7 @@ from cnnir.backends.numba_cuda.elementwise import (
     TANH,
 )
 from cnnir.backends.numba_cuda.runtime import cuda, flat, launch, lower
+from cnnir.errors import LoweringError
 from cnnir.ir import Node
 from cnnir.ops import activation as activation_ops
 from cnnir.ops import conv as conv_ops
@@ -284,9 +286,19 @@ def batch_norm_grad_input_kernel(x, gamma, has_gamma, gy, act, has_act, code, al
         gx[i] = scale * u
 
 
+def refuse_sync(node: Node) -> None:
+    """SyncBatchNorm across several MPI ranks has no GPU collective here."""
+    comm = dist.active()
+    if node.attrs.sync and comm is not None and comm.size > 1:
+        raise LoweringError(f"SyncBatchNorm across {comm.size} MPI ranks runs on the CPU "
+                            "backends only", hint="compile with backend='numba', or use "
+                            "BatchNorm (per-rank statistics) on the GPU")
+
+
 @lower(norm_ops.batch_norm_grad)
 def batch_norm_grad(b: Builder, node: Node) -> Step:
     a = node.attrs
+    refuse_sync(node)
     x, rm, rv, gamma, gy, act = (None if v is None else b.array(v)
                                  for v in (node.inputs + [None] * 6)[:6])
     outs = dict(zip(a.outputs, (b.array(v) for v in node.outputs)))
@@ -355,6 +367,7 @@ def increment_kernel(count, out):
 def batch_norm_update(b: Builder, node: Node) -> Step:
     """One block per channel, then (with num_batches_tracked) a one-thread increment after
     every block has read the old count."""
+    refuse_sync(node)
     x, rm, rv, count = (None if v is None else b.array(v) for v in (node.inputs + [None])[:4])
     outs = [flat(b.array(v)) for v in node.outputs]
     n_img, channels, p = planes(tuple(x.shape))

@@ -37,6 +37,7 @@ from cnnir.backends.numba_cuda.backward import (
     device,
     placeholder,
     reduce_threads,
+    refuse_sync,
     sequence,
 )
 from cnnir.backends.numba_cuda.runtime import cuda, flat, launch, lower
@@ -142,6 +143,7 @@ def affine(gamma, beta, mean, var, eps: float, dtype: np.dtype) -> tuple[np.ndar
 
 @lower(ops.batch_norm)
 def batch_norm(b: Builder, node: Node) -> Step:
+    refuse_sync(node)
     x, rm, rv, gamma, beta = (b.array(v) for v in node.inputs)
     out = b.array(node.output)
     params = node.inputs[1:]

@@ -8,12 +8,16 @@ batch_norm_grad (docs/semantics.md §3), with ``x̂ = (x − μ)/√(σ² + eps)
 dim but 1: ``gβ = Σ gy``, ``gγ = Σ gy·x̂``; with batch statistics
 ``gx = γ/√(σ²_b + eps)·(gy − mean(gy) − x̂·mean(gy·x̂))``, in eval ``gx = gy·γ/√(rv + eps)``
 (μ, σ² the running statistics).
+
+SyncBatchNorm (``sync``): μ and σ²_b over every rank's batch (``cnnir.distributed``'s active
+communicator), and in gx the means of gy and gy·x̂ too; gγ and gβ stay this rank's sums.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from cnnir import distributed as dist
 from cnnir import ops
 from cnnir.backends.reference.activation import activation_derivative
 from cnnir.backends.reference.runtime import Context, kernel
@@ -32,14 +36,26 @@ def per_channel(v: np.ndarray, rank: int) -> np.ndarray:
     return v.reshape((1, -1) + (1,) * (rank - 2))
 
 
+def batch_moments(x: np.ndarray, sync: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """The per-channel mean and biased variance (shaped to broadcast) and the count of values
+    per channel: this batch's, or with ``sync`` every rank's batch's."""
+    axes = (0, *range(2, x.ndim))
+    mean = x.mean(axis=axes)
+    var = ((x - per_channel(mean, x.ndim)) ** 2).mean(axis=axes)
+    count = x.size // x.shape[1]
+    if sync:
+        moments = np.stack([mean, var]).astype(np.float64)
+        count = dist.reduce_moments(moments, count)
+        mean, var = moments.astype(x.dtype)
+    return per_channel(mean, x.ndim), per_channel(var, x.ndim), count
+
+
 @kernel(ops.batch_norm)
 def batch_norm(ctx: Context, a: BatchNormAttrs, x: np.ndarray, running_mean: np.ndarray | None,
                running_var: np.ndarray | None, weight: np.ndarray | None,
                bias: np.ndarray | None) -> np.ndarray:
-    axes = (0, *range(2, x.ndim))
     if a.training or running_mean is None:
-        mean = x.mean(axis=axes, keepdims=True)
-        var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+        mean, var, _ = batch_moments(x, a.sync)
     else:
         mean = per_channel(running_mean, x.ndim)
         var = per_channel(running_var, x.ndim)
@@ -61,8 +77,7 @@ def batch_norm_grad(ctx: Context, a: BatchNormGradAttrs, x: np.ndarray | None,
     axes = (0, *range(2, gy.ndim))
     gamma = per_channel(weight, gy.ndim) if weight is not None else 1.0
     if a.batch_stats:
-        mean = x.mean(axis=axes, keepdims=True)
-        var = ((x - mean) ** 2).mean(axis=axes, keepdims=True)
+        mean, var, count = batch_moments(x, a.sync)
     else:
         mean = None if running_mean is None else per_channel(running_mean, gy.ndim)
         var = per_channel(running_var, gy.ndim)
@@ -75,9 +90,11 @@ def batch_norm_grad(ctx: Context, a: BatchNormGradAttrs, x: np.ndarray | None,
     if "input" in a.outputs:
         if a.batch_stats:
             x_hat = (x - mean) * inv_std
-            results["input"] = gamma * inv_std * (gy - gy.mean(axis=axes, keepdims=True)
-                                                  - x_hat * (gy * x_hat).mean(axis=axes,
-                                                                              keepdims=True))
+            sums = np.stack([gy.sum(axis=axes), (gy * x_hat).sum(axis=axes)])
+            if a.sync:
+                dist.reduce_sum(sums)
+            g_mean, gx_mean = (per_channel(s / count, gy.ndim) for s in sums)
+            results["input"] = gamma * inv_std * (gy - g_mean - x_hat * gx_mean)
         else:
             results["input"] = gy * gamma * inv_std
     return tuple(results[name] for name in a.outputs)
@@ -87,10 +104,8 @@ def batch_norm_grad(ctx: Context, a: BatchNormGradAttrs, x: np.ndarray | None,
 def batch_norm_update(ctx: Context, a, x: np.ndarray, running_mean: np.ndarray,
                       running_var: np.ndarray, count: np.ndarray | None) -> tuple:
     """The running statistics after one training-mode forward (docs/semantics.md §1.4)."""
-    axes = (0, *range(2, x.ndim))
-    n = x.size // x.shape[1]
-    mean = x.mean(axis=axes)
-    unbiased = ((x - x.mean(axis=axes, keepdims=True)) ** 2).sum(axis=axes) / (n - 1)
+    mean, var, n = batch_moments(x, a.sync)
+    mean, unbiased = mean.reshape(-1), var.reshape(-1) * n / (n - 1)
     tracked = None if count is None else count + 1
     m = a.momentum if a.momentum is not None else 1.0 / tracked
     new = ((1 - m) * running_mean + m * mean, (1 - m) * running_var + m * unbiased)

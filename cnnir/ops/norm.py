@@ -29,9 +29,14 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class BatchNormAttrs:
+    """``sync``: SyncBatchNorm, whose batch statistics (and, in the backward, their gradient
+    sums) are reduced over the ranks of ``cnnir.distributed``'s active communicator; the
+    same as BatchNorm in one process or in eval."""
+
     training: bool = False
     momentum: float | None = 0.1
     eps: float = 1e-5
+    sync: bool = False
 
     def __post_init__(self) -> None:
         require(self.eps > 0, f"eps must be > 0, got {self.eps}")
@@ -104,7 +109,7 @@ def vjp_batch_norm(ad: Any, node: Node, grads: list) -> list:
     reads_x = batch or "weight" in wanted
     inputs = [x if reads_x else None, None if batch or "weight" not in wanted else rm,
               None if batch else rv, w, grads[0]]
-    attrs = BatchNormGradAttrs(node.attrs.eps, batch, wanted)
+    attrs = BatchNormGradAttrs(node.attrs.eps, batch, wanted, sync=node.attrs.sync and batch)
     got = dict(zip(wanted, ad.ops(batch_norm_grad, inputs, attrs)))
     return [got.get("input"), None, None, got.get("weight"), got.get("bias")]
 
@@ -130,13 +135,17 @@ class BatchNormGradAttrs:
     """A ``batch_norm_grad`` node: the forward's eps, whether it used batch statistics, and
     the gradients it computes, in this order: input, weight, bias. With an ``activation``
     (the ``fuse-activation-grad`` pass) grad_output is first multiplied by that activation's
-    derivative at ``activation_input``: the activation_grad node before it, fused."""
+    derivative at ``activation_input``: the activation_grad node before it, fused. ``sync``
+    (SyncBatchNorm with batch statistics): the statistics and the sums ``Σgy``, ``Σgy·x̂``
+    of the input's gradient are over every rank's batch; the weight's and bias's gradients
+    stay this rank's sums (data-parallel training averages them with the others)."""
 
     eps: float = 1e-5
     batch_stats: bool = True
     outputs: tuple[str, ...] = BN_GRADS
     activation: OpDef | None = None
     activation_attrs: Any = None
+    sync: bool = False
 
     def __post_init__(self) -> None:
         require(self.eps > 0, f"eps must be > 0, got {self.eps}")
@@ -208,7 +217,10 @@ batch_norm_grad = register(OpDef(
 
 @dataclass(frozen=True)
 class BatchNormUpdateAttrs:
+    """``sync``: from the statistics of every rank's batch (SyncBatchNorm)."""
+
     momentum: float | None = 0.1
+    sync: bool = False
 
 
 def infer_batch_norm_update(a: BatchNormUpdateAttrs,

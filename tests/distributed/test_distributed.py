@@ -31,10 +31,18 @@ def run_job(*args: str, ranks: int = 2) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=LIMIT_S)
 
 
+@pytest.mark.parametrize("network", ["plain", "syncbn"])
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_two_ranks_match_one_process_on_both_shards(optimizer: str, dtype: str) -> None:
-    job = run_job("equivalence", optimizer, dtype)
+def test_two_ranks_match_one_process_on_both_shards(optimizer: str, dtype: str,
+                                                    network: str) -> None:
+    """Without BatchNorm, or with SyncBatchNorm against BatchNorm over both shards."""
+    job = run_job("equivalence", optimizer, dtype, network)
+    assert job.returncode == 0 and job.stdout.strip().endswith("OK"), job.stdout + job.stderr
+
+
+def test_sync_batchnorm_on_the_reference_backend() -> None:
+    job = run_job("equivalence", "sgd", "float64", "syncbn", "reference")
     assert job.returncode == 0 and job.stdout.strip().endswith("OK"), job.stdout + job.stderr
 
 
@@ -86,7 +94,9 @@ def test_one_rank_communicator_needs_no_peers() -> None:
     a = np.arange(4.0)
     comm.allreduce_mean([a])
     comm.broadcast([a])
-    assert a.tolist() == [0.0, 1.0, 2.0, 3.0] and comm.mean(2.5) == 2.5
+    moments = np.array([[1.0, 2.0], [0.5, 0.25]])
+    assert comm.moments(moments, 7) == 7 and moments.tolist() == [[1.0, 2.0], [0.5, 0.25]]
+    assert a.tolist() == [0.0, 1.0, 2.0, 3.0] and comm.from_root((2.5, None)) == (2.5, None)
 
 
 def test_missing_mpi4py_names_the_extra(monkeypatch) -> None:
@@ -117,3 +127,26 @@ def test_cnnir_train_on_two_ranks_then_resumed_on_one(tmp_path: Path) -> None:
                               checkpoint=str(ckpt), resume=True), log=lambda line: None)
     assert resumed.history[:10] == history and len(resumed.history) == 11
     assert resumed.history[-1]["val_acc"] >= 0.95
+
+
+def test_convert_sync_batchnorm_keeps_arrays_order_and_mode() -> None:
+    from cnnir import nn
+
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4),
+                        nn.Sequential(nn.Flatten(), nn.BatchNorm1d(144)), nn.InstanceNorm2d(4))
+    net.eval()
+    weight, mean = net[1].weight, net[1].running_mean
+    converted = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    assert converted is net and list(net._modules) == ["0", "1", "2", "3"]
+    assert isinstance(net[1], nn.SyncBatchNorm) and isinstance(net[2][1], nn.SyncBatchNorm)
+    assert type(net[3]) is nn.InstanceNorm2d  # not a BatchNorm
+    assert net[1].weight is weight and net[1].running_mean is mean and not net[1].training
+    single = nn.SyncBatchNorm.convert_sync_batchnorm(nn.BatchNorm2d(3))
+    assert isinstance(single, nn.SyncBatchNorm) and single.num_features == 3
+
+
+def test_sync_batchnorm_refuses_a_process_group() -> None:
+    from cnnir import nn
+
+    with pytest.raises(cnnir.CnnirError, match="process_group"):
+        nn.SyncBatchNorm(4, process_group=object())
