@@ -2,9 +2,11 @@
 
 Measured, each configuration its own ``mpiexec`` job (SmallCIFAR, cross-entropy, SGD with
 momentum 0.9, ``--batch`` examples a rank, median of ``--steps`` steps after two warm-up
-steps): one rank with all the cores' threads against one rank a core with one thread each.
-Printed: ms per step, examples/s over all ranks, and the time in the gradients' allreduce
-(packing into the bucket included) with its share of the step.
+steps): one rank with all the cores' threads against one rank a core with one thread each,
+the gradients in one bucket reduced after the backward, or in 64 KiB buckets reduced while
+it runs. Printed: ms per step, examples/s over all ranks, and the time the step spent on the
+gradients' averaging that compute did not hide (copies into the buckets, starting and
+progressing the Iallreduce calls, and the final wait), with its share of the step.
 
 Projected: for ResNet-18 and MobileNetV2 (and SmallCIFAR), the bytes reduced per step (the
 float32 gradient of every parameter), the compute time per example measured here (one
@@ -47,12 +49,15 @@ from bench_inference import MODELS, build, isa  # noqa: E402
 
 LINKS = ((10e9, 25e-6, "10 Gb/s"), (100e9, 3e-6, "100 Gb/s"))  # bits/s, s a message
 MACHINES = (2, 4, 8, 16, 32, 64)
+ONE_BUCKET = 1 << 40  # every gradient in one bucket, sent when the backward has finished
+SMALL_BUCKETS = 64 << 10  # SmallCIFAR's 0.4 MB in about six, sent as the backward goes
 CLASSES = 10
 
 
-def worker(name: str, batch: int, steps: int) -> None:
+def worker(name: str, batch: int, steps: int, bucket_bytes: int) -> None:
     """Under mpiexec (or alone): time ``steps`` data-parallel training steps; rank 0 prints a
     JSON line."""
+    dist.GradientAverage.BUCKET_BYTES = bucket_bytes
     comm = dist.init() if dist.launched_by_mpi() else None
     model = build(name).train()
     shape = (batch, *MODELS[name][1])
@@ -77,9 +82,11 @@ def worker(name: str, batch: int, steps: int) -> None:
                           "ranks": comm.size if comm else 1}))
 
 
-def run(name: str, batch: int, steps: int, ranks: int, threads: int) -> dict:
+def run(name: str, batch: int, steps: int, ranks: int, threads: int,
+        bucket_bytes: int = dist.GradientAverage.BUCKET_BYTES) -> dict:
     env = {**os.environ, "NUMBA_NUM_THREADS": str(threads), "CNNIR_WARM": "0"}
-    command = [sys.executable, __file__, "--worker", name, str(batch), str(steps)]
+    command = [sys.executable, __file__, "--worker", name, str(batch), str(steps),
+               str(bucket_bytes)]
     if ranks > 1:
         mpiexec = shutil.which("mpiexec", path=str(Path(sys.executable).parent)) or "mpiexec"
         command = [mpiexec, "-n", str(ranks), *command]
@@ -104,12 +111,15 @@ def measured(batch: int, steps: int) -> None:
     print(f"{'ranks x threads':<17}{'ms/step':>9}{'examples/s':>12}{'allreduce ms':>14}"
           f"{'share':>7}")
     base = None
-    for ranks, threads in ((1, cores), (cores, 1)):
-        r = run("small_cifar", batch, steps, ranks, threads)
+    configs = [(1, cores, ONE_BUCKET, ""), (cores, 1, ONE_BUCKET, "one bucket after the backward"),
+               (cores, 1, SMALL_BUCKETS, f"{SMALL_BUCKETS >> 10} KiB buckets during it")]
+    for ranks, threads, bucket_bytes, note in configs:
+        r = run("small_cifar", batch, steps, ranks, threads, bucket_bytes)
         rate = ranks * batch / (r["ms"] / 1e3)
         base = base or rate
         print(f"{f'{ranks} x {threads}':<17}{r['ms']:>9.2f}{rate:>12.0f}{r['reduce_ms']:>14.3f}"
-              f"{100 * r['reduce_ms'] / r['ms']:>6.1f}%   ({rate / base:.2f}x the first row)")
+              f"{100 * r['reduce_ms'] / r['ms']:>6.1f}%   ({rate / base:.2f}x the first row"
+              f"{'; ' + note if note else ''})")
 
 
 def projected(batch: int) -> None:
@@ -139,11 +149,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--project-batch", type=int, default=8)
     parser.add_argument("--no-projection", action="store_true")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        name, batch, steps = args.worker
-        worker(name, int(batch), int(steps))
+        name, batch, steps, bucket_bytes = args.worker
+        worker(name, int(batch), int(steps), int(bucket_bytes))
         return
     dist.mpi()  # a clear error without the cnnir[mpi] extra
     print(f"machine: {os.cpu_count()} cores, {isa()}")

@@ -128,11 +128,28 @@ class TrainStep:
         return float(loss)
 
     def _parallel_step(self, arrays: tuple) -> float:
-        loss, *rest = self.program(*arrays)
+        """Forward and backward, the gradients averaged over the ranks as they become final
+        (on the Numba backend; elsewhere after the backward), then the update."""
+        from cnnir.distributed import GradientAverage
+
+        first = 1 + self.kept  # outputs: loss, the model's output, the gradients
+        average = GradientAverage(self.comm, [p.data.size for p in self.params], self.dtype)
+        compiled = self.program.compiled
+        hooked = hasattr(compiled, "on_output_ready")
+        if hooked:
+            compiled.on_output_ready = lambda k, value: (
+                average.ready(k - first, value) if first <= k < first + len(self.params)
+                else None)
+        try:
+            loss, *rest = self.program(*arrays)
+        finally:
+            if hooked:
+                compiled.on_output_ready = None
+        if not hooked:
+            for k, g in enumerate(rest[self.kept:]):
+                average.ready(k, g)
         self.output = rest[0] if self.kept else None
-        grads = [np.array(g, order="C") for g in rest[self.kept:]]  # out of the program's buffers
-        self.comm.allreduce_mean(grads)
-        self.update(grads)
+        self.update([g.reshape(p.shape) for g, p in zip(average.finish(), self.params)])
         self.program.changed(self.names)
         return float(loss)
 

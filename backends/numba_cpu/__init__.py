@@ -76,6 +76,8 @@ class CompiledModel:
         self._programs: dict[tuple, Program] = {}
         self._lock = threading.Lock()
         self._checked: tuple | None = None  # the signature of the last call that passed
+        # called with (k, value) as output k becomes final during a call (Program.run)
+        self.on_output_ready: Callable[[int, np.ndarray], None] | None = None
 
     def _check(self, arrays: tuple[Any, ...]) -> list[np.ndarray]:
         return check_call(self.graph, arrays, self.dtype)[0]  # the contract of every backend
@@ -117,7 +119,7 @@ class CompiledModel:
         with self._lock, _TURNS, single_threaded_blas():
             program = self.program(tuple(a.shape for a in checked))
             self.state.refresh()
-            outs = program.run(checked)
+            outs = program.run(checked, self.on_output_ready)
         self._checked = signature
         return outs[0] if len(outs) == 1 else tuple(outs)
 

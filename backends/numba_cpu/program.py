@@ -16,7 +16,7 @@ import numpy as np
 
 from cnnir.backend import KernelTable
 from cnnir.backends.lowering import HOST_MEMORY, Builder, ProgramState, Step, lower_nodes
-from cnnir.ir import Graph, Node
+from cnnir.ir import Graph, Node, Value
 from cnnir.passes.shape_inference import bind_types
 
 KERNELS = KernelTable("numba")
@@ -60,6 +60,7 @@ class Program:
         self.inputs = [b.array(v) for v in graph.inputs]
         self.outputs = [b.array(v) for v in graph.outputs]
         self.copied = [id(v) not in b.aliases for v in graph.outputs]  # else a state array
+        self.ready = ready_after(graph, self.schedule)
 
     @property
     def buffer_bytes(self) -> int:
@@ -81,8 +82,40 @@ class Program:
         for dst, src in zip(self.inputs, arrays):
             np.copyto(dst, src, casting="same_kind")
 
-    def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+    def run(self, arrays: list[np.ndarray],
+            on_ready: Callable[[int, np.ndarray], None] | None = None) -> list[np.ndarray]:
+        """The outputs on ``arrays``; ``on_ready(k, value)`` is called as soon as output k is
+        final, while later steps are still to run (data-parallel training sends gradients
+        then)."""
         self.copy_in(arrays)
-        for step in self.steps:
-            step()
+        if on_ready is None:
+            for step in self.steps:
+                step()
+        else:
+            for k in self.ready[0]:
+                on_ready(k, self.outputs[k])
+            for step, outputs in zip(self.steps, self.ready[1:]):
+                step()
+                for k in outputs:
+                    on_ready(k, self.outputs[k])
         return [out.copy() if copy else out for out, copy in zip(self.outputs, self.copied)]
+
+
+def ready_after(graph: Graph, schedule: list[tuple[Node, Step]]) -> list[list[int]]:
+    """Per step (after an entry for "before the first"), the outputs it makes final: the
+    last step among an output's producer and, through nodes that lowered to no step (views of
+    their inputs), their inputs' producers."""
+    position = {id(node): i for i, (node, _) in enumerate(schedule)}
+
+    def last_step(value: Value | None) -> int:
+        node = None if value is None else value.producer
+        if node is None:
+            return -1
+        if id(node) in position:
+            return position[id(node)]
+        return max((last_step(v) for v in node.inputs), default=-1)
+
+    ready: list[list[int]] = [[] for _ in range(len(schedule) + 1)]
+    for k, value in enumerate(graph.outputs):
+        ready[last_step(value) + 1].append(k)
+    return ready

@@ -2,6 +2,7 @@
 by step against one process training on the ranks' batches together.
 
     mpiexec -n 2 python tests/distributed/ranks.py equivalence sgd float64 [syncbn] [reference]
+        [small-buckets]
 
 Each rank trains on its shard of every batch (``batches(..., num_replicas=2, rank=r)``);
 rank 0 also trains a copy of the model alone, on both shards of each batch at once (the
@@ -9,8 +10,10 @@ gradient of the mean loss over 2b examples is the mean of the two ranks' gradien
 After every step the parameters must agree with that reference (float64: 1e-12, float32:
 1e-5 relative to their size) and be bit-identical on both ranks. With ``syncbn`` the network
 has a SyncBatchNorm, and the reference the same layer as a BatchNorm over the 2b examples;
-their running statistics must agree too. ``fail`` raises on rank 1
-mid-epoch: the job must end with that rank named, not hang. Prints ``OK`` on success.
+their running statistics must agree too. ``small-buckets`` makes every 256 bytes of
+gradients a bucket of its own: many Iallreduce calls in flight during the backward.
+``fail`` raises on rank 1 mid-epoch: the job must end with that rank named, not hang.
+Prints ``OK`` on success.
 """
 
 from __future__ import annotations
@@ -100,6 +103,8 @@ def fail(comm: dist.Communicator) -> None:
 
 if __name__ == "__main__":
     world = dist.init()
+    if "small-buckets" in sys.argv:
+        dist.GradientAverage.BUCKET_BYTES = 256
     if sys.argv[1] == "equivalence":
         equivalence(world, sys.argv[2], sys.argv[3], "syncbn" in sys.argv[4:],
                     "reference" if "reference" in sys.argv[4:] else "numba")

@@ -41,7 +41,37 @@ def test_two_ranks_match_one_process_on_both_shards(optimizer: str, dtype: str,
     assert job.returncode == 0 and job.stdout.strip().endswith("OK"), job.stdout + job.stderr
 
 
-def test_sync_batchnorm_on_the_reference_backend() -> None:
+def test_gradients_sent_in_many_buckets_during_the_backward() -> None:
+    job = run_job("equivalence", "adam", "float64", "syncbn", "small-buckets")
+    assert job.returncode == 0 and job.stdout.strip().endswith("OK"), job.stdout + job.stderr
+
+
+def test_outputs_are_reported_final_while_the_program_runs() -> None:
+    """Program.run's ``on_ready``: each output once, already holding its final value, and the
+    gradients of late layers before the backward has finished."""
+    from cnnir import nn
+
+    nn.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(4 * 8 * 8, 3))
+    graph = cnnir.grad_graph(net, nn.CrossEntropyLoss(), inputs=(2, 1, 8, 8), targets=(2,))
+    compiled = cnnir.compile(graph, tune=False)
+    x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+    y = np.array([0, 2])
+    program = compiled.program((x.shape, y.shape))
+    reported: dict[int, np.ndarray] = {}
+
+    def on_ready(k: int, value: np.ndarray) -> None:
+        assert k not in reported
+        reported[k] = value.copy()
+
+    outs = program.run([x, y], on_ready)
+    assert sorted(reported) == list(range(len(outs)))
+    for k, out in enumerate(outs):
+        np.testing.assert_array_equal(reported[k], out)
+    steps = [i for i, outputs in enumerate(program.ready) for _ in outputs]
+    assert len(set(steps)) > 2  # spread over the steps, not all at the end
+
     job = run_job("equivalence", "sgd", "float64", "syncbn", "reference")
     assert job.returncode == 0 and job.stdout.strip().endswith("OK"), job.stdout + job.stderr
 
