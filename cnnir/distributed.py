@@ -124,8 +124,9 @@ class GradientAverage:
     and returns the means, as views of the buffer."""
 
     # PyTorch DDP's bucket_cap_mb. On 2 cores, two ranks' SmallCIFAR gradients (0.4 MB)
-    # in 64 KiB buckets left 1.7-3.6 ms a step unhidden against 2.0-2.2 ms in one bucket:
-    # there the copies are CPU work on busy cores; across machines the NICs move the bytes.
+    # in 64 KiB buckets left 1.7-4.4 ms a step unhidden against 1.9-2.2 ms in one bucket
+    # (three runs): there the copies are CPU work on busy cores; across machines the NICs
+    # move the bytes.
     BUCKET_BYTES = 25 << 20
 
     def __init__(self, comm: Communicator, sizes: Sequence[int], dtype: np.dtype) -> None:
