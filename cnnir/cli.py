@@ -20,6 +20,7 @@ exactly like ``python path.py``: only analyze files you trust. An .onnx file run
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -141,7 +142,17 @@ def cmd_analyze(args: argparse.Namespace) -> str:
     from cnnir import report
     from cnnir.passes.cost import analyze_graph
 
+    if args.plot:
+        from cnnir.errors import check_output_dir
+        from cnnir.plots import require_matplotlib
+
+        require_matplotlib()
+        check_output_dir(args.plot)  # both before the model file runs
     rep = analyze_graph(_optimized(args, _load_graph(args))[0])
+    if args.plot:
+        from cnnir.plots import plot_costs
+
+        plot_costs(rep, args.plot)
     if args.format == "json":
         return report.format_json(rep)
     if args.format == "csv":
@@ -351,6 +362,33 @@ def cmd_export(args: argparse.Namespace) -> str:
     return f"wrote {args.output} (opset {args.opset}, {len(graph.nodes)} nodes)"
 
 
+def cmd_view(args: argparse.Namespace) -> str:
+    """Write the graph as annotated ONNX and serve it with Netron until Ctrl-C."""
+    import tempfile
+
+    from cnnir import view
+    from cnnir.errors import check_output_dir
+
+    if args.no_serve and not args.output:
+        raise CnnirError("--no-serve only writes the annotated model: give -o FILE.onnx")
+    if args.output:
+        check_output_dir(args.output)  # before the model file runs
+    if not args.no_serve:
+        view.netron()  # a missing extra fails before the model loads
+    graph = _optimized(args, _load_graph(args))[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.output or os.path.join(tmp, f"{graph.name}.onnx")
+        report = view.write_annotated(graph, path)
+        line = (f"{graph.name}: {len(graph.nodes)} nodes, MACs {report.totals.macs:,}, "
+                f"params {report.totals.params:,}")
+        if args.no_serve:
+            return f"wrote {path} ({line})"
+        url = view.serve(path, args.port, browse=not args.no_browser)
+        print(f"{line}\nserving {path} at {url} (Ctrl-C stops)", flush=True)
+        view.wait()
+    return ""
+
+
 def cmd_graph(args: argparse.Namespace) -> str:
     from cnnir.ir.printer import format_dot, format_graph
 
@@ -479,6 +517,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--training", action="store_true",
                          help="cost a training step: forward and backward MACs/FLOPs and the "
                               "training memory peak")
+    analyze.add_argument("--plot", metavar="FILE.png|svg",
+                         help="also draw MACs, params and live activation memory per layer "
+                              "(pip install 'cnnir[plot]')")
     analyze.set_defaults(run=cmd_analyze)
 
     optimize = sub.add_parser(
@@ -527,6 +568,22 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--opset", type=int, default=19,
                         help="ONNX opset to write (19, the default, or newer)")
     export.set_defaults(run=cmd_export)
+
+    view = sub.add_parser(
+        "view", help="open the graph in Netron with each node's costs",
+        description="Serve MODEL's graph with Netron (pip install 'cnnir[view]'), each node "
+                    "annotated with its MACs, FLOPs, params, output shape, receptive field "
+                    "and, after passes, the layers it was fused from. " + MODEL_HELP)
+    add_model_args(view)
+    add_pass_args(view)
+    view.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    view.add_argument("--no-browser", action="store_true",
+                      help="print the URL instead of opening a browser (remote machines)")
+    view.add_argument("-o", "--output", metavar="OUT.onnx",
+                      help="also keep the annotated model in this file")
+    view.add_argument("--no-serve", action="store_true",
+                      help="only write -o, serve nothing")
+    view.set_defaults(run=cmd_view)
 
     graph = sub.add_parser("graph", help="print the traced IR", description=MODEL_HELP)
     add_model_args(graph)

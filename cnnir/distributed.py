@@ -30,20 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from cnnir.errors import CnnirError
+from cnnir.errors import CnnirError, optional_module
 
 EXTRA = "cnnir[mpi]"
 
 
 def mpi() -> Any:
     """mpi4py's ``MPI`` module, or a CnnirError naming the extra that provides it."""
-    try:
-        from mpi4py import MPI
-    except ImportError as e:
-        raise CnnirError("cnnir.distributed needs mpi4py and an MPI library",
-                         hint=f"pip install '{EXTRA}' (mpi4py and MPICH from wheels), or "
-                              "build mpi4py against your cluster's MPI") from e
-    return MPI
+    return optional_module("mpi4py.MPI", "cnnir.distributed",
+                           f"pip install '{EXTRA}' (mpi4py and MPICH from wheels), or build "
+                           "mpi4py against your cluster's MPI")
 
 
 @dataclass

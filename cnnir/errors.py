@@ -6,6 +6,8 @@ the broken constraint, the user's ``file:line`` where known, and a hint.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class CnnirError(Exception):
     """Base of every error cnnir raises on purpose."""
@@ -30,6 +32,18 @@ def check_output_dir(path: object) -> None:
     if not os.path.isdir(folder):
         raise CnnirError(f"cannot write {os.fspath(path)}: the directory {folder} does not exist",
                          hint=f"create it first (mkdir -p {folder}) or write somewhere else")
+
+
+def optional_module(name: str, needed_by: str, hint: str) -> Any:
+    """``importlib.import_module(name)`` for an optional extra, or a CnnirError saying what
+    needs it and, in ``hint``, which extra to install."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as e:
+        raise CnnirError(f"{needed_by} needs {name.split('.')[0]}, which is not installed",
+                         hint=hint) from e
 
 
 class ShapeError(CnnirError):

@@ -59,6 +59,7 @@ from cnnir.frontend.module import Module
 from cnnir.frontend.weights import read_npz, write_npz
 from cnnir.ir import TensorType
 from cnnir.optim import lr_scheduler
+from cnnir.plots import plot_history, require_matplotlib
 from cnnir.train import compile_train, with_output
 
 OPTIMIZERS: dict[str, type[optim.Optimizer]] = {
@@ -73,7 +74,6 @@ PER_BATCH = ("cyclic", "onecycle")  # stepped after every batch; the others once
 BACKENDS = ("numba", "reference")
 EVAL_CHUNK = 1000
 CHECKPOINT_FORMAT = 1
-PLOT_HINT = 'pip install "cnnir[plot]"'
 
 
 @dataclass
@@ -674,37 +674,6 @@ def _has_momentum(opt: optim.Optimizer) -> bool:
     already on (cycling would switch on a momentum the user left off)."""
     group = opt.param_groups[0]
     return "betas" in group or group.get("momentum", 0) > 0
-
-
-# -- curves -------------------------------------------------------------------------------
-
-def require_matplotlib() -> None:
-    try:
-        import matplotlib.figure  # noqa: F401
-    except ImportError:
-        raise CnnirError("--plot draws with matplotlib, which is not installed",
-                         hint=PLOT_HINT) from None
-
-
-def plot_history(history: list[dict[str, Any]], path: str) -> None:
-    """Train and validation loss (left) and accuracy (right) per epoch, as an image."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(10, 4), layout="constrained")
-    FigureCanvasAgg(figure)
-    epochs = [r["epoch"] for r in history]
-    for axes, metric in zip(figure.subplots(1, 2), ("loss", "acc")):
-        for split in ("train", "val"):
-            values = [r[f"{split}_{metric}"] for r in history]
-            if any(v is not None for v in values):
-                axes.plot(epochs, [math.nan if v is None else v for v in values], marker="o",
-                          label=split)
-        axes.set_xlabel("epoch")
-        axes.set_ylabel("accuracy" if metric == "acc" else "loss")
-        axes.grid(alpha=0.3)
-        axes.legend()
-    figure.savefig(path)
 
 
 __all__ = ["FitResult", "TrainConfig", "Trainer", "fit", "read_checkpoint"]

@@ -24,7 +24,7 @@ exporter turn the specs into protobuf.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, NoReturn
 
 import numpy as np
@@ -38,13 +38,16 @@ SHARED_CONST_MAX_ELEMENTS = 64
 
 @dataclass
 class NodeSpec:
-    """One ONNX node as plain data."""
+    """One ONNX node as plain data; ``origin`` names the cnnir node it comes from, ``domain``
+    is "" (ONNX's) or "cnnir" for an op ONNX has no name for (``OnnxBuilder(lenient=True)``)."""
 
     op_type: str
     inputs: list[str]
     outputs: list[str]
     attrs: dict[str, Any]
     name: str
+    origin: str = ""
+    domain: str = ""
 
 
 @dataclass
@@ -82,9 +85,10 @@ class NodeView:
 class OnnxBuilder:
     """Collects ONNX node and initializer specs while cnnir nodes are lowered in order."""
 
-    def __init__(self, graph: Graph, opset: int) -> None:
+    def __init__(self, graph: Graph, opset: int, lenient: bool = False) -> None:
         self.graph = graph
         self.opset = opset
+        self.lenient = lenient  # an op with no ONNX form becomes a "cnnir"-domain node
         self.nodes: list[NodeSpec] = []
         self.initializers: dict[str, ConstSpec] = {}
         self.names: dict[int, str] = {}
@@ -168,6 +172,8 @@ class OnnxBuilder:
     # -- driving the mappings ----------------------------------------------------------
 
     def _mapping(self, op: Any) -> Any:
+        if op.onnx is None and self.lenient:
+            return _custom_node
         if op.onnx is None:
             raise LoweringError(f"{self._node.describe()} cannot be exported to ONNX: the op "
                                 f"{op.name} has no ONNX mapping",
@@ -184,7 +190,13 @@ class OnnxBuilder:
         """Run ``node.op.onnx`` and give its final ONNX values the cnnir value names."""
         self._node, self._temps, self._first_spec = node, set(), len(self.nodes)
         self._inputs = [self.name_of(v) if v is not None else "" for v in node.inputs]
-        results = self._mapping(node.op)(self, node)
+        try:
+            results = self._mapping(node.op)(self, node)
+        except LoweringError:
+            if not self.lenient:
+                raise
+            del self.nodes[self._first_spec:]  # what the mapping wrote before it gave up
+            results = _custom_node(self, node)
         if len(results) != len(node.outputs):
             raise LoweringError(f"{node.describe()}: its ONNX mapping gave {len(results)} "
                                 f"outputs for {len(node.outputs)}")
@@ -193,6 +205,7 @@ class OnnxBuilder:
         for spec in self.nodes[self._first_spec:]:
             if not spec.name:
                 spec.name = self._fresh_node_name(f"{node.name}/{spec.op_type}")
+            spec.origin = node.name
         self._node = None
 
     def identity(self, src: str, dst: str, node_name: str) -> None:
@@ -216,3 +229,19 @@ class OnnxBuilder:
                 spec.outputs = [final if n == result else n for n in spec.outputs]
                 if not spec.name:
                     spec.name = self._fresh_node_name(self._node.name)
+
+
+def _custom_node(b: OnnxBuilder, node: Node) -> list[str]:
+    """A node of the "cnnir" domain named like the op, its attributes as text: what a viewer
+    shows of an op that ONNX has no standard name for (``lenient`` builders only)."""
+    attrs = ({f.name: _text(getattr(node.attrs, f.name)) for f in fields(node.attrs)}
+             if is_dataclass(node.attrs) else {})
+    inputs = [b.input(i) for i in range(len(node.inputs))]
+    outputs = b.op(node.op.name, inputs, n_out=len(node.outputs), **attrs)
+    b.nodes[-1].domain = "cnnir"
+    return outputs if isinstance(outputs, list) else [outputs]
+
+
+def _text(value: Any) -> str:
+    """An attribute as a viewer shows it: an op by its name, anything else as ``str``."""
+    return value.name if hasattr(value, "infer") and hasattr(value, "name") else str(value)

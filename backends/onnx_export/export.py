@@ -71,7 +71,8 @@ def _node_proto(spec: NodeSpec) -> onnx.NodeProto:
     for k, v in attrs.items():
         if isinstance(v, np.ndarray):
             attrs[k] = numpy_helper.from_array(v)
-    return helper.make_node(spec.op_type, spec.inputs, spec.outputs, name=spec.name, **attrs)
+    return helper.make_node(spec.op_type, spec.inputs, spec.outputs, name=spec.name,
+                            domain=spec.domain or None, **attrs)
 
 
 def _check_opset(opset: int) -> None:
@@ -103,10 +104,12 @@ def _intermediate_infos(graph: Graph) -> list[onnx.ValueInfoProto]:
             if id(v) not in outputs and v.users]
 
 
-def _assemble(graph: Graph, opset: int) -> tuple[onnx.ModelProto, dict[str, ConstSpec]]:
-    """The model without its initializers, and the initializers to add."""
+def _assemble(graph: Graph, opset: int, builder: OnnxBuilder | None = None
+              ) -> tuple[onnx.ModelProto, dict[str, ConstSpec]]:
+    """The model without its initializers, and the initializers to add (``builder``: one
+    made with other options, e.g. lenient)."""
     _check_opset(opset)
-    builder = OnnxBuilder(graph, opset)
+    builder = builder or OnnxBuilder(graph, opset)
     for node in graph.nodes:
         builder.lower(node)
     outputs = _outputs(builder, graph)
@@ -115,11 +118,13 @@ def _assemble(graph: Graph, opset: int) -> tuple[onnx.ModelProto, dict[str, Cons
                                    outputs, value_info=_intermediate_infos(graph),
                                    doc_string=f"cnnir graph '{graph.name}'")
     opset_import = [helper.make_opsetid("", opset)]
+    if any(spec.domain == "cnnir" for spec in builder.nodes):
+        opset_import.append(helper.make_opsetid("cnnir", 1))
     model = helper.make_model(onnx_graph, opset_imports=opset_import,
                               producer_name="cnnir", producer_version=cnnir.__version__,
                               model_version=1,
                               doc_string=f"'{graph.name}' exported by cnnir {cnnir.__version__}")
-    model.ir_version = helper.find_min_ir_version_for(opset_import)
+    model.ir_version = helper.find_min_ir_version_for(opset_import, ignore_unknown=True)
     helper.set_model_props(model, {"cnnir.graph": graph.name})
     return model, builder.initializers
 

@@ -133,6 +133,8 @@ class Graph:
         # gradients (then the updated running statistics); the nodes the loss depends on are
         # the forward pass, the rest the backward. None for any other graph.
         self.gradients: int | None = None
+        # node name -> the names of the original nodes a rewrite (Splice) made it from
+        self.fused_from: dict[str, list[str]] = {}
         self._names: set[str] = set()
         self._counters: dict[str, int] = {}
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from cnnir.ir import Graph, Node
 from cnnir.passes.autodiff import depends_on
-from cnnir.passes.memory import nbytes, peak_activation_bytes
+from cnnir.passes.memory import live_bytes, nbytes, peak_activation_bytes
 from cnnir.passes.receptive_field import Field, receptive_fields
 from cnnir.passes.shape_inference import TypeMap, batch_bindings, bind_types
 
@@ -118,6 +118,7 @@ class CostReport:
     notes: list[str] = field(default_factory=list)
     module_types: dict[str, str] = field(default_factory=dict)
     training: TrainingCost | None = None
+    live_bytes: list[int] = field(default_factory=list)  # per layer, while it runs
 
     def to_dict(self) -> dict[str, Any]:
         out = {"model": self.model, "inputs": self.inputs, "totals": self.totals.to_dict(),
@@ -223,7 +224,8 @@ def analyze_graph(graph: Graph) -> CostReport:
     inputs = [{"name": v.name, "shape": list(v.type.shape), "dtype": v.type.dtype}
               for v in graph.inputs]
     report = CostReport(graph.name, inputs, _totals(graph, layers, types), layers,
-                        per_sample=bool(env), module_types=dict(graph.module_types))
+                        per_sample=bool(env), module_types=dict(graph.module_types),
+                        live_bytes=live_bytes(graph, types))
     if graph.gradients is not None:
         report.training = _training_cost(graph, layers, types)
     if env:

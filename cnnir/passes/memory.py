@@ -50,15 +50,21 @@ def released_after(graph: Graph, keep: set[int]) -> list[list[Value]]:
     return released
 
 
-def peak_activation_bytes(graph: Graph, types: TypeMap) -> int:
+def live_bytes(graph: Graph, types: TypeMap) -> list[int]:
+    """Per node, the activation bytes live while it runs: the graph's inputs and every value
+    still to be read, with its outputs allocated and nothing it frees released yet."""
     live = sum(nbytes(types, v) for v in graph.inputs)
-    peak = live
+    during = []
     dying = released_after(graph, {id(v) for v in graph.outputs})
     for node, dead in zip(graph.nodes, dying):
         live += sum(nbytes(types, v) for v in node.outputs)
-        peak = max(peak, live)
+        during.append(live)
         live -= sum(nbytes(types, v) for v in dead)
-    return peak
+    return during
+
+
+def peak_activation_bytes(graph: Graph, types: TypeMap) -> int:
+    return max([sum(nbytes(types, v) for v in graph.inputs), *live_bytes(graph, types)])
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,8 @@ class Splice:
 
     def __init__(self, graph: Graph, matched: Sequence[Node], anchor: Node | None = None) -> None:
         self.graph = graph
+        fused = graph.fused_from
+        self.origins = sorted({o for n in matched for o in fused.get(n.name, [n.name])})
         positions = {id(n): graph.nodes.index(n) for n in matched}
         anchor_pos = graph.nodes.index(anchor) if anchor is not None else max(positions.values())
         self.pos = anchor_pos - sum(p < anchor_pos for p in positions.values())
@@ -115,6 +117,8 @@ class Splice:
         """A new node named ``name`` (default: ``like``'s), with ``like``'s scope and line."""
         node = self.graph.make_node(op, inputs, attrs, name=name or like.name, scope=like.scope,
                                     loc=like.loc)
+        if self.origins != [node.name]:  # a node made of others: remember which (cnnir view)
+            self.graph.fused_from[node.name] = self.origins
         before = self.graph.nodes[self.pos] if self.pos < len(self.graph.nodes) else None
         self.graph.insert_node(node, before=before)
         self.pos += 1

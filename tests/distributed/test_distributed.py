@@ -131,6 +131,7 @@ def test_one_rank_communicator_needs_no_peers() -> None:
 
 def test_missing_mpi4py_names_the_extra(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "mpi4py", None)
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", None)  # an earlier test may have loaded it
     with pytest.raises(cnnir.CnnirError, match=r"cnnir\[mpi\]"):
         dist.init()
 
