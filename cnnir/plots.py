@@ -47,10 +47,10 @@ def _sections(names: list[str]) -> list[tuple[int, str]]:
 
 
 def plot_costs(report: CostReport, path: str) -> None:
-    """MACs, params and live activation memory per layer of ``report``, into ``path``."""
-    layers = [layer for layer in report.layers if layer.phase == "forward"]
+    """MACs, params and live activation memory per layer of ``report`` (a training step's
+    backward after a dotted line), into ``path``."""
+    layers, live = report.layers, report.live_bytes
     x = list(range(len(layers)))
-    live = report.live_bytes[:len(layers)]
     figure = _figure((max(10.0, min(24.0, len(layers) / 8)), 8))
     macs_axes, params_axes, memory_axes = figure.subplots(3, 1, sharex=True)
     macs_axes.bar(x, [layer.macs / 1e6 for layer in layers], width=1.0, color="tab:blue")
@@ -66,6 +66,12 @@ def plot_costs(report: CostReport, path: str) -> None:
         memory_axes.annotate(f"peak {live[peak] / 2**20:.1f} MiB\nat {layers[peak].name}",
                              (peak, live[peak] / 2**20), xytext=(8, -4),
                              textcoords="offset points", va="top", color="tab:red")
+    backward = next((i for i, layer in enumerate(layers) if layer.phase == "backward"), None)
+    if backward is not None:  # a training step's graph (analyze --training)
+        for axes in (macs_axes, params_axes, memory_axes):
+            axes.axvline(backward - 0.5, color="gray", linestyle=":")
+        macs_axes.annotate("backward", (backward, 1.0), xycoords=("data", "axes fraction"),
+                           xytext=(4, -12), textcoords="offset points", color="gray")
     sections = _sections([layer.name for layer in layers])
     memory_axes.set_xticks([i for i, _ in sections], [name for _, name in sections],
                            rotation=60, ha="right", fontsize=8)

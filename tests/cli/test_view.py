@@ -161,3 +161,12 @@ def test_live_bytes_peak_is_the_reported_peak() -> None:
     from cnnir.passes.shape_inference import bind_types
 
     assert peak_activation_bytes(graph, bind_types(graph, {})) == max(report.live_bytes)
+
+
+def test_training_step_plot_marks_the_backward(tmp_path: Path, capsys) -> None:
+    picture = tmp_path / "step.svg"
+    assert main(["analyze", str(EXAMPLES / "cifar.py"), "--training", "--plot",
+                 str(picture)]) == 0
+    capsys.readouterr()
+    text = picture.read_text()
+    assert "backward" in text and "peak 1.0 MiB" in text
