@@ -1,10 +1,11 @@
 """Data-parallel training over MPI, through mpi4py (the ``cnnir[mpi]`` extra).
 
-Every rank holds the whole model and trains on its own shard of each batch; after the
-local backward, the gradients are averaged across ranks (``Allreduce`` on one contiguous
-bucket per dtype) and every rank applies the same update, so the parameters stay identical
-without ever being sent again. At the start rank 0's parameters and buffers are broadcast.
-No barrier is needed in the steady state: the collective itself keeps the ranks in step.
+Every rank holds the whole model and trains on its own shard of each batch; the gradients
+are averaged across ranks as the backward produces them (``GradientAverage``: non-blocking
+``Iallreduce`` calls on contiguous buckets of one flat buffer) and every rank applies the
+same update, so the parameters stay identical without ever being sent again. At the start
+rank 0's parameters, buffers and optimizer state are broadcast. No barrier is needed in the
+steady state: the collectives themselves keep the ranks in step.
 
     from cnnir import distributed as dist
     comm = dist.init()                       # MPI.COMM_WORLD; comm.rank, comm.size
@@ -15,7 +16,8 @@ No barrier is needed in the steady state: the collective itself keeps the ranks 
         loss = step(x, y)                    # this rank's loss; gradients averaged
 
 Run it with ``mpiexec -n 4 python train.py``. BatchNorm keeps per-rank batch statistics, as
-PyTorch's DistributedDataParallel does.
+PyTorch's DistributedDataParallel does; ``nn.SyncBatchNorm`` reduces them over the active
+communicator (``init``'s), with ``Communicator.moments`` and ``reduce_sum``.
 """
 
 from __future__ import annotations
