@@ -13,7 +13,7 @@ processes alternate over ``--rounds`` rounds and the best median is kept. Printe
 step, GFLOP/s on the step's forward + backward MACs (cnnir's count of the generated graph, 2
 FLOPs per MAC), and cnnir / PyTorch.
 
-``--digits`` adds the wall time of one epoch of the digits example (SEMANTICS §11's network,
+``--digits`` adds the wall time of one epoch of the digits example (docs/semantics.md §11's network,
 1,437 training images, batch 32 shuffled, Adam 3e-3; the last batch of 29 included).
 
     python benchmarks/bench_train.py [--runs 10] [--rounds 2] [--models small_cifar,resnet18]
@@ -96,7 +96,8 @@ def worker(engine: str, name: str, mode: str, runs: int) -> None:
 
 
 class DigitsNet(nn.Module):
-    """SEMANTICS §11: conv8-BN-ReLU-pool → conv16-BN-ReLU-pool → linear (1,946 parameters)."""
+    """docs/semantics.md §11: conv8-BN-ReLU-pool → conv16-BN-ReLU-pool → linear (1,946
+    parameters)."""
 
     def __init__(self) -> None:
         super().__init__()

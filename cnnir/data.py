@@ -59,14 +59,13 @@ class Batches:
         if len({s[0] for s in shapes}) != 1:
             raise CnnirError(f"batches() needs one example count for every array, got shapes "
                              f"{shapes}", hint="x and y must have the same first dimension")
-        if not _positive_int(batch_size):
+        if not _int_at_least(batch_size, 1):
             raise CnnirError(f"batch_size must be a positive integer, got {batch_size!r}",
                              hint="len(x) for full-batch gradient descent, 1 per sample")
-        if not _positive_int(num_replicas):
+        if not _int_at_least(num_replicas, 1):
             raise CnnirError(f"num_replicas must be a positive integer, got {num_replicas!r}",
                              hint="the number of ranks: comm.size")
-        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) \
-                or not 0 <= rank < num_replicas:
+        if not _int_at_least(rank, 0) or rank >= num_replicas:
             raise CnnirError(f"rank must be an integer in [0, {num_replicas}), got {rank!r}",
                              hint="this process's rank: comm.rank")
         self.total = shapes[0][0]
@@ -107,8 +106,8 @@ class Batches:
                 yield tuple(a[order[start:stop]] for a in self.arrays)
 
 
-def _positive_int(n: Any) -> bool:
-    return not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n >= 1
+def _int_at_least(n: Any, low: int) -> bool:
+    return not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n >= low
 
 
 def batches(*arrays: Any, batch_size: int, shuffle: bool = False, seed: int | None = None,

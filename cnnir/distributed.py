@@ -55,16 +55,6 @@ class Communicator:
     reduce_seconds: float = 0.0  # spent averaging gradients so far (not hidden by compute)
     _buckets: dict[tuple, np.ndarray] = field(default_factory=dict, repr=False)
 
-    def allreduce_mean(self, arrays: Sequence[np.ndarray]) -> None:
-        """Replace every array by its mean over the ranks, in place (every rank must pass
-        the same shapes in the same order); ``GradientAverage`` in one go."""
-        for group in _by_dtype(arrays):
-            average = GradientAverage(self, [a.size for a in group], group[0].dtype)
-            for k, a in enumerate(group):
-                average.ready(k, a)
-            for a, mean in zip(group, average.finish()):
-                a.reshape(-1)[:] = mean
-
     def broadcast(self, arrays: Sequence[np.ndarray], root: int = 0) -> None:
         """Overwrite every array, in place, with ``root``'s values."""
         if self.size == 1:

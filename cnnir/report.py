@@ -54,14 +54,13 @@ def _shape(shapes: list[list[int]]) -> str:
 
 
 def _rf(layer: LayerCost) -> str:
-    if layer.receptive_field is None:
-        return "-"
-    h, w = (_frac(f) for f in layer.receptive_field)
+    return "-" if layer.receptive_field is None else pair_text(layer.receptive_field)
+
+
+def pair_text(pair: tuple[Fraction, Fraction]) -> str:
+    """A (height, width) receptive field or stride: ``7``, or ``7x3`` when they differ."""
+    h, w = (str(f.numerator) if f.denominator == 1 else f"{float(f):.1f}" for f in pair)
     return h if h == w else f"{h}x{w}"
-
-
-def _frac(f: Fraction) -> str:
-    return str(f.numerator) if f.denominator == 1 else f"{float(f):.1f}"
 
 
 COLUMNS = ("Layer", "Op", "Output", "Params", "MACs", "FLOPs", "RF")

@@ -36,10 +36,10 @@ from cnnir.frontend.module import Module
 from cnnir.grad import build_grad_graph
 from cnnir.ir import verify
 from cnnir.optim.optimizer import Optimizer
+from cnnir.optim.update import StatefulProgram, UpdateProgram, append_updates, float_dtype
 
 if TYPE_CHECKING:
     from cnnir.distributed import Communicator
-from cnnir.optim.update import StatefulProgram, UpdateProgram, append_updates, float_dtype
 
 
 class TrainStep:

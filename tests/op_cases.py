@@ -401,7 +401,7 @@ LOSS = [
     Case("bce-logits-weights", fn(lambda s, x, y, w, pw: F.binary_cross_entropy_with_logits(
         x, y, weight=w, pos_weight=pw, reduction="sum")), [T(4, 3), T(4, 3), T(4, 3), T(3)],
          12, data={1: binary_labels}, reimports=False),
-    # K at batch 2; a larger batch only makes the tolerance tighter than SEMANTICS asks
+    # K at batch 2; a larger batch only makes the tolerance tighter than docs/semantics.md §8 asks
     Case("l1-mse", fn(lambda s, x, y: (F.l1_loss(x, y),
                                        F.mse_loss(x, y, reduction="sum") * 0.001)),
          [X, X], 648, reimports=False),

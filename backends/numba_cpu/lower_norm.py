@@ -108,37 +108,17 @@ def batch_norm_grad(b: Builder, node: Node) -> Step:
         return batch_statistics_grad(b, as3d(x), g3, prologue, gamma, a.eps, sums, gw, gb, gx,
                                      owner)
     steps = []
-    if a.activation is not None:  # eval: the prologue as a pass of its own, then as unfused
+    if a.activation is not None:  # eval, sync: the prologue as a pass of its own first
         g3 = prologue[3]
         kernel = ak.activation_grad.sized(g.size)
         flat = [v.reshape(-1) for v in (prologue[2], as3d(g), g3)]
         steps.append(lambda: kernel(*flat, prologue[0], prologue[1]))
         g = g3.reshape(g.shape)
-    if a.batch_stats:  # sync
+    if a.batch_stats:  # SyncBatchNorm
         steps.append(synced_statistics_grad(b, as3d(x), g3, gamma, a.eps, sums, gw, gb, gx,
                                             owner))
-    elif gx is not None:  # gy·γ/√(rv + eps): the epilogue pass, scale remade each call
-        ep = Epilogue(np.ones(channels, b.dtype), np.zeros(channels, b.dtype))
-        apply = epilogue_step(g, gx, ep)
-
-        def input_grad() -> None:
-            ep.scale[:] = affine(gamma, None, np.zeros(channels), rv, a.eps, b.dtype)[0]
-            apply()
-
-        steps.append(input_grad)
-    if not a.batch_stats and (gw is not None or gb is not None):
-        x3 = as3d(x) if x is not None else g3
-        center = rm if rm is not None else np.zeros(channels, b.dtype)
-        reduce = nk.centered_grad_sums.sized(g3.size)
-
-        def parameter_grads() -> None:
-            reduce(x3, g3, center, sums)
-            if gw is not None:
-                gw[:] = sums[1] / np.sqrt(rv.astype(np.float64) + a.eps)
-            if gb is not None:
-                gb[:] = sums[0]
-
-        steps.append(parameter_grads)
+    else:
+        steps += running_statistics_grad(b, x, rm, rv, gamma, g, a.eps, sums, gw, gb, gx)
 
     def step() -> None:
         for part in steps:
@@ -173,6 +153,40 @@ def batch_statistics_grad(b: Builder, x3: np.ndarray, g3: np.ndarray, prologue: 
     return step
 
 
+def running_statistics_grad(b: Builder, x: np.ndarray | None, rm: np.ndarray | None,
+                            rv: np.ndarray, gamma: np.ndarray | None, g: np.ndarray,
+                            eps: float, sums: np.ndarray, gw: np.ndarray | None,
+                            gb: np.ndarray | None, gx: np.ndarray | None) -> list[Step]:
+    """Eval mode: gx as the epilogue pass ``g·γ/√(rv + eps)`` (the scale remade each call),
+    gγ and gβ from one pass of float64 sums about the running mean."""
+    g3 = as3d(g)
+    channels = g3.shape[1]
+    steps = []
+    if gx is not None:
+        ep = Epilogue(np.ones(channels, b.dtype), np.zeros(channels, b.dtype))
+        apply = epilogue_step(g, gx, ep)
+
+        def input_grad() -> None:
+            ep.scale[:] = affine(gamma, None, np.zeros(channels), rv, eps, b.dtype)[0]
+            apply()
+
+        steps.append(input_grad)
+    if gw is not None or gb is not None:
+        x3 = as3d(x) if x is not None else g3
+        center = rm if rm is not None else np.zeros(channels, b.dtype)
+        reduce = nk.centered_grad_sums.sized(g3.size)
+
+        def parameter_grads() -> None:
+            reduce(x3, g3, center, sums)
+            if gw is not None:
+                gw[:] = sums[1] / np.sqrt(rv.astype(np.float64) + eps)
+            if gb is not None:
+                gb[:] = sums[0]
+
+        steps.append(parameter_grads)
+    return steps
+
+
 def synced_statistics_grad(b: Builder, x3: np.ndarray, g3: np.ndarray,
                            gamma: np.ndarray | None, eps: float, sums: np.ndarray,
                            gw: np.ndarray | None, gb: np.ndarray | None, gx: np.ndarray | None,
@@ -183,7 +197,7 @@ def synced_statistics_grad(b: Builder, x3: np.ndarray, g3: np.ndarray,
     moments = b.scratch((2, channels), np.float64, owner=(*owner, "moments"))
     total_sums = b.scratch((2, channels), np.float64, owner=(*owner, "total"))
     coef = b.scratch((4, channels), owner=owner)
-    gamma64 = np.ones(channels) if gamma is None else None
+    scale = np.ones(channels) if gamma is None else gamma  # γ, 1 without affine parameters
     statistics = nk.channel_moments.sized(x3.size)
     reduce = nk.centered_grad_sums.sized(g3.size)
     second = nk.batch_norm_grad_input.sized(g3.size)
@@ -202,7 +216,7 @@ def synced_statistics_grad(b: Builder, x3: np.ndarray, g3: np.ndarray,
         if gx3 is not None:
             total_sums[:] = sums
             dist.reduce_sum(total_sums)
-            a = (gamma64 if gamma is None else gamma.astype(np.float64)) * inv_std
+            a = scale.astype(np.float64) * inv_std
             coef[0], coef[1] = a, total_sums[0] / total
             coef[2], coef[3] = -a * total_sums[1] * inv_std ** 2 / total, moments[0]
             second(g3, x3, coef, gx3)

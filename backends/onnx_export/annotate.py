@@ -12,8 +12,6 @@ fused backend ops included. The file is for viewing: it is not validated as ONNX
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import onnx
 from onnx import helper
 
@@ -21,14 +19,11 @@ from cnnir.backends.onnx_export.builder import OnnxBuilder
 from cnnir.backends.onnx_export.export import DEFAULT_OPSET, _assemble, _with_initializers
 from cnnir.ir import Graph
 from cnnir.passes.cost import CostReport, LayerCost
-from cnnir.report import human
+from cnnir.report import human, pair_text
 
 
-def _rf(field: tuple[Fraction, Fraction] | None) -> str | None:
-    if field is None:
-        return None
-    h, w = (str(f.numerator) if f.denominator == 1 else f"{float(f):.1f}" for f in field)
-    return h if h == w else f"{h}x{w}"
+def _outputs(layer: LayerCost) -> str:
+    return ", ".join("x".join(map(str, s)) for s in layer.output_shapes)
 
 
 def layer_properties(layer: LayerCost, fused_from: list[str] | None) -> dict[str, str]:
@@ -36,12 +31,10 @@ def layer_properties(layer: LayerCost, fused_from: list[str] | None) -> dict[str
     since Netron cuts long ones)."""
     props = {"MACs": f"{layer.macs:,}", "FLOPs": f"{layer.flops:,}",
              "params": f"{layer.params:,}",
-             "output": ", ".join("x".join(map(str, s)) for s in layer.output_shapes),
-             "activations": f"{layer.activation_bytes:,} bytes"}
-    rf = _rf(layer.receptive_field)
-    if rf is not None:
-        props["RF"] = rf
-        props["stride"] = _rf(layer.effective_stride)
+             "output": _outputs(layer), "activations": f"{layer.activation_bytes:,} bytes"}
+    if layer.receptive_field is not None:
+        props["RF"] = pair_text(layer.receptive_field)
+        props["stride"] = pair_text(layer.effective_stride)
     if fused_from:
         props["fused from"] = ", ".join(fused_from)
     return props
@@ -50,11 +43,9 @@ def layer_properties(layer: LayerCost, fused_from: list[str] | None) -> dict[str
 def layer_text(layer: LayerCost, fused_from: list[str] | None) -> str:
     """One line: ``MACs 115.61M · FLOPs 231.21M · params 9.41K · out 1x64x56x56 · RF 35``."""
     parts = [f"MACs {human(layer.macs)}", f"FLOPs {human(layer.flops)}",
-             f"params {human(layer.params)}",
-             "out " + ", ".join("x".join(map(str, s)) for s in layer.output_shapes)]
-    rf = _rf(layer.receptive_field)
-    if rf is not None:
-        parts.append(f"RF {rf}")
+             f"params {human(layer.params)}", f"out {_outputs(layer)}"]
+    if layer.receptive_field is not None:
+        parts.append(f"RF {pair_text(layer.receptive_field)}")
     if fused_from:
         parts.append("fused from " + ", ".join(fused_from))
     return " · ".join(parts)

@@ -1,7 +1,7 @@
 """cnnir.optim.lr_scheduler against float64 references written here from the closed forms and
-pseudo-code of SEMANTICS §5 (they never call the implementation), over 60 steps with a relative
-tolerance of 1e-12, on two parameter groups; PyTorch's traps (CyclicLR's momentum cycling, the
-unclamped cosine); state_dict round trips through JSON; chaining; bad arguments."""
+pseudo-code of docs/semantics.md §5 (they never call the implementation), over 60 steps with a
+relative tolerance of 1e-12, on two parameter groups; PyTorch's traps (CyclicLR's momentum
+cycling, the unclamped cosine); state_dict round trips through JSON; chaining; bad arguments."""
 
 from __future__ import annotations
 
@@ -220,7 +220,7 @@ def test_one_cycle_without_momentum_cycling_leaves_momentum_alone() -> None:
 
 def cyclic(i: int, base: float, top: float, up: int, down: int, mode: str = "triangular",
            gamma: float = 1.0, low_m: float = 0.8, high_m: float = 0.9) -> tuple[float, float]:
-    """SEMANTICS §5's pseudo-code: (lr, momentum) at iteration ``i``."""
+    """docs/semantics.md §5's pseudo-code: (lr, momentum) at iteration ``i``."""
     total = up + down
     ratio = up / total
     cycle = math.floor(1 + i / total)
@@ -309,7 +309,7 @@ def plateau(metrics: list[float], lrs: list[float], *, mode: str = "min", factor
             patience: int = 10, threshold: float = 1e-4, threshold_mode: str = "rel",
             cooldown: int = 0, min_lrs: list[float] | None = None,
             eps: float = 1e-8) -> list[list[float]]:
-    """SEMANTICS §5's pseudo-code: the lrs after each metric."""
+    """docs/semantics.md §5's pseudo-code: the lrs after each metric."""
     min_lrs = min_lrs or [0.0] * len(lrs)
     lrs = list(lrs)
     best = math.inf if mode == "min" else -math.inf

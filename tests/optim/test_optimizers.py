@@ -1,7 +1,8 @@
-"""cnnir.optim's optimizers against float64 numpy references written here from SEMANTICS §4
-(PyTorch's ``_single_tensor_*`` rules; they never call the implementation): every option
-combination over 50 steps on both backends (parameters and state within a relative 1e-12,
-step counts exact), options changed mid-run, parameter groups, the None-gradient rule,
+"""cnnir.optim's optimizers against float64 numpy references written here from
+docs/semantics.md §4 (PyTorch's ``_single_tensor_*`` rules; they never call the
+implementation): every option combination over 50 steps on both backends (parameters and
+state within a relative 1e-12, step counts exact), options changed mid-run, parameter groups,
+the None-gradient rule,
 state_dict layout and round trips, bad options, float32 parameters, and L1 regularization
 through value_and_grad."""
 
@@ -25,7 +26,7 @@ STEPS = 50
 RTOL = 1e-12
 SHAPES = ((3, 4), (5,))  # two parameters of different shapes
 
-# The defaults of SEMANTICS §4 (the reference's own copy; the implementation's are checked
+# The defaults of docs/semantics.md §4 (the reference's own copy; the implementation's are checked
 # against them by ``test_defaults``).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "SGD": dict(lr=1e-3, momentum=0, dampening=0, weight_decay=0, nesterov=False),
@@ -39,7 +40,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-# -- the float64 reference (SEMANTICS §4) --------------------------------------------------
+# -- the float64 reference (docs/semantics.md §4) --------------------------------------------------
 def ref_sgd(p, g, st, o):
     if o["weight_decay"] != 0:
         g = g + o["weight_decay"] * p
