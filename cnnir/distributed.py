@@ -212,7 +212,8 @@ def local_ranks() -> int:
 def share_cores() -> None:
     """Give each of the ranks on this machine its share of the cores for the kernels'
     threads, unless ``NUMBA_NUM_THREADS`` says otherwise: two ranks of two threads each on
-    two cores fight over them (MPI's waits spin), and a step measured 13x slower."""
+    two cores fight over them (MPI's waits spin): a digits epoch took 1.3 s, against under
+    0.05 s with one thread a rank."""
     ranks = local_ranks()
     if ranks <= 1 or "NUMBA_NUM_THREADS" in os.environ:
         return
