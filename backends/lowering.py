@@ -312,7 +312,8 @@ class Builder:
         elif len(makers) == 1 or not self.tune:
             names = [next(iter(makers))]
         else:
-            names = list(makers)
+            remembered = self.recall(node)  # build only the earlier choice
+            names = [remembered] if remembered in makers else list(makers)
         existing = self.state.derived_keys()
         steps, requested = {}, {}
         for name in names:
@@ -331,15 +332,36 @@ class Builder:
         """Seconds one run of ``step`` takes on this device."""
         raise NotImplementedError
 
+    def recall(self, node: Node) -> str | None:
+        """The algorithm an earlier tuning chose for a node like this one (a device that
+        remembers its choices overrides this), or None: time the candidates."""
+        return None
+
+    def remember(self, node: Node, name: str) -> None:
+        """Keep the tuner's choice for nodes like this one (see ``recall``)."""
+
+    def signature(self, node: Node) -> str:
+        """What a node's algorithm choice depends on: its op, attributes, the types of its
+        inputs and outputs and the compute dtype (not its weights' values)."""
+        def types(values) -> str:
+            return ",".join("-" if v is None else f"{self.types[id(v)].dtype}"
+                            f"{list(self.types[id(v)].shape)}" for v in values)
+
+        return (f"{node.op.name}|{node.attrs!r}|{types(node.inputs)}|{types(node.outputs)}|"
+                f"{np.dtype(self.dtype).name}")
+
     def choose(self, node: Node, candidates: dict[str, Step]) -> Step:
         """Per-op algorithm choice by measurement: run each candidate (after a warm-up that
-        also compiles or loads its kernels) and keep the fastest; recorded in ``choices``.
+        also compiles or loads its kernels) and keep the fastest (``remember``ed: a device
+        that ``recall``s it builds and times nothing the next time); recorded in ``choices``.
         ``tune=False`` takes the first candidate; ``tune="<name>"`` takes that algorithm where
         it applies and the first candidate elsewhere."""
         if isinstance(self.tune, str):
             name = self.tune if self.tune in candidates else next(iter(candidates))
         elif len(candidates) == 1 or not self.tune:
             name = next(iter(candidates))
+        elif self.recall(node) in candidates:
+            name = self.recall(node)
         else:
             for step in candidates.values():
                 step()  # compiles or loads its kernels
@@ -349,6 +371,7 @@ class Builder:
                 for key, step in candidates.items():
                     timings[key] = min(timings[key], self.elapsed(step))
             name = min(timings, key=timings.get)
+            self.remember(node, name)
         self.choices[node.name] = name
         return candidates[name]
 

@@ -7,8 +7,9 @@ Per-op algorithm choice, by timing the candidates at compile time (``Builder.cho
 - float32 (the default) runs on the register-blocked micro-kernel (``kernels.simd``,
   ``kernels.gemm``): a 1x1/stride-1/unpadded convolution is one GEMM per image read straight
   from the image, every other dense or grouped one im2col per band of output rows + GEMM,
-  and a 3x3/stride-1 one may instead be Winograd F(2x2, 3x3), whose 16 GEMMs run on the same
-  micro-kernel;
+  and a 3x3/stride-1 one may instead be Winograd F(2x2, 3x3) or F(4x4, 3x3), whose GEMMs run
+  on the same micro-kernel; an ungrouped one with a small output plane and a deep reduction
+  may run with vectors over output channels instead of pixels (``kernels.pixel_gemm``);
 - float64 runs the same structure on numpy's BLAS (``*_blas``);
 - a depthwise convolution is a stencil (``kernels.stencil``): flat 3×3 planes, phase planes
   when undilated with equal strides, row by row otherwise.
@@ -50,6 +51,7 @@ from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels import conv as ck
 from cnnir.backends.numba_cpu.kernels import conv_grad as cgk
 from cnnir.backends.numba_cpu.kernels import gemm as gk
+from cnnir.backends.numba_cpu.kernels import pixel_gemm as pgk
 from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels import stencil as sk
 from cnnir.backends.numba_cpu.kernels import winograd as wk
@@ -107,6 +109,9 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value | Weight, out
             makers["pointwise-microkernel"] = lambda: pointwise_mk_step(b, x, wt, out, ep)
         else:
             makers["im2col-microkernel"] = lambda: im2col_mk_step(b, attrs, x, wt, out, ep)
+        if (attrs.groups == 1 and w[0].size >= PIXEL_GEMM_MIN_DEPTH
+                and out.shape[2] * out.shape[3] <= PIXEL_GEMM_MAX_PIXELS):
+            makers["pixel-gemm-microkernel"] = lambda: pixel_gemm_step(b, attrs, x, wt, out, ep)
     elif pointwise:
         makers["pointwise-blas"] = lambda: pointwise_step(x, w, out, ep)
     else:
@@ -164,6 +169,39 @@ def im2col_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray
     filled = np.zeros(gk.THREADS, np.int64)
     im2col_gemm = gk.im2col_gemm.over(len(bands))
     return lambda: im2col_gemm(packed, x, out, bands, window, args, cols, scratch, filled)
+
+
+# Below this reduction depth, pixel_gemm's transposing store costs as much as its products
+# (1x1/stride-2 convolutions of 64 and 128 channels ran 1.3x slower than im2col).
+PIXEL_GEMM_MIN_DEPTH = 256
+# On larger planes im2col's tiles are full too, and in ResNet-18 at batch 8 the tuner's
+# pick of pixel_gemm for 56x56 planes ran slower in the network than Winograd.
+PIXEL_GEMM_MAX_PIXELS = 256
+
+
+def pixel_gemm_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
+                    ep: Epilogue) -> Step:
+    """Vectors over output channels, pixels read in place (``kernels.pixel_gemm``)."""
+    w = wt.array
+    out_ch, channels, kh, kw = w.shape
+    panels = wt.derived("columns", lambda: simd.pack_columns(w.reshape(out_ch, -1)))
+    oh, ow = out.shape[2:]
+    blocks = oh * -(-ow // simd.MR)
+    jobs = pgk.jobs_for(x.shape[0], out_ch, blocks)
+    (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
+    # the lanes of a row's last block run past it, into the slack after the last row
+    hp, wp = padded_extent(attrs, x, (kh, kw), out)
+    padded = b.scratch((gk.THREADS, channels, hp + 1, wp + (simd.MR - 1) * sw),
+                       owner=("pixel-gemm", *attrs.padding[:2], *x.shape[2:]))
+    plane, row = padded.shape[2] * padded.shape[3], padded.shape[3]
+    c, i, j = np.meshgrid(np.arange(channels), np.arange(kh), np.arange(kw), indexing="ij")
+    index = (c * plane + i * dh * row + j * dw).reshape(-1).astype(np.int64)
+    geometry = (index, *attrs.padding[:2], sh, sw, (kh - 1) * dh + 1)
+    tiles = b.scratch((gk.THREADS, pgk.group_size(blocks) * simd.MR * simd.NR))
+    scratch = (padded, tiles, np.zeros(gk.THREADS, np.int64))
+    unit = (np.ones(simd.MR, np.float32), np.zeros(simd.MR, np.float32))
+    kernel, args = pgk.pixel_gemm.over(len(jobs)), ep.args()
+    return lambda: kernel(panels, x, out, jobs, geometry, args, scratch, unit)
 
 
 def padded_extent(attrs, x: np.ndarray, kernel_size: tuple[int, int],

@@ -16,6 +16,7 @@ import numpy as np
 
 from cnnir.backend import KernelTable
 from cnnir.backends.lowering import HOST_MEMORY, Builder, ProgramState, Step, lower_nodes
+from cnnir.backends.numba_cpu import tuning
 from cnnir.ir import Graph, Node, Value
 from cnnir.passes.shape_inference import bind_types
 
@@ -40,12 +41,22 @@ def elapsed(step: Step) -> float:
 
 
 class CpuBuilder(Builder):
-    """The builder on numpy arrays, tuning by the CPU's clock."""
+    """The builder on numpy arrays, tuning by the CPU's clock; its choices are remembered
+    on disk (``tuning``)."""
 
     memory = HOST_MEMORY
 
     def elapsed(self, step: Step) -> float:
         return elapsed(step)
+
+    def recall(self, node: Node) -> str | None:
+        remembered = tuning.cache()
+        return None if remembered is None else remembered.get(self.signature(node))
+
+    def remember(self, node: Node, name: str) -> None:
+        remembered = tuning.cache()
+        if remembered is not None:
+            remembered.put(self.signature(node), name)
 
 
 class Program:

@@ -34,7 +34,7 @@ DONE = "warm-done"  # written when the warm-up has compiled every layer (benchma
 MARKER_MAX_AGE_S = 600  # an older marker is from a warm-up that died: start another
 
 
-def _cache_folder() -> Path | None:
+def kernel_cache_folder() -> Path | None:
     """The folder of this host profile's kernel cache (``jit``'s salted locator)."""
     from cnnir.backends.numba_cpu.kernels import gemm, jit
 
@@ -67,7 +67,7 @@ def start_if_cold() -> None:
     """Start the warm-up process if this profile's kernel cache holds no GEMM kernel yet."""
     if os.environ.get(WARM_VARIABLE, "1") == "0" or _started:
         return
-    folder = _cache_folder()
+    folder = kernel_cache_folder()
     if folder is None:
         return
     try:
@@ -123,11 +123,12 @@ def _layers() -> list[tuple[object, tuple[int, ...], bool | str]]:
     stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
                          nn.MaxPool2d(3, 2, 1))
     # The first process compiles a network's stem first: the warm-up starts with the 3x3
-    # convolutions of its middle and deep layers (Winograd F(4x4) on wide planes, F(2x2) on
-    # narrow ones).
+    # convolutions of its middle and deep layers (Winograd F(4x4) on wide planes, pixel-gemm
+    # and F(2x2) on narrow ones).
     return [
         (nn.MaxPool2d(3, 2, 1), (1, 64, 112, 112), True),
         (Block(64, 64, 1), (1, 64, 56, 56), "winograd-f4x4-3x3"),
+        (Block(256, 512, 2), (1, 256, 14, 14), "pixel-gemm-microkernel"),
         (Block(512, 512, 1), (1, 512, 7, 7), "winograd-f2x2-3x3"),
         (head, (1, 512, 7, 7), True),
         (Block(128, 256, 2), (1, 128, 28, 28), True),
@@ -144,6 +145,6 @@ def main() -> None:
     for module, shape, tune in _layers():
         run = cnnir.compile(module.eval(), shape, tune=tune)
         run(np.zeros(shape, np.float32))
-    folder = _cache_folder()
+    folder = kernel_cache_folder()
     if folder is not None:
         (folder / DONE).touch()

@@ -70,6 +70,10 @@ def im2col_rows(x, cols, n, c0, cg, window, y0, y1, ow):
                 for xx in range(hi - lo):
                     u = np.uint64(xx)
                     cf[dst + u] = xf[src + u]
+            elif sw == 2:  # a literal stride: LLVM vectorizes it with shuffles
+                for xx in range(hi - lo):
+                    u = np.uint64(xx)
+                    cf[dst + u] = xf[src + u * np.uint64(2)]
             else:
                 step = np.uint64(sw)
                 for xx in range(hi - lo):

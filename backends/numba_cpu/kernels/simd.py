@@ -9,7 +9,10 @@ issuing ``MR·vectors`` fused multiply-adds.
 
 A is pre-packed (``pack_rows``) as ``[row block][k][MR]``, so the broadcasts of one step are
 adjacent; B is read in place, one row of ``vectors·LANES`` contiguous floats per step, ``ldb``
-apart, so neither an image nor an im2col buffer needs repacking.
+apart, so neither an image nor an im2col buffer needs repacking. The gathering variant
+(``gather_tile_intrinsic``) reads A in place instead, each step's MR scalars a fixed stride
+apart from an offset looked up per step (an image and its taps: ``pixel_gemm``, whose B, the
+weights, is packed by ``pack_columns``).
 
 The vector width and the tile come from the host profile (``host.HOST``): the accumulators,
 the B vectors of a step and a broadcast must fit the vector registers (``tile_shape``), or
@@ -95,7 +98,59 @@ def _float32_array(t) -> bool:
     return isinstance(t, types.Array) and t.dtype == types.float32
 
 
-def _tile_intrinsic(vectors: int):
+def _emit_tile(builder, vectors, a_scalar, pb, ldb, k, pc, ldc, rows, p_scale, p_shift, p_res,
+               has_res, lo, hi):
+    """The micro-kernel's body: ``a_scalar(step, r)`` loads A's element of row r at a step."""
+    prefetch = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [pb.type, _I32, _I32, _I32]),
+        "llvm.prefetch.p0")
+
+    def at(base, index):
+        return _element_ptr(builder, base, ir.Constant(_I64, index))
+
+    zero = ir.Constant(_VEC, [0.0] * LANES)
+    acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)] for _ in range(MR)]
+    with cgutils.for_range(builder, k) as loop:
+        b_row = _element_ptr(builder, pb, builder.mul(loop.index, ldb))
+        b_vecs = [_load(builder, at(b_row, LANES * j), _VEC) for j in range(vectors)]
+        builder.call(prefetch, [at(b_row, PREFETCH_FLOATS), ir.Constant(_I32, 0),
+                                ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
+        for r in range(MR):
+            a_vec = _splat(builder, a_scalar(loop.index, r))
+            for j in range(vectors):
+                total = _fma(builder, a_vec, b_vecs[j], builder.load(acc[r][j]))
+                builder.store(total, acc[r][j])
+    lo_vec, hi_vec = _splat(builder, lo), _splat(builder, hi)
+    for r in range(MR):
+        valid = builder.icmp_signed(">", rows, ir.Constant(_I64, r))
+        with builder.if_then(valid, likely=True):
+            row_offset = builder.mul(ir.Constant(_I64, r), ldc)
+            c_row = _element_ptr(builder, pc, row_offset)
+            res_row = _element_ptr(builder, p_res, row_offset)
+            scale_vec = _splat(builder, _load(builder, at(p_scale, r), _F32))
+            shift_vec = _splat(builder, _load(builder, at(p_shift, r), _F32))
+            for j in range(vectors):
+                y = _fma(builder, builder.load(acc[r][j]), scale_vec, shift_vec)
+                builder.store(y, acc[r][j])
+                with builder.if_then(has_res):
+                    residual = _load(builder, at(res_row, LANES * j), _VEC)
+                    builder.store(builder.fadd(y, residual), acc[r][j])
+                y = _clamp(builder, builder.load(acc[r][j]), lo_vec, hi_vec)
+                _store(builder, y, at(c_row, LANES * j))
+
+
+def _epilogue_pointers(context, builder, ty, args):
+    """Pointers to B, C, the residual, scale and shift of a tile call: ``ty`` and ``args``
+    from ``b`` on (b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res, ...)."""
+    pb = _data_ptr(context, builder, ty[0], args[0], args[1])
+    pc = _data_ptr(context, builder, ty[4], args[4], args[5])
+    p_res = _data_ptr(context, builder, ty[11], args[11], args[5])
+    p_scale = _data_ptr(context, builder, ty[8], args[8], args[10])
+    p_shift = _data_ptr(context, builder, ty[9], args[9], args[10])
+    return pb, pc, p_res, p_scale, p_shift
+
+
+def tile_intrinsic(vectors: int):
     """``tile(a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
     has_res, lo, hi)``: for r < rows (≤ MR) and j < vectors·LANES, with ``y = Σ_i a[a_off + i·MR
     + r] · b[b_off + i·ldb + j]``,
@@ -114,53 +169,17 @@ def _tile_intrinsic(vectors: int):
                          types.float32, types.float32)
 
         def codegen(context, builder, sig, args):
-            (a_arg, a_off_arg, b_arg, b_off_arg, ldb_arg, k_arg, c_arg, c_off_arg, ldc_arg,
-             rows_arg, scale_arg, shift_arg, s_off_arg, res_arg, has_res_arg, lo_arg,
-             hi_arg) = args
-            ty = sig.args
-            pa = _data_ptr(context, builder, ty[0], a_arg, a_off_arg)
-            pb = _data_ptr(context, builder, ty[2], b_arg, b_off_arg)
-            pc = _data_ptr(context, builder, ty[6], c_arg, c_off_arg)
-            p_res = _data_ptr(context, builder, ty[13], res_arg, c_off_arg)
-            p_scale = _data_ptr(context, builder, ty[10], scale_arg, s_off_arg)
-            p_shift = _data_ptr(context, builder, ty[11], shift_arg, s_off_arg)
-            prefetch = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [pa.type, _I32, _I32, _I32]),
-                "llvm.prefetch.p0")
-            def at(base, index):
-                return _element_ptr(builder, base, ir.Constant(_I64, index))
+            pa = _data_ptr(context, builder, sig.args[0], args[0], args[1])
+            pb, pc, p_res, p_scale, p_shift = _epilogue_pointers(context, builder,
+                                                                 sig.args[2:], args[2:])
 
-            zero = ir.Constant(_VEC, [0.0] * LANES)
-            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)]
-                   for _ in range(MR)]
-            with cgutils.for_range(builder, k_arg) as loop:
-                b_row = _element_ptr(builder, pb, builder.mul(loop.index, ldb_arg))
-                b_vecs = [_load(builder, at(b_row, LANES * j), _VEC) for j in range(vectors)]
-                builder.call(prefetch, [at(b_row, PREFETCH_FLOATS), ir.Constant(_I32, 0),
-                                        ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
-                a_row = _element_ptr(builder, pa, builder.mul(loop.index, ir.Constant(_I64, MR)))
-                for r in range(MR):
-                    a_vec = _splat(builder, _load(builder, at(a_row, r), _F32))
-                    for j in range(vectors):
-                        total = _fma(builder, a_vec, b_vecs[j], builder.load(acc[r][j]))
-                        builder.store(total, acc[r][j])
-            lo_vec, hi_vec = _splat(builder, lo_arg), _splat(builder, hi_arg)
-            for r in range(MR):
-                valid = builder.icmp_signed(">", rows_arg, ir.Constant(_I64, r))
-                with builder.if_then(valid, likely=True):
-                    row_offset = builder.mul(ir.Constant(_I64, r), ldc_arg)
-                    c_row = _element_ptr(builder, pc, row_offset)
-                    res_row = _element_ptr(builder, p_res, row_offset)
-                    scale_vec = _splat(builder, _load(builder, at(p_scale, r), _F32))
-                    shift_vec = _splat(builder, _load(builder, at(p_shift, r), _F32))
-                    for j in range(vectors):
-                        y = _fma(builder, builder.load(acc[r][j]), scale_vec, shift_vec)
-                        builder.store(y, acc[r][j])
-                        with builder.if_then(has_res_arg):
-                            residual = _load(builder, at(res_row, LANES * j), _VEC)
-                            builder.store(builder.fadd(y, residual), acc[r][j])
-                        y = _clamp(builder, builder.load(acc[r][j]), lo_vec, hi_vec)
-                        _store(builder, y, at(c_row, LANES * j))
+            def a_scalar(step, r):
+                row = _element_ptr(builder, pa, builder.mul(step, ir.Constant(_I64, MR)))
+                return _load(builder, _element_ptr(builder, row, ir.Constant(_I64, r)), _F32)
+
+            ldb, k, ldc, rows = args[4], args[5], args[8], args[9]
+            _emit_tile(builder, vectors, a_scalar, pb, ldb, k, pc, ldc, rows, p_scale, p_shift,
+                       p_res, *args[14:])
             return context.get_dummy_value()
 
         return sig, codegen
@@ -168,9 +187,46 @@ def _tile_intrinsic(vectors: int):
     return tile
 
 
-tile_wide = _tile_intrinsic(TILE_VECTORS)  # MR × NR
-tile_mid = _tile_intrinsic(TILE_VECTORS - 1)  # for the last columns
-tile_narrow = _tile_intrinsic(1)  # MR × LANES
+def gather_tile_intrinsic(vectors: int):
+    """``tile(a, a_off, a_index, a_step, b, ...)``: ``tile_intrinsic``'s tile with A read in
+    place: row r's element of step i at ``a[a_off + a_index[i] + r·a_step]`` (an image:
+    ``a_index`` holds each (channel, tap)'s offset, ``a_step`` the stride; nothing is
+    packed)."""
+
+    @intrinsic
+    def tile(typingctx, a, a_off, a_index, a_step, b, b_off, ldb, k, c, c_off, ldc, rows,
+             scale, shift, s_off, res, has_res, lo, hi):
+        if not (all(_float32_array(t) for t in (a, b, c, scale, shift, res))
+                and isinstance(a_index, types.Array) and a_index.dtype == types.int64):
+            return None
+        i = types.intp
+        sig = types.void(a, i, a_index, i, b, i, i, i, c, i, i, i, scale, shift, i, res,
+                         types.boolean, types.float32, types.float32)
+
+        def codegen(context, builder, sig, args):
+            pa = _data_ptr(context, builder, sig.args[0], args[0], args[1])
+            index = context.make_array(sig.args[2])(context, builder, args[2]).data
+            pb, pc, p_res, p_scale, p_shift = _epilogue_pointers(context, builder,
+                                                                 sig.args[4:], args[4:])
+
+            def a_scalar(step, r):
+                offset = builder.load(builder.gep(index, [step]))
+                lane = builder.mul(ir.Constant(_I64, r), args[3])
+                return _load(builder, _element_ptr(builder, pa, builder.add(offset, lane)), _F32)
+
+            ldb, k, ldc, rows = args[6], args[7], args[10], args[11]
+            _emit_tile(builder, vectors, a_scalar, pb, ldb, k, pc, ldc, rows, p_scale, p_shift,
+                       p_res, *args[16:])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+tile_wide = tile_intrinsic(TILE_VECTORS)  # MR × NR
+tile_mid = tile_intrinsic(TILE_VECTORS - 1)  # for the last columns
+tile_narrow = tile_intrinsic(1)  # MR × LANES
 
 
 def padded_rows(rows: int) -> int:
@@ -187,6 +243,19 @@ def pack_rows(a: np.ndarray, groups: int = 1) -> np.ndarray:
     packed[:, :m] = a.reshape(groups, m, k)
     blocks = packed.reshape(groups, m_pad // MR, MR, k).transpose(0, 1, 3, 2)
     return np.ascontiguousarray(blocks).reshape(-1)
+
+
+def pack_columns(a: np.ndarray) -> np.ndarray:
+    """The columns of ``a``ᵀ (``a`` [m, k]: one row per output channel) as float32 panels of
+    up to NR: panel p, m-rows [p·NR, p·NR + w) with w = min(NR, m_pad − p·NR), at p·NR·k as
+    ``[k][w]``, m zero-padded to whole vectors (m_pad): the B operand of ``tile_*`` with
+    ``ldb = w``, one contiguous run per step (``gemm.pixel_gemm``)."""
+    m, k = a.shape
+    m_pad = -(-m // LANES) * LANES
+    padded = np.zeros((m_pad, k), np.float32)
+    padded[:m] = a
+    return np.concatenate([np.ascontiguousarray(padded[p:p + NR].T).reshape(-1)
+                           for p in range(0, m_pad, NR)])
 
 
 class F32Vector(types.Type):

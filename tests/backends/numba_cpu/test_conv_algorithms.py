@@ -47,6 +47,13 @@ GEOMETRIES = [
     ("winograd-f4x4-3x3", (1, 3, 3, 3), (2, 3, 3, 3), dict(padding=1)),  # one tile, all border
     ("winograd-f4x4-3x3", (2, 3, 30, 22), (5, 3, 3, 3), dict(padding=1)),  # chunks span planes
     ("winograd-f4x4-3x3", (1, 2, 6, 270), (3, 2, 3, 3), dict(padding=2)),  # 68 tiles a row
+    # pixel-gemm needs C·kh·kw >= 256: odd batch (jobs cut by pixel blocks), even batch
+    # (whole images), rows narrower and wider than a block, strides, dilation, a 1x1
+    ("pixel-gemm-microkernel", (1, 29, 7, 7), (37, 29, 3, 3), dict(padding=1)),
+    ("pixel-gemm-microkernel", (2, 30, 9, 11), (21, 30, 3, 3), dict(stride=2, padding=1)),
+    ("pixel-gemm-microkernel", (3, 16, 10, 10), (5, 16, 5, 5), dict(padding=3, dilation=2)),
+    ("pixel-gemm-microkernel", (1, 260, 6, 7), (9, 260, 1, 1), dict(stride=2)),
+    ("pixel-gemm-microkernel", (1, 3, 21, 19), (7, 3, 11, 11), dict(stride=3, padding=2)),
     ("depthwise-phases", (2, 8, 9, 11), (8, 1, 3, 3), dict(padding=1, groups=8)),
     ("depthwise-phases", (1, 6, 12, 13), (6, 1, 3, 3), dict(stride=2, padding=1, groups=6)),
     ("depthwise-phases", (1, 6, 11, 11), (6, 1, 3, 3), dict(stride=2, groups=6)),
@@ -76,6 +83,13 @@ def tail_geometries() -> list[tuple]:
     out.append(("winograd-f2x2-3x3", (1, 4, 4, 2 * (nr + 1)), (2 * rows + 1, 4, 3, 3),
                 dict(padding=1)))
     out.append(("winograd-f4x4-3x3", (1, 4, 4, 4 * (nr + 1)), (2 * rows + 1, 4, 3, 3),
+                dict(padding=1)))
+    # pixel-gemm's panels of output channels: a full one and each shorter width, whole
+    # vectors and a ragged one; rows one past a block; jobs cut by channel panels
+    for channels in (nr + mid + lanes - 1, nr + 1, 2 * nr + lanes + 3):
+        out.append(("pixel-gemm-microkernel", (1, 29, 3, rows + 1), (channels, 29, 3, 3),
+                    dict(padding=1)))
+    out.append(("pixel-gemm-microkernel", (1, 29, 2, 3), (4 * nr + 5, 29, 3, 3),
                 dict(padding=1)))
     # flat depthwise planes of whole vectors only, and of whole vectors and a tail
     out.append(("depthwise-3x3-flat", (2, 3, 2, lanes), (3, 1, 3, 3), dict(padding=1, groups=3)))
@@ -148,25 +162,32 @@ def test_linear_small_and_large_batches(batch: int) -> None:
     assert_close(got, ref, 37)
 
 
-@pytest.mark.parametrize("kernel,stride,padding,ceil_mode,size", [
-    (3, 2, 1, False, (2, 3, 11, 12)), (3, 2, 1, True, (1, 2, 10, 9)),
-    (2, 2, 0, False, (1, 2, 8, 8)), (2, 2, 0, False, (2, 16, 64, 64)),
-    (3, 1, 1, False, (1, 2, 7, 5)),
-    (5, 3, 2, True, (2, 2, 13, 11)), (3, (2, 1), 0, False, (1, 2, 9, 9))])
-def test_max_pool_paths_match_reference(kernel, stride, padding, ceil_mode, size) -> None:
-    """Equal strides run on the phase planes (−∞ borders), 2×2 windows tiling the image on
-    their own kernel (first when not tuning), others on the separable kernel; a NaN in the
-    input wins its windows as in PyTorch."""
+MAX_POOLS = [
+    ("max-pool-phases", 3, 2, 1, False, (2, 3, 11, 12)),
+    ("max-pool-phases", 3, 2, 1, True, (1, 2, 10, 9)),
+    ("max-pool-phases", 3, 1, 1, False, (1, 2, 7, 5)),
+    ("max-pool-phases", 5, 3, 2, True, (2, 2, 13, 11)),
+    ("max-pool-2x2", 2, 2, 0, False, (1, 2, 8, 8)),
+    ("max-pool-2x2", 2, 2, 0, False, (2, 16, 64, 64)),
+    ("max-pool-separable", 3, (2, 1), 0, False, (1, 2, 9, 9)),
+]
+
+
+@pytest.mark.parametrize("path,kernel,stride,padding,ceil_mode,size", MAX_POOLS)
+def test_max_pool_paths_match_reference(path, kernel, stride, padding, ceil_mode,
+                                        size) -> None:
+    """Each max-pool path, forced: the phase planes (−∞ borders), 2×2 windows tiling the
+    image, unequal strides (separable); a NaN in the input wins its windows as in
+    PyTorch."""
     from cnnir import nn
 
     model = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
     x = np.random.default_rng(2).standard_normal(size).astype(np.float32)
     x[0, 0, 3, 4] = np.nan
-    compiled = cnnir.compile(model, size, tune=False)
+    compiled = cnnir.compile(model, size, tune=path)
     got = compiled(x)
     ref = cnnir.compile(model, size, backend="reference")(x.astype(np.float64))
-    path = "max-pool-phases" if not isinstance(stride, tuple) else "max-pool-separable"
-    assert set(compiled.choices.values()) == {"max-pool-2x2" if kernel == 2 else path}
+    assert set(compiled.choices.values()) == {path}
     np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
     np.testing.assert_allclose(got, ref, rtol=0, atol=0)
 

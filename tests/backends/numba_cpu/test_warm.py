@@ -18,7 +18,7 @@ def spawned(monkeypatch, tmp_path):
     """Record instead of starting processes; the cache folder is a fresh temporary one."""
     calls = []
     monkeypatch.setattr(warm.subprocess, "Popen", lambda *a, **k: calls.append((a, k)))
-    monkeypatch.setattr(warm, "_cache_folder", lambda: tmp_path)
+    monkeypatch.setattr(warm, "kernel_cache_folder", lambda: tmp_path)
     monkeypatch.setattr(warm, "_started", [])
     monkeypatch.delenv(warm.WARM_VARIABLE, raising=False)
     return calls
