@@ -232,9 +232,9 @@ def depthwise3x3_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.n
     """3×3/padding 1/stride 1 or 2 depthwise conv on flat planes (``sk.depthwise3x3_same``)."""
     height, width = x.shape[2:]
     slack = simd.LANES  # the last vector of a plane or row runs past it
-    planes = b.scratch((gk.THREADS, 3 * ((height + 2) * width + 2 + slack)),
+    planes = b.scratch((gk.THREADS, 3 * gk.own_lines((height + 2) * width + 2 + slack)),
                        owner=("depthwise-3x3", height, width))  # zero outside the interiors
-    acc = b.scratch((gk.THREADS, width + slack), owner=("depthwise-row", width))
+    acc = b.scratch((gk.THREADS, gk.own_lines(width + slack)), owner=("depthwise-row", width))
     mult, stride, args = w.shape[0] // x.shape[1], attrs.stride[0], ep.args()
     kernel = sk.depthwise3x3_same.sized(out.size * 9 * stride * stride)
     return lambda: kernel(x, w, out, mult, stride, args, planes, acc)
@@ -250,11 +250,12 @@ def phase_scratch(b: Builder, attrs, x: np.ndarray, kernel_size: tuple[int, int]
     hq, wq = -(-hp // stride), -(-wp // stride)
     # The flat tap reads of the last output row run up to (kh − 1)/s rows and (kw − 1)/s
     # columns past oh·wq; the padding keeps them inside the border.
-    size = max(hq, oh + (kh - 1) // stride + 1) * wq + kw
+    size = gk.own_lines(max(hq, oh + (kh - 1) // stride + 1) * wq + kw)
     phases = b.scratch((gk.THREADS, stride * stride, size),
                        owner=("phases", border, pad_top, pad_left, wq, *x.shape[2:]))
     phases.fill(border)
-    acc = b.scratch((gk.THREADS, oh * wq), owner="phases-acc")
+    # each thread's rows, then at least two cache lines of slack: no line shared
+    acc = b.scratch((gk.THREADS, oh + -(-gk.LINE_FLOATS // wq), wq), owner="phases-acc")
     return phases, acc
 
 

@@ -61,7 +61,7 @@ def max_pool2d_grad(b: Builder, node: Node) -> Step:
     x, gy = (b.array(v) for v in node.inputs)
     gx, a = b.array(node.output), node.attrs
     if b.dtype == np.float32 and tiles_2x2(a, x.shape[2:], gy.shape[2:]):
-        codes = b.scratch((gk.THREADS, gy.shape[3]), owner="max-pool-grad-codes")
+        codes = b.scratch((gk.THREADS, gk.own_lines(gy.shape[3])), owner="max-pool-grad-codes")
         tiled = pk.max_pool_grad_2x2.sized(x.size)
         return lambda: tiled(x, gy, gx, codes)
     kernel = pk.max_pool_grad.sized(gy.size * a.kernel_size[0] * a.kernel_size[1])
@@ -167,6 +167,6 @@ def interpolate_grad(b: Builder, node: Node) -> Step:
         nearest = pk.nearest_grad.sized(gy.size)
         return lambda: nearest(gy, gx, h0, w0)
     lh, lw = lh.astype(b.dtype), lw.astype(b.dtype)
-    rows = b.scratch((gk.THREADS, gx.shape[3]), owner="resample-grad-rows")
+    rows = b.scratch((gk.THREADS, gk.own_lines(gx.shape[3])), owner="resample-grad-rows")
     scatter = pk.resample_grad.sized(gy.size)
     return lambda: scatter(gy, gx, h0, h1, lh, w0, w1, lw, rows)

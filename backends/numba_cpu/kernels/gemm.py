@@ -31,9 +31,21 @@ from cnnir.backends.numba_cpu.kernels.simd import (
 THREADS = numba.config.NUMBA_NUM_THREADS
 
 
+LINE_FLOATS = 32  # two 64-byte cache lines: the adjacent-line prefetcher fetches pairs
+
+
+def own_lines(floats: int) -> int:
+    """``floats`` rounded up to whole pairs of cache lines: the length of a thread's row of
+    a per-thread scratch buffer, so that it shares no line with its neighbour's (the arena's
+    buffers start on line boundaries). Rows of 23 floats, written by both threads after
+    every plane, kept the flat depthwise kernel on 7×7 planes from running faster on two
+    threads than on one (MobileNetV2 at batch 8: depthwise layers 16.1 → 13.1 ms)."""
+    return -(-floats // LINE_FLOATS) * LINE_FLOATS
+
+
 def scratch_size(k: int) -> int:
     """Floats of per-thread scratch for a GEMM of depth k: one tile plus a padded panel."""
-    return MR * LANES + k * LANES
+    return own_lines(MR * LANES + k * LANES)
 
 
 # An offset of 0 passed as a variable: a literal 0 in a tuple argument types as Literal[int],

@@ -154,8 +154,9 @@ def finish_phase_rows(outf, base, acc, wq, oh, ow, channel, ep):
 
 @helper
 def phase_layout(phases, acc, oh):
-    """``(wq, n_q, size)``: phase row length, accumulator length, floats per phase plane."""
-    wq = acc.shape[1] // oh
+    """``(wq, n_q, size)``: phase row length, accumulator length, floats per phase plane
+    (``acc`` [threads, rows ≥ oh, wq])."""
+    wq = acc.shape[2]
     return wq, oh * wq, phases.shape[2]
 
 
@@ -163,7 +164,7 @@ def phase_layout(phases, acc, oh):
 def depthwise_phases(x, w, out, mult, stride, pad_top, pad_left, ep, phases, acc):
     """Undilated depthwise conv with equal strides and a fused epilogue: output channel o
     reads input channel o // mult. ``phases`` [threads, stride², size] and ``acc``
-    [threads, oh·wq] are per-thread scratch (see the module docstring)."""
+    [threads, rows ≥ oh, wq] are per-thread scratch (see the module docstring)."""
     n_img, channels, height, width = x.shape
     _, out_ch, oh, ow = out.shape
     kh, kw = w.shape[2], w.shape[3]
@@ -172,7 +173,7 @@ def depthwise_phases(x, w, out, mult, stride, pad_top, pad_left, ep, phases, acc
     for t in prange(n_img * out_ch):
         n, o = t // out_ch, t % out_ch
         tid = numba.get_thread_id()
-        ph, a = phases[tid].reshape(-1), acc[tid]
+        ph, a = phases[tid].reshape(-1), acc[tid].reshape(-1)
         split_phases(ph, xf, (n * channels + o // mult) * height * width, height, width, stride,
                      pad_top, pad_left, wq, size)
         if kh == 3 and kw == 3 and stride == 1:
@@ -193,7 +194,7 @@ def max_pool_phases(x, out, kh, kw, stride, pad_top, pad_left, phases, acc):
     xf, outf = x.reshape(-1), out.reshape(-1)
     for t in prange(n_img * channels):
         tid = numba.get_thread_id()
-        ph, a = phases[tid].reshape(-1), acc[tid]
+        ph, a = phases[tid].reshape(-1), acc[tid].reshape(-1)
         split_phases(ph, xf, t * height * width, height, width, stride, pad_top, pad_left, wq,
                      size)
         taps_max(a, ph, kh, kw, n_q, stride, size, wq)
