@@ -139,15 +139,31 @@ def _emit_tile(builder, vectors, a_scalar, pb, ldb, k, pc, ldc, rows, p_scale, p
                 _store(builder, y, at(c_row, LANES * j))
 
 
-def _epilogue_pointers(context, builder, ty, args):
-    """Pointers to B, C, the residual, scale and shift of a tile call: ``ty`` and ``args``
-    from ``b`` on (b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res, ...)."""
-    pb = _data_ptr(context, builder, ty[0], args[0], args[1])
-    pc = _data_ptr(context, builder, ty[4], args[4], args[5])
-    p_res = _data_ptr(context, builder, ty[11], args[11], args[5])
-    p_scale = _data_ptr(context, builder, ty[8], args[8], args[10])
-    p_shift = _data_ptr(context, builder, ty[9], args[9], args[10])
-    return pb, pc, p_res, p_scale, p_shift
+def _typed_tile(vectors: int, a_types: tuple, rest: tuple, a_loader):
+    """The (signature, codegen) of a tile call: ``a_types`` the types of its A arguments
+    (the array first), ``rest`` those of (b, b_off, ldb, k, c, c_off, ldc, rows, scale,
+    shift, s_off, res, has_res, lo, hi); ``a_loader(context, builder, sig, args)`` returns
+    ``a_scalar(step, r)``, the loader of A's element of row r at a step."""
+    b, c, scale, shift, res = rest[0], rest[4], rest[8], rest[9], rest[11]
+    if not all(_float32_array(t) for t in (a_types[0], b, c, scale, shift, res)):
+        return None
+    i = types.intp
+    sig = types.void(*a_types, b, i, i, i, c, i, i, i, scale, shift, i, res, types.boolean,
+                     types.float32, types.float32)
+    first = len(a_types)  # where B's arguments start
+
+    def codegen(context, builder, sig, args):
+        ty, arg = sig.args[first:], args[first:]
+        pb = _data_ptr(context, builder, ty[0], arg[0], arg[1])
+        pc = _data_ptr(context, builder, ty[4], arg[4], arg[5])
+        p_res = _data_ptr(context, builder, ty[11], arg[11], arg[5])
+        p_scale = _data_ptr(context, builder, ty[8], arg[8], arg[10])
+        p_shift = _data_ptr(context, builder, ty[9], arg[9], arg[10])
+        _emit_tile(builder, vectors, a_loader(context, builder, sig, args), pb, arg[2], arg[3],
+                   pc, arg[6], arg[7], p_scale, p_shift, p_res, *arg[12:])
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 def tile_intrinsic(vectors: int):
@@ -159,30 +175,21 @@ def tile_intrinsic(vectors: int):
     hi = inf and ReLU6 with hi = 6. Arrays are float32 of any rank, offsets in elements from
     their first element."""
 
+    def packed(context, builder, sig, args):
+        pa = _data_ptr(context, builder, sig.args[0], args[0], args[1])
+
+        def a_scalar(step, r):
+            row = _element_ptr(builder, pa, builder.mul(step, ir.Constant(_I64, MR)))
+            return _load(builder, _element_ptr(builder, row, ir.Constant(_I64, r)), _F32)
+
+        return a_scalar
+
     @intrinsic
     def tile(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off,
              res, has_res, lo, hi):
-        if not all(_float32_array(t) for t in (a, b, c, scale, shift, res)):
-            return None
-        i = types.intp
-        sig = types.void(a, i, b, i, i, i, c, i, i, i, scale, shift, i, res, types.boolean,
-                         types.float32, types.float32)
-
-        def codegen(context, builder, sig, args):
-            pa = _data_ptr(context, builder, sig.args[0], args[0], args[1])
-            pb, pc, p_res, p_scale, p_shift = _epilogue_pointers(context, builder,
-                                                                 sig.args[2:], args[2:])
-
-            def a_scalar(step, r):
-                row = _element_ptr(builder, pa, builder.mul(step, ir.Constant(_I64, MR)))
-                return _load(builder, _element_ptr(builder, row, ir.Constant(_I64, r)), _F32)
-
-            ldb, k, ldc, rows = args[4], args[5], args[8], args[9]
-            _emit_tile(builder, vectors, a_scalar, pb, ldb, k, pc, ldc, rows, p_scale, p_shift,
-                       p_res, *args[14:])
-            return context.get_dummy_value()
-
-        return sig, codegen
+        return _typed_tile(vectors, (a, types.intp), (b, b_off, ldb, k, c, c_off, ldc, rows,
+                                                      scale, shift, s_off, res, has_res, lo,
+                                                      hi), packed)
 
     return tile
 
@@ -193,33 +200,25 @@ def gather_tile_intrinsic(vectors: int):
     ``a_index`` holds each (channel, tap)'s offset, ``a_step`` the stride; nothing is
     packed)."""
 
+    def gathered(context, builder, sig, args):
+        pa = _data_ptr(context, builder, sig.args[0], args[0], args[1])
+        index = context.make_array(sig.args[2])(context, builder, args[2]).data
+
+        def a_scalar(step, r):
+            offset = builder.load(builder.gep(index, [step]))
+            lane = builder.mul(ir.Constant(_I64, r), args[3])
+            return _load(builder, _element_ptr(builder, pa, builder.add(offset, lane)), _F32)
+
+        return a_scalar
+
     @intrinsic
     def tile(typingctx, a, a_off, a_index, a_step, b, b_off, ldb, k, c, c_off, ldc, rows,
              scale, shift, s_off, res, has_res, lo, hi):
-        if not (all(_float32_array(t) for t in (a, b, c, scale, shift, res))
-                and isinstance(a_index, types.Array) and a_index.dtype == types.int64):
+        if not (isinstance(a_index, types.Array) and a_index.dtype == types.int64):
             return None
-        i = types.intp
-        sig = types.void(a, i, a_index, i, b, i, i, i, c, i, i, i, scale, shift, i, res,
-                         types.boolean, types.float32, types.float32)
-
-        def codegen(context, builder, sig, args):
-            pa = _data_ptr(context, builder, sig.args[0], args[0], args[1])
-            index = context.make_array(sig.args[2])(context, builder, args[2]).data
-            pb, pc, p_res, p_scale, p_shift = _epilogue_pointers(context, builder,
-                                                                 sig.args[4:], args[4:])
-
-            def a_scalar(step, r):
-                offset = builder.load(builder.gep(index, [step]))
-                lane = builder.mul(ir.Constant(_I64, r), args[3])
-                return _load(builder, _element_ptr(builder, pa, builder.add(offset, lane)), _F32)
-
-            ldb, k, ldc, rows = args[6], args[7], args[10], args[11]
-            _emit_tile(builder, vectors, a_scalar, pb, ldb, k, pc, ldc, rows, p_scale, p_shift,
-                       p_res, *args[16:])
-            return context.get_dummy_value()
-
-        return sig, codegen
+        return _typed_tile(vectors, (a, types.intp, a_index, types.intp),
+                           (b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
+                            has_res, lo, hi), gathered)
 
     return tile
 
