@@ -35,6 +35,7 @@ import numpy as np
 from cnnir.errors import CnnirError, optional_module
 
 EXTRA = "cnnir[mpi]"
+ABORT_GRACE_S = 0.5  # between a failed rank's message and MPI_Abort (``abort_on_error``)
 
 
 def mpi() -> Any:
@@ -249,6 +250,9 @@ def abort_on_error(comm: Communicator) -> Iterator[None]:
             sys.stderr.write(f"cnnir: rank {comm.rank} of {comm.size} failed: "
                              f"{type(e).__name__}: {e}\n")
             sys.stderr.flush()
+            # The launcher forwards a rank's output through its own proxy, which the abort
+            # kills: without a moment's grace the message was lost once in a CI run.
+            time.sleep(ABORT_GRACE_S)
             comm.abort(1)
         raise
 

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 WARM_VARIABLE = "CNNIR_WARM"
+TUNING_VARIABLE = "CNNIR_TUNING_CACHE"  # tuning.VARIABLE (tuning imports this module)
 MARKER = "warm-started"
 DONE = "warm-done"  # written when the warm-up has compiled every layer (benchmarks wait for it)
 MARKER_MAX_AGE_S = 600  # an older marker is from a warm-up that died: start another
@@ -80,7 +81,9 @@ def start_if_cold() -> None:
     # share of the CPU whatever its nice value, so a new session would not be low priority.
     # The child imports cnnir from where this process did (its sys.path, not its working
     # directory's packages): the cache folder is named after the kernels' source files.
-    env = {**os.environ, WARM_VARIABLE: "0", "CNNIR_WARM_PATH": json.dumps(sys.path)}
+    # Its timings, taken at the lowest priority beside a compile, are not worth remembering.
+    env = {**os.environ, WARM_VARIABLE: "0", TUNING_VARIABLE: "0",
+           "CNNIR_WARM_PATH": json.dumps(sys.path)}
     code = ("import json, os, sys; sys.path[:] = json.loads(os.environ['CNNIR_WARM_PATH']); "
             "from cnnir.backends.numba_cpu import warm; warm.main()")
     _started.append(subprocess.Popen(

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import cnnir
-from cnnir.backends.numba_cpu import warm
+from cnnir.backends.numba_cpu import tuning, warm
 
 
 @pytest.fixture
@@ -30,6 +30,7 @@ def test_a_cold_cache_starts_one_warm_up(spawned, tmp_path) -> None:
     assert len(spawned) == 1 and (tmp_path / warm.MARKER).exists()
     args, kwargs = spawned[0]
     assert kwargs["env"][warm.WARM_VARIABLE] == "0"  # the warm-up starts no warm-up itself
+    assert kwargs["env"][tuning.VARIABLE] == "0"  # nor remembers its disturbed timings
     assert kwargs["stdin"] == warm.subprocess.DEVNULL
     assert not kwargs.get("start_new_session")  # a new session would escape its low priority
 
