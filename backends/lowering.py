@@ -360,8 +360,8 @@ class Builder:
             name = self.tune if self.tune in candidates else next(iter(candidates))
         elif len(candidates) == 1 or not self.tune:
             name = next(iter(candidates))
-        elif self.recall(node) in candidates:
-            name = self.recall(node)
+        elif (remembered := self.recall(node)) in candidates:
+            name = remembered
         else:
             for step in candidates.values():
                 step()  # compiles or loads its kernels
