@@ -39,7 +39,7 @@ def kernel_cache_folder() -> Path | None:
     """The folder of this host profile's kernel cache (``jit``'s salted locator)."""
     from cnnir.backends.numba_cpu.kernels import gemm, jit
 
-    path = jit.cache_folder(gemm.gemm_block)
+    path = jit.cache_folder(gemm.gemm_block.dispatcher)
     return None if path is None else Path(path)
 
 
@@ -125,14 +125,14 @@ def _layers() -> list[tuple[object, tuple[int, ...], bool | str]]:
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000))
     stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
                          nn.MaxPool2d(3, 2, 1))
-    # The first process compiles a network's stem first: the warm-up starts with the 3x3
-    # convolutions of its middle and deep layers (Winograd F(4x4) on wide planes, pixel-gemm
-    # and F(2x2) on narrow ones).
+    # The first process compiles a network's stem first: the warm-up starts with what it
+    # needs next, the max pool and the 3x3 convolutions' candidates on wide planes (Winograd
+    # F(4x4) and F(2x2)), then those of narrow planes (pixel-gemm) and the head.
     return [
         (nn.MaxPool2d(3, 2, 1), (1, 64, 112, 112), True),
         (Block(64, 64, 1), (1, 64, 56, 56), "winograd-f4x4-3x3"),
-        (Block(256, 512, 2), (1, 256, 14, 14), "pixel-gemm-microkernel"),
         (Block(512, 512, 1), (1, 512, 7, 7), "winograd-f2x2-3x3"),
+        (Block(256, 512, 2), (1, 256, 14, 14), "pixel-gemm-microkernel"),
         (head, (1, 512, 7, 7), True),
         (Block(128, 256, 2), (1, 128, 28, 28), True),
         (inverted(24, 24, 1, 6), (1, 24, 56, 56), True),

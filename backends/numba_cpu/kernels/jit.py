@@ -8,6 +8,10 @@ would run stale code. Every kernel made here is therefore cached under a folder 
 hash of all the ``*.py`` files of its package directory (plus this file and Numba's version),
 and that hash also stamps each cache index, so a stale entry is never loaded.
 
+Heavy code is compiled once: a tile kernel is called by address from the kernels that run it,
+not linked into each (see "tile kernels" below), and a kernel is compiled by one process at a
+time (see "one compile of a kernel at a time").
+
 fastmath allows contraction and reassociation (vectorized reductions) but not
 ``nnan``/``ninf``: NaN must propagate as in PyTorch.
 
@@ -22,16 +26,27 @@ clash). The float64 path still calls BLAS, single-threaded (``blas.single_thread
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib
 import os
+import time
 import types
 from collections.abc import Callable
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # not on Windows: no lock, at worst a kernel compiled twice
+    fcntl = None
+
+import llvmlite.binding as llvm
 import numba
-from numba.core import caching
+from numba.core import caching, cgutils, sigutils, typing
+from numba.core import types as numba_types
 from numba.core.dispatcher import Dispatcher
+from numba.core.typing.templates import infer, infer_global, make_intrinsic_template
 
 from cnnir.backends.numba_cpu.kernels.host import AVX2_CPU, HOST
 
@@ -124,7 +139,68 @@ def _njit(fn: Callable, **options) -> Dispatcher:
             dispatcher._cache = _PackageCache(fn)
         except RuntimeError:  # no locator applies
             pass
+        else:
+            _compile_once(dispatcher)
     return dispatcher
+
+
+# --- one compile of a kernel at a time, across processes --------------------------------------
+# A compile and the warm-up process beside it (``warm``) often need the same kernel, and
+# Numba looks in the disk cache before it compiles, not while another process compiles: both
+# would compile it. A compile therefore holds an exclusive lock on a file in the cache folder
+# named after the kernel and its signature; a process that finds the lock taken waits, then
+# loads what the holder saved. A lock is released when its holder finishes, fails or exits.
+
+LOCK_POLL_S = 0.02
+LOCK_WAIT_S = 300.0  # a holder that takes longer than any compile: compile anyway
+_held_locks: set[str] = set()  # this process's, so that it never waits for itself
+
+
+@contextlib.contextmanager
+def _compile_lock(folder: str, name: str):
+    if fcntl is None or name in _held_locks:
+        yield
+        return
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd = os.open(os.path.join(folder, name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:  # an unwritable cache: Numba will not save there either
+        yield
+        return
+    try:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() < deadline:
+                    time.sleep(LOCK_POLL_S)
+                    continue
+            break
+        _held_locks.add(name)
+        yield
+    finally:
+        _held_locks.discard(name)
+        os.close(fd)  # releases the lock
+
+
+def _compile_once(dispatcher: Dispatcher) -> None:
+    """Make ``dispatcher.compile`` take the signature's lock (above) when the signature is
+    not compiled in this process yet."""
+    compile_here = dispatcher.compile
+    folder = cache_folder(dispatcher)
+    qualname = dispatcher.py_func.__qualname__
+
+    def compile_locked(sig):
+        args, _ = sigutils.normalize_signature(sig)
+        if tuple(args) in dispatcher.overloads:
+            return compile_here(sig)
+        text = f"{dispatcher.py_func.__module__}.{qualname}{tuple(args)}"
+        name = qualname + "-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+        with _compile_lock(folder, name):
+            return compile_here(sig)
+
+    dispatcher.compile = compile_locked
 
 
 def cache_folder(dispatcher: Dispatcher) -> str | None:
@@ -179,10 +255,104 @@ def kernel(fn: Callable) -> Kernel:
     return Kernel(fn)
 
 
-def tile_kernel(fn: Callable) -> Dispatcher:
-    """A serial, cached kernel that releases the GIL: several run at once on cnnir's worker
-    threads, each on its own tile (no Numba thread pool involved)."""
-    return _njit(fn)
+# --- tile kernels, called by address ---------------------------------------------------------
+# When a kernel calls another, Numba links the callee's LLVM module into the caller's and
+# optimizes and generates machine code for the whole again (so that LLVM may inline it); a
+# parallel kernel does so twice, since its loop body is a function of its own. A heavy tile
+# (the GEMM block, an im2col, a Winograd transform) was compiled once more for every kernel
+# that ran it, in each of its two builds: most of a network's cold compile. A tile kernel is
+# instead compiled once per signature and called through a symbol of its own, stable across
+# processes, that names its entry point in this process (``llvm.add_symbol``); a cached
+# caller re-binds the symbol before it is loaded (Numba's ``reload_init`` hooks, as its
+# parfors use to start their thread pool). The call is an ordinary call of Numba's calling
+# convention, errors propagated, only never inlined.
+
+
+def _canonical(ty: numba_types.Type) -> numba_types.Type:
+    """The type a tile kernel is compiled for when passed ``ty``: literals and integers of
+    other widths as int64 (a prange index is unsigned, a literal has a type of its own), so
+    that one compile serves every caller."""
+    ty = numba_types.unliteral(ty)
+    if isinstance(ty, numba_types.Integer):
+        return numba_types.int64
+    if isinstance(ty, numba_types.BaseTuple):
+        return numba_types.Tuple([_canonical(t) for t in ty])
+    return ty
+
+
+_TILE_KERNELS: dict[str, TileKernel] = {}
+
+
+def _symbol(path: str, argtypes: tuple) -> str:
+    text = f"{path}({', '.join(map(str, argtypes))})"
+    return "cnnir_tile_" + hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def bind(path: str, argtypes: tuple) -> tuple[object, str]:
+    """Compile (or load from the disk cache) tile kernel ``path`` (``module:name``) for
+    ``argtypes``, point its symbol at the entry point and return (its compile result, the
+    symbol). Module level, so that a cached caller's reload hook pickles by reference."""
+    if path not in _TILE_KERNELS:
+        module, _, name = path.partition(":")
+        getattr(importlib.import_module(module), name)
+    dispatcher = _TILE_KERNELS[path].dispatcher
+    dispatcher.compile(argtypes)
+    result = dispatcher.overloads[argtypes]
+    symbol = _symbol(path, argtypes)
+    llvm.add_symbol(symbol, result.library.get_pointer_to_function(result.fndesc.mangled_name))
+    return result, symbol
+
+
+def _address_call(path: str) -> Callable:
+    """The typing of a call of tile kernel ``path``: an intrinsic that calls its symbol."""
+
+    def typer(typingctx, *args):
+        argtypes = tuple(_canonical(a) for a in args)
+        result, symbol = bind(path, argtypes)
+        restype = result.signature.return_type
+
+        def codegen(context, builder, signature, values):
+            context.active_code_library._reload_init.add(
+                functools.partial(bind, path, argtypes))
+            native = result.fndesc
+            fnty = context.call_conv.get_function_type(native.restype, native.argtypes)
+            callee = cgutils.get_or_insert_function(builder.module, fnty, symbol)
+            packed = values[0]
+            cast = [context.cast(builder, builder.extract_value(packed, i), given, wanted)
+                    for i, (given, wanted) in enumerate(zip(args, argtypes))]
+            status, value = context.call_conv.call_function(builder, callee, native.restype,
+                                                            argtypes, cast)
+            with cgutils.if_unlikely(builder, status.is_error):
+                context.call_conv.return_status_propagate(builder, status)
+            return value
+
+        return typing.signature(restype, numba_types.StarArgTuple.from_types(args)), codegen
+
+    return typer
+
+
+class TileKernel:
+    """A serial, cached kernel that releases the GIL, compiled once per signature and called
+    by address from other kernels (see above). From Python it is its dispatcher."""
+
+    def __init__(self, fn: Callable) -> None:
+        self.dispatcher = _njit(fn)
+        self.__doc__ = fn.__doc__
+        path = f"{fn.__module__}:{fn.__qualname__}"
+        _TILE_KERNELS[path] = self
+        if isinstance(self.dispatcher, Dispatcher):  # kernels type a call as an intrinsic
+            template = make_intrinsic_template(self, _address_call(path), fn.__name__)
+            infer(template)
+            infer_global(self, numba_types.Function(template))
+
+    def __call__(self, *args):
+        return self.dispatcher(*args)
+
+
+def tile_kernel(fn: Callable) -> TileKernel:
+    """A serial, cached kernel that releases the GIL, run on its own tile: by several threads
+    at once, or called by other kernels, which link to it by address (``TileKernel``)."""
+    return TileKernel(fn)
 
 
 def helper(fn: Callable) -> Dispatcher:
@@ -192,3 +362,20 @@ def helper(fn: Callable) -> Dispatcher:
 
 
 prange = numba.prange
+
+MAX_JOBS = 64  # enough for any thread count's static schedule to even out; a constant,
+# since a kernel that asks Numba for its thread count cannot be cached
+
+
+@helper
+def job_count(items):
+    """How many jobs to cut ``items`` (planes, rows) into for a ``prange`` whose body calls a
+    tile kernel: each job a run of items, so that the call costs nothing next to the work
+    (the arguments of a call take about as long as a 3×3 depthwise 7×7 plane)."""
+    return min(items, MAX_JOBS)
+
+
+@helper
+def job_items(job, jobs, items):
+    """Job ``job`` of ``jobs``'s share [first, last) of ``items``."""
+    return items * job // jobs, items * (job + 1) // jobs

@@ -23,7 +23,14 @@ import numba
 import numpy as np
 
 from cnnir.backends.numba_cpu.kernels.activation import activate_flat, clamp_bounds, finish_flat
-from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange
+from cnnir.backends.numba_cpu.kernels.jit import (
+    helper,
+    job_count,
+    job_items,
+    kernel,
+    prange,
+    tile_kernel,
+)
 from cnnir.backends.numba_cpu.kernels.simd import LANES, vadd, vclamp, vfma, vload, vsplat, vstore
 
 
@@ -155,9 +162,9 @@ def finish_phase_rows(outf, base, acc, wq, oh, ow, channel, ep):
 @helper
 def phase_layout(phases, acc, oh):
     """``(wq, n_q, size)``: phase row length, accumulator length, floats per phase plane
-    (``acc`` [threads, rows ≥ oh, wq])."""
-    wq = acc.shape[2]
-    return wq, oh * wq, phases.shape[2]
+    (a thread's ``phases`` [stride², size] and ``acc`` [rows ≥ oh, wq])."""
+    wq = acc.shape[1]
+    return wq, oh * wq, phases.shape[1]
 
 
 @kernel
@@ -165,36 +172,61 @@ def depthwise_phases(x, w, out, mult, stride, pad_top, pad_left, ep, phases, acc
     """Undilated depthwise conv with equal strides and a fused epilogue: output channel o
     reads input channel o // mult. ``phases`` [threads, stride², size] and ``acc``
     [threads, rows ≥ oh, wq] are per-thread scratch (see the module docstring)."""
-    n_img, channels, height, width = x.shape
-    _, out_ch, oh, ow = out.shape
+    planes = out.shape[0] * out.shape[1]
+    jobs = job_count(planes)
+    for job in prange(jobs):
+        first, last = job_items(job, jobs, planes)
+        tid = numba.get_thread_id()
+        depthwise_phase_planes(x, w, out, first, last, (mult, stride, pad_top, pad_left), ep,
+                               phases[tid], acc[tid])
+
+
+@tile_kernel
+def depthwise_phase_planes(x, w, out, first, last, geometry, ep, phases, acc):
+    """``depthwise_phases`` of output planes [first, last) (plane n·O + o), in one thread's
+    scratch."""
+    mult, stride, pad_top, pad_left = geometry
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     kh, kw = w.shape[2], w.shape[3]
     wq, n_q, size = phase_layout(phases, acc, oh)
+    ph, a = phases.reshape(-1), acc.reshape(-1)
     xf, outf = x.reshape(-1), out.reshape(-1)
-    for t in prange(n_img * out_ch):
+    for t in range(first, last):
         n, o = t // out_ch, t % out_ch
-        tid = numba.get_thread_id()
-        ph, a = phases[tid].reshape(-1), acc[tid].reshape(-1)
-        split_phases(ph, xf, (n * channels + o // mult) * height * width, height, width, stride,
-                     pad_top, pad_left, wq, size)
+        split_phases(ph, xf, (n * channels + o // mult) * height * width, height, width,
+                     stride, pad_top, pad_left, wq, size)
         if kh == 3 and kw == 3 and stride == 1:
             taps_3x3_stride1(a, ph, w, o, n_q, wq)
         elif kh == 3 and kw == 3 and stride == 2:
             taps_3x3_stride2(a, ph, w, o, n_q, wq, size)
         else:
             taps_any(a, ph, w, o, n_q, stride, size, wq)
-        finish_phase_rows(outf, (n * out_ch + o) * oh * ow, a, wq, oh, ow, o, ep)
+        finish_phase_rows(outf, t * oh * ow, a, wq, oh, ow, o, ep)
 
 
 @kernel
 def max_pool_phases(x, out, kh, kw, stride, pad_top, pad_left, phases, acc):
     """Max pool (undilated, equal strides) over phase planes whose borders are −∞."""
-    n_img, channels, height, width = x.shape
+    planes = x.shape[0] * x.shape[1]
+    jobs = job_count(planes)
+    for job in prange(jobs):
+        first, last = job_items(job, jobs, planes)
+        tid = numba.get_thread_id()
+        max_pool_planes(x, out, first, last, (kh, kw, stride, pad_top, pad_left), phases[tid],
+                        acc[tid])
+
+
+@tile_kernel
+def max_pool_planes(x, out, first, last, window, phases, acc):
+    """``max_pool_phases`` of flat planes [first, last), in one thread's scratch."""
+    kh, kw, stride, pad_top, pad_left = window
+    height, width = x.shape[2], x.shape[3]
     oh, ow = out.shape[2], out.shape[3]
     wq, n_q, size = phase_layout(phases, acc, oh)
+    ph, a = phases.reshape(-1), acc.reshape(-1)
     xf, outf = x.reshape(-1), out.reshape(-1)
-    for t in prange(n_img * channels):
-        tid = numba.get_thread_id()
-        ph, a = phases[tid].reshape(-1), acc[tid].reshape(-1)
+    for t in range(first, last):
         split_phases(ph, xf, t * height * width, height, width, stride, pad_top, pad_left, wq,
                      size)
         taps_max(a, ph, kh, kw, n_q, stride, size, wq)
@@ -247,19 +279,30 @@ def depthwise3x3_same(x, w, out, mult, stride, ep, planes, acc):
     the multiplies, none of the phase split's per-row work, which dominates small planes.
     The loops run on explicit vectors: planes of 7×7 or 14×14 are too short for LLVM's
     vectorized loop bodies (64 floats an iteration), and would run scalar."""
-    n_img, channels, height, width = x.shape
+    count = out.shape[0] * out.shape[1]
+    jobs = job_count(count)
+    for job in prange(jobs):
+        first, last = job_items(job, jobs, count)
+        tid = numba.get_thread_id()
+        depthwise3x3_planes(x, w, out, first, last, (mult, stride), ep, planes[tid], acc[tid])
+
+
+@tile_kernel
+def depthwise3x3_planes(x, w, out, first, last, geometry, ep, p, a):
+    """``depthwise3x3_same`` of output planes [first, last) (plane n·O + o), in one thread's
+    scratch (``p``: the three masked copies, ``a``: the accumulator)."""
+    mult, stride = geometry
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     n_q, n_out = height * width, oh * ow
     whole = n_q - n_q % LANES
-    length = planes.shape[1] // 3
+    length = p.shape[0] // 3
     scale, shift, res, has_res, code, _ = ep
     lo, hi = clamp_bounds(code)
     lo_v, hi_v = vsplat(lo), vsplat(hi)
     xf, outf = x.reshape(-1), out.reshape(-1)
-    for t in prange(n_img * out_ch):
+    for t in range(first, last):
         n, o = t // out_ch, t % out_ch
-        tid = numba.get_thread_id()
-        p, a = planes[tid], acc[tid]
         masked_copies(p, length, xf, (n * channels + o // mult) * n_q, height, width)
         wv = (vsplat(w[o, 0, 0, 0]), vsplat(w[o, 0, 0, 1]), vsplat(w[o, 0, 0, 2]),
               vsplat(w[o, 0, 1, 0]), vsplat(w[o, 0, 1, 1]), vsplat(w[o, 0, 1, 2]),

@@ -21,7 +21,14 @@ import numpy as np
 
 from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels.activation import activate_flat, finish_flat
-from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange
+from cnnir.backends.numba_cpu.kernels.jit import (
+    helper,
+    job_count,
+    job_items,
+    kernel,
+    prange,
+    tile_kernel,
+)
 from cnnir.backends.numba_cpu.kernels.simd import MR
 
 TILE = 2  # outputs per tile side
@@ -47,9 +54,9 @@ def packed_weights(w: np.ndarray) -> np.ndarray:
 
 def pack_weights_into(w: np.ndarray, packed: np.ndarray) -> None:
     """Rewrite ``packed`` (``packed_weights``'s layout) from new weights; the padding rows
-    stay zero."""
-    weight_tiles_packed.sized(packed.size)(np.ascontiguousarray(w), packed,
-                                           simd.padded_rows(w.shape[0]))
+    stay zero. On one thread, as ``winograd4`` does: both builds would add half a second to
+    the first compile."""
+    weight_tiles_packed.serial(np.ascontiguousarray(w), packed, simd.padded_rows(w.shape[0]))
 
 
 @helper
@@ -104,39 +111,54 @@ def load(plane, y, x, height, width):
 @kernel
 def input_tiles(x, v, pad_top, pad_left, th, tw):
     """``v[k, c, t] = (Bᵀ d B)[k]`` for the 4×4 tile d at (2·ty − pad_top, 2·tx − pad_left),
-    one tile at a time. (On wide planes, where vectorizing over a row of tiles would pay,
+    plane by plane. (On wide planes, where vectorizing over a row of tiles would pay,
     F(4×4, 3×3) is faster still.)"""
-    n_img, channels, height, width = x.shape
-    for idx in prange(channels * n_img):
-        c = idx // n_img
-        n = idx % n_img
-        p = x[n, c]
-        for ty in range(th):
-            y0 = 2 * ty - pad_top
-            for tx in range(tw):
-                x0 = 2 * tx - pad_left
-                t = (n * th + ty) * tw + tx
-                # rows of Bᵀ d (a combination of input rows), each then times B
-                a0 = load(p, y0, x0, height, width)
-                a1 = load(p, y0, x0 + 1, height, width)
-                a2 = load(p, y0, x0 + 2, height, width)
-                a3 = load(p, y0, x0 + 3, height, width)
-                b0 = load(p, y0 + 1, x0, height, width)
-                b1 = load(p, y0 + 1, x0 + 1, height, width)
-                b2 = load(p, y0 + 1, x0 + 2, height, width)
-                b3 = load(p, y0 + 1, x0 + 3, height, width)
-                c0 = load(p, y0 + 2, x0, height, width)
-                c1 = load(p, y0 + 2, x0 + 1, height, width)
-                c2 = load(p, y0 + 2, x0 + 2, height, width)
-                c3 = load(p, y0 + 2, x0 + 3, height, width)
-                e0 = load(p, y0 + 3, x0, height, width)
-                e1 = load(p, y0 + 3, x0 + 1, height, width)
-                e2 = load(p, y0 + 3, x0 + 2, height, width)
-                e3 = load(p, y0 + 3, x0 + 3, height, width)
-                store_row(v, 0, c, t, a0 - c0, a1 - c1, a2 - c2, a3 - c3)
-                store_row(v, 4, c, t, b0 + c0, b1 + c1, b2 + c2, b3 + c3)
-                store_row(v, 8, c, t, c0 - b0, c1 - b1, c2 - b2, c3 - b3)
-                store_row(v, 12, c, t, b0 - e0, b1 - e1, b2 - e2, b3 - e3)
+    planes = x.shape[0] * x.shape[1]
+    jobs = job_count(planes)
+    for job in prange(jobs):
+        first, last = job_items(job, jobs, planes)
+        input_planes(x, v, first, last, pad_top, pad_left, th, tw)
+
+
+@tile_kernel
+def input_planes(x, v, first, last, pad_top, pad_left, th, tw):
+    """``input_tiles`` of planes [first, last) (plane c·N + n: image n's channel c), one tile
+    at a time."""
+    n_img, height, width = x.shape[0], x.shape[2], x.shape[3]
+    for plane in range(first, last):
+        n, c = plane % n_img, plane // n_img
+        input_plane(x[n, c], v, n, c, pad_top, pad_left, th, tw, height, width)
+
+
+@helper
+def input_plane(p, v, n, c, pad_top, pad_left, th, tw, height, width):
+    """The tiles of ``p``, image n's channel c."""
+    for ty in range(th):
+        y0 = 2 * ty - pad_top
+        for tx in range(tw):
+            x0 = 2 * tx - pad_left
+            t = (n * th + ty) * tw + tx
+            # rows of Bᵀ d (a combination of input rows), each then times B
+            a0 = load(p, y0, x0, height, width)
+            a1 = load(p, y0, x0 + 1, height, width)
+            a2 = load(p, y0, x0 + 2, height, width)
+            a3 = load(p, y0, x0 + 3, height, width)
+            b0 = load(p, y0 + 1, x0, height, width)
+            b1 = load(p, y0 + 1, x0 + 1, height, width)
+            b2 = load(p, y0 + 1, x0 + 2, height, width)
+            b3 = load(p, y0 + 1, x0 + 3, height, width)
+            c0 = load(p, y0 + 2, x0, height, width)
+            c1 = load(p, y0 + 2, x0 + 1, height, width)
+            c2 = load(p, y0 + 2, x0 + 2, height, width)
+            c3 = load(p, y0 + 2, x0 + 3, height, width)
+            e0 = load(p, y0 + 3, x0, height, width)
+            e1 = load(p, y0 + 3, x0 + 1, height, width)
+            e2 = load(p, y0 + 3, x0 + 2, height, width)
+            e3 = load(p, y0 + 3, x0 + 3, height, width)
+            store_row(v, 0, c, t, a0 - c0, a1 - c1, a2 - c2, a3 - c3)
+            store_row(v, 4, c, t, b0 + c0, b1 + c1, b2 + c2, b3 + c3)
+            store_row(v, 8, c, t, c0 - b0, c1 - b1, c2 - b2, c3 - b3)
+            store_row(v, 12, c, t, b0 - e0, b1 - e1, b2 - e2, b3 - e3)
 
 
 @helper
@@ -150,34 +172,49 @@ def store_row(v, k, c, t, r0, r1, r2, r3):
 
 @kernel
 def output_tiles(m, out, th, tw, ep):
-    """``out[n, o, 2ty + a, 2tx + b] = act(scale·(Aᵀ m A)[a, b] + shift (+ res))``, one tile
-    at a time into the output plane, then the epilogue over it in place."""
-    n_img, out_ch, oh, ow = out.shape
+    """``out[n, o, 2ty + a, 2tx + b] = act(scale·(Aᵀ m A)[a, b] + shift (+ res))``, plane by
+    plane."""
+    planes = out.shape[0] * out.shape[1]
+    jobs = job_count(planes)
+    for job in prange(jobs):
+        first, last = job_items(job, jobs, planes)
+        output_planes(m, out, first, last, th, tw, ep)
+
+
+@tile_kernel
+def output_planes(m, out, first, last, th, tw, ep):
+    """``output_tiles`` of planes [first, last) (plane o·N + n: image n's channel o)."""
+    n_img = out.shape[0]
+    for plane in range(first, last):
+        output_plane(m, out, plane % n_img, plane // n_img, th, tw, ep)
+
+
+@helper
+def output_plane(m, out, n, o, th, tw, ep):
+    """One tile at a time into the output plane, then the epilogue over it in place."""
+    out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     outf = out.reshape(-1)
-    for idx in prange(out_ch * n_img):
-        o = idx // n_img
-        n = idx % n_img
-        for ty in range(th):
-            y = 2 * ty
-            for tx in range(tw):
-                t = (n * th + ty) * tw + tx
-                xo = 2 * tx
-                # Aᵀ m, column by column
-                u0 = m[0, o, t] + m[4, o, t] + m[8, o, t]
-                u1 = m[1, o, t] + m[5, o, t] + m[9, o, t]
-                u2 = m[2, o, t] + m[6, o, t] + m[10, o, t]
-                u3 = m[3, o, t] + m[7, o, t] + m[11, o, t]
-                w0 = m[4, o, t] - m[8, o, t] - m[12, o, t]
-                w1 = m[5, o, t] - m[9, o, t] - m[13, o, t]
-                w2 = m[6, o, t] - m[10, o, t] - m[14, o, t]
-                w3 = m[7, o, t] - m[11, o, t] - m[15, o, t]
-                out[n, o, y, xo] = u0 + u1 + u2
+    for ty in range(th):
+        y = 2 * ty
+        for tx in range(tw):
+            t = (n * th + ty) * tw + tx
+            xo = 2 * tx
+            # Aᵀ m, column by column
+            u0 = m[0, o, t] + m[4, o, t] + m[8, o, t]
+            u1 = m[1, o, t] + m[5, o, t] + m[9, o, t]
+            u2 = m[2, o, t] + m[6, o, t] + m[10, o, t]
+            u3 = m[3, o, t] + m[7, o, t] + m[11, o, t]
+            w0 = m[4, o, t] - m[8, o, t] - m[12, o, t]
+            w1 = m[5, o, t] - m[9, o, t] - m[13, o, t]
+            w2 = m[6, o, t] - m[10, o, t] - m[14, o, t]
+            w3 = m[7, o, t] - m[11, o, t] - m[15, o, t]
+            out[n, o, y, xo] = u0 + u1 + u2
+            if xo + 1 < ow:
+                out[n, o, y, xo + 1] = u1 - u2 - u3
+            if y + 1 < oh:
+                out[n, o, y + 1, xo] = w0 + w1 + w2
                 if xo + 1 < ow:
-                    out[n, o, y, xo + 1] = u1 - u2 - u3
-                if y + 1 < oh:
-                    out[n, o, y + 1, xo] = w0 + w1 + w2
-                    if xo + 1 < ow:
-                        out[n, o, y + 1, xo + 1] = w1 - w2 - w3
-        d = (n * out_ch + o) * oh * ow
-        finish_flat(outf, d, outf, d, oh * ow, o, ep)
-        activate_flat(outf, d, oh * ow, ep)
+                    out[n, o, y + 1, xo + 1] = w1 - w2 - w3
+    d = (n * out_ch + o) * oh * ow
+    finish_flat(outf, d, outf, d, oh * ow, o, ep)
+    activate_flat(outf, d, oh * ow, ep)

@@ -27,7 +27,14 @@ import numpy as np
 
 from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels.activation import activate_flat, finish_flat
-from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
+from cnnir.backends.numba_cpu.kernels.jit import (
+    helper,
+    job_count,
+    job_items,
+    kernel,
+    prange,
+    tile_kernel,
+)
 from cnnir.backends.numba_cpu.kernels.simd import MR
 
 TILE = 4  # outputs per tile side
@@ -239,19 +246,29 @@ def scatter_tiles(plane, after, t0, count, tw):
 
 @kernel
 def output_tiles(m, out, tw, ep, before, after, plane):
-    """``out[n, o, 4ty + a, 4tx + b] = act(scale·(Aᵀ m A)[a, b] + shift (+ res))``: plane by
-    plane, chunk by chunk of its tiles, the outputs go to a per-thread plane of whole tiles,
-    then row by row through the epilogue."""
+    """``out[n, o, 4ty + a, 4tx + b] = act(scale·(Aᵀ m A)[a, b] + shift (+ res))``, plane by
+    plane, each in the scratch of its thread (``output_planes``)."""
+    planes = out.shape[0] * out.shape[1]
+    jobs = job_count(planes)
+    for job in prange(jobs):
+        first, last = job_items(job, jobs, planes)
+        tid = numba.get_thread_id()
+        output_planes(m, out, first, last, tw, ep, (before[tid], after[tid], plane[tid]))
+
+
+@tile_kernel
+def output_planes(m, out, first, last, tw, ep, scratch):
+    """``output_tiles`` of planes [first, last) (plane o·N + n: image n's channel o): chunk
+    by chunk of a plane's tiles, the outputs go to a plane of whole tiles (``scratch`` =
+    (gathered, transformed, plane)), then row by row through the epilogue."""
+    gathered, transformed, rows = scratch
     n_img, out_ch, oh, ow = out.shape
     tiles = m.shape[2]
     per_image = tiles // n_img
     width = TILE * tw
-    mf = m.reshape(-1)
-    outf = out.reshape(-1)
-    for idx in prange(out_ch * n_img):
+    mf, outf = m.reshape(-1), out.reshape(-1)
+    for idx in range(first, last):
         o, n = idx // n_img, idx % n_img
-        tid = numba.get_thread_id()
-        gathered, transformed, rows = before[tid], after[tid], plane[tid]
         for t0 in range(0, per_image, CHUNK):
             count = min(CHUNK, per_image - t0)
             copy_rows(gathered, 0, CHUNK, mf, o * tiles + n * per_image + t0, out_ch * tiles,

@@ -39,7 +39,7 @@ def lanes_kernel(x):
 
 RUN = """\
 import pkg.kernels as k
-tile, serial = k.lanes_tile, k.lanes_kernel.serial
+tile, serial = k.lanes_tile.dispatcher, k.lanes_kernel.serial
 print(tile(3), serial(3), sum(tile.stats.cache_hits.values()),
       sum(serial.stats.cache_hits.values()))
 """

@@ -1,0 +1,115 @@
+"""Tile kernels are compiled once and called by address (``jit.TileKernel``), and a kernel
+is compiled by one process at a time (``jit._compile_lock``).
+
+Each case runs a small package of kernels in fresh processes over one disk cache, as a
+compile, the warm-up process beside it and a later run would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+KERNELS = """\
+import numpy as np
+
+from cnnir.backends.numba_cpu.kernels.jit import kernel, prange, tile_kernel
+
+
+@tile_kernel
+def row_sum(x, i, scale):
+    total = 0.0
+    for j in range(x.shape[1]):
+        total += x[i, j] * scale
+    return total
+
+
+@tile_kernel
+def checked(x, i):
+    if x[i, 0] < 0:
+        raise ValueError("negative")
+    return x[i, 0]
+
+
+@kernel
+def row_sums(x, out):
+    for i in prange(x.shape[0]):
+        out[i] = row_sum(x, i, 2.0)
+
+
+@kernel
+def all_checked(x, out):
+    for i in prange(x.shape[0]):
+        out[i] = checked(x, i)
+"""
+
+RUN = """\
+import json, sys
+import numpy as np
+import pkg.kernels as k
+
+x = np.arange(12.0).reshape(4, 3)
+out = np.zeros(4)
+k.row_sums.parallel(x, out)
+k.row_sums.serial(x, out * 0)
+sig = k.row_sums.parallel.signatures[0]
+ir = k.row_sums.parallel.inspect_llvm(sig) if sys.argv[1] == "ir" else ""
+try:
+    k.all_checked.serial(-x, np.zeros(4))  # (in a parallel loop Numba loses the type)
+    error = None
+except ValueError as e:
+    error = str(e)
+print(json.dumps({
+    "out": out.tolist(),
+    "error": error,
+    "caller_hits": sum(k.row_sums.parallel.stats.cache_hits.values()),
+    "callee_hits": sum(k.row_sum.dispatcher.stats.cache_hits.values()),
+    "callee_misses": sum(k.row_sum.dispatcher.stats.cache_misses.values()),
+    "declared_tiles": [line for line in ir.splitlines()
+                       if line.startswith("declare") and "cnnir_tile_" in line],
+}))
+"""
+
+
+def package(tmp_path: Path) -> tuple[Path, Path]:
+    root, cache = tmp_path / "src", tmp_path / "cache"
+    (root / "pkg").mkdir(parents=True)
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "kernels.py").write_text(KERNELS)
+    return root, cache
+
+
+def start(root: Path, cache: Path, mode: str) -> subprocess.Popen:
+    path = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": os.pathsep.join(path)}
+    env.pop("NUMBA_DISABLE_JIT", None)
+    return subprocess.Popen([sys.executable, "-c", RUN, mode], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def result(process: subprocess.Popen) -> dict:
+    out, err = process.communicate(timeout=180)
+    assert process.returncode == 0, err
+    return json.loads(out)
+
+
+def test_a_tile_kernel_is_called_not_linked_and_reloads_from_the_cache(tmp_path: Path) -> None:
+    root, cache = package(tmp_path)
+    first = result(start(root, cache, "ir"))
+    assert first["out"] == [2.0 * (3 * i + 3 * i + 1 + 3 * i + 2) for i in range(4)]
+    assert len(first["declared_tiles"]) == 1  # the caller calls the tile by its symbol
+    assert first["error"] == "negative"  # the callee's exception reaches Python
+    again = result(start(root, cache, "-"))  # the caller loads from the cache, and binds
+    assert again["out"] == first["out"] and again["error"] == "negative"
+    # the tile was compiled on its own (not linked into the caller), and loaded on its own
+    assert again["caller_hits"] == 1 and again["callee_hits"] == 1
+
+
+def test_two_processes_compile_a_kernel_once(tmp_path: Path) -> None:
+    root, cache = package(tmp_path)
+    runs = [result(p) for p in [start(root, cache, "-"), start(root, cache, "-")]]
+    assert [r["out"] for r in runs][0] == runs[1]["out"]
+    assert sorted(r["callee_misses"] for r in runs) == [0, 1]  # the other one waited, loaded
+    assert sorted(r["callee_hits"] for r in runs) == [0, 1]
