@@ -113,3 +113,35 @@ def test_two_processes_compile_a_kernel_once(tmp_path: Path) -> None:
     assert [r["out"] for r in runs][0] == runs[1]["out"]
     assert sorted(r["callee_misses"] for r in runs) == [0, 1]  # the other one waited, loaded
     assert sorted(r["callee_hits"] for r in runs) == [0, 1]
+
+
+def test_the_compile_lock_waits_for_its_holder_and_tolerates_file_systems_without_locks(
+        tmp_path: Path, monkeypatch) -> None:
+    import fcntl
+    import threading
+    import time
+
+    from cnnir.backends.numba_cpu.kernels import jit
+
+    holder = os.open(tmp_path / "k-1.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another open file: another process, to flock
+    threading.Timer(0.3, os.close, [holder]).start()
+    start = time.monotonic()
+    with jit._compile_lock(str(tmp_path), "k-1"):
+        waited = time.monotonic() - start
+        assert "k-1" in jit._held_locks
+        with jit._compile_lock(str(tmp_path), "k-1"):  # this process's own: no wait
+            pass
+    assert waited >= 0.25 and "k-1" not in jit._held_locks
+
+    def no_locks(fd, operation):
+        raise OSError(37, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with jit._compile_lock(str(tmp_path), "k-2"):
+        pass
+    with jit._compile_lock(str(tmp_path / "missing" / "deeper"), "k-3"):  # created
+        pass
+    assert (tmp_path / "missing" / "deeper" / "k-3.lock").exists()
+    with jit._compile_lock(str(tmp_path / "k-1.lock" / "under-a-file"), "k-4"):  # no folder
+        pass
