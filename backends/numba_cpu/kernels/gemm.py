@@ -146,34 +146,42 @@ def gemm(packed, k, b, ldb, out, ldo, blocks, ep, scratch):
 def im2col_gemm(packed, x, out, bands, window, ep, cols, scratch, filled):
     """A k×k (grouped, strided, dilated) convolution: per band (n, y0, y1, r0, r1) of output
     rows, im2col of each group into the thread's buffer ``cols``, then output channels
-    [r0, r1) of every group as a ``gemm_block``. ``packed`` holds each group's rows padded to
-    MR; ``filled`` remembers, per thread, the band its buffer holds (when there is one
-    group, the blocks of a band split by output channels reuse its columns)."""
+    [r0, r1) of every group as a ``gemm_block`` (``im2col_band``). ``packed`` holds each
+    group's rows padded to MR; ``filled`` remembers, per thread, the band its buffer holds
+    (when there is one group, the blocks of a band split by output channels reuse its
+    columns)."""
+    filled[:] = -1
+    for t in prange(bands.shape[0]):
+        tid = numba.get_thread_id()
+        filled[tid] = im2col_band(packed, x, out, bands[t], window, ep, cols[tid],
+                                  scratch[tid], filled[tid])
+
+
+@tile_kernel
+def im2col_band(packed, x, out, band, window, ep, buffer, scratch, held):
+    """``im2col_gemm``'s band (n, y0, y1, r0, r1) in one thread's buffers; ``held`` is the
+    band its im2col buffer holds (−1: none). Returns the band it holds after."""
+    n, y0, y1, r0, r1 = band[0], band[1], band[2], band[3], band[4]
     kh, kw = window[0], window[1]
     channels = x.shape[1]
     out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
-    cg = cols.shape[1] // (kh * kw)
+    cg = buffer.shape[0] // (kh * kw)
     groups = channels // cg
     og = out_ch // groups
     k = cg * kh * kw
-    width = cols.shape[2]
+    width = buffer.shape[1]
     group_stride = ((og + MR - 1) // MR) * MR * k
     out_flat = out.reshape(-1)
-    filled[:] = -1
-    for t in prange(bands.shape[0]):
-        n, y0, y1, r0, r1 = bands[t, 0], bands[t, 1], bands[t, 2], bands[t, 3], bands[t, 4]
-        tid = numba.get_thread_id()
-        buffer = cols[tid]
-        band = (n * oh + y0) * (oh + 1) + y1
-        for g in range(groups):
-            if groups > 1 or filled[tid] != band:
-                im2col_rows(x, buffer, n, g * cg, cg, window, y0, y1, ow)
-                filled[tid] = band
-            first = g * og + r0
-            c_at = ((n * out_ch + first) * oh + y0) * ow
-            gemm_block((packed, g * group_stride + r0 * k), (buffer.reshape(-1), NO_OFFSET, width),
-                       (out_flat, c_at, oh * ow), r1 - r0, (y1 - y0) * ow, k, first, ep,
-                       scratch[tid])
+    this = (n * oh + y0) * (oh + 1) + y1
+    for g in range(groups):
+        if groups > 1 or held != this:
+            im2col_rows(x, buffer, n, g * cg, cg, window, y0, y1, ow)
+            held = this
+        first = g * og + r0
+        c_at = ((n * out_ch + first) * oh + y0) * ow
+        gemm_block((packed, g * group_stride + r0 * k), (buffer.reshape(-1), NO_OFFSET, width),
+                   (out_flat, c_at, oh * ow), r1 - r0, (y1 - y0) * ow, k, first, ep, scratch)
+    return held
 
 
 def split(total: int, parts: int, unit: int) -> list[int]:
