@@ -282,7 +282,7 @@ def _canonical(ty: numba_types.Type) -> numba_types.Type:
     return ty
 
 
-_TILE_KERNELS: dict[str, TileKernel] = {}
+_TILE_KERNELS: dict[str, Dispatcher] = {}  # by "module:name"
 
 
 def _symbol(path: str, argtypes: tuple) -> str:
@@ -294,10 +294,9 @@ def bind(path: str, argtypes: tuple) -> tuple[object, str]:
     """Compile (or load from the disk cache) tile kernel ``path`` (``module:name``) for
     ``argtypes``, point its symbol at the entry point and return (its compile result, the
     symbol). Module level, so that a cached caller's reload hook pickles by reference."""
-    if path not in _TILE_KERNELS:
-        module, _, name = path.partition(":")
-        getattr(importlib.import_module(module), name)
-    dispatcher = _TILE_KERNELS[path].dispatcher
+    if path not in _TILE_KERNELS:  # a reload hook, before the caller's module ran
+        importlib.import_module(path.partition(":")[0])
+    dispatcher = _TILE_KERNELS[path]
     dispatcher.compile(argtypes)
     result = dispatcher.overloads[argtypes]
     symbol = _symbol(path, argtypes)
@@ -341,7 +340,7 @@ class TileKernel:
         self.dispatcher = _njit(fn)
         self.__doc__ = fn.__doc__
         path = f"{fn.__module__}:{fn.__qualname__}"
-        _TILE_KERNELS[path] = self
+        _TILE_KERNELS[path] = self.dispatcher
         if isinstance(self.dispatcher, Dispatcher):  # kernels type a call as an intrinsic
             template = make_intrinsic_template(self, _address_call(path), fn.__name__)
             infer(template)
@@ -378,6 +377,7 @@ def job_count(items):
 
 
 @helper
-def job_items(job, jobs, items):
-    """Job ``job`` of ``jobs``'s share [first, last) of ``items``."""
+def job_items(job, items):
+    """Job ``job``'s share [first, last) of ``items``, of ``job_count(items)`` jobs."""
+    jobs = job_count(items)
     return items * job // jobs, items * (job + 1) // jobs

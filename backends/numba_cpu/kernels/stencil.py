@@ -173,9 +173,8 @@ def depthwise_phases(x, w, out, mult, stride, pad_top, pad_left, ep, phases, acc
     reads input channel o // mult. ``phases`` [threads, stride², size] and ``acc``
     [threads, rows ≥ oh, wq] are per-thread scratch (see the module docstring)."""
     planes = out.shape[0] * out.shape[1]
-    jobs = job_count(planes)
-    for job in prange(jobs):
-        first, last = job_items(job, jobs, planes)
+    for job in prange(job_count(planes)):
+        first, last = job_items(job, planes)
         tid = numba.get_thread_id()
         depthwise_phase_planes(x, w, out, first, last, (mult, stride, pad_top, pad_left), ep,
                                phases[tid], acc[tid])
@@ -209,9 +208,8 @@ def depthwise_phase_planes(x, w, out, first, last, geometry, ep, phases, acc):
 def max_pool_phases(x, out, kh, kw, stride, pad_top, pad_left, phases, acc):
     """Max pool (undilated, equal strides) over phase planes whose borders are −∞."""
     planes = x.shape[0] * x.shape[1]
-    jobs = job_count(planes)
-    for job in prange(jobs):
-        first, last = job_items(job, jobs, planes)
+    for job in prange(job_count(planes)):
+        first, last = job_items(job, planes)
         tid = numba.get_thread_id()
         max_pool_planes(x, out, first, last, (kh, kw, stride, pad_top, pad_left), phases[tid],
                         acc[tid])
@@ -280,9 +278,8 @@ def depthwise3x3_same(x, w, out, mult, stride, ep, planes, acc):
     The loops run on explicit vectors: planes of 7×7 or 14×14 are too short for LLVM's
     vectorized loop bodies (64 floats an iteration), and would run scalar."""
     count = out.shape[0] * out.shape[1]
-    jobs = job_count(count)
-    for job in prange(jobs):
-        first, last = job_items(job, jobs, count)
+    for job in prange(job_count(count)):
+        first, last = job_items(job, count)
         tid = numba.get_thread_id()
         depthwise3x3_planes(x, w, out, first, last, (mult, stride), ep, planes[tid], acc[tid])
 

@@ -114,9 +114,8 @@ def input_tiles(x, v, pad_top, pad_left, th, tw):
     plane by plane. (On wide planes, where vectorizing over a row of tiles would pay,
     F(4×4, 3×3) is faster still.)"""
     planes = x.shape[0] * x.shape[1]
-    jobs = job_count(planes)
-    for job in prange(jobs):
-        first, last = job_items(job, jobs, planes)
+    for job in prange(job_count(planes)):
+        first, last = job_items(job, planes)
         input_planes(x, v, first, last, pad_top, pad_left, th, tw)
 
 
@@ -127,38 +126,33 @@ def input_planes(x, v, first, last, pad_top, pad_left, th, tw):
     n_img, height, width = x.shape[0], x.shape[2], x.shape[3]
     for plane in range(first, last):
         n, c = plane % n_img, plane // n_img
-        input_plane(x[n, c], v, n, c, pad_top, pad_left, th, tw, height, width)
-
-
-@helper
-def input_plane(p, v, n, c, pad_top, pad_left, th, tw, height, width):
-    """The tiles of ``p``, image n's channel c."""
-    for ty in range(th):
-        y0 = 2 * ty - pad_top
-        for tx in range(tw):
-            x0 = 2 * tx - pad_left
-            t = (n * th + ty) * tw + tx
-            # rows of Bᵀ d (a combination of input rows), each then times B
-            a0 = load(p, y0, x0, height, width)
-            a1 = load(p, y0, x0 + 1, height, width)
-            a2 = load(p, y0, x0 + 2, height, width)
-            a3 = load(p, y0, x0 + 3, height, width)
-            b0 = load(p, y0 + 1, x0, height, width)
-            b1 = load(p, y0 + 1, x0 + 1, height, width)
-            b2 = load(p, y0 + 1, x0 + 2, height, width)
-            b3 = load(p, y0 + 1, x0 + 3, height, width)
-            c0 = load(p, y0 + 2, x0, height, width)
-            c1 = load(p, y0 + 2, x0 + 1, height, width)
-            c2 = load(p, y0 + 2, x0 + 2, height, width)
-            c3 = load(p, y0 + 2, x0 + 3, height, width)
-            e0 = load(p, y0 + 3, x0, height, width)
-            e1 = load(p, y0 + 3, x0 + 1, height, width)
-            e2 = load(p, y0 + 3, x0 + 2, height, width)
-            e3 = load(p, y0 + 3, x0 + 3, height, width)
-            store_row(v, 0, c, t, a0 - c0, a1 - c1, a2 - c2, a3 - c3)
-            store_row(v, 4, c, t, b0 + c0, b1 + c1, b2 + c2, b3 + c3)
-            store_row(v, 8, c, t, c0 - b0, c1 - b1, c2 - b2, c3 - b3)
-            store_row(v, 12, c, t, b0 - e0, b1 - e1, b2 - e2, b3 - e3)
+        p = x[n, c]
+        for ty in range(th):
+            y0 = 2 * ty - pad_top
+            for tx in range(tw):
+                x0 = 2 * tx - pad_left
+                t = (n * th + ty) * tw + tx
+                # rows of Bᵀ d (a combination of input rows), each then times B
+                a0 = load(p, y0, x0, height, width)
+                a1 = load(p, y0, x0 + 1, height, width)
+                a2 = load(p, y0, x0 + 2, height, width)
+                a3 = load(p, y0, x0 + 3, height, width)
+                b0 = load(p, y0 + 1, x0, height, width)
+                b1 = load(p, y0 + 1, x0 + 1, height, width)
+                b2 = load(p, y0 + 1, x0 + 2, height, width)
+                b3 = load(p, y0 + 1, x0 + 3, height, width)
+                c0 = load(p, y0 + 2, x0, height, width)
+                c1 = load(p, y0 + 2, x0 + 1, height, width)
+                c2 = load(p, y0 + 2, x0 + 2, height, width)
+                c3 = load(p, y0 + 2, x0 + 3, height, width)
+                e0 = load(p, y0 + 3, x0, height, width)
+                e1 = load(p, y0 + 3, x0 + 1, height, width)
+                e2 = load(p, y0 + 3, x0 + 2, height, width)
+                e3 = load(p, y0 + 3, x0 + 3, height, width)
+                store_row(v, 0, c, t, a0 - c0, a1 - c1, a2 - c2, a3 - c3)
+                store_row(v, 4, c, t, b0 + c0, b1 + c1, b2 + c2, b3 + c3)
+                store_row(v, 8, c, t, c0 - b0, c1 - b1, c2 - b2, c3 - b3)
+                store_row(v, 12, c, t, b0 - e0, b1 - e1, b2 - e2, b3 - e3)
 
 
 @helper
@@ -175,46 +169,40 @@ def output_tiles(m, out, th, tw, ep):
     """``out[n, o, 2ty + a, 2tx + b] = act(scale·(Aᵀ m A)[a, b] + shift (+ res))``, plane by
     plane."""
     planes = out.shape[0] * out.shape[1]
-    jobs = job_count(planes)
-    for job in prange(jobs):
-        first, last = job_items(job, jobs, planes)
+    for job in prange(job_count(planes)):
+        first, last = job_items(job, planes)
         output_planes(m, out, first, last, th, tw, ep)
 
 
 @tile_kernel
 def output_planes(m, out, first, last, th, tw, ep):
-    """``output_tiles`` of planes [first, last) (plane o·N + n: image n's channel o)."""
-    n_img = out.shape[0]
-    for plane in range(first, last):
-        output_plane(m, out, plane % n_img, plane // n_img, th, tw, ep)
-
-
-@helper
-def output_plane(m, out, n, o, th, tw, ep):
-    """One tile at a time into the output plane, then the epilogue over it in place."""
-    out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    """``output_tiles`` of planes [first, last) (plane o·N + n: image n's channel o): one
+    tile at a time into the output plane, then the epilogue over it in place."""
+    n_img, out_ch, oh, ow = out.shape
     outf = out.reshape(-1)
-    for ty in range(th):
-        y = 2 * ty
-        for tx in range(tw):
-            t = (n * th + ty) * tw + tx
-            xo = 2 * tx
-            # Aᵀ m, column by column
-            u0 = m[0, o, t] + m[4, o, t] + m[8, o, t]
-            u1 = m[1, o, t] + m[5, o, t] + m[9, o, t]
-            u2 = m[2, o, t] + m[6, o, t] + m[10, o, t]
-            u3 = m[3, o, t] + m[7, o, t] + m[11, o, t]
-            w0 = m[4, o, t] - m[8, o, t] - m[12, o, t]
-            w1 = m[5, o, t] - m[9, o, t] - m[13, o, t]
-            w2 = m[6, o, t] - m[10, o, t] - m[14, o, t]
-            w3 = m[7, o, t] - m[11, o, t] - m[15, o, t]
-            out[n, o, y, xo] = u0 + u1 + u2
-            if xo + 1 < ow:
-                out[n, o, y, xo + 1] = u1 - u2 - u3
-            if y + 1 < oh:
-                out[n, o, y + 1, xo] = w0 + w1 + w2
+    for plane in range(first, last):
+        n, o = plane % n_img, plane // n_img
+        for ty in range(th):
+            y = 2 * ty
+            for tx in range(tw):
+                t = (n * th + ty) * tw + tx
+                xo = 2 * tx
+                # Aᵀ m, column by column
+                u0 = m[0, o, t] + m[4, o, t] + m[8, o, t]
+                u1 = m[1, o, t] + m[5, o, t] + m[9, o, t]
+                u2 = m[2, o, t] + m[6, o, t] + m[10, o, t]
+                u3 = m[3, o, t] + m[7, o, t] + m[11, o, t]
+                w0 = m[4, o, t] - m[8, o, t] - m[12, o, t]
+                w1 = m[5, o, t] - m[9, o, t] - m[13, o, t]
+                w2 = m[6, o, t] - m[10, o, t] - m[14, o, t]
+                w3 = m[7, o, t] - m[11, o, t] - m[15, o, t]
+                out[n, o, y, xo] = u0 + u1 + u2
                 if xo + 1 < ow:
-                    out[n, o, y + 1, xo + 1] = w1 - w2 - w3
-    d = (n * out_ch + o) * oh * ow
-    finish_flat(outf, d, outf, d, oh * ow, o, ep)
-    activate_flat(outf, d, oh * ow, ep)
+                    out[n, o, y, xo + 1] = u1 - u2 - u3
+                if y + 1 < oh:
+                    out[n, o, y + 1, xo] = w0 + w1 + w2
+                    if xo + 1 < ow:
+                        out[n, o, y + 1, xo + 1] = w1 - w2 - w3
+        d = (n * out_ch + o) * oh * ow
+        finish_flat(outf, d, outf, d, oh * ow, o, ep)
+        activate_flat(outf, d, oh * ow, ep)

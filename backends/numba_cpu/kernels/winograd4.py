@@ -249,9 +249,8 @@ def output_tiles(m, out, tw, ep, before, after, plane):
     """``out[n, o, 4ty + a, 4tx + b] = act(scale·(Aᵀ m A)[a, b] + shift (+ res))``, plane by
     plane, each in the scratch of its thread (``output_planes``)."""
     planes = out.shape[0] * out.shape[1]
-    jobs = job_count(planes)
-    for job in prange(jobs):
-        first, last = job_items(job, jobs, planes)
+    for job in prange(job_count(planes)):
+        first, last = job_items(job, planes)
         tid = numba.get_thread_id()
         output_planes(m, out, first, last, tw, ep, (before[tid], after[tid], plane[tid]))
 
