@@ -131,6 +131,7 @@ def depthwise_candidates(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: n
                 and attrs.stride in ((1, 1), (2, 2)))
     if flat_3x3 and b.dtype == np.float32:
         makers["depthwise-3x3-flat"] = lambda: depthwise3x3_step(b, attrs, x, w, out, ep)
+        makers["depthwise-3x3-rows"] = lambda: depthwise3x3_rows_step(attrs, x, w, out, ep)
     if attrs.dilation == (1, 1) and attrs.stride[0] == attrs.stride[1]:
         makers["depthwise-phases"] = lambda: depthwise_phases_step(b, attrs, x, w, out, ep)
     else:
@@ -238,6 +239,15 @@ def depthwise3x3_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.n
     mult, stride, args = w.shape[0] // x.shape[1], attrs.stride[0], ep.args()
     kernel = sk.depthwise3x3_same.sized(out.size * 9 * stride * stride)
     return lambda: kernel(x, w, out, mult, stride, args, planes, acc)
+
+
+def depthwise3x3_rows_step(attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                           ep: Epilogue) -> Step:
+    """3×3/padding 1/stride 1 or 2 depthwise conv row by row on masked vectors, with no
+    scratch (``sk.depthwise3x3_rows``)."""
+    mult, stride, args = w.shape[0] // x.shape[1], attrs.stride[0], ep.args()
+    kernel = sk.depthwise3x3_rows.sized(out.size * 9)
+    return lambda: kernel(x, w, out, mult, stride, args)
 
 
 def phase_scratch(b: Builder, attrs, x: np.ndarray, kernel_size: tuple[int, int],

@@ -51,6 +51,7 @@ _F32 = ir.FloatType()
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _VEC = ir.VectorType(_F32, LANES)
+_MASK = ir.VectorType(ir.IntType(1), LANES)
 
 
 def _element_ptr(builder, base, index):
@@ -344,3 +345,105 @@ def vclamp(typingctx, value, lo, hi):
         return _clamp(builder, *args)
 
     return f32v(f32v, f32v, f32v), codegen
+
+
+def _lane_mask(builder, lo, hi):
+    """Lanes i with lo ≤ i < hi (signed: any bounds, an empty mask when hi ≤ lo), built as
+    the integer (1 << hi) − (1 << lo) of the bounds clamped to [0, LANES] (a mask register's
+    bits; a vector compare per bound costs several instructions more a load)."""
+
+    def clamped(bound, floor):
+        bound = builder.select(builder.icmp_signed("<", bound, floor), floor, bound)
+        top = ir.Constant(_I64, LANES)
+        return builder.select(builder.icmp_signed(">", bound, top), top, bound)
+
+    lo = clamped(lo, ir.Constant(_I64, 0))
+    hi = clamped(hi, lo)
+    one = ir.Constant(_I64, 1)
+    bits = builder.sub(builder.shl(one, hi), builder.shl(one, lo))
+    return builder.bitcast(builder.trunc(bits, ir.IntType(LANES)), _MASK)
+
+
+class LaneMask(types.Type):
+    """A predicate per lane (``vmask``), for the masked loads and stores below."""
+
+    def __init__(self) -> None:
+        super().__init__(name=f"mask{LANES}")
+
+
+lane_mask = LaneMask()
+@register_model(LaneMask)
+class _LaneMaskModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type) -> None:
+        super().__init__(dmm, fe_type, _MASK)
+
+
+@intrinsic
+def vmask(typingctx, lo, hi):
+    """The lanes i with lo ≤ i < hi (any integers; none when hi ≤ lo). Computed once and
+    used by several loads: building one costs more than the load."""
+    if not (isinstance(lo, types.Integer) and isinstance(hi, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        bounds = [context.cast(builder, a, t, types.int64) for a, t in zip(args, sig.args)]
+        return _lane_mask(builder, *bounds)
+
+    return lane_mask(lo, hi), codegen
+
+
+@intrinsic
+def vload_masked(typingctx, array, offset, mask):
+    """``vload`` of the lanes in ``mask`` only, the others 0.0: element offset + i is read
+    only for those lanes, so the vector may start before the array or run past its end (a
+    row's edges: zero padding without a padded copy)."""
+    if not (_float32_array(array) and mask == lane_mask):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _data_ptr(context, builder, sig.args[0], args[0], args[1])
+        load = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(_VEC, [ptr.type, _I32, _MASK, _VEC]),
+            f"llvm.masked.load.v{LANES}f32.p0")
+        return builder.call(load, [ptr, ir.Constant(_I32, 4), args[2],
+                                   ir.Constant(_VEC, [0.0] * LANES)])
+
+    return f32v(array, types.intp, lane_mask), codegen
+
+
+@intrinsic
+def vstore_masked(typingctx, array, offset, value, mask):
+    """``vstore`` of the lanes in ``mask`` only (a row's last, partial vector)."""
+    if not (_float32_array(array) and value == f32v and mask == lane_mask):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = _data_ptr(context, builder, sig.args[0], args[0], args[1])
+        store = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [_VEC, ptr.type, _I32, _MASK]),
+            f"llvm.masked.store.v{LANES}f32.p0")
+        builder.call(store, [args[2], ptr, ir.Constant(_I32, 4), args[3]])
+        return context.get_dummy_value()
+
+    return types.void(array, types.intp, f32v, lane_mask), codegen
+
+
+def _interleaved(first: int):
+    """The intrinsic picking lanes first, first + 2, … of the 2·LANES lanes of (a, b)."""
+
+    @intrinsic
+    def pick(typingctx, a, b):
+        if not (a == b == f32v):
+            return None
+
+        def codegen(context, builder, sig, args):
+            lanes = ir.Constant(ir.VectorType(_I32, LANES), list(range(first, 2 * LANES, 2)))
+            return builder.shuffle_vector(args[0], args[1], lanes)
+
+        return f32v(f32v, f32v), codegen
+
+    return pick
+
+
+veven = _interleaved(0)  # lanes 0, 2, 4, … of (a, b): a stride-2 row's even columns
+vodd = _interleaved(1)  # lanes 1, 3, 5, …: its odd columns

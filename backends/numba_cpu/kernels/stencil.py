@@ -1,6 +1,8 @@
 """Depthwise convolutions and max pooling as stencils, one (image, channel) plane per task.
 
 - ``depthwise3x3_same``: 3×3, stride 1 or 2, padding 1 on flat planes (explicit vectors);
+- ``depthwise3x3_rows``: the same straight from the input, row by row, the padding read
+  through lane masks (no copy; AVX-512's masked loads cost a plain load's time);
 - ``depthwise_phases`` / ``max_pool_phases``: undilated windows with equal strides over
   stride² phase planes, every tap one constant offset (flat, vectorizable passes);
 - ``depthwise``: anything else (dilated, unequal strides), row by row on a padded plane.
@@ -31,7 +33,20 @@ from cnnir.backends.numba_cpu.kernels.jit import (
     prange,
     tile_kernel,
 )
-from cnnir.backends.numba_cpu.kernels.simd import LANES, vadd, vclamp, vfma, vload, vsplat, vstore
+from cnnir.backends.numba_cpu.kernels.simd import (
+    LANES,
+    vadd,
+    vclamp,
+    veven,
+    vfma,
+    vload,
+    vload_masked,
+    vmask,
+    vodd,
+    vsplat,
+    vstore,
+    vstore_masked,
+)
 
 
 @helper
@@ -325,6 +340,88 @@ def depthwise3x3_planes(x, w, out, first, last, geometry, ep, p, a):
                     a[i] = a[2 * i]
                 finish_flat(outf, base + y * ow, a, 0, ow, o, ep)
         activate_flat(outf, base, n_out, ep)
+
+
+@helper
+def row_masks(x0, width, stride):
+    """The lane masks of the tap loads of outputs x0 … x0 + LANES − 1 of a padding-1 3×3
+    conv on rows of ``width``: the lanes whose column lies in [0, width) (``taps_row``)."""
+    at = stride * x0
+    if stride == 1:  # columns x − 1, x and x + 1
+        return (vmask(1 - at, width + 1 - at), vmask(0, width - at), vmask(0, width - 1 - at),
+                vmask(0, 0))
+    # 2x and 2x + 1 from two vectors at 2·x0, 2x − 1 from two at 2·x0 − 1
+    return (vmask(0, width - at), vmask(0, width - at - LANES),
+            vmask(1 - at, width + 1 - at), vmask(1 - at - LANES, width + 1 - at - LANES))
+
+
+@helper
+def taps_row(xf, row, x0, stride, masks, wa, wb, wc, total):
+    """``total`` plus one input row's three taps for outputs x0 … x0 + LANES − 1 (the row's
+    zero padding read through ``masks``, ``row_masks``): stride 2 takes the even and odd
+    lanes of pairs of vectors."""
+    if stride == 1:
+        left = vload_masked(xf, row + x0 - 1, masks[0])
+        middle = vload_masked(xf, row + x0, masks[1])
+        right = vload_masked(xf, row + x0 + 1, masks[2])
+    else:
+        at = row + 2 * x0
+        low, high = vload_masked(xf, at, masks[0]), vload_masked(xf, at + LANES, masks[1])
+        left = veven(vload_masked(xf, at - 1, masks[2]),
+                     vload_masked(xf, at - 1 + LANES, masks[3]))
+        middle, right = veven(low, high), vodd(low, high)
+    return vfma(wc, right, vfma(wb, middle, vfma(wa, left, total)))
+
+
+@kernel
+def depthwise3x3_rows(x, w, out, mult, stride, ep):
+    """3×3, padding-1, stride-1 or 2 depthwise conv straight from the input planes, one
+    output row at a time in vectors of LANES outputs: each vector reads its taps with lane
+    masks (``simd.vload_masked``) that turn the columns outside the row into the padding's
+    zeros, and the rows outside the plane are skipped, so nothing is copied. The epilogue is
+    fused, the last partial vector of a row stored with a mask."""
+    count = out.shape[0] * out.shape[1]
+    for job in prange(job_count(count)):
+        first, last = job_items(job, count)
+        depthwise3x3_row_planes(x, w, out, first, last, (mult, stride), ep)
+
+
+@tile_kernel
+def depthwise3x3_row_planes(x, w, out, first, last, geometry, ep):
+    """``depthwise3x3_rows`` of output planes [first, last) (plane n·O + o)."""
+    mult, stride = geometry
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    scale, shift, res, has_res, code, _ = ep
+    lo, hi = clamp_bounds(code)
+    lo_v, hi_v, zero = vsplat(lo), vsplat(hi), vsplat(np.float32(0.0))
+    xf, outf, resf = x.reshape(-1), out.reshape(-1), res.reshape(-1)
+    for t in range(first, last):
+        n, o = t // out_ch, t % out_ch
+        plane = (n * channels + o // mult) * height * width
+        w0, w1, w2 = vsplat(w[o, 0, 0, 0]), vsplat(w[o, 0, 0, 1]), vsplat(w[o, 0, 0, 2])
+        w3, w4, w5 = vsplat(w[o, 0, 1, 0]), vsplat(w[o, 0, 1, 1]), vsplat(w[o, 0, 1, 2])
+        w6, w7, w8 = vsplat(w[o, 0, 2, 0]), vsplat(w[o, 0, 2, 1]), vsplat(w[o, 0, 2, 2])
+        sc, b = vsplat(scale[o]), vsplat(shift[o])
+        base = t * oh * ow
+        for y in range(oh):
+            top = y * stride - 1  # the input row of the taps' first row
+            row = plane + top * width
+            for x0 in range(0, ow, LANES):
+                masks = row_masks(x0, width, stride)
+                total = zero
+                if top >= 0:
+                    total = taps_row(xf, row, x0, stride, masks, w0, w1, w2, total)
+                total = taps_row(xf, row + width, x0, stride, masks, w3, w4, w5, total)
+                if top + 2 < height:
+                    total = taps_row(xf, row + 2 * width, x0, stride, masks, w6, w7, w8,
+                                     total)
+                at, valid = base + y * ow + x0, vmask(0, ow - x0)
+                v = vfma(total, sc, b)
+                if has_res:
+                    v = vadd(v, vload_masked(resf, at, valid))
+                vstore_masked(outf, at, vclamp(v, lo_v, hi_v), valid)
+        activate_flat(outf, base, oh * ow, ep)
 
 
 @helper

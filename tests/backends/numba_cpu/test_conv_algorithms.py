@@ -67,6 +67,13 @@ GEOMETRIES = [
     ("depthwise-3x3-flat", (2, 6, 14, 14), (6, 1, 3, 3), dict(stride=2, padding=1, groups=6)),
     ("depthwise-3x3-flat", (1, 3, 9, 11), (6, 1, 3, 3), dict(stride=2, padding=1, groups=3)),
     ("depthwise-3x3-flat", (1, 2, 1, 1), (2, 1, 3, 3), dict(stride=2, padding=1, groups=2)),
+    ("depthwise-3x3-rows", (2, 8, 7, 7), (8, 1, 3, 3), dict(padding=1, groups=8)),
+    ("depthwise-3x3-rows", (1, 3, 5, 13), (6, 1, 3, 3), dict(padding=1, groups=3)),
+    ("depthwise-3x3-rows", (1, 4, 1, 2), (4, 1, 3, 3), dict(padding=1, groups=4)),
+    ("depthwise-3x3-rows", (1, 4, 5, 1), (4, 1, 3, 3), dict(padding=1, groups=4)),
+    ("depthwise-3x3-rows", (2, 6, 14, 14), (6, 1, 3, 3), dict(stride=2, padding=1, groups=6)),
+    ("depthwise-3x3-rows", (1, 3, 9, 11), (6, 1, 3, 3), dict(stride=2, padding=1, groups=3)),
+    ("depthwise-3x3-rows", (1, 2, 1, 1), (2, 1, 3, 3), dict(stride=2, padding=1, groups=2)),
 ]
 
 def tail_geometries() -> list[tuple]:
@@ -97,6 +104,12 @@ def tail_geometries() -> list[tuple]:
                 dict(padding=1, groups=2)))
     out.append(("depthwise-3x3-flat", (1, 2, 5, 2 * lanes + 1), (2, 1, 3, 3),
                 dict(stride=2, padding=1, groups=2)))
+    # depthwise rows of whole vectors, and of whole vectors and a tail; stride-2 rows whose
+    # last output reads one column past the input and rows of two vectors plus one column
+    for stride, width in ((1, lanes), (1, 2 * lanes + 1), (2, 2 * lanes), (2, 4 * lanes + 1),
+                          (2, 2 * lanes + 3)):
+        out.append(("depthwise-3x3-rows", (1, 2, 4, width), (2, 1, 3, 3),
+                    dict(stride=stride, padding=1, groups=2)))
     return out
 
 
@@ -146,6 +159,29 @@ def test_nan_and_inf_pass_through_the_microkernel_epilogue() -> None:
     assert np.isfinite(finite).all() and (finite >= 0).all() and (finite <= 6).all()
     positive = w[:, 0] > 0
     assert (got[0, positive, 4, 4] == 6).all() and (got[0, ~positive, 4, 4] == 0).all()
+
+
+@pytest.mark.parametrize("algorithm", ["depthwise-3x3-rows", "depthwise-3x3-flat",
+                                       "depthwise-phases"])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_depthwise_padding_never_multiplies_an_edge_inf(algorithm: str, stride: int) -> None:
+    """Infinities on the plane's border columns and rows reach exactly the outputs whose
+    window holds them: the padding is zeros that are added, never a neighbour read and
+    multiplied by zero (0·inf would be NaN), in rows of whole vectors and with a tail."""
+    lanes = simd.LANES
+    for width in (lanes, lanes + 3):
+        graph = fused_graph(ops.conv2d_fused, conv_attrs(stride=stride, padding=1, groups=2),
+                            T(1, 2, 5, width), (2, 1, 3, 3), False)
+        weights = graph.nodes[0].inputs[1].const.array
+        weights[:] = np.abs(weights) + 0.1  # inf + inf in one window, not inf − inf
+        x = np.random.default_rng(3).standard_normal((1, 2, 5, width)).astype(np.float32)
+        x[0, 0, :, 0] = x[0, 0, :, width - 1] = np.inf
+        x[0, 1, 0, :] = x[0, 1, 4, :] = np.inf
+        got = run_forced(graph, algorithm, [x])
+        ref = cnnir.compile(graph, backend="reference")(x.astype(np.float64))
+        assert not np.isnan(ref).any()
+        np.testing.assert_array_equal(np.isinf(got), np.isinf(ref))
+        assert_close(np.where(np.isinf(ref), 0, got), np.where(np.isinf(ref), 0, ref), 9)
 
 
 @pytest.mark.parametrize("batch", [1, 5, 17])

@@ -65,7 +65,8 @@ def assert_matches(got: np.ndarray, want: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("tune", ["im2col-microkernel", "winograd-f2x2-3x3", "winograd-f4x4-3x3",
-                                  "depthwise-phases", "depthwise-3x3-flat"])
+                                  "depthwise-phases", "depthwise-3x3-flat",
+                                  "depthwise-3x3-rows"])
 def test_assigned_weights_reach_every_derived_form(tune: str) -> None:
     model, x = model_and_input()
     run = cnnir.compile(model, SHAPE, optimize=False, tune=tune)
