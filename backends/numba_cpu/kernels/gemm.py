@@ -23,6 +23,7 @@ from cnnir.backends.numba_cpu.kernels.simd import (
     MR,
     NR,
     TILE_VECTORS,
+    row_offset,
     tile_mid,
     tile_narrow,
     tile_wide,
@@ -58,7 +59,8 @@ L1_CHUNK_BYTES = HOST.l1_bytes // 2  # B columns swept by every row block while 
 def gemm_block(a, b, c, rows, cols, k, s_off, ep, scratch):
     """``C[r, j] = act(scale[s_off + r]·(A·B)[r, j] + shift[s_off + r] (+ res))`` for r < rows,
     j < cols, on flat operands: ``a = (packed, offset)`` (``simd.pack_rows`` rows from
-    offset), ``b = (array, offset, ld)`` with ``B[i, j] = array[offset + i·ld + j]``, and
+    offset), ``b = (array, offset, ld)`` with ``B[i, j] = array[offset + i·ld + j]`` (or
+    ``offset + ld[i] + j`` for an index array ``ld``: ``simd.row_offset``), and
     ``c = (array, offset, ld)`` likewise; the residual is indexed like C's array. The
     columns go in chunks that fit L1 (at least one 24-column panel), every row block
     sweeping a chunk before the next."""
@@ -87,7 +89,8 @@ def tail_columns(a, b, c, rows, k, first, count, s_off, ep, scratch):
     panel = scratch[MR * LANES:]
     for i in range(k):
         for q in range(LANES):
-            panel[i * LANES + q] = b_arr[b_off + i * ldb + first + q] if q < count else 0.0
+            panel[i * LANES + q] = (b_arr[b_off + row_offset(ldb, i) + first + q] if q < count
+                                    else 0.0)
     for r0 in range(0, rows, MR):
         valid = min(MR, rows - r0)
         tile_narrow(packed, a_off + r0 * k, panel, 0, LANES, k, tile, 0, LANES, valid, scale,

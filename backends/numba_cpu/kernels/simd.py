@@ -99,11 +99,12 @@ def _float32_array(t) -> bool:
     return isinstance(t, types.Array) and t.dtype == types.float32
 
 
-def _emit_tile(builder, vectors, a_scalar, pb, ldb, k, pc, ldc, rows, p_scale, p_shift, p_res,
+def _emit_tile(builder, vectors, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_res,
                has_res, lo, hi):
-    """The micro-kernel's body: ``a_scalar(step, r)`` loads A's element of row r at a step."""
+    """The micro-kernel's body: ``a_scalar(step, r)`` loads A's element of row r at a step,
+    ``b_row(step)`` points at the step's row of B."""
     prefetch = cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(ir.VoidType(), [pb.type, _I32, _I32, _I32]),
+        builder.module, ir.FunctionType(ir.VoidType(), [pc.type, _I32, _I32, _I32]),
         "llvm.prefetch.p0")
 
     def at(base, index):
@@ -112,9 +113,9 @@ def _emit_tile(builder, vectors, a_scalar, pb, ldb, k, pc, ldc, rows, p_scale, p
     zero = ir.Constant(_VEC, [0.0] * LANES)
     acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)] for _ in range(MR)]
     with cgutils.for_range(builder, k) as loop:
-        b_row = _element_ptr(builder, pb, builder.mul(loop.index, ldb))
-        b_vecs = [_load(builder, at(b_row, LANES * j), _VEC) for j in range(vectors)]
-        builder.call(prefetch, [at(b_row, PREFETCH_FLOATS), ir.Constant(_I32, 0),
+        b_at = b_row(loop.index)
+        b_vecs = [_load(builder, at(b_at, LANES * j), _VEC) for j in range(vectors)]
+        builder.call(prefetch, [at(b_at, PREFETCH_FLOATS), ir.Constant(_I32, 0),
                                 ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
         for r in range(MR):
             a_vec = _splat(builder, a_scalar(loop.index, r))
@@ -140,27 +141,41 @@ def _emit_tile(builder, vectors, a_scalar, pb, ldb, k, pc, ldc, rows, p_scale, p
                 _store(builder, y, at(c_row, LANES * j))
 
 
+def _index_array(t) -> bool:
+    return isinstance(t, types.Array) and t.dtype == types.int64
+
+
 def _typed_tile(vectors: int, a_types: tuple, rest: tuple, a_loader):
     """The (signature, codegen) of a tile call: ``a_types`` the types of its A arguments
     (the array first), ``rest`` those of (b, b_off, ldb, k, c, c_off, ldc, rows, scale,
     shift, s_off, res, has_res, lo, hi); ``a_loader(context, builder, sig, args)`` returns
-    ``a_scalar(step, r)``, the loader of A's element of row r at a step."""
-    b, c, scale, shift, res = rest[0], rest[4], rest[8], rest[9], rest[11]
+    ``a_scalar(step, r)``, the loader of A's element of row r at a step. ``ldb`` is B's row
+    stride, or an int64 array of each step's row offset (B gathered: ``row_offset``)."""
+    b, ldb, c, scale, shift, res = rest[0], rest[2], rest[4], rest[8], rest[9], rest[11]
     if not all(_float32_array(t) for t in (a_types[0], b, c, scale, shift, res)):
         return None
     i = types.intp
-    sig = types.void(*a_types, b, i, i, i, c, i, i, i, scale, shift, i, res, types.boolean,
-                     types.float32, types.float32)
+    indexed = _index_array(ldb)
+    sig = types.void(*a_types, b, i, ldb if indexed else i, i, c, i, i, i, scale, shift, i,
+                     res, types.boolean, types.float32, types.float32)
     first = len(a_types)  # where B's arguments start
 
     def codegen(context, builder, sig, args):
         ty, arg = sig.args[first:], args[first:]
         pb = _data_ptr(context, builder, ty[0], arg[0], arg[1])
+        if indexed:
+            index = context.make_array(ty[2])(context, builder, arg[2]).data
+
+            def b_row(step):
+                return _element_ptr(builder, pb, builder.load(builder.gep(index, [step])))
+        else:
+            def b_row(step):
+                return _element_ptr(builder, pb, builder.mul(step, arg[2]))
         pc = _data_ptr(context, builder, ty[4], arg[4], arg[5])
         p_res = _data_ptr(context, builder, ty[11], arg[11], arg[5])
         p_scale = _data_ptr(context, builder, ty[8], arg[8], arg[10])
         p_shift = _data_ptr(context, builder, ty[9], arg[9], arg[10])
-        _emit_tile(builder, vectors, a_loader(context, builder, sig, args), pb, arg[2], arg[3],
+        _emit_tile(builder, vectors, a_loader(context, builder, sig, args), b_row, arg[3],
                    pc, arg[6], arg[7], p_scale, p_shift, p_res, *arg[12:])
         return context.get_dummy_value()
 
@@ -170,7 +185,7 @@ def _typed_tile(vectors: int, a_types: tuple, rest: tuple, a_loader):
 def tile_intrinsic(vectors: int):
     """``tile(a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
     has_res, lo, hi)``: for r < rows (≤ MR) and j < vectors·LANES, with ``y = Σ_i a[a_off + i·MR
-    + r] · b[b_off + i·ldb + j]``,
+    + r] · b[b_off + row_offset(ldb, i) + j]``,
     ``c[c_off + r·ldc + j] = clamp(scale[s_off + r]·y + shift[s_off + r] (+ res[c_off + r·ldc
     + j]), lo, hi)``. The clamp lets NaN through (``_clamp``); it is ReLU with lo = 0,
     hi = inf and ReLU6 with hi = 6. Arrays are float32 of any rank, offsets in elements from
@@ -222,6 +237,26 @@ def gather_tile_intrinsic(vectors: int):
                             has_res, lo, hi), gathered)
 
     return tile
+
+
+@intrinsic
+def row_offset(typingctx, ldb, step):
+    """Where B's row ``step`` starts: ``step·ldb`` for a row stride, ``ldb[step]`` for an int64
+    index array (a direct convolution's taps, each at its own offset in a padded image)."""
+    if not isinstance(step, types.Integer):
+        return None
+    if _index_array(ldb):
+        def codegen(context, builder, sig, args):
+            index = context.make_array(sig.args[0])(context, builder, args[0]).data
+            at = context.cast(builder, args[1], sig.args[1], types.intp)
+            return builder.load(builder.gep(index, [at]))
+    elif isinstance(ldb, types.Integer):
+        def codegen(context, builder, sig, args):
+            ld, at = (context.cast(builder, a, t, types.intp) for a, t in zip(args, sig.args))
+            return builder.mul(ld, at)
+    else:
+        return None
+    return types.intp(ldb, step), codegen
 
 
 tile_wide = tile_intrinsic(TILE_VECTORS)  # MR × NR

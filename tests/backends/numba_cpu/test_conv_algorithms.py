@@ -23,6 +23,7 @@ def conv_attrs(stride=1, padding=0, dilation=1, groups=1, **fused) -> Conv2dFuse
                             dilation=(dilation, dilation), groups=groups, **fused)
 
 
+L = simd.LANES
 # (algorithm, input shape, weight shape, attrs), the weight [out, in/groups, kh, kw]
 GEOMETRIES = [
     ("pointwise-microkernel", (2, 13, 5, 7), (21, 13, 1, 1), {}),  # 35 px: 24 + 8 + 3
@@ -35,6 +36,15 @@ GEOMETRIES = [
     ("im2col-microkernel", (1, 2, 5, 1), (3, 2, 3, 3), dict(stride=2, padding=1)),  # 1 wide
     ("im2col-microkernel", (1, 3, 9, 10), (4, 3, 5, 5), dict(stride=2, padding=2)),
     ("im2col-microkernel", (2, 2, 8, 9), (3, 2, 4, 4), dict(stride=2)),
+    # direct (output rows of at least one vector): bands of rows cut per image, a padded copy
+    # split by column phase
+    ("direct-microkernel", (2, 3, 9, 2 * L + 3), (12, 3, 3, 3), dict(stride=2, padding=1)),
+    ("direct-microkernel", (1, 5, 10, L + 5), (9, 5, 3, 3), dict(padding=2, dilation=2)),
+    ("direct-microkernel", (2, 3, 15, 2 * L + 7), (10, 3, 7, 7), dict(stride=2, padding=3)),
+    ("direct-microkernel", (1, 4, 6, 2 * L), (8, 4, 1, 1), dict(stride=2)),
+    ("direct-microkernel", (1, 3, 9, 3 * L + 1), (4, 3, 5, 5), dict(stride=3, padding=2)),
+    ("direct-microkernel", (3, 2, 8, 2 * L + 5), (3, 2, 4, 4), dict(stride=2)),  # unread columns
+    ("direct-microkernel", (1, 3, 40, L + 1), (17, 3, 3, 3), dict(padding=1)),  # many bands
     ("winograd-f2x2-3x3", (2, 6, 9, 11), (10, 6, 3, 3), dict(padding=1)),
     ("winograd-f2x2-3x3", (1, 5, 8, 8), (9, 5, 3, 3), {}),
     ("winograd-f2x2-3x3", (1, 4, 7, 6), (4, 4, 3, 3), dict(padding=2)),
@@ -86,6 +96,8 @@ def tail_geometries() -> list[tuple]:
     for pixels in (nr + mid + lanes - 1, nr + 1, 2 * nr + lanes + 3):
         out.append(("pointwise-microkernel", (1, 5, 1, pixels), (rows + 1, 5, 1, 1), {}))
         out.append(("im2col-microkernel", (1, 3, 3, pixels), (rows + 1, 3, 3, 3),
+                    dict(padding=1)))
+        out.append(("direct-microkernel", (1, 3, 3, pixels), (rows + 1, 3, 3, 3),
                     dict(padding=1)))
     out.append(("winograd-f2x2-3x3", (1, 4, 4, 2 * (nr + 1)), (2 * rows + 1, 4, 3, 3),
                 dict(padding=1)))

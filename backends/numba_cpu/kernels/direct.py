@@ -1,0 +1,62 @@
+"""Dense convolutions on the micro-kernel with B read in place: no im2col.
+
+A job is a band of output rows (n, y0, y1). The input rows the band reads are copied into the
+thread's buffer, zero-padded and split by column phase (``stencil.split_row``): ``padded[c,
+r]`` holds padded input row y0·sh + r of channel c as sw phases of ``wq`` floats, phase b
+holding padded columns b, b + sw, b + 2·sw, … So tap (c, i, j) of output pixel (y, x) is at
+
+    index[(c, i, j)] + (y − y0)·sh·pitch + x,
+    index[(c, i, j)] = (c·rows + i·dh)·pitch + ((j·dw) mod sw)·wq + (j·dw) div sw,
+
+with ``pitch = sw·wq``: for every step of the reduction, an output row's pixels are one
+contiguous run. An output row is then one ``gemm_block`` of depth C·kh·kw whose B rows are
+looked up in ``index`` (``simd.row_offset``) instead of lying ``ld`` apart in an im2col
+buffer: the copy writes each input value about once, where im2col writes it kh·kw times and
+the GEMM reads it back. Worth most where C is small (a network's first layer: kh·kw taps of
+3 channels, a short reduction over many pixels).
+"""
+
+from __future__ import annotations
+
+import numba
+
+from cnnir.backends.numba_cpu.kernels.conv import zero_flat
+from cnnir.backends.numba_cpu.kernels.gemm import NO_OFFSET, gemm_block
+from cnnir.backends.numba_cpu.kernels.jit import kernel, prange, tile_kernel
+from cnnir.backends.numba_cpu.kernels.stencil import split_row
+
+
+@kernel
+def direct_conv(packed, x, out, bands, window, ep, index, padded, scratch):
+    """An ungrouped convolution (``window`` = kh, kw, sh, sw, pad_top, pad_left, dh, dw) with
+    a fused epilogue; ``packed``: the weights as ``simd.pack_rows``; ``bands``: rows (n, y0,
+    y1); ``padded`` [threads, C, rows, pitch] zero outside the interiors it is given (see the
+    module docstring); ``scratch`` [threads, ``gemm.scratch_size(k)``]."""
+    for job in prange(bands.shape[0]):
+        tid = numba.get_thread_id()
+        direct_band(packed, x, out, bands[job], window, ep, index, padded[tid], scratch[tid])
+
+
+@tile_kernel
+def direct_band(packed, x, out, band, window, ep, index, padded, scratch):
+    """``direct_conv``'s band (n, y0, y1) in one thread's buffers."""
+    n, y0, y1 = band[0], band[1], band[2]
+    kh, _, sh, sw, pad_top, pad_left, dh, _ = window
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    rows, pitch = padded.shape[1], padded.shape[2]
+    pf, xf = padded.reshape(-1), x.reshape(-1)
+    for c in range(channels):
+        for r in range((y1 - y0 - 1) * sh + (kh - 1) * dh + 1):
+            iy = y0 * sh - pad_top + r
+            at = (c * rows + r) * pitch
+            if iy < 0 or iy >= height:
+                zero_flat(pf, at, pitch)
+            else:
+                src = ((n * channels + c) * height + iy) * width
+                split_row(pf, at, xf[src:src + width], width, pad_left, sw, pitch // sw)
+    plane, outf = oh * ow, out.reshape(-1)
+    for y in range(y0, y1):
+        gemm_block((packed, NO_OFFSET), (pf, (y - y0) * sh * pitch, index),
+                   (outf, n * out_ch * plane + y * ow, plane), out_ch, ow, index.shape[0],
+                   NO_OFFSET, ep, scratch)
