@@ -151,10 +151,9 @@ def pointwise_mk_step(b: Builder, x: np.ndarray, wt: Weight, out: np.ndarray,
     m, p = w.shape[0], x.shape[2] * x.shape[3]
     packed = wt.derived("rows", lambda: simd.pack_rows(w.reshape(m, k)))
     blocks = gk.gemm_blocks(n_img, m, k, p, 0, k * p, m * p)
-    scratch = b.scratch((gk.THREADS, gk.scratch_size(k)))
     xf, outf, args = x.reshape(-1), out.reshape(-1), ep.args()
     gemm_kernel = gk.gemm.over(len(blocks))
-    return lambda: gemm_kernel(packed, k, xf, p, outf, p, blocks, args, scratch)
+    return lambda: gemm_kernel(packed, k, xf, p, outf, p, blocks, args)
 
 
 def im2col_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
@@ -169,11 +168,10 @@ def im2col_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray
     packed = wt.derived(("rows", groups),
                                  lambda: simd.pack_rows(w.reshape(out_ch, k), groups))
     cols = b.scratch((gk.THREADS, k, width))
-    scratch = b.scratch((gk.THREADS, gk.scratch_size(k)))
     window, args = window_of(attrs, (kh, kw)), ep.args()
     filled = np.zeros(gk.THREADS, np.int64)
     im2col_gemm = gk.im2col_gemm.over(len(bands))
-    return lambda: im2col_gemm(packed, x, out, bands, window, args, cols, scratch, filled)
+    return lambda: im2col_gemm(packed, x, out, bands, window, args, cols, filled)
 
 
 # The direct convolution reads all the weights once per output row: with 64 -> 64 channels
@@ -204,10 +202,9 @@ def direct_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray
                        owner=("direct", pad_left, x.shape[3]))  # zero outside the interiors
     padded.fill(0.0)
     packed = wt.derived(("rows", 1), lambda: simd.pack_rows(w.reshape(out_ch, -1)))
-    scratch = b.scratch((gk.THREADS, gk.scratch_size(len(index))))
     window, args = window_of(attrs, (kh, kw)), ep.args()
     direct_conv = dk.direct_conv.over(len(bands))
-    return lambda: direct_conv(packed, x, out, bands, window, args, index, padded, scratch)
+    return lambda: direct_conv(packed, x, out, bands, window, args, index, padded)
 
 
 def direct_band_rows(images: int, oh: int, floats_per_row: int, overlap: int) -> int:
@@ -421,13 +418,12 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
         blocks = gk.gemm_blocks(points, out_ch, channels, tiles,
                                 simd.padded_rows(out_ch) * channels, channels * tiles,
                                 out_ch * tiles)
-        scratch = b.scratch((gk.THREADS, gk.scratch_size(channels)))
         identity = Epilogue(np.ones(out_ch, b.dtype), np.zeros(out_ch, b.dtype)).args()
         vf, mf = v.reshape(-1), m.reshape(-1)
         gemm_kernel = gk.gemm.over(len(blocks))
 
         def products() -> None:
-            gemm_kernel(packed, channels, vf, tiles, mf, tiles, blocks, identity, scratch)
+            gemm_kernel(packed, channels, vf, tiles, mf, tiles, blocks, identity)
     else:
         u = wt.derived(f"winograd{points}", lambda: variant.transform_weights(w, b.dtype))
 
@@ -579,7 +575,6 @@ def transpose_mk_step(b: Builder, node: Node, x: np.ndarray, wt: Weight, out: np
     plans = [(n0, min(chunk, n_img - n0)) for n0 in range(0, n_img, chunk)]
     blocks = {count: blocks_for(count) for _, count in plans}
     identity = Epilogue(np.ones(rows, b.dtype), np.zeros(rows, b.dtype)).args()
-    scratch = b.scratch((gk.THREADS, gk.scratch_size(cg)))
     xf, colsf = x.reshape(-1), cols.reshape(-1)
     window = window_of(node.attrs, (kh, kw))
     col2im = ck.col2im_planes.sized(out.size * kh * kw)
@@ -588,7 +583,7 @@ def transpose_mk_step(b: Builder, node: Node, x: np.ndarray, wt: Weight, out: np
         for n0, count in plans:
             gemm_kernel = gk.gemm.over(len(blocks[count]))
             gemm_kernel(packed, cg, xf[n0 * c_in * pixels:], pixels, colsf, pixels,
-                        blocks[count], identity, scratch)
+                        blocks[count], identity)
             col2im(cols, out, n0, count, bias, window, height, width)
 
     return step
@@ -743,7 +738,6 @@ def weight_grad_mk_step(b: Builder, attrs, x: np.ndarray, gy: np.ndarray,
     packed = b.scratch((gk.THREADS, simd.padded_rows(rows) * depth), owner="weight-grad-cols")
     per_image = max((y1 - y0) * ow for _, _, y0, y1 in band_list)
     row_buffers = b.scratch((gk.THREADS, simd.MR, per_image), owner="weight-grad-rows")
-    scratch = b.scratch((gk.THREADS, gk.scratch_size(depth)))
     scale, shift = np.ones(k, b.dtype), np.zeros(k, b.dtype)
     window = window_of(attrs, (kh, kw))
     to_pixels = cgk.batched_transpose.sized(gy.size)
@@ -753,8 +747,7 @@ def weight_grad_mk_step(b: Builder, attrs, x: np.ndarray, gy: np.ndarray,
 
     def step() -> None:
         to_pixels(gy3, gyt)
-        kernel(x, gyt, ow, bands, window, groups, rows, acc, packed, row_buffers, scratch,
-               scale, shift)
+        kernel(x, gyt, ow, bands, window, groups, rows, acc, packed, row_buffers, scale, shift)
         to_out(acc, out3)
 
     return step

@@ -167,8 +167,8 @@ def im2col_packed(x, packed, pixels, p_off, n, c0, r0, r1, window, y0, y1, ow, r
 
 
 @kernel
-def weight_grad(x, gyt, ow, bands, window, groups, block_rows, acc, packed, rows, scratch,
-                scale, shift):
+def weight_grad(x, gyt, ow, bands, window, groups, block_rows, acc, packed, rows, scale,
+                shift):
     """``acc[g] = Σ_bands cols_g·gy_gᵀ`` ([C/G·kh·kw, O/G] per group), ``gyt`` being gy
     pixel-major ``[N, OH·OW, O]``. Parallel over (group, block of ``block_rows`` rows of
     acc[g]); per band (n0, n1, y0, y1), output rows [y0, y1) of images [n0, n1), the block's
@@ -200,4 +200,4 @@ def weight_grad(x, gyt, ow, bands, window, groups, block_rows, acc, packed, rows
             ep = (scale, shift, c, t > 0, 0, 0.0)
             b_off = (n0 * per_plane + y0 * ow) * out_ch + g * og
             gemm_block((a, NO_OFFSET), (gf, b_off, out_ch), (c, r0 * og, og), r1 - r0, og,
-                       pixels, r0, ep, scratch[tid])
+                       pixels, r0, ep)

@@ -27,18 +27,18 @@ from cnnir.backends.numba_cpu.kernels.stencil import split_row
 
 
 @kernel
-def direct_conv(packed, x, out, bands, window, ep, index, padded, scratch):
+def direct_conv(packed, x, out, bands, window, ep, index, padded):
     """An ungrouped convolution (``window`` = kh, kw, sh, sw, pad_top, pad_left, dh, dw) with
     a fused epilogue; ``packed``: the weights as ``simd.pack_rows``; ``bands``: rows (n, y0,
     y1); ``padded`` [threads, C, rows, pitch] zero outside the interiors it is given (see the
-    module docstring); ``scratch`` [threads, ``gemm.scratch_size(k)``]."""
+    module docstring)."""
     for job in prange(bands.shape[0]):
         tid = numba.get_thread_id()
-        direct_band(packed, x, out, bands[job], window, ep, index, padded[tid], scratch[tid])
+        direct_band(packed, x, out, bands[job], window, ep, index, padded[tid])
 
 
 @tile_kernel
-def direct_band(packed, x, out, band, window, ep, index, padded, scratch):
+def direct_band(packed, x, out, band, window, ep, index, padded):
     """``direct_conv``'s band (n, y0, y1) in one thread's buffers."""
     n, y0, y1 = band[0], band[1], band[2]
     kh, _, sh, sw, pad_top, pad_left, dh, _ = window
@@ -59,4 +59,4 @@ def direct_band(packed, x, out, band, window, ep, index, padded, scratch):
     for y in range(y0, y1):
         gemm_block((packed, NO_OFFSET), (pf, (y - y0) * sh * pitch, index),
                    (outf, n * out_ch * plane + y * ow, plane), out_ch, ow, index.shape[0],
-                   NO_OFFSET, ep, scratch)
+                   NO_OFFSET, ep)

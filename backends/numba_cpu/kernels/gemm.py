@@ -1,12 +1,14 @@
 """Float32 GEMM kernels on the register-blocked micro-kernel of ``simd``.
 
 A GEMM is cut into blocks (``gemm_blocks``), each a band of output columns × a range of output
-rows; a parallel kernel runs the blocks over Numba's threads. Within a block, each 24-column
-panel of B stays in L1 while every 8-row tile of the packed A passes over it, and each finished
-tile gets the epilogue (scale, shift, residual, activation) while it is still in L1, on its way
-from a small scratch tile to the output. Convolutions feed B straight from the image (1x1) or
-from a per-thread im2col buffer of one band of output rows (k×k), so nothing is repacked per
-call and no BLAS runs: no OpenBLAS threads to clash with Numba's.
+rows; a parallel kernel runs the blocks over Numba's threads. Within a block, each NR-column
+panel of B stays in L1 while every MR-row tile of the packed A passes over it, and each finished
+tile gets the epilogue (scale, shift, residual, activation) in registers on its way to the
+output; a row's last columns (fewer than a vector) are read and written in place through lane
+masks. Convolutions feed B straight from the image (1x1), from a per-thread im2col buffer of
+one band of output rows (k×k) or from a padded copy of the band's input rows through a table
+of tap offsets (``direct``), so nothing is repacked per call and no BLAS runs: no OpenBLAS
+threads to clash with Numba's.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from cnnir.backends.numba_cpu.kernels.activation import act_row, activate_flat, clamp_bounds
+from cnnir.backends.numba_cpu.kernels.activation import activate_flat, clamp_bounds
 from cnnir.backends.numba_cpu.kernels.conv import im2col_rows
 from cnnir.backends.numba_cpu.kernels.host import HOST
 from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
@@ -23,9 +25,9 @@ from cnnir.backends.numba_cpu.kernels.simd import (
     MR,
     NR,
     TILE_VECTORS,
-    row_offset,
     tile_mid,
     tile_narrow,
+    tile_part,
     tile_wide,
 )
 
@@ -44,11 +46,6 @@ def own_lines(floats: int) -> int:
     return -(-floats // LINE_FLOATS) * LINE_FLOATS
 
 
-def scratch_size(k: int) -> int:
-    """Floats of per-thread scratch for a GEMM of depth k: one tile plus a padded panel."""
-    return own_lines(MR * LANES + k * LANES)
-
-
 # An offset of 0 passed as a variable: a literal 0 in a tuple argument types as Literal[int],
 # and each such call would compile gemm_block again (about a second).
 NO_OFFSET = np.int64(0)
@@ -56,7 +53,7 @@ L1_CHUNK_BYTES = HOST.l1_bytes // 2  # B columns swept by every row block while 
 
 
 @tile_kernel
-def gemm_block(a, b, c, rows, cols, k, s_off, ep, scratch):
+def gemm_block(a, b, c, rows, cols, k, s_off, ep):
     """``C[r, j] = act(scale[s_off + r]·(A·B)[r, j] + shift[s_off + r] (+ res))`` for r < rows,
     j < cols, on flat operands: ``a = (packed, offset)`` (``simd.pack_rows`` rows from
     offset), ``b = (array, offset, ld)`` with ``B[i, j] = array[offset + i·ld + j]`` (or
@@ -74,32 +71,25 @@ def gemm_block(a, b, c, rows, cols, k, s_off, ep, scratch):
             sweep((packed, a_off + r0 * k), min(MR, rows - r0), k, b, j0, j1,
                   (out, o_off + r0 * ldo, ldo), s_off + r0, ep)
     if cols > full:
-        tail_columns(a, b, c, rows, k, full, cols - full, s_off, ep, scratch)
+        tail_columns(a, b, c, rows, k, full, cols - full, s_off, ep)
 
 
 @helper
-def tail_columns(a, b, c, rows, k, first, count, s_off, ep, scratch):
-    """The last ``count`` (< LANES) columns from ``first``: copied into a zero-padded panel, each
-    tile through a scratch tile, then the epilogue into C."""
+def tail_columns(a, b, c, rows, k, first, count, s_off, ep):
+    """The last ``count`` (< LANES) columns from ``first``, read and written in place through
+    lane masks (``simd.tile_part``)."""
     packed, a_off = a
     b_arr, b_off, ldb = b
     out, o_off, ldo = c
-    scale, shift, res, has_res, code, alpha = ep
-    tile = scratch[:MR * LANES]
-    panel = scratch[MR * LANES:]
-    for i in range(k):
-        for q in range(LANES):
-            panel[i * LANES + q] = (b_arr[b_off + row_offset(ldb, i) + first + q] if q < count
-                                    else 0.0)
+    scale, shift, res, has_res, code, _ = ep
+    lo, hi = clamp_bounds(code)
     for r0 in range(0, rows, MR):
         valid = min(MR, rows - r0)
-        tile_narrow(packed, a_off + r0 * k, panel, 0, LANES, k, tile, 0, LANES, valid, scale,
-                    shift, s_off + r0, tile, False, -np.inf, np.inf)
+        c_off = o_off + r0 * ldo + first
+        tile_part(packed, a_off + r0 * k, b_arr, b_off + first, ldb, k, out, c_off, ldo, valid,
+                  scale, shift, s_off + r0, res, has_res, lo, hi, count)
         for r in range(valid):
-            o = o_off + (r0 + r) * ldo + first
-            for q in range(count):
-                out[o + q] = tile[r * LANES + q] + (res[o + q] if has_res else 0.0)
-            act_row(out[o:o + count], code, alpha)
+            activate_flat(out, c_off + r * ldo, count, ep)
 
 
 MID = (TILE_VECTORS - 1) * LANES  # columns of ``tile_mid``
@@ -135,18 +125,18 @@ def sweep(a, valid, k, b, j0, j1, c, s_at, ep):
 
 
 @kernel
-def gemm(packed, k, b, ldb, out, ldo, blocks, ep, scratch):
+def gemm(packed, k, b, ldb, out, ldo, blocks, ep):
     """Each row of ``blocks`` (a_off, b_off, o_off, cols, s_off, rows) is one ``gemm_block``
     of the packed A, flat B and flat output; the blocks run in parallel."""
     for t in prange(blocks.shape[0]):
         a_off, b_off, o_off = blocks[t, 0], blocks[t, 1], blocks[t, 2]
         cols, s_off, rows = blocks[t, 3], blocks[t, 4], blocks[t, 5]
         gemm_block((packed, a_off), (b, b_off, ldb), (out, o_off, ldo), rows, cols, k, s_off,
-                   ep, scratch[numba.get_thread_id()])
+                   ep)
 
 
 @kernel
-def im2col_gemm(packed, x, out, bands, window, ep, cols, scratch, filled):
+def im2col_gemm(packed, x, out, bands, window, ep, cols, filled):
     """A k×k (grouped, strided, dilated) convolution: per band (n, y0, y1, r0, r1) of output
     rows, im2col of each group into the thread's buffer ``cols``, then output channels
     [r0, r1) of every group as a ``gemm_block`` (``im2col_band``). ``packed`` holds each
@@ -157,11 +147,11 @@ def im2col_gemm(packed, x, out, bands, window, ep, cols, scratch, filled):
     for t in prange(bands.shape[0]):
         tid = numba.get_thread_id()
         filled[tid] = im2col_band(packed, x, out, bands[t], window, ep, cols[tid],
-                                  scratch[tid], filled[tid])
+                                  filled[tid])
 
 
 @tile_kernel
-def im2col_band(packed, x, out, band, window, ep, buffer, scratch, held):
+def im2col_band(packed, x, out, band, window, ep, buffer, held):
     """``im2col_gemm``'s band (n, y0, y1, r0, r1) in one thread's buffers; ``held`` is the
     band its im2col buffer holds (−1: none). Returns the band it holds after."""
     n, y0, y1, r0, r1 = band[0], band[1], band[2], band[3], band[4]
@@ -183,7 +173,7 @@ def im2col_band(packed, x, out, band, window, ep, buffer, scratch, held):
         first = g * og + r0
         c_at = ((n * out_ch + first) * oh + y0) * ow
         gemm_block((packed, g * group_stride + r0 * k), (buffer.reshape(-1), NO_OFFSET, width),
-                   (out_flat, c_at, oh * ow), r1 - r0, (y1 - y0) * ow, k, first, ep, scratch)
+                   (out_flat, c_at, oh * ow), r1 - r0, (y1 - y0) * ow, k, first, ep)
     return held
 
 

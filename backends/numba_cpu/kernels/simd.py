@@ -75,6 +75,21 @@ def _store(builder, value, ptr):
     builder.store(value, ptr, align=4)
 
 
+def _masked_load(builder, ptr, mask):
+    """The lanes of ``mask`` from ``ptr``, 0.0 elsewhere (no other lane is read)."""
+    load = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(_VEC, [ptr.type, _I32, _MASK, _VEC]),
+        f"llvm.masked.load.v{LANES}f32.p0")
+    return builder.call(load, [ptr, ir.Constant(_I32, 4), mask, ir.Constant(_VEC, [0.0] * LANES)])
+
+
+def _masked_store(builder, value, ptr, mask):
+    store = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [_VEC, ptr.type, _I32, _MASK]),
+        f"llvm.masked.store.v{LANES}f32.p0")
+    builder.call(store, [value, ptr, ir.Constant(_I32, 4), mask])
+
+
 def _splat(builder, scalar):
     """``scalar`` in all lanes (LLVM folds a splat of a load into one broadcast)."""
     undef = ir.Constant(_VEC, ir.Undefined)
@@ -100,9 +115,10 @@ def _float32_array(t) -> bool:
 
 
 def _emit_tile(builder, vectors, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_res,
-               has_res, lo, hi):
+               has_res, lo, hi, last_lanes=None):
     """The micro-kernel's body: ``a_scalar(step, r)`` loads A's element of row r at a step,
-    ``b_row(step)`` points at the step's row of B."""
+    ``b_row(step)`` points at the step's row of B. With ``last_lanes``, only that many lanes
+    of the last vector column are read (B, the residual) and written (C)."""
     prefetch = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(ir.VoidType(), [pc.type, _I32, _I32, _I32]),
         "llvm.prefetch.p0")
@@ -112,9 +128,15 @@ def _emit_tile(builder, vectors, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_s
 
     zero = ir.Constant(_VEC, [0.0] * LANES)
     acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)] for _ in range(MR)]
+    mask = None if last_lanes is None else _lane_mask(builder, ir.Constant(_I64, 0), last_lanes)
+
+    def load(ptr, j):
+        return (_masked_load(builder, ptr, mask) if mask is not None and j == vectors - 1
+                else _load(builder, ptr, _VEC))
+
     with cgutils.for_range(builder, k) as loop:
         b_at = b_row(loop.index)
-        b_vecs = [_load(builder, at(b_at, LANES * j), _VEC) for j in range(vectors)]
+        b_vecs = [load(at(b_at, LANES * j), j) for j in range(vectors)]
         builder.call(prefetch, [at(b_at, PREFETCH_FLOATS), ir.Constant(_I32, 0),
                                 ir.Constant(_I32, 3), ir.Constant(_I32, 1)])
         for r in range(MR):
@@ -135,29 +157,33 @@ def _emit_tile(builder, vectors, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_s
                 y = _fma(builder, builder.load(acc[r][j]), scale_vec, shift_vec)
                 builder.store(y, acc[r][j])
                 with builder.if_then(has_res):
-                    residual = _load(builder, at(res_row, LANES * j), _VEC)
+                    residual = load(at(res_row, LANES * j), j)
                     builder.store(builder.fadd(y, residual), acc[r][j])
                 y = _clamp(builder, builder.load(acc[r][j]), lo_vec, hi_vec)
-                _store(builder, y, at(c_row, LANES * j))
+                if mask is not None and j == vectors - 1:
+                    _masked_store(builder, y, at(c_row, LANES * j), mask)
+                else:
+                    _store(builder, y, at(c_row, LANES * j))
 
 
 def _index_array(t) -> bool:
     return isinstance(t, types.Array) and t.dtype == types.int64
 
 
-def _typed_tile(vectors: int, a_types: tuple, rest: tuple, a_loader):
+def _typed_tile(vectors: int, a_types: tuple, rest: tuple, a_loader, masked: bool = False):
     """The (signature, codegen) of a tile call: ``a_types`` the types of its A arguments
     (the array first), ``rest`` those of (b, b_off, ldb, k, c, c_off, ldc, rows, scale,
     shift, s_off, res, has_res, lo, hi); ``a_loader(context, builder, sig, args)`` returns
     ``a_scalar(step, r)``, the loader of A's element of row r at a step. ``ldb`` is B's row
-    stride, or an int64 array of each step's row offset (B gathered: ``row_offset``)."""
+    stride, or an int64 array of each step's row offset (B gathered: ``row_offset``).
+    ``masked``: a last argument, the lanes of the last vector column in use."""
     b, ldb, c, scale, shift, res = rest[0], rest[2], rest[4], rest[8], rest[9], rest[11]
     if not all(_float32_array(t) for t in (a_types[0], b, c, scale, shift, res)):
         return None
     i = types.intp
     indexed = _index_array(ldb)
     sig = types.void(*a_types, b, i, ldb if indexed else i, i, c, i, i, i, scale, shift, i,
-                     res, types.boolean, types.float32, types.float32)
+                     res, types.boolean, types.float32, types.float32, *[i] * masked)
     first = len(a_types)  # where B's arguments start
 
     def codegen(context, builder, sig, args):
@@ -176,20 +202,23 @@ def _typed_tile(vectors: int, a_types: tuple, rest: tuple, a_loader):
         p_scale = _data_ptr(context, builder, ty[8], arg[8], arg[10])
         p_shift = _data_ptr(context, builder, ty[9], arg[9], arg[10])
         _emit_tile(builder, vectors, a_loader(context, builder, sig, args), b_row, arg[3],
-                   pc, arg[6], arg[7], p_scale, p_shift, p_res, *arg[12:])
+                   pc, arg[6], arg[7], p_scale, p_shift, p_res, *arg[12:15],
+                   last_lanes=arg[15] if masked else None)
         return context.get_dummy_value()
 
     return sig, codegen
 
 
-def tile_intrinsic(vectors: int):
+def tile_intrinsic(vectors: int, masked: bool = False):
     """``tile(a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
     has_res, lo, hi)``: for r < rows (≤ MR) and j < vectors·LANES, with ``y = Σ_i a[a_off + i·MR
     + r] · b[b_off + row_offset(ldb, i) + j]``,
     ``c[c_off + r·ldc + j] = clamp(scale[s_off + r]·y + shift[s_off + r] (+ res[c_off + r·ldc
     + j]), lo, hi)``. The clamp lets NaN through (``_clamp``); it is ReLU with lo = 0,
     hi = inf and ReLU6 with hi = 6. Arrays are float32 of any rank, offsets in elements from
-    their first element."""
+    their first element. ``masked`` adds a last argument, ``lanes``: then j < (vectors − 1)·LANES
+    + lanes, and B, C and the residual are touched nowhere else (a row's last columns, read
+    and written in place)."""
 
     def packed(context, builder, sig, args):
         pa = _data_ptr(context, builder, sig.args[0], args[0], args[1])
@@ -207,7 +236,14 @@ def tile_intrinsic(vectors: int):
                                                       scale, shift, s_off, res, has_res, lo,
                                                       hi), packed)
 
-    return tile
+    @intrinsic
+    def tile_masked(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift,
+                    s_off, res, has_res, lo, hi, lanes):
+        return _typed_tile(vectors, (a, types.intp), (b, b_off, ldb, k, c, c_off, ldc, rows,
+                                                      scale, shift, s_off, res, has_res, lo,
+                                                      hi), packed, masked=True)
+
+    return tile_masked if masked else tile
 
 
 def gather_tile_intrinsic(vectors: int):
@@ -262,6 +298,7 @@ def row_offset(typingctx, ldb, step):
 tile_wide = tile_intrinsic(TILE_VECTORS)  # MR × NR
 tile_mid = tile_intrinsic(TILE_VECTORS - 1)  # for the last columns
 tile_narrow = tile_intrinsic(1)  # MR × LANES
+tile_part = tile_intrinsic(1, masked=True)  # MR × the first ``lanes`` of LANES
 
 
 def padded_rows(rows: int) -> int:
@@ -437,11 +474,7 @@ def vload_masked(typingctx, array, offset, mask):
 
     def codegen(context, builder, sig, args):
         ptr = _data_ptr(context, builder, sig.args[0], args[0], args[1])
-        load = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(_VEC, [ptr.type, _I32, _MASK, _VEC]),
-            f"llvm.masked.load.v{LANES}f32.p0")
-        return builder.call(load, [ptr, ir.Constant(_I32, 4), args[2],
-                                   ir.Constant(_VEC, [0.0] * LANES)])
+        return _masked_load(builder, ptr, args[2])
 
     return f32v(array, types.intp, lane_mask), codegen
 
@@ -454,10 +487,7 @@ def vstore_masked(typingctx, array, offset, value, mask):
 
     def codegen(context, builder, sig, args):
         ptr = _data_ptr(context, builder, sig.args[0], args[0], args[1])
-        store = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [_VEC, ptr.type, _I32, _MASK]),
-            f"llvm.masked.store.v{LANES}f32.p0")
-        builder.call(store, [args[2], ptr, ir.Constant(_I32, 4), args[3]])
+        _masked_store(builder, args[2], ptr, args[3])
         return context.get_dummy_value()
 
     return types.void(array, types.intp, f32v, lane_mask), codegen
