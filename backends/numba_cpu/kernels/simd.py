@@ -75,6 +75,23 @@ def _store(builder, value, ptr):
     builder.store(value, ptr, align=4)
 
 
+def _lane_mask(builder, lo, hi):
+    """Lanes i with lo ≤ i < hi (signed: any bounds, an empty mask when hi ≤ lo), built as
+    the integer (1 << hi) − (1 << lo) of the bounds clamped to [0, LANES] (a mask register's
+    bits; a vector compare per bound costs several instructions more a load)."""
+
+    def clamped(bound, floor):
+        bound = builder.select(builder.icmp_signed("<", bound, floor), floor, bound)
+        top = ir.Constant(_I64, LANES)
+        return builder.select(builder.icmp_signed(">", bound, top), top, bound)
+
+    lo = clamped(lo, ir.Constant(_I64, 0))
+    hi = clamped(hi, lo)
+    one = ir.Constant(_I64, 1)
+    bits = builder.sub(builder.shl(one, hi), builder.shl(one, lo))
+    return builder.bitcast(builder.trunc(bits, ir.IntType(LANES)), _MASK)
+
+
 def _masked_load(builder, ptr, mask):
     """The lanes of ``mask`` from ``ptr``, 0.0 elsewhere (no other lane is read)."""
     load = cgutils.get_or_insert_function(
@@ -189,14 +206,9 @@ def _typed_tile(vectors: int, a_types: tuple, rest: tuple, a_loader, masked: boo
     def codegen(context, builder, sig, args):
         ty, arg = sig.args[first:], args[first:]
         pb = _data_ptr(context, builder, ty[0], arg[0], arg[1])
-        if indexed:
-            index = context.make_array(ty[2])(context, builder, arg[2]).data
 
-            def b_row(step):
-                return _element_ptr(builder, pb, builder.load(builder.gep(index, [step])))
-        else:
-            def b_row(step):
-                return _element_ptr(builder, pb, builder.mul(step, arg[2]))
+        def b_row(step):
+            return _element_ptr(builder, pb, _row_offset(context, builder, ty[2], arg[2], step))
         pc = _data_ptr(context, builder, ty[4], arg[4], arg[5])
         p_res = _data_ptr(context, builder, ty[11], arg[11], arg[5])
         p_scale = _data_ptr(context, builder, ty[8], arg[8], arg[10])
@@ -275,23 +287,26 @@ def gather_tile_intrinsic(vectors: int):
     return tile
 
 
+def _row_offset(context, builder, ldb_type, ldb, step):
+    """``row_offset`` of an intp ``step``, in IR."""
+    if _index_array(ldb_type):
+        index = context.make_array(ldb_type)(context, builder, ldb).data
+        return builder.load(builder.gep(index, [step]))
+    return builder.mul(step, context.cast(builder, ldb, ldb_type, types.intp))
+
+
 @intrinsic
 def row_offset(typingctx, ldb, step):
     """Where B's row ``step`` starts: ``step·ldb`` for a row stride, ``ldb[step]`` for an int64
     index array (a direct convolution's taps, each at its own offset in a padded image)."""
-    if not isinstance(step, types.Integer):
+    if not (isinstance(step, types.Integer)
+            and (_index_array(ldb) or isinstance(ldb, types.Integer))):
         return None
-    if _index_array(ldb):
-        def codegen(context, builder, sig, args):
-            index = context.make_array(sig.args[0])(context, builder, args[0]).data
-            at = context.cast(builder, args[1], sig.args[1], types.intp)
-            return builder.load(builder.gep(index, [at]))
-    elif isinstance(ldb, types.Integer):
-        def codegen(context, builder, sig, args):
-            ld, at = (context.cast(builder, a, t, types.intp) for a, t in zip(args, sig.args))
-            return builder.mul(ld, at)
-    else:
-        return None
+
+    def codegen(context, builder, sig, args):
+        at = context.cast(builder, args[1], sig.args[1], types.intp)
+        return _row_offset(context, builder, sig.args[0], args[0], at)
+
     return types.intp(ldb, step), codegen
 
 
@@ -419,23 +434,6 @@ def vclamp(typingctx, value, lo, hi):
     return f32v(f32v, f32v, f32v), codegen
 
 
-def _lane_mask(builder, lo, hi):
-    """Lanes i with lo ≤ i < hi (signed: any bounds, an empty mask when hi ≤ lo), built as
-    the integer (1 << hi) − (1 << lo) of the bounds clamped to [0, LANES] (a mask register's
-    bits; a vector compare per bound costs several instructions more a load)."""
-
-    def clamped(bound, floor):
-        bound = builder.select(builder.icmp_signed("<", bound, floor), floor, bound)
-        top = ir.Constant(_I64, LANES)
-        return builder.select(builder.icmp_signed(">", bound, top), top, bound)
-
-    lo = clamped(lo, ir.Constant(_I64, 0))
-    hi = clamped(hi, lo)
-    one = ir.Constant(_I64, 1)
-    bits = builder.sub(builder.shl(one, hi), builder.shl(one, lo))
-    return builder.bitcast(builder.trunc(bits, ir.IntType(LANES)), _MASK)
-
-
 class LaneMask(types.Type):
     """A predicate per lane (``vmask``), for the masked loads and stores below."""
 
@@ -444,6 +442,8 @@ class LaneMask(types.Type):
 
 
 lane_mask = LaneMask()
+
+
 @register_model(LaneMask)
 class _LaneMaskModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type) -> None:

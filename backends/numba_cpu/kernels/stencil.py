@@ -395,7 +395,7 @@ def depthwise3x3_row_planes(x, w, out, first, last, geometry, ep):
     scale, shift, res, has_res, code, _ = ep
     lo, hi = clamp_bounds(code)
     lo_v, hi_v, zero = vsplat(lo), vsplat(hi), vsplat(np.float32(0.0))
-    xf, outf, resf = x.reshape(-1), out.reshape(-1), res.reshape(-1)
+    xf, outf = x.reshape(-1), out.reshape(-1)
     for t in range(first, last):
         n, o = t // out_ch, t % out_ch
         plane = (n * channels + o // mult) * height * width
@@ -419,7 +419,7 @@ def depthwise3x3_row_planes(x, w, out, first, last, geometry, ep):
                 at, valid = base + y * ow + x0, vmask(0, ow - x0)
                 v = vfma(total, sc, b)
                 if has_res:
-                    v = vadd(v, vload_masked(resf, at, valid))
+                    v = vadd(v, vload_masked(res, at, valid))
                 vstore_masked(outf, at, vclamp(v, lo_v, hi_v), valid)
         activate_flat(outf, base, oh * ow, ep)
 
