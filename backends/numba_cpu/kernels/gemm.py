@@ -21,10 +21,14 @@ from cnnir.backends.numba_cpu.kernels.conv import im2col_rows
 from cnnir.backends.numba_cpu.kernels.host import HOST
 from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
 from cnnir.backends.numba_cpu.kernels.simd import (
+    COLUMN_TILE_MAX,
     LANES,
     MR,
     NR,
     TILE_VECTORS,
+    tile_columns1,
+    tile_columns2,
+    tile_columns4,
     tile_mid,
     tile_narrow,
     tile_part,
@@ -76,18 +80,33 @@ def gemm_block(a, b, c, rows, cols, k, s_off, ep):
 
 @helper
 def tail_columns(a, b, c, rows, k, first, count, s_off, ep):
-    """The last ``count`` (< LANES) columns from ``first``, read and written in place through
-    lane masks (``simd.tile_part``)."""
+    """The last ``count`` (< LANES) columns from ``first``, read and written in place: up to
+    COLUMN_TILE_MAX of them in tiles of 4, 2 and 1 columns with A's rows in the lanes
+    (``simd.column_tile_intrinsic``), more through lane masks (``simd.tile_part``)."""
     packed, a_off = a
     b_arr, b_off, ldb = b
     out, o_off, ldo = c
     scale, shift, res, has_res, code, _ = ep
     lo, hi = clamp_bounds(code)
     for r0 in range(0, rows, MR):
-        valid = min(MR, rows - r0)
+        valid, a_at, s_at = min(MR, rows - r0), a_off + r0 * k, s_off + r0
         c_off = o_off + r0 * ldo + first
-        tile_part(packed, a_off + r0 * k, b_arr, b_off + first, ldb, k, out, c_off, ldo, valid,
-                  scale, shift, s_off + r0, res, has_res, lo, hi, count)
+        if count > COLUMN_TILE_MAX:
+            tile_part(packed, a_at, b_arr, b_off + first, ldb, k, out, c_off, ldo, valid, scale,
+                      shift, s_at, res, has_res, lo, hi, count)
+        j = 0
+        while j < count and count <= COLUMN_TILE_MAX:
+            b_at, c_at, left = b_off + first + j, c_off + j, count - j
+            if left >= 4:
+                tile_columns4(packed, a_at, b_arr, b_at, ldb, k, out, c_at, ldo, valid, scale,
+                              shift, s_at, res, has_res, lo, hi)
+            elif left >= 2:
+                tile_columns2(packed, a_at, b_arr, b_at, ldb, k, out, c_at, ldo, valid, scale,
+                              shift, s_at, res, has_res, lo, hi)
+            else:
+                tile_columns1(packed, a_at, b_arr, b_at, ldb, k, out, c_at, ldo, valid, scale,
+                              shift, s_at, res, has_res, lo, hi)
+            j += 4 if left >= 4 else 2 if left >= 2 else 1
         for r in range(valid):
             activate_flat(out, c_off + r * ldo, count, ep)
 

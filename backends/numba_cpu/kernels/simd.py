@@ -24,6 +24,8 @@ of AVX-512VL's registers, which spills).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from llvmlite import ir
 from numba import types
@@ -56,6 +58,10 @@ _MASK = ir.VectorType(ir.IntType(1), LANES)
 
 def _element_ptr(builder, base, index):
     return builder.gep(base, [index], source_etype=_F32)
+
+
+def _at(builder, base, index: int):
+    return _element_ptr(builder, base, ir.Constant(_I64, index))
 
 
 def _data_ptr(context, builder, array_type, array, offset):
@@ -107,17 +113,19 @@ def _masked_store(builder, value, ptr, mask):
     builder.call(store, [value, ptr, ir.Constant(_I32, 4), mask])
 
 
-def _splat(builder, scalar):
+def _splat(builder, scalar, lanes=LANES):
     """``scalar`` in all lanes (LLVM folds a splat of a load into one broadcast)."""
-    undef = ir.Constant(_VEC, ir.Undefined)
+    undef = ir.Constant(ir.VectorType(_F32, lanes), ir.Undefined)
     one = builder.insert_element(undef, scalar, ir.Constant(_I32, 0))
-    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, LANES),
-                                                          [0] * LANES))
+    return builder.shuffle_vector(one, undef, ir.Constant(ir.VectorType(_I32, lanes),
+                                                          [0] * lanes))
 
 
 def _fma(builder, a, b, c):
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VEC, [_VEC] * 3),
-                                         f"llvm.fma.v{LANES}f32")
+    """``a·b + c``, fused, on scalars or vectors of any width."""
+    typ = a.type
+    name = f"llvm.fma.v{typ.count}f32" if isinstance(typ, ir.VectorType) else "llvm.fma.f32"
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(typ, [typ] * 3), name)
     return builder.call(fma, [a, b, c])
 
 
@@ -131,8 +139,8 @@ def _float32_array(t) -> bool:
     return isinstance(t, types.Array) and t.dtype == types.float32
 
 
-def _emit_tile(builder, vectors, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_res,
-               has_res, lo, hi, last_lanes=None):
+def _emit_tile(builder, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_res, has_res,
+               lo, hi, last_lanes=None, *, vectors):
     """The micro-kernel's body: ``a_scalar(step, r)`` loads A's element of row r at a step,
     ``b_row(step)`` points at the step's row of B. With ``last_lanes``, only that many lanes
     of the last vector column are read (B, the residual) and written (C)."""
@@ -141,7 +149,7 @@ def _emit_tile(builder, vectors, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_s
         "llvm.prefetch.p0")
 
     def at(base, index):
-        return _element_ptr(builder, base, ir.Constant(_I64, index))
+        return _at(builder, base, index)
 
     zero = ir.Constant(_VEC, [0.0] * LANES)
     acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vectors)] for _ in range(MR)]
@@ -183,17 +191,52 @@ def _emit_tile(builder, vectors, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_s
                     _store(builder, y, at(c_row, LANES * j))
 
 
+def _emit_column_tile(builder, a_row, b_row, k, pc, ldc, rows, p_scale, p_shift, p_res,
+                      has_res, lo, hi, last_lanes=None, *, width):
+    """A tile of ``width`` columns with A's MR rows in the lanes of one vector: each step
+    loads the step's MR packed elements of A (``a_row(step)`` points at them) and multiplies
+    them by a broadcast of each column's element of B, so no lane idles. The epilogue runs
+    lane by lane: a column's rows are ``ldc`` apart in C."""
+    column = ir.VectorType(_F32, MR)
+    acc = [cgutils.alloca_once_value(builder, ir.Constant(column, [0.0] * MR))
+           for _ in range(width)]
+    with cgutils.for_range(builder, k) as loop:
+        a_vec = _load(builder, a_row(loop.index), column)
+        b_at = b_row(loop.index)
+        for j in range(width):
+            b_vec = _splat(builder, _load(builder, _at(builder, b_at, j), _F32), MR)
+            builder.store(_fma(builder, a_vec, b_vec, builder.load(acc[j])), acc[j])
+    y = cgutils.alloca_once(builder, _F32)
+    for r in range(MR):
+        valid = builder.icmp_signed(">", rows, ir.Constant(_I64, r))
+        with builder.if_then(valid, likely=True):
+            row_offset = builder.mul(ir.Constant(_I64, r), ldc)
+            c_row = _element_ptr(builder, pc, row_offset)
+            res_row = _element_ptr(builder, p_res, row_offset)
+            scale = _load(builder, _at(builder, p_scale, r), _F32)
+            shift = _load(builder, _at(builder, p_shift, r), _F32)
+            for j in range(width):
+                lane = builder.extract_element(builder.load(acc[j]), ir.Constant(_I32, r))
+                builder.store(_fma(builder, lane, scale, shift), y)
+                with builder.if_then(has_res):
+                    residual = _load(builder, _at(builder, res_row, j), _F32)
+                    builder.store(builder.fadd(builder.load(y), residual), y)
+                _store(builder, _clamp(builder, builder.load(y), lo, hi),
+                       _at(builder, c_row, j))
+
+
 def _index_array(t) -> bool:
     return isinstance(t, types.Array) and t.dtype == types.int64
 
 
-def _typed_tile(vectors: int, a_types: tuple, rest: tuple, a_loader, masked: bool = False):
-    """The (signature, codegen) of a tile call: ``a_types`` the types of its A arguments
-    (the array first), ``rest`` those of (b, b_off, ldb, k, c, c_off, ldc, rows, scale,
-    shift, s_off, res, has_res, lo, hi); ``a_loader(context, builder, sig, args)`` returns
-    ``a_scalar(step, r)``, the loader of A's element of row r at a step. ``ldb`` is B's row
-    stride, or an int64 array of each step's row offset (B gathered: ``row_offset``).
-    ``masked``: a last argument, the lanes of the last vector column in use."""
+def _typed_tile(emit, a_types: tuple, rest: tuple, a_loader, masked: bool = False):
+    """The (signature, codegen) of a tile call whose body ``emit`` writes (``_emit_tile``,
+    ``_emit_column_tile``): ``a_types`` the types of its A arguments (the array first),
+    ``rest`` those of (b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
+    has_res, lo, hi); ``a_loader(context, builder, sig, args)`` returns the access to A that
+    ``emit`` takes. ``ldb`` is B's row stride, or an int64 array of each step's row offset
+    (B gathered: ``row_offset``). ``masked``: a last argument, the lanes of the last vector
+    column in use."""
     b, ldb, c, scale, shift, res = rest[0], rest[2], rest[4], rest[8], rest[9], rest[11]
     if not all(_float32_array(t) for t in (a_types[0], b, c, scale, shift, res)):
         return None
@@ -213,12 +256,24 @@ def _typed_tile(vectors: int, a_types: tuple, rest: tuple, a_loader, masked: boo
         p_res = _data_ptr(context, builder, ty[11], arg[11], arg[5])
         p_scale = _data_ptr(context, builder, ty[8], arg[8], arg[10])
         p_shift = _data_ptr(context, builder, ty[9], arg[9], arg[10])
-        _emit_tile(builder, vectors, a_loader(context, builder, sig, args), b_row, arg[3],
-                   pc, arg[6], arg[7], p_scale, p_shift, p_res, *arg[12:15],
-                   last_lanes=arg[15] if masked else None)
+        emit(builder, a_loader(context, builder, sig, args), b_row, arg[3], pc, arg[6], arg[7],
+             p_scale, p_shift, p_res, *arg[12:15], last_lanes=arg[15] if masked else None)
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+def _packed_rows(context, builder, sig, args):
+    """A ``pack_rows`` operand from its offset: ``a_row(step)``, the pointer to the step's
+    MR elements."""
+    pa = _data_ptr(context, builder, sig.args[0], args[0], args[1])
+    return lambda step: _element_ptr(builder, pa, builder.mul(step, ir.Constant(_I64, MR)))
+
+
+def _packed(context, builder, sig, args):
+    """A ``pack_rows`` operand from its offset: ``a_scalar(step, r)``."""
+    a_row = _packed_rows(context, builder, sig, args)
+    return lambda step, r: _load(builder, _at(builder, a_row(step), r), _F32)
 
 
 def tile_intrinsic(vectors: int, masked: bool = False):
@@ -231,31 +286,40 @@ def tile_intrinsic(vectors: int, masked: bool = False):
     their first element. ``masked`` adds a last argument, ``lanes``: then j < (vectors − 1)·LANES
     + lanes, and B, C and the residual are touched nowhere else (a row's last columns, read
     and written in place)."""
-
-    def packed(context, builder, sig, args):
-        pa = _data_ptr(context, builder, sig.args[0], args[0], args[1])
-
-        def a_scalar(step, r):
-            row = _element_ptr(builder, pa, builder.mul(step, ir.Constant(_I64, MR)))
-            return _load(builder, _element_ptr(builder, row, ir.Constant(_I64, r)), _F32)
-
-        return a_scalar
+    emit = functools.partial(_emit_tile, vectors=vectors)
 
     @intrinsic
     def tile(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off,
              res, has_res, lo, hi):
-        return _typed_tile(vectors, (a, types.intp), (b, b_off, ldb, k, c, c_off, ldc, rows,
-                                                      scale, shift, s_off, res, has_res, lo,
-                                                      hi), packed)
+        return _typed_tile(emit, (a, types.intp), (b, b_off, ldb, k, c, c_off, ldc, rows,
+                                                   scale, shift, s_off, res, has_res, lo, hi),
+                           _packed)
 
     @intrinsic
     def tile_masked(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift,
                     s_off, res, has_res, lo, hi, lanes):
-        return _typed_tile(vectors, (a, types.intp), (b, b_off, ldb, k, c, c_off, ldc, rows,
-                                                      scale, shift, s_off, res, has_res, lo,
-                                                      hi), packed, masked=True)
+        return _typed_tile(emit, (a, types.intp), (b, b_off, ldb, k, c, c_off, ldc, rows,
+                                                   scale, shift, s_off, res, has_res, lo, hi),
+                           _packed, masked=True)
 
     return tile_masked if masked else tile
+
+
+def column_tile_intrinsic(width: int):
+    """``tile_intrinsic``'s tile for ``width`` columns, computed with A's rows in the lanes
+    (``_emit_column_tile``): a row's last few columns, where the broadcast-A tile spends a
+    whole vector per row on each (the one column past 48 of a 7×7 plane cost a quarter of a
+    1x1 layer)."""
+    emit = functools.partial(_emit_column_tile, width=width)
+
+    @intrinsic
+    def tile(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off,
+             res, has_res, lo, hi):
+        return _typed_tile(emit, (a, types.intp), (b, b_off, ldb, k, c, c_off, ldc, rows,
+                                                   scale, shift, s_off, res, has_res, lo, hi),
+                           _packed_rows)
+
+    return tile
 
 
 def gather_tile_intrinsic(vectors: int):
@@ -280,7 +344,8 @@ def gather_tile_intrinsic(vectors: int):
              scale, shift, s_off, res, has_res, lo, hi):
         if not (isinstance(a_index, types.Array) and a_index.dtype == types.int64):
             return None
-        return _typed_tile(vectors, (a, types.intp, a_index, types.intp),
+        return _typed_tile(functools.partial(_emit_tile, vectors=vectors),
+                           (a, types.intp, a_index, types.intp),
                            (b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
                             has_res, lo, hi), gathered)
 
@@ -314,6 +379,13 @@ tile_wide = tile_intrinsic(TILE_VECTORS)  # MR × NR
 tile_mid = tile_intrinsic(TILE_VECTORS - 1)  # for the last columns
 tile_narrow = tile_intrinsic(1)  # MR × LANES
 tile_part = tile_intrinsic(1, masked=True)  # MR × the first ``lanes`` of LANES
+# MR × 4, 2 or 1 columns, A's rows in the lanes: a row's last columns, up to COLUMN_TILE_MAX
+tile_columns4 = column_tile_intrinsic(4)
+tile_columns2 = column_tile_intrinsic(2)
+tile_columns1 = column_tile_intrinsic(1)
+# Beyond this many last columns the masked broadcast-A tile is as fast: it does a whole
+# vector's work per row and step, the column tiles one FMA per column (at MR lanes).
+COLUMN_TILE_MAX = LANES // 2
 
 
 def padded_rows(rows: int) -> int:

@@ -88,8 +88,8 @@ GEOMETRIES = [
 
 def tail_geometries() -> list[tuple]:
     """Geometries whose pixel counts cross every tile width of this host's micro-kernel (a
-    full NR tile, the mid and one-vector tiles, a tail of LANES − 1 and of 1 columns) and
-    whose output channels are one past a multiple of MR."""
+    full NR tile, the mid and one-vector tiles, a tail of LANES − 1 and of 1 columns, the
+    column tiles' widths) and whose output channels are past a multiple of MR."""
     lanes, nr, rows = simd.LANES, simd.NR, simd.MR
     mid = (simd.TILE_VECTORS - 1) * lanes
     out = []
@@ -98,6 +98,13 @@ def tail_geometries() -> list[tuple]:
         out.append(("im2col-microkernel", (1, 3, 3, pixels), (rows + 1, 3, 3, 3),
                     dict(padding=1)))
         out.append(("direct-microkernel", (1, 3, 3, pixels), (rows + 1, 3, 3, 3),
+                    dict(padding=1)))
+    # last columns in column tiles of 4 + 4 (or 4), of 4 + 2 + 1 (or 2 + 1), and one past
+    # their reach (lane masks)
+    most = simd.COLUMN_TILE_MAX
+    for pixels in (nr + most, nr + most - 1, nr + most + 1):
+        out.append(("pointwise-microkernel", (2, 5, 1, pixels), (2 * rows + 3, 5, 1, 1), {}))
+        out.append(("direct-microkernel", (1, 3, 2, pixels), (rows + 3, 3, 3, 3),
                     dict(padding=1)))
     out.append(("winograd-f2x2-3x3", (1, 4, 4, 2 * (nr + 1)), (2 * rows + 1, 4, 3, 3),
                 dict(padding=1)))
