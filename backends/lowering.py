@@ -232,9 +232,11 @@ class Builder:
         self._local: dict[Hashable, Any] = {}  # forms derived from literals only
         self.run_time_forms: list[tuple[Any, Callable[[], Any]]] = []  # of the current node
         self._requested: set[Hashable] | None = None  # state forms asked for (choose_among)
+        # node name -> its step, made by an earlier node's lowering that fused the two
+        self.taken_over: dict[str, Step] = {}
         # id(output) -> the parameter or buffer it overwrites (in-place updates)
         self.aliases: dict[int, Value] = in_place_updates(graph) if in_place else {}
-        self.plan = plan_buffers(graph, self._nbytes)
+        self.plan = plan_buffers(graph, self._nbytes, late_reads=self.late_reads())
         self.arena = self.memory.allocate(self.plan.arena_bytes)
         self.arrays: dict[int, Any] = {}
         for value in (*graph.inputs, *(v for n in graph.nodes for v in n.outputs)):
@@ -244,6 +246,12 @@ class Builder:
             placement = self.plan.placements[id(value)]
             self.arrays[id(value)] = self.memory.view(
                 self.arena, placement.offset, self.value_dtype(value), types[id(value)].shape)
+
+    def late_reads(self) -> dict[int, int]:
+        """``id(value) -> node index``: values a step reads later than their last reader
+        does, the memory plan keeping them alive until then (``plan_buffers``). None here: a
+        device whose lowerings fuse two nodes into the later one's step names their inputs."""
+        return {}
 
     def value_dtype(self, value: Value) -> np.dtype:
         return compute_dtype(self.types[id(value)].dtype, self.dtype)

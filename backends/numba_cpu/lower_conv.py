@@ -51,6 +51,7 @@ from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels import conv as ck
 from cnnir.backends.numba_cpu.kernels import conv_grad as cgk
 from cnnir.backends.numba_cpu.kernels import direct as dk
+from cnnir.backends.numba_cpu.kernels import expand as ek
 from cnnir.backends.numba_cpu.kernels import gemm as gk
 from cnnir.backends.numba_cpu.kernels import pixel_gemm as pgk
 from cnnir.backends.numba_cpu.kernels import simd
@@ -477,10 +478,93 @@ def conv2d(b: Builder, node: Node) -> Step:
 
 
 @lower(ops.conv2d_fused)
-def conv2d_fused(b: Builder, node: Node) -> Step:
+def conv2d_fused(b: Builder, node: Node) -> Step | None:
+    if node.name in b.taken_over:  # its expansion's lowering made the step of both
+        return b.taken_over.pop(node.name)
+    step = fused_conv_step(b, node)
+    depthwise = depthwise_reader(b, node)
+    return step if depthwise is None else fuse_expansion(b, node, step, depthwise)
+
+
+def fused_conv_step(b: Builder, node: Node) -> Step:
     out = b.array(node.output)
     return conv_step(b, node, b.array(node.inputs[0]), node.inputs[1], out,
                      fused_epilogue(b, node, out.shape[1]))
+
+
+# --- an inverted residual's expansion and depthwise conv in one pass (kernels.expand) ---------
+
+EXPAND_DEPTHWISE = "expand-depthwise-fused"
+
+
+def depthwise_reader(b: Builder, node: Node) -> Node | None:
+    """The 3×3 depthwise conv (padding 1, stride 1 or 2) that alone reads this conv2d_fused
+    node's output when it is a 1x1 expansion (stride 1, unpadded, ungrouped, no residual),
+    in float32; else None. Decided from the graph and its types (before memory is planned:
+    ``CpuBuilder.late_reads``)."""
+    out = node.output
+    if (node.op is not ops.conv2d_fused or b.dtype != np.float32
+            or node.inputs[3] is not None or len(out.users) != 1
+            or any(v is out for v in b.graph.outputs)):
+        return None
+    attrs, shape = node.attrs, b.types[id(node.inputs[1])].shape
+    if (tuple(shape[2:]), attrs.stride, attrs.dilation, attrs.groups, any(attrs.padding)) != (
+            (1, 1), (1, 1), (1, 1), 1, False):
+        return None
+    reader, channels = out.users[0], shape[0]
+    if (reader.op is not ops.conv2d_fused or reader.inputs[0] is not out
+            or any(v is out for v in reader.inputs[1:])):
+        return None
+    r = reader.attrs
+    if (tuple(b.types[id(reader.inputs[1])].shape), r.groups, r.padding, r.dilation) != (
+            (channels, 1, 3, 3), channels, (1, 1, 1, 1), (1, 1)):
+        return None
+    return reader if r.stride in ((1, 1), (2, 2)) else None
+
+
+def fuse_expansion(b: Builder, node: Node, step: Step, depthwise: Node) -> Step | None:
+    """The expansion's own ``step``, or None when ``expand-depthwise-fused`` runs faster than
+    it and the depthwise conv's step together: then the depthwise conv's lowering returns the
+    fused step (``Builder.taken_over``). Timed as a pair, under a key naming both."""
+    fused = expand_depthwise_step(b, node, depthwise)
+    alone = fused_conv_step(b, depthwise)
+    pair = Node(depthwise.op, (node.attrs, depthwise.attrs),
+                [*node.inputs[:2], *depthwise.inputs[1:]], f"{node.name}+{depthwise.name}")
+    pair.outputs = depthwise.outputs
+
+    def apart() -> None:
+        step()
+        alone()
+
+    b.choose(pair, {"apart": apart, EXPAND_DEPTHWISE: fused})
+    if b.choices.pop(pair.name) != EXPAND_DEPTHWISE:
+        return step
+    b.taken_over[depthwise.name] = fused
+    b.choices[node.name] = b.choices[depthwise.name] = EXPAND_DEPTHWISE
+    return None
+
+
+def expand_depthwise_step(b: Builder, node: Node, depthwise: Node) -> Step:
+    """``kernels.expand``: per band of the depthwise output's rows, the expanded rows it reads
+    into the thread's buffer (at most half of L2), then its output rows."""
+    x, hidden, out = b.array(node.inputs[0]), b.array(node.output), b.array(depthwise.output)
+    wt = Weight(b, node.inputs[1])
+    channels, k = wt.array.shape[:2]
+    packed = wt.derived("rows", lambda: simd.pack_rows(wt.array.reshape(channels, k)))
+    stride, (n_img, _, oh, _), width = depthwise.attrs.stride[0], out.shape, x.shape[3]
+    row_bytes = 4 * channels * width
+    band = max(1, min(oh, (gk.TILE_BYTES // 2 // row_bytes - 3) // stride + 1))
+    per_image = max(-(-oh // band), min(oh, -(-2 * gk.THREADS // n_img)))
+    cuts = gk.split(oh, per_image, 1)
+    bands = np.array([(n, y0, y1) for n in range(n_img) for y0, y1 in zip(cuts, cuts[1:])],
+                     np.int64)
+    tallest = int((bands[:, 2] - bands[:, 1]).max())
+    plane = gk.own_lines(min(hidden.shape[2], (tallest - 1) * stride + 3) * width)
+    buffers = b.scratch((gk.THREADS, channels * plane), owner=("expand-depthwise", plane))
+    w, ep_expand = b.array(depthwise.inputs[1]), fused_epilogue(b, node, channels).args()
+    ep_depthwise = fused_epilogue(b, depthwise, channels).args()
+    kernel = ek.expand_depthwise.over(len(bands))
+    return lambda: kernel(packed, x, w, out, bands, stride, ep_expand, ep_depthwise, buffers)
 
 
 def flipped_transpose_weight(w: np.ndarray, groups: int,

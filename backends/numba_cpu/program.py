@@ -49,6 +49,15 @@ class CpuBuilder(Builder):
     def elapsed(self, step: Step) -> float:
         return elapsed(step)
 
+    def late_reads(self) -> dict[int, int]:
+        """An expansion fused into the depthwise conv that reads it runs at the depthwise
+        conv's step (``lower_conv.fuse_expansion``): its input lives until then."""
+        from cnnir.backends.numba_cpu.lower_conv import depthwise_reader
+
+        position = {id(node): i for i, node in enumerate(self.graph.nodes)}
+        return {id(node.inputs[0]): position[id(reader)] for node in self.graph.nodes
+                if (reader := depthwise_reader(self, node)) is not None}
+
     def recall(self, node: Node) -> str | None:
         remembered = tuning.cache()
         return None if remembered is None else remembered.get(self.signature(node))

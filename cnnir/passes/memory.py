@@ -110,13 +110,19 @@ def live_ranges(graph: Graph) -> dict[int, tuple[int, int, Value]]:
 
 
 def plan_buffers(graph: Graph, nbytes_of: Callable[[Value], int],
-                 layout_of: Callable[[Value], str] = lambda value: CONTIGUOUS) -> MemoryPlan:
+                 layout_of: Callable[[Value], str] = lambda value: CONTIGUOUS,
+                 late_reads: dict[int, int] | None = None) -> MemoryPlan:
     """Place every input and node output at an offset of one arena so that values live at
     the same time never overlap: largest first, each at the lowest aligned offset clear of
     the values already placed whose live ranges meet its own ("greedy by size", as
     TensorFlow Lite's planner). Its size is at least ``peak_activation_bytes`` and, on the
-    networks measured, equal to it or within a few percent."""
+    networks measured, equal to it or within a few percent. ``late_reads``: ``id(value) ->
+    node index`` for values a backend also reads at a later node's step than their last
+    reader's (a step that does the work of two nodes)."""
     ranges = live_ranges(graph)
+    for key, index in (late_reads or {}).items():
+        first, last, value = ranges[key]
+        ranges[key] = (first, max(last, index), value)
     order = sorted(ranges.values(), key=lambda r: (-nbytes_of(r[2]), r[0]))
     placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
     placements: dict[int, Placement] = {}

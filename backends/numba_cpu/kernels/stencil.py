@@ -392,36 +392,46 @@ def depthwise3x3_row_planes(x, w, out, first, last, geometry, ep):
     mult, stride = geometry
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
-    scale, shift, res, has_res, code, _ = ep
-    lo, hi = clamp_bounds(code)
-    lo_v, hi_v, zero = vsplat(lo), vsplat(hi), vsplat(np.float32(0.0))
     xf, outf = x.reshape(-1), out.reshape(-1)
     for t in range(first, last):
         n, o = t // out_ch, t % out_ch
         plane = (n * channels + o // mult) * height * width
-        w0, w1, w2 = vsplat(w[o, 0, 0, 0]), vsplat(w[o, 0, 0, 1]), vsplat(w[o, 0, 0, 2])
-        w3, w4, w5 = vsplat(w[o, 0, 1, 0]), vsplat(w[o, 0, 1, 1]), vsplat(w[o, 0, 1, 2])
-        w6, w7, w8 = vsplat(w[o, 0, 2, 0]), vsplat(w[o, 0, 2, 1]), vsplat(w[o, 0, 2, 2])
-        sc, b = vsplat(scale[o]), vsplat(shift[o])
-        base = t * oh * ow
-        for y in range(oh):
-            top = y * stride - 1  # the input row of the taps' first row
-            row = plane + top * width
-            for x0 in range(0, ow, LANES):
-                masks = row_masks(x0, width, stride)
-                total = zero
-                if top >= 0:
-                    total = taps_row(xf, row, x0, stride, masks, w0, w1, w2, total)
-                total = taps_row(xf, row + width, x0, stride, masks, w3, w4, w5, total)
-                if top + 2 < height:
-                    total = taps_row(xf, row + 2 * width, x0, stride, masks, w6, w7, w8,
-                                     total)
-                at, valid = base + y * ow + x0, vmask(0, ow - x0)
-                v = vfma(total, sc, b)
-                if has_res:
-                    v = vadd(v, vload_masked(res, at, valid))
-                vstore_masked(outf, at, vclamp(v, lo_v, hi_v), valid)
-        activate_flat(outf, base, oh * ow, ep)
+        depthwise3x3_plane_rows(xf, (plane, 0, height, width), w, o, outf, (t * oh * ow, ow),
+                                0, oh, stride, ep)
+
+
+@helper
+def depthwise3x3_plane_rows(xf, source, w, o, outf, target, y0, y1, stride, ep):
+    """Output rows [y0, y1) of channel ``o``'s plane (``target``: where its row 0 starts in
+    ``outf``, and the row length) from its input plane (``source``: where input row
+    ``first`` starts in ``xf``, ``first``, the plane's height and width; row r lies at
+    ``(r − first)·width`` from there, and only rows in [0, height) are read)."""
+    at, first, height, width = source
+    base, ow = target
+    scale, shift, res, has_res, code, _ = ep
+    lo, hi = clamp_bounds(code)
+    lo_v, hi_v, zero = vsplat(lo), vsplat(hi), vsplat(np.float32(0.0))
+    w0, w1, w2 = vsplat(w[o, 0, 0, 0]), vsplat(w[o, 0, 0, 1]), vsplat(w[o, 0, 0, 2])
+    w3, w4, w5 = vsplat(w[o, 0, 1, 0]), vsplat(w[o, 0, 1, 1]), vsplat(w[o, 0, 1, 2])
+    w6, w7, w8 = vsplat(w[o, 0, 2, 0]), vsplat(w[o, 0, 2, 1]), vsplat(w[o, 0, 2, 2])
+    sc, b = vsplat(scale[o]), vsplat(shift[o])
+    for y in range(y0, y1):
+        top = y * stride - 1  # the input row of the taps' first row
+        row = at + (top - first) * width
+        for x0 in range(0, ow, LANES):
+            masks = row_masks(x0, width, stride)
+            total = zero
+            if top >= 0:
+                total = taps_row(xf, row, x0, stride, masks, w0, w1, w2, total)
+            total = taps_row(xf, row + width, x0, stride, masks, w3, w4, w5, total)
+            if top + 2 < height:
+                total = taps_row(xf, row + 2 * width, x0, stride, masks, w6, w7, w8, total)
+            out_at, valid = base + y * ow + x0, vmask(0, ow - x0)
+            v = vfma(total, sc, b)
+            if has_res:
+                v = vadd(v, vload_masked(res, out_at, valid))
+            vstore_masked(outf, out_at, vclamp(v, lo_v, hi_v), valid)
+    activate_flat(outf, base + y0 * ow, (y1 - y0) * ow, ep)
 
 
 @helper
