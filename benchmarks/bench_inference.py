@@ -13,6 +13,11 @@ GFLOP/s (2·MACs / time), the fraction of the peak, and cnnir / ORT. ``--isa aut
 runs cnnir on the forced AVX2 path (``CNNIR_ISA=avx2``: 8-lane kernels, code for an AVX2 CPU;
 onnxruntime keeps its AVX-512 kernels, so that row's ratio is not like for like).
 
+The compile tunes each layer's algorithm by timing and remembers the choice on disk; a choice
+made while the machine was disturbed (another job, a slow phase of a shared host) stays.
+``--retune`` forgets the remembered choices of each ISA path first, so that the figures come
+from choices made in this run's first cnnir process.
+
 ``--interleaved`` adds, per row, cnnir's latency in one process with onnxruntime called
 between its calls (default ORT options, whose workers spin after each call, and with
 ``session.intra_op.allow_spinning = 0``) and with a numpy BLAS call (512² sgemm) between its
@@ -22,7 +27,7 @@ process) for ResNet-18.
 
     python benchmarks/bench_inference.py [--runs 30] [--rounds 2] [--batches 1,8]
         [--models resnet18,mobilenet_v2,small_cifar] [--isa auto,avx2] [--no-startup]
-        [--interleaved] [--profile]
+        [--interleaved] [--profile] [--retune]
 """
 
 from __future__ import annotations
@@ -210,6 +215,16 @@ def run_worker(args: list[str], isa: str = "auto") -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def forget_tuning(isa: str) -> None:
+    """Delete the tuner's remembered choices of this ISA path (its own process: the kernel
+    cache folder depends on the host profile, read at import)."""
+    code = ("from cnnir.backends.numba_cpu import tuning, warm; "
+            "folder = warm.kernel_cache_folder(); "
+            "folder and (folder / tuning.FILE).unlink(missing_ok=True)")
+    subprocess.run([sys.executable, "-c", code], env={**os.environ, "CNNIR_ISA": isa},
+                   check=True)
+
+
 def measure_apart(name: str, batch: int, runs: int, rounds: int, profile: bool,
                   isas: list[str]) -> dict:
     """Best median per engine (cnnir once per ISA path) over ``rounds`` rounds of one process
@@ -317,6 +332,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also print where the time goes: cnnir's per algorithm, "
                         "onnxruntime's per op type (its profiler)")
+    parser.add_argument("--retune", action="store_true",
+                        help="forget the tuner's remembered algorithm choices first")
     parser.add_argument("--worker", nargs=5, help=argparse.SUPPRESS)
     parser.add_argument("--interleaved-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -328,6 +345,9 @@ def main() -> None:
         name, batch, runs = args.interleaved_worker
         interleaved_worker(name, int(batch), int(runs))
         return
+    if args.retune:
+        for isa_path in args.isa.split(","):
+            forget_tuning(isa_path)
     peak = sgemm_peak()
     print(f"machine: {os.cpu_count()} cores, {isa()}, numpy sgemm 2048^3 peak {peak:.0f} "
           f"GFLOP/s; each engine alone in its own process, best median of {args.rounds} "
