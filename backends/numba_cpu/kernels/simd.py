@@ -172,34 +172,50 @@ def _emit_tile(builder, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_r
             for j in range(vectors):
                 total = _fma(builder, a_vec, b_vecs[j], builder.load(acc[r][j]))
                 builder.store(total, acc[r][j])
-    lo_vec, hi_vec = _splat(builder, lo), _splat(builder, hi)
+    def store(y, ptr, j):
+        if mask is not None and j == vectors - 1:
+            _masked_store(builder, y, ptr, mask)
+        else:
+            _store(builder, y, ptr)
+
+    _emit_epilogue(builder, (pc, ldc, rows), (p_scale, p_shift, p_res, has_res, lo, hi), LANES,
+                   lambda r: [builder.load(acc[r][j]) for j in range(vectors)], load, store)
+
+
+def _emit_epilogue(builder, c, ep, width, row_sums, load, store):
+    """Each row r < rows (of MR) of a finished tile into C (``c = (pc, ldc, rows)``):
+    ``clamp(scale[r]·y + shift[r] (+ the residual), lo, hi)`` (``ep = (p_scale, p_shift,
+    p_res, has_res, lo, hi)``, the residual indexed like C), where ``row_sums(r)`` are the
+    row's sums as vectors of ``width`` lanes, piece j from column j·width. ``load(ptr, j)``
+    reads piece j of a residual row from ``ptr``, its start; ``store(y, ptr, j)`` writes
+    one."""
+    pc, ldc, rows = c
+    p_scale, p_shift, p_res, has_res, lo, hi = ep
+    lo_vec, hi_vec = _splat(builder, lo, width), _splat(builder, hi, width)
     for r in range(MR):
         valid = builder.icmp_signed(">", rows, ir.Constant(_I64, r))
         with builder.if_then(valid, likely=True):
             row_offset = builder.mul(ir.Constant(_I64, r), ldc)
             c_row = _element_ptr(builder, pc, row_offset)
             res_row = _element_ptr(builder, p_res, row_offset)
-            scale_vec = _splat(builder, _load(builder, at(p_scale, r), _F32))
-            shift_vec = _splat(builder, _load(builder, at(p_shift, r), _F32))
-            for j in range(vectors):
-                y = _fma(builder, builder.load(acc[r][j]), scale_vec, shift_vec)
-                builder.store(y, acc[r][j])
+            scale = _splat(builder, _load(builder, _at(builder, p_scale, r), _F32), width)
+            shift = _splat(builder, _load(builder, _at(builder, p_shift, r), _F32), width)
+            for j, total in enumerate(row_sums(r)):
+                y = cgutils.alloca_once_value(builder, _fma(builder, total, scale, shift))
                 with builder.if_then(has_res):
-                    residual = load(at(res_row, LANES * j), j)
-                    builder.store(builder.fadd(y, residual), acc[r][j])
-                y = _clamp(builder, builder.load(acc[r][j]), lo_vec, hi_vec)
-                if mask is not None and j == vectors - 1:
-                    _masked_store(builder, y, at(c_row, LANES * j), mask)
-                else:
-                    _store(builder, y, at(c_row, LANES * j))
+                    residual = load(_at(builder, res_row, width * j), j)
+                    builder.store(builder.fadd(builder.load(y), residual), y)
+                store(_clamp(builder, builder.load(y), lo_vec, hi_vec),
+                      _at(builder, c_row, width * j), j)
 
 
 def _emit_column_tile(builder, a_row, b_row, k, pc, ldc, rows, p_scale, p_shift, p_res,
                       has_res, lo, hi, last_lanes=None, *, width):
     """A tile of ``width`` columns with A's MR rows in the lanes of one vector: each step
     loads the step's MR packed elements of A (``a_row(step)`` points at them) and multiplies
-    them by a broadcast of each column's element of B, so no lane idles. The epilogue runs
-    lane by lane: a column's rows are ``ldc`` apart in C."""
+    them by a broadcast of each column's element of B, so no lane idles. The epilogue takes
+    row r's columns as one vector of ``width`` lanes, gathered from lane r of each column's
+    sums: a column's rows are ``ldc`` apart in C, a row's columns adjacent."""
     column = ir.VectorType(_F32, MR)
     chains = max(1, FMA_CHAINS // width)  # partial sums per column, over alternate steps
     acc = [[cgutils.alloca_once_value(builder, ir.Constant(column, [0.0] * MR))
@@ -223,24 +239,18 @@ def _emit_column_tile(builder, a_row, b_row, k, pc, ldc, rows, p_scale, p_shift,
         step(loop.index, 0)
     for sums in acc:
         builder.store(functools.reduce(builder.fadd, (builder.load(s) for s in sums)), sums[0])
-    acc = [sums[0] for sums in acc]
-    y = cgutils.alloca_once(builder, _F32)
-    for r in range(MR):
-        valid = builder.icmp_signed(">", rows, ir.Constant(_I64, r))
-        with builder.if_then(valid, likely=True):
-            row_offset = builder.mul(ir.Constant(_I64, r), ldc)
-            c_row = _element_ptr(builder, pc, row_offset)
-            res_row = _element_ptr(builder, p_res, row_offset)
-            scale = _load(builder, _at(builder, p_scale, r), _F32)
-            shift = _load(builder, _at(builder, p_shift, r), _F32)
-            for j in range(width):
-                lane = builder.extract_element(builder.load(acc[j]), ir.Constant(_I32, r))
-                builder.store(_fma(builder, lane, scale, shift), y)
-                with builder.if_then(has_res):
-                    residual = _load(builder, _at(builder, res_row, j), _F32)
-                    builder.store(builder.fadd(builder.load(y), residual), y)
-                _store(builder, _clamp(builder, builder.load(y), lo, hi),
-                       _at(builder, c_row, j))
+    row = ir.VectorType(_F32, width)
+
+    def row_sums(r):  # lane r of each column's sums: row r's columns, one vector
+        vector = ir.Constant(row, ir.Undefined)
+        for j, sums in enumerate(acc):
+            lane = builder.extract_element(builder.load(sums[0]), ir.Constant(_I32, r))
+            vector = builder.insert_element(vector, lane, ir.Constant(_I32, j))
+        return [vector]
+
+    _emit_epilogue(builder, (pc, ldc, rows), (p_scale, p_shift, p_res, has_res, lo, hi), width,
+                   row_sums, lambda ptr, j: _load(builder, ptr, row),
+                   lambda y, ptr, j: _store(builder, y, ptr))
 
 
 def _index_array(t) -> bool:
@@ -294,6 +304,27 @@ def _packed(context, builder, sig, args):
     return lambda step, r: _load(builder, _at(builder, a_row(step), r), _F32)
 
 
+def _packed_tile(emit, a_loader, masked: bool = False):
+    """The intrinsic of a tile whose A is a ``pack_rows`` operand: ``emit`` writes its body
+    (``_typed_tile``), ``a_loader`` gives it A."""
+
+    @intrinsic
+    def tile(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off,
+             res, has_res, lo, hi):
+        return _typed_tile(emit, (a, types.intp), (b, b_off, ldb, k, c, c_off, ldc, rows,
+                                                   scale, shift, s_off, res, has_res, lo, hi),
+                           a_loader)
+
+    @intrinsic
+    def tile_masked(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift,
+                    s_off, res, has_res, lo, hi, lanes):
+        return _typed_tile(emit, (a, types.intp), (b, b_off, ldb, k, c, c_off, ldc, rows,
+                                                   scale, shift, s_off, res, has_res, lo, hi),
+                           a_loader, masked=True)
+
+    return tile_masked if masked else tile
+
+
 def tile_intrinsic(vectors: int, masked: bool = False):
     """``tile(a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
     has_res, lo, hi)``: for r < rows (≤ MR) and j < vectors·LANES, with ``y = Σ_i a[a_off + i·MR
@@ -304,23 +335,7 @@ def tile_intrinsic(vectors: int, masked: bool = False):
     their first element. ``masked`` adds a last argument, ``lanes``: then j < (vectors − 1)·LANES
     + lanes, and B, C and the residual are touched nowhere else (a row's last columns, read
     and written in place)."""
-    emit = functools.partial(_emit_tile, vectors=vectors)
-
-    @intrinsic
-    def tile(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off,
-             res, has_res, lo, hi):
-        return _typed_tile(emit, (a, types.intp), (b, b_off, ldb, k, c, c_off, ldc, rows,
-                                                   scale, shift, s_off, res, has_res, lo, hi),
-                           _packed)
-
-    @intrinsic
-    def tile_masked(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift,
-                    s_off, res, has_res, lo, hi, lanes):
-        return _typed_tile(emit, (a, types.intp), (b, b_off, ldb, k, c, c_off, ldc, rows,
-                                                   scale, shift, s_off, res, has_res, lo, hi),
-                           _packed, masked=True)
-
-    return tile_masked if masked else tile
+    return _packed_tile(functools.partial(_emit_tile, vectors=vectors), _packed, masked)
 
 
 def column_tile_intrinsic(width: int):
@@ -328,16 +343,7 @@ def column_tile_intrinsic(width: int):
     (``_emit_column_tile``): a row's last few columns, where the broadcast-A tile spends a
     whole vector per row on each (the one column past 48 of a 7×7 plane cost a quarter of a
     1x1 layer)."""
-    emit = functools.partial(_emit_column_tile, width=width)
-
-    @intrinsic
-    def tile(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off,
-             res, has_res, lo, hi):
-        return _typed_tile(emit, (a, types.intp), (b, b_off, ldb, k, c, c_off, ldc, rows,
-                                                   scale, shift, s_off, res, has_res, lo, hi),
-                           _packed_rows)
-
-    return tile
+    return _packed_tile(functools.partial(_emit_column_tile, width=width), _packed_rows)
 
 
 def gather_tile_intrinsic(vectors: int):
