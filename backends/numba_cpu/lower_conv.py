@@ -58,6 +58,7 @@ from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels import stencil as sk
 from cnnir.backends.numba_cpu.kernels import winograd as wk
 from cnnir.backends.numba_cpu.kernels import winograd4 as wk4
+from cnnir.backends.numba_cpu.kernels.host import HOST
 from cnnir.backends.numba_cpu.program import lower
 from cnnir.ir import Node, Value
 from cnnir.ops.conv import (
@@ -137,6 +138,8 @@ def depthwise_candidates(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: n
     if flat_3x3 and b.dtype == np.float32:
         makers["depthwise-3x3-flat"] = lambda: depthwise3x3_step(b, attrs, x, w, out, ep)
         makers["depthwise-3x3-rows"] = lambda: depthwise3x3_rows_step(attrs, x, w, out, ep)
+        if attrs.stride == (1, 1) and HOST.isa == "avx512":  # masked loads are native there
+            makers["depthwise-3x3-masked"] = lambda: depthwise3x3_masked_step(b, x, w, out, ep)
     if attrs.dilation == (1, 1) and attrs.stride[0] == attrs.stride[1]:
         makers["depthwise-phases"] = lambda: depthwise_phases_step(b, attrs, x, w, out, ep)
     else:
@@ -286,6 +289,17 @@ def depthwise3x3_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.n
     mult, stride, args = w.shape[0] // x.shape[1], attrs.stride[0], ep.args()
     kernel = sk.depthwise3x3_same.sized(out.size * 9 * stride * stride)
     return lambda: kernel(x, w, out, mult, stride, args, planes, acc)
+
+
+def depthwise3x3_masked_step(b: Builder, x: np.ndarray, w: np.ndarray, out: np.ndarray,
+                             ep: Epilogue) -> Step:
+    """3×3/padding 1/stride 1 depthwise conv on flat planes read in place through lane masks
+    (``sk.depthwise3x3_masked``)."""
+    height, width = x.shape[2:]
+    masks = b.derived([], ("tap-masks", height, width), lambda: sk.tap_masks(height, width))
+    mult, args = w.shape[0] // x.shape[1], ep.args()
+    kernel = sk.depthwise3x3_masked.sized(out.size * 9)
+    return lambda: kernel(x, w, out, mult, args, masks)
 
 
 def depthwise3x3_rows_step(attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,

@@ -561,6 +561,23 @@ def vmask(typingctx, lo, hi):
 
 
 @intrinsic
+def vmask_bits(typingctx, bits):
+    """The lanes i whose bit i is set in the integer ``bits`` (a precomputed mask)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.trunc(args[0], ir.IntType(LANES)), _MASK)
+
+    return lane_mask(bits), codegen
+
+
+def lane_bits(lanes) -> int:
+    """The ``vmask_bits`` integer of an iterable of lane numbers."""
+    return sum(1 << int(i) for i in lanes)
+
+
+@intrinsic
 def vload_masked(typingctx, array, offset, mask):
     """``vload`` of the lanes in ``mask`` only, the others 0.0: element offset + i is read
     only for those lanes, so the vector may start before the array or run past its end (a

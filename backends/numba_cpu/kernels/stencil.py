@@ -1,6 +1,8 @@
 """Depthwise convolutions and max pooling as stencils, one (image, channel) plane per task.
 
 - ``depthwise3x3_same``: 3×3, stride 1 or 2, padding 1 on flat planes (explicit vectors);
+- ``depthwise3x3_masked``: the same at stride 1 straight from the input planes, the padding
+  read through lane masks (no copy; AVX-512 only: elsewhere masked loads are emulated);
 - ``depthwise3x3_rows``: the same straight from the input, row by row, the padding read
   through lane masks (no copy; AVX-512's masked loads cost a plain load's time);
 - ``depthwise_phases`` / ``max_pool_phases``: undilated windows with equal strides over
@@ -35,6 +37,7 @@ from cnnir.backends.numba_cpu.kernels.jit import (
 )
 from cnnir.backends.numba_cpu.kernels.simd import (
     LANES,
+    lane_bits,
     vadd,
     vclamp,
     veven,
@@ -42,6 +45,7 @@ from cnnir.backends.numba_cpu.kernels.simd import (
     vload,
     vload_masked,
     vmask,
+    vmask_bits,
     vodd,
     vsplat,
     vstore,
@@ -248,6 +252,14 @@ def max_pool_planes(x, out, first, last, window, phases, acc):
 
 
 @helper
+def splat_3x3(w, o):
+    """Channel o's nine 3×3 weights, each splat to a vector (row-major)."""
+    return (vsplat(w[o, 0, 0, 0]), vsplat(w[o, 0, 0, 1]), vsplat(w[o, 0, 0, 2]),
+            vsplat(w[o, 0, 1, 0]), vsplat(w[o, 0, 1, 1]), vsplat(w[o, 0, 1, 2]),
+            vsplat(w[o, 0, 2, 0]), vsplat(w[o, 0, 2, 1]), vsplat(w[o, 0, 2, 2]))
+
+
+@helper
 def masked_copies(p, length, xf, at, height, width):
     """The plane at ``xf[at:]`` into the interiors (from W + 1) of three flat copies, ``length``
     floats apart: the middle one whole, the left one with column W − 1 zeroed and the right
@@ -278,6 +290,76 @@ def vector_3x3(p, q, length, width, wv):
     return vadd(vadd(row3_vector(p, q, length, wv[0], wv[1], wv[2]),
                      row3_vector(p, q + width, length, wv[3], wv[4], wv[5])),
                 row3_vector(p, q + 2 * width, length, wv[6], wv[7], wv[8]))
+
+
+@kernel
+def depthwise3x3_masked(x, w, out, mult, ep, masks):
+    """3×3, padding-1, stride-1 depthwise conv with every plane one flat row-major array:
+    output q = y·W + x reads tap (i, j) at q + (i − 1)·W + j − 1 of the input plane, so the
+    whole plane is one loop over vectors of LANES outputs, the epilogue fused. The taps that
+    fall outside the plane (the padding: a row above or below it, or a column left or right,
+    which the flat index would take from the neighbouring row) are masked off their loads:
+    ``masks[v, 3i + j]`` holds the lanes of vector v whose tap (i, j) lies inside
+    (``tap_masks``; the same for every plane), so nothing is copied and every masked
+    lane reads as the padding's zero. The loops run on explicit vectors: planes of 7×7 or
+    14×14 are too short for LLVM's vectorized loop bodies (64 floats an iteration)."""
+    count = out.shape[0] * out.shape[1]
+    for job in prange(job_count(count)):
+        first, last = job_items(job, count)
+        depthwise3x3_masked_planes(x, w, out, first, last, mult, ep, masks)
+
+
+def tap_masks(height: int, width: int) -> np.ndarray:
+    """``depthwise3x3_masked``'s masks of a height × width plane: per vector v of LANES flat
+    outputs and tap (i, j), the lanes (``simd.lane_bits``) whose output lies in the plane
+    and whose tap (row y + i − 1, column x + j − 1) does too."""
+    pos = np.arange(-(-height * width // LANES) * LANES).reshape(-1, LANES)
+    y, x = pos // width, pos % width
+    masks = np.zeros((pos.shape[0], 9), np.int64)
+    for i in range(3):
+        for j in range(3):
+            inside = ((pos < height * width) & (y + i - 1 >= 0) & (y + i - 1 < height)
+                      & (x + j - 1 >= 0) & (x + j - 1 < width))
+            masks[:, 3 * i + j] = [lane_bits(np.flatnonzero(row)) for row in inside]
+    return masks
+
+
+@tile_kernel
+def depthwise3x3_masked_planes(x, w, out, first, last, mult, ep, masks):
+    """``depthwise3x3_masked`` of output planes [first, last) (plane n·O + o)."""
+    channels, height, width = x.shape[1], x.shape[2], x.shape[3]
+    out_ch, n_q = out.shape[1], height * width
+    scale, shift, res, has_res, code, _ = ep
+    lo, hi = clamp_bounds(code)
+    lo_v, hi_v = vsplat(lo), vsplat(hi)
+    xf, outf = x.reshape(-1), out.reshape(-1)
+    for t in range(first, last):
+        n, o = t // out_ch, t % out_ch
+        plane = (n * channels + o // mult) * n_q
+        w0, w1, w2, w3, w4, w5, w6, w7, w8 = splat_3x3(w, o)
+        sc, b = vsplat(scale[o]), vsplat(shift[o])
+        base = t * n_q
+        for v in range(masks.shape[0]):
+            q, m = v * LANES, masks[v]
+            top = plane + q - width - 1  # tap (0, 0) of the vector's first output
+            total = taps_masked(xf, top, m, 0, w0, w1, w2, vsplat(np.float32(0.0)))
+            total = taps_masked(xf, top + width, m, 3, w3, w4, w5, total)
+            total = taps_masked(xf, top + 2 * width, m, 6, w6, w7, w8, total)
+            valid = vmask(0, n_q - q)
+            y = vfma(total, sc, b)
+            if has_res:
+                y = vadd(y, vload_masked(res, base + q, valid))
+            vstore_masked(outf, base + q, vclamp(y, lo_v, hi_v), valid)
+        activate_flat(outf, base, n_q, ep)
+
+
+@helper
+def taps_masked(xf, at, m, first, wa, wb, wc, total):
+    """``total`` plus one row of taps (``depthwise3x3_masked``): the loads at ``at``, ``at + 1``
+    and ``at + 2`` through masks ``m[first]`` … ``m[first + 2]``."""
+    total = vfma(wa, vload_masked(xf, at, vmask_bits(m[first])), total)
+    total = vfma(wb, vload_masked(xf, at + 1, vmask_bits(m[first + 1])), total)
+    return vfma(wc, vload_masked(xf, at + 2, vmask_bits(m[first + 2])), total)
 
 
 @kernel
@@ -316,9 +398,7 @@ def depthwise3x3_planes(x, w, out, first, last, geometry, ep, p, a):
     for t in range(first, last):
         n, o = t // out_ch, t % out_ch
         masked_copies(p, length, xf, (n * channels + o // mult) * n_q, height, width)
-        wv = (vsplat(w[o, 0, 0, 0]), vsplat(w[o, 0, 0, 1]), vsplat(w[o, 0, 0, 2]),
-              vsplat(w[o, 0, 1, 0]), vsplat(w[o, 0, 1, 1]), vsplat(w[o, 0, 1, 2]),
-              vsplat(w[o, 0, 2, 0]), vsplat(w[o, 0, 2, 1]), vsplat(w[o, 0, 2, 2]))
+        wv = splat_3x3(w, o)
         sc, b = vsplat(scale[o]), vsplat(shift[o])
         base = (n * out_ch + o) * n_out
         if stride == 1:
@@ -411,9 +491,7 @@ def depthwise3x3_plane_rows(xf, source, w, o, outf, target, y0, y1, stride, ep):
     scale, shift, res, has_res, code, _ = ep
     lo, hi = clamp_bounds(code)
     lo_v, hi_v, zero = vsplat(lo), vsplat(hi), vsplat(np.float32(0.0))
-    w0, w1, w2 = vsplat(w[o, 0, 0, 0]), vsplat(w[o, 0, 0, 1]), vsplat(w[o, 0, 0, 2])
-    w3, w4, w5 = vsplat(w[o, 0, 1, 0]), vsplat(w[o, 0, 1, 1]), vsplat(w[o, 0, 1, 2])
-    w6, w7, w8 = vsplat(w[o, 0, 2, 0]), vsplat(w[o, 0, 2, 1]), vsplat(w[o, 0, 2, 2])
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = splat_3x3(w, o)
     sc, b = vsplat(scale[o]), vsplat(shift[o])
     for y in range(y0, y1):
         top = y * stride - 1  # the input row of the taps' first row

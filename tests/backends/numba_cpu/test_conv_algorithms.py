@@ -14,6 +14,7 @@ from op_helpers import T, assert_close, fused_graph
 import cnnir
 from cnnir import ops
 from cnnir.backends.numba_cpu.kernels import simd
+from cnnir.backends.numba_cpu.kernels.host import HOST
 from cnnir.ops.activation import LeakyReluAttrs
 from cnnir.ops.fused import Conv2dFusedAttrs
 
@@ -24,6 +25,7 @@ def conv_attrs(stride=1, padding=0, dilation=1, groups=1, **fused) -> Conv2dFuse
 
 
 L = simd.LANES
+MASKED_DEPTHWISE = HOST.isa == "avx512"  # depthwise-3x3-masked is offered there only
 # (algorithm, input shape, weight shape, attrs), the weight [out, in/groups, kh, kw]
 GEOMETRIES = [
     ("pointwise-microkernel", (2, 13, 5, 7), (21, 13, 1, 1), {}),  # 35 px: 24 + 8 + 3
@@ -123,6 +125,13 @@ def tail_geometries() -> list[tuple]:
                 dict(padding=1, groups=2)))
     out.append(("depthwise-3x3-flat", (1, 2, 5, 2 * lanes + 1), (2, 1, 3, 3),
                 dict(stride=2, padding=1, groups=2)))
+    # the masked flat stencil (AVX-512 only): planes of whole vectors, of whole vectors and a
+    # tail, narrower than a vector, one row, one column; a channel multiplier of 2
+    if MASKED_DEPTHWISE:
+        for n, c, h, w_, mult in ((2, 3, 2, lanes, 1), (1, 2, 3, lanes + 1, 2), (1, 3, 7, 7, 1),
+                                  (1, 2, 1, 5, 1), (1, 2, 6, 1, 1), (2, 2, 5, 2 * lanes + 3, 1)):
+            out.append(("depthwise-3x3-masked", (n, c, h, w_), (c * mult, 1, 3, 3),
+                        dict(padding=1, groups=c)))
     # depthwise rows of whole vectors, and of whole vectors and a tail; stride-2 rows whose
     # last output reads one column past the input and rows of two vectors plus one column
     for stride, width in ((1, lanes), (1, 2 * lanes + 1), (2, 2 * lanes), (2, 4 * lanes + 1),
@@ -180,9 +189,9 @@ def test_nan_and_inf_pass_through_the_microkernel_epilogue() -> None:
     assert (got[0, positive, 4, 4] == 6).all() and (got[0, ~positive, 4, 4] == 0).all()
 
 
-@pytest.mark.parametrize("algorithm", ["depthwise-3x3-rows", "depthwise-3x3-flat",
-                                       "depthwise-phases"])
-@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("algorithm,stride", [
+    (name, stride) for name in ("depthwise-3x3-rows", "depthwise-3x3-flat", "depthwise-phases")
+    for stride in (1, 2)] + ([("depthwise-3x3-masked", 1)] if MASKED_DEPTHWISE else []))
 def test_depthwise_padding_never_multiplies_an_edge_inf(algorithm: str, stride: int) -> None:
     """Infinities on the plane's border columns and rows reach exactly the outputs whose
     window holds them: the padding is zeros that are added, never a neighbour read and
