@@ -27,7 +27,6 @@ from cnnir.backends.numba_cpu.kernels.simd import (
     NR,
     TILE_VECTORS,
     tile_columns1,
-    tile_columns2,
     tile_columns4,
     tile_mid,
     tile_narrow,
@@ -81,7 +80,7 @@ def gemm_block(a, b, c, rows, cols, k, s_off, ep):
 @helper
 def tail_columns(a, b, c, rows, k, first, count, s_off, ep):
     """The last ``count`` (< LANES) columns from ``first``, read and written in place: up to
-    COLUMN_TILE_MAX of them in tiles of 4, 2 and 1 columns with A's rows in the lanes
+    COLUMN_TILE_MAX of them in tiles of 4 and 1 columns with A's rows in the lanes
     (``simd.column_tile_intrinsic``), more through lane masks (``simd.tile_part``)."""
     packed, a_off = a
     b_arr, b_off, ldb = b
@@ -100,13 +99,10 @@ def tail_columns(a, b, c, rows, k, first, count, s_off, ep):
             if left >= 4:
                 tile_columns4(packed, a_at, b_arr, b_at, ldb, k, out, c_at, ldo, valid, scale,
                               shift, s_at, res, has_res, lo, hi)
-            elif left >= 2:
-                tile_columns2(packed, a_at, b_arr, b_at, ldb, k, out, c_at, ldo, valid, scale,
-                              shift, s_at, res, has_res, lo, hi)
             else:
                 tile_columns1(packed, a_at, b_arr, b_at, ldb, k, out, c_at, ldo, valid, scale,
                               shift, s_at, res, has_res, lo, hi)
-            j += 4 if left >= 4 else 2 if left >= 2 else 1
+            j += 4 if left >= 4 else 1
         for r in range(valid):
             activate_flat(out, c_off + r * ldo, count, ep)
 

@@ -403,9 +403,10 @@ tile_wide = tile_intrinsic(TILE_VECTORS)  # MR × NR
 tile_mid = tile_intrinsic(TILE_VECTORS - 1)  # for the last columns
 tile_narrow = tile_intrinsic(1)  # MR × LANES
 tile_part = tile_intrinsic(1, masked=True)  # MR × the first ``lanes`` of LANES
-# MR × 4, 2 or 1 columns, A's rows in the lanes: a row's last columns, up to COLUMN_TILE_MAX
+# MR × 4 or 1 columns, A's rows in the lanes: a row's last columns, up to COLUMN_TILE_MAX. A
+# width-2 tile too saved 2-4 us on a 1x1 layer whose rows end in 2 columns (rare: 7x7 and
+# 14x14 planes end in 1 and 4) and cost each gemm_block signature 0.15 s more to compile.
 tile_columns4 = column_tile_intrinsic(4)
-tile_columns2 = column_tile_intrinsic(2)
 tile_columns1 = column_tile_intrinsic(1)
 # Beyond this many last columns the masked broadcast-A tile is as fast: it does a whole
 # vector's work per row and step, the column tiles one FMA per column (at MR lanes).

@@ -101,8 +101,8 @@ def tail_geometries() -> list[tuple]:
                     dict(padding=1)))
         out.append(("direct-microkernel", (1, 3, 3, pixels), (rows + 1, 3, 3, 3),
                     dict(padding=1)))
-    # last columns in column tiles of 4 + 4 (or 4), of 4 + 2 + 1 (or 2 + 1), and one past
-    # their reach (lane masks)
+    # last columns in column tiles of 4 + 4 (or 4), of 4 + 1 + 1 + 1 (or 1 + 1 + 1), and one
+    # past their reach (lane masks)
     most = simd.COLUMN_TILE_MAX
     for pixels in (nr + most, nr + most - 1, nr + most + 1):
         out.append(("pointwise-microkernel", (2, 5, 1, pixels), (2 * rows + 3, 5, 1, 1), {}))
