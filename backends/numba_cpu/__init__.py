@@ -6,8 +6,9 @@ against OpDefs in the ``lower_*`` modules, one per op family), ``UNSUPPORTED``,
 symbolic dims on first use of each shape and keeps one ``Program`` per input-shape
 combination; all its programs read one ``ProgramState`` (parameters, buffers and the packed
 forms derived from them). Calls are safe from several threads: each model runs one call at a
-time, models running at once share nothing mutable, and BLAS's process-wide thread setting is
-reference-counted (``blas.single_threaded_blas``).
+time, models running at once share nothing mutable, and BLAS's process-wide thread setting,
+which the steps that call BLAS lower to one thread, is reference-counted
+(``blas.single_threaded_blas``).
 """
 
 from __future__ import annotations
@@ -116,7 +117,7 @@ class CompiledModel:
         signature = _signature(arrays)
         repeat = signature is not None and signature == self._checked
         checked = list(arrays) if repeat else self._check(arrays)
-        with self._lock, _TURNS, single_threaded_blas():
+        with self._lock, _TURNS:
             program = self.program(tuple(a.shape for a in checked))
             self.state.refresh()
             outs = program.run(checked, self.on_output_ready)

@@ -4,9 +4,13 @@ cnnir's own micro-kernel instead, ``kernels.gemm``).
 
 Numba's OpenMP workers keep spinning for a while after a parallel loop, and a multi-threaded
 BLAS call made right then oversubscribes the cores (a GEMM measured 1.06 ms alone, 7.7 ms right
-after a prange). So while a compiled model runs, BLAS is limited to one thread and cnnir
-splits each large GEMM into column (or row) blocks that run on a small pool of Python threads;
-numpy releases the GIL inside BLAS, so the blocks run in parallel, and idle pool threads sleep.
+after a prange). So while a step calls BLAS, BLAS is limited to one thread (``parallel_tiles``,
+through which every step's GEMM goes; the batched matmul op takes the limit itself), and
+cnnir splits each large GEMM into column (or row) blocks that run on a small pool of Python
+threads; numpy releases the GIL inside BLAS, so the blocks run in parallel, and idle pool
+threads sleep. The limit is taken per BLAS step, not per call of a model: reading and
+setting the thread count through threadpoolctl costs about 6 µs, half the fixed cost of a
+call, which a model with no BLAS step (a float32 CNN) no longer pays.
 """
 
 from __future__ import annotations
@@ -79,14 +83,16 @@ def single_threaded_blas() -> _SingleThreadedBlas:
 
 def parallel_tiles(count: int, run_range, flops: int = MIN_PARALLEL_FLOPS) -> None:
     """Call ``run_range(worker, lo, hi)`` on contiguous ranges of ``count`` tiles, one range
-    per worker thread (the caller is worker 0); small jobs stay on the calling thread, where
-    they cost less than waking a worker (about 20 µs)."""
+    per worker thread (the caller is worker 0), with BLAS on one thread; small jobs stay on
+    the calling thread, where they cost less than waking a worker (about 20 µs)."""
     parts = min(WORKERS, count) if flops >= MIN_PARALLEL_FLOPS else 1
     bounds = [count * i // parts for i in range(parts + 1)]
-    futures = [_pool().submit(run_range, i, bounds[i], bounds[i + 1]) for i in range(1, parts)]
-    run_range(0, bounds[0], bounds[1])
-    for f in futures:
-        f.result()
+    with _SINGLE_THREADED_BLAS:
+        futures = [_pool().submit(run_range, i, bounds[i], bounds[i + 1])
+                   for i in range(1, parts)]
+        run_range(0, bounds[0], bounds[1])
+        for f in futures:
+            f.result()
 
 
 def batched_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:

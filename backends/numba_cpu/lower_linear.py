@@ -12,6 +12,7 @@ import numpy as np
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
 from cnnir.backends.numba_cpu.blas import matmul as gemm
+from cnnir.backends.numba_cpu.blas import single_threaded_blas
 from cnnir.backends.numba_cpu.epilogue import epilogue_step, fused_epilogue
 from cnnir.backends.numba_cpu.kernels import gemm as gk
 from cnnir.backends.numba_cpu.program import lower
@@ -69,4 +70,9 @@ def linear_fused(b: Builder, node: Node) -> Step:
 def matmul(b: Builder, node: Node) -> Step:
     x, y = (b.array(v) for v in node.inputs)
     out = b.array(node.output)
-    return lambda: np.matmul(x, y, out=out)
+
+    def step() -> None:
+        with single_threaded_blas():
+            np.matmul(x, y, out=out)
+
+    return step

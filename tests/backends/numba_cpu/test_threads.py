@@ -99,3 +99,30 @@ def test_blas_stays_limited_until_the_last_running_call_ends(monkeypatch) -> Non
         t.join()
     assert seen == {"while B runs alone": 1}
     assert library.num_threads == 2
+
+
+def test_blas_runs_on_one_thread_inside_a_blas_step_only(monkeypatch) -> None:
+    """A float64 model's GEMMs (its BLAS steps) see BLAS on one thread, and the setting is
+    back after the call; a float32 CNN's call, which runs no BLAS, never touches it (reading
+    and setting it costs about 6 µs a call)."""
+    library, settings = FakeBlas(), []
+    monkeypatch.setattr(blas, "_blas_libraries", lambda: [library])
+    monkeypatch.setattr(library, "set_num_threads",
+                        lambda n: (settings.append(n), setattr(library, "num_threads", n)))
+    seen: list[int] = []
+    real = np.matmul
+
+    def spy(*args, **kwargs):
+        seen.append(library.num_threads)
+        return real(*args, **kwargs)
+
+    x = np.random.default_rng(2).standard_normal((2, 3, 16, 16))
+    float32 = cnnir.compile(net(16), x.shape)
+    float64 = cnnir.compile(net(16), x.shape, dtype="float64")
+    monkeypatch.setattr(np, "matmul", spy)
+    settings.clear()  # compiling tunes under the limit
+    float32(x.astype(np.float32))
+    assert seen == [] and settings == []
+    float64(x)
+    assert seen and set(seen) == {1}
+    assert settings[0] == 1 and settings[-1] == 2 and library.num_threads == 2
