@@ -252,6 +252,13 @@ def max_pool_planes(x, out, first, last, window, phases, acc):
 
 
 @helper
+def clamp_vectors(code):
+    """The epilogue's clamp bounds (``clamp_bounds``), each splat to a vector."""
+    lo, hi = clamp_bounds(code)
+    return vsplat(lo), vsplat(hi)
+
+
+@helper
 def splat_3x3(w, o):
     """Channel o's nine 3×3 weights, each splat to a vector (row-major)."""
     return (vsplat(w[o, 0, 0, 0]), vsplat(w[o, 0, 0, 1]), vsplat(w[o, 0, 0, 2]),
@@ -330,8 +337,7 @@ def depthwise3x3_masked_planes(x, w, out, first, last, mult, ep, masks):
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_ch, n_q = out.shape[1], height * width
     scale, shift, res, has_res, code, _ = ep
-    lo, hi = clamp_bounds(code)
-    lo_v, hi_v = vsplat(lo), vsplat(hi)
+    lo_v, hi_v = clamp_vectors(code)
     xf, outf = x.reshape(-1), out.reshape(-1)
     for t in range(first, last):
         n, o = t // out_ch, t % out_ch
@@ -392,8 +398,7 @@ def depthwise3x3_planes(x, w, out, first, last, geometry, ep, p, a):
     whole = n_q - n_q % LANES
     length = p.shape[0] // 3
     scale, shift, res, has_res, code, _ = ep
-    lo, hi = clamp_bounds(code)
-    lo_v, hi_v = vsplat(lo), vsplat(hi)
+    lo_v, hi_v = clamp_vectors(code)
     xf, outf = x.reshape(-1), out.reshape(-1)
     for t in range(first, last):
         n, o = t // out_ch, t % out_ch
@@ -489,8 +494,7 @@ def depthwise3x3_plane_rows(xf, source, w, o, outf, target, y0, y1, stride, ep):
     at, first, height, width = source
     base, ow = target
     scale, shift, res, has_res, code, _ = ep
-    lo, hi = clamp_bounds(code)
-    lo_v, hi_v, zero = vsplat(lo), vsplat(hi), vsplat(np.float32(0.0))
+    (lo_v, hi_v), zero = clamp_vectors(code), vsplat(np.float32(0.0))
     w0, w1, w2, w3, w4, w5, w6, w7, w8 = splat_3x3(w, o)
     sc, b = vsplat(scale[o]), vsplat(shift[o])
     for y in range(y0, y1):
