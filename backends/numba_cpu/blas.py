@@ -10,7 +10,7 @@ cnnir splits each large GEMM into column (or row) blocks that run on a small poo
 threads; numpy releases the GIL inside BLAS, so the blocks run in parallel, and idle pool
 threads sleep. The limit is taken per BLAS step, not per call of a model: reading and
 setting the thread count through threadpoolctl costs about 6 µs, half the fixed cost of a
-call, which a model with no BLAS step (a float32 CNN) no longer pays.
+call, which a model with no BLAS step (a float32 CNN up to batch 16) no longer pays.
 """
 
 from __future__ import annotations
