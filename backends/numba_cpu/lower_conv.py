@@ -58,7 +58,6 @@ from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels import stencil as sk
 from cnnir.backends.numba_cpu.kernels import winograd as wk
 from cnnir.backends.numba_cpu.kernels import winograd4 as wk4
-from cnnir.backends.numba_cpu.kernels.host import HOST
 from cnnir.backends.numba_cpu.program import lower
 from cnnir.ir import Node, Value
 from cnnir.ops.conv import (
@@ -138,7 +137,7 @@ def depthwise_candidates(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: n
     if flat_3x3 and b.dtype == np.float32:
         makers["depthwise-3x3-flat"] = lambda: depthwise3x3_step(b, attrs, x, w, out, ep)
         makers["depthwise-3x3-rows"] = lambda: depthwise3x3_rows_step(attrs, x, w, out, ep)
-        if attrs.stride == (1, 1) and HOST.isa == "avx512":  # masked loads are native there
+        if attrs.stride == (1, 1) and simd.MASKED_LOADS_NATIVE:
             makers["depthwise-3x3-masked"] = lambda: depthwise3x3_masked_step(b, x, w, out, ep)
     if attrs.dilation == (1, 1) and attrs.stride[0] == attrs.stride[1]:
         makers["depthwise-phases"] = lambda: depthwise_phases_step(b, attrs, x, w, out, ep)
@@ -514,10 +513,12 @@ EXPAND_DEPTHWISE = "expand-depthwise-fused"
 def depthwise_reader(b: Builder, node: Node) -> Node | None:
     """The 3×3 depthwise conv (padding 1, stride 1 or 2) that alone reads this conv2d_fused
     node's output when it is a 1x1 expansion (stride 1, unpadded, ungrouped, no residual),
-    in float32; else None. Decided from the graph and its types (before memory is planned:
-    ``CpuBuilder.late_reads``)."""
+    in float32, both weights constants; else None. Decided from the graph and its types
+    (before memory is planned: ``CpuBuilder.late_reads``). Constant weights: the pair's steps
+    are made while the expansion is lowered, where forms of a weight computed at run time
+    would be remade before the wrong step, or not at all."""
     out = node.output
-    if (node.op is not ops.conv2d_fused or b.dtype != np.float32
+    if (node.op is not ops.conv2d_fused or b.dtype != np.float32 or node.inputs[0].is_constant
             or node.inputs[3] is not None or len(out.users) != 1
             or any(v is out for v in b.graph.outputs)):
         return None
@@ -527,7 +528,8 @@ def depthwise_reader(b: Builder, node: Node) -> Node | None:
         return None
     reader, channels = out.users[0], shape[0]
     if (reader.op is not ops.conv2d_fused or reader.inputs[0] is not out
-            or any(v is out for v in reader.inputs[1:])):
+            or any(v is out for v in reader.inputs[1:])
+            or not (node.inputs[1].is_constant and reader.inputs[1].is_constant)):
         return None
     r = reader.attrs
     if (tuple(b.types[id(reader.inputs[1])].shape), r.groups, r.padding, r.dilation) != (
@@ -538,8 +540,9 @@ def depthwise_reader(b: Builder, node: Node) -> Node | None:
 
 def fuse_expansion(b: Builder, node: Node, step: Step, depthwise: Node) -> Step | None:
     """The expansion's own ``step``, or None when ``expand-depthwise-fused`` runs faster than
-    it and the depthwise conv's step together: then the depthwise conv's lowering returns the
-    fused step (``Builder.taken_over``). Timed as a pair, under a key naming both."""
+    it and the depthwise conv's step together, timed as a pair under a key naming both. The
+    depthwise conv's lowering then returns the step made here for it (``Builder.taken_over``):
+    the fused one, or its own, already tuned."""
     fused = expand_depthwise_step(b, node, depthwise)
     alone = fused_conv_step(b, depthwise)
     pair = Node(depthwise.op, (node.attrs, depthwise.attrs),
@@ -552,6 +555,7 @@ def fuse_expansion(b: Builder, node: Node, step: Step, depthwise: Node) -> Step 
 
     b.choose(pair, {"apart": apart, EXPAND_DEPTHWISE: fused})
     if b.choices.pop(pair.name) != EXPAND_DEPTHWISE:
+        b.taken_over[depthwise.name] = alone
         return step
     b.taken_over[depthwise.name] = fused
     b.choices[node.name] = b.choices[depthwise.name] = EXPAND_DEPTHWISE
@@ -561,7 +565,7 @@ def fuse_expansion(b: Builder, node: Node, step: Step, depthwise: Node) -> Step 
 def expand_depthwise_step(b: Builder, node: Node, depthwise: Node) -> Step:
     """``kernels.expand``: per band of the depthwise output's rows, the expanded rows it reads
     into the thread's buffer (at most half of L2), then its output rows."""
-    x, hidden, out = b.array(node.inputs[0]), b.array(node.output), b.array(depthwise.output)
+    x, out = b.array(node.inputs[0]), b.array(depthwise.output)
     wt = Weight(b, node.inputs[1])
     channels, k = wt.array.shape[:2]
     packed = wt.derived("rows", lambda: simd.pack_rows(wt.array.reshape(channels, k)))
@@ -573,7 +577,7 @@ def expand_depthwise_step(b: Builder, node: Node, depthwise: Node) -> Step:
     bands = np.array([(n, y0, y1) for n in range(n_img) for y0, y1 in zip(cuts, cuts[1:])],
                      np.int64)
     tallest = int((bands[:, 2] - bands[:, 1]).max())
-    plane = gk.own_lines(min(hidden.shape[2], (tallest - 1) * stride + 3) * width)
+    plane = gk.own_lines(min(x.shape[2], (tallest - 1) * stride + 3) * width)
     buffers = b.scratch((gk.THREADS, channels * plane), owner=("expand-depthwise", plane))
     w, ep_expand = b.array(depthwise.inputs[1]), fused_epilogue(b, node, channels).args()
     ep_depthwise = fused_epilogue(b, depthwise, channels).args()

@@ -10,7 +10,7 @@ holding padded columns b, b + sw, b + 2·sw, … So tap (c, i, j) of output pixe
 
 with ``pitch = sw·wq``: for every step of the reduction, an output row's pixels are one
 contiguous run. An output row is then one ``gemm_block`` of depth C·kh·kw whose B rows are
-looked up in ``index`` (``simd.row_offset``) instead of lying ``ld`` apart in an im2col
+looked up in ``index`` (``simd._row_offset``) instead of lying ``ld`` apart in an im2col
 buffer: the copy writes each input value about once, where im2col writes it kh·kw times and
 the GEMM reads it back. Worth most where C is small (a network's first layer: kh·kw taps of
 3 channels, a short reduction over many pixels).

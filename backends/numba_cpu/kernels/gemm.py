@@ -60,7 +60,7 @@ def gemm_block(a, b, c, rows, cols, k, s_off, ep):
     """``C[r, j] = act(scale[s_off + r]·(A·B)[r, j] + shift[s_off + r] (+ res))`` for r < rows,
     j < cols, on flat operands: ``a = (packed, offset)`` (``simd.pack_rows`` rows from
     offset), ``b = (array, offset, ld)`` with ``B[i, j] = array[offset + i·ld + j]`` (or
-    ``offset + ld[i] + j`` for an index array ``ld``: ``simd.row_offset``), and
+    ``offset + ld[i] + j`` for an index array ``ld``: ``simd._row_offset``), and
     ``c = (array, offset, ld)`` likewise; the residual is indexed like C's array. The
     columns go in chunks that fit L1 (at least one 24-column panel), every row block
     sweeping a chunk before the next."""
@@ -93,16 +93,14 @@ def tail_columns(a, b, c, rows, k, first, count, s_off, ep):
         if count > COLUMN_TILE_MAX:
             tile_part(packed, a_at, b_arr, b_off + first, ldb, k, out, c_off, ldo, valid, scale,
                       shift, s_at, res, has_res, lo, hi, count)
-        j = 0
-        while j < count and count <= COLUMN_TILE_MAX:
-            b_at, c_at, left = b_off + first + j, c_off + j, count - j
-            if left >= 4:
-                tile_columns4(packed, a_at, b_arr, b_at, ldb, k, out, c_at, ldo, valid, scale,
-                              shift, s_at, res, has_res, lo, hi)
-            else:
-                tile_columns1(packed, a_at, b_arr, b_at, ldb, k, out, c_at, ldo, valid, scale,
-                              shift, s_at, res, has_res, lo, hi)
-            j += 4 if left >= 4 else 1
+        else:  # whole fours of columns, then one at a time
+            fours = count - count % 4
+            for j in range(0, fours, 4):
+                tile_columns4(packed, a_at, b_arr, b_off + first + j, ldb, k, out, c_off + j,
+                              ldo, valid, scale, shift, s_at, res, has_res, lo, hi)
+            for j in range(fours, count):
+                tile_columns1(packed, a_at, b_arr, b_off + first + j, ldb, k, out, c_off + j,
+                              ldo, valid, scale, shift, s_at, res, has_res, lo, hi)
         for r in range(valid):
             activate_flat(out, c_off + r * ldo, count, ep)
 

@@ -56,6 +56,9 @@ _F32 = ir.FloatType()
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 _VEC = ir.VectorType(_F32, LANES)
+# AVX-512 loads and stores under a mask register at a plain load's cost; code generated for
+# AVX2 emulates them (a kernel built on them ran 4-8x slower there)
+MASKED_LOADS_NATIVE = HOST.isa == "avx512"
 _MASK = ir.VectorType(ir.IntType(1), LANES)
 
 
@@ -263,7 +266,7 @@ def _typed_tile(emit, a_types: tuple, rest: tuple, a_loader, masked: bool = Fals
     ``rest`` those of (b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
     has_res, lo, hi); ``a_loader(context, builder, sig, args)`` returns the access to A that
     ``emit`` takes. ``ldb`` is B's row stride, or an int64 array of each step's row offset
-    (B gathered: ``row_offset``). ``masked``: a last argument, the lanes of the last vector
+    (B gathered: ``_row_offset``). ``masked``: a last argument, the lanes of the last vector
     column in use."""
     b, ldb, c, scale, shift, res = rest[0], rest[2], rest[4], rest[8], rest[9], rest[11]
     if not all(_float32_array(t) for t in (a_types[0], b, c, scale, shift, res)):
@@ -328,7 +331,7 @@ def _packed_tile(emit, a_loader, masked: bool = False):
 def tile_intrinsic(vectors: int, masked: bool = False):
     """``tile(a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
     has_res, lo, hi)``: for r < rows (≤ MR) and j < vectors·LANES, with ``y = Σ_i a[a_off + i·MR
-    + r] · b[b_off + row_offset(ldb, i) + j]``,
+    + r] · b[b_off + _row_offset(ldb, i) + j]``,
     ``c[c_off + r·ldc + j] = clamp(scale[s_off + r]·y + shift[s_off + r] (+ res[c_off + r·ldc
     + j]), lo, hi)``. The clamp lets NaN through (``_clamp``); it is ReLU with lo = 0,
     hi = inf and ReLU6 with hi = 6. Arrays are float32 of any rank, offsets in elements from
@@ -377,26 +380,13 @@ def gather_tile_intrinsic(vectors: int):
 
 
 def _row_offset(context, builder, ldb_type, ldb, step):
-    """``row_offset`` of an intp ``step``, in IR."""
+    """Where B's row ``step`` (an intp) starts, in IR: ``step·ldb`` for a row stride,
+    ``ldb[step]`` for an int64 index array (a direct convolution's taps, each at its own
+    offset in a padded image)."""
     if _index_array(ldb_type):
         index = context.make_array(ldb_type)(context, builder, ldb).data
         return builder.load(builder.gep(index, [step]))
     return builder.mul(step, context.cast(builder, ldb, ldb_type, types.intp))
-
-
-@intrinsic
-def row_offset(typingctx, ldb, step):
-    """Where B's row ``step`` starts: ``step·ldb`` for a row stride, ``ldb[step]`` for an int64
-    index array (a direct convolution's taps, each at its own offset in a padded image)."""
-    if not (isinstance(step, types.Integer)
-            and (_index_array(ldb) or isinstance(ldb, types.Integer))):
-        return None
-
-    def codegen(context, builder, sig, args):
-        at = context.cast(builder, args[1], sig.args[1], types.intp)
-        return _row_offset(context, builder, sig.args[0], args[0], at)
-
-    return types.intp(ldb, step), codegen
 
 
 tile_wide = tile_intrinsic(TILE_VECTORS)  # MR × NR

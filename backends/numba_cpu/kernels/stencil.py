@@ -259,6 +259,19 @@ def clamp_vectors(code):
 
 
 @helper
+def finish_vector(outf, at, lanes, total, channel, res, has_res):
+    """A vector of a channel's outputs through the epilogue into ``outf[at:]``: ``channel =
+    (scale, shift, lo, hi)`` splat; only the first ``lanes`` (any number: all LANES when more)
+    are read from the residual and written."""
+    sc, b, lo_v, hi_v = channel
+    valid = vmask(0, lanes)
+    y = vfma(total, sc, b)
+    if has_res:
+        y = vadd(y, vload_masked(res, at, valid))
+    vstore_masked(outf, at, vclamp(y, lo_v, hi_v), valid)
+
+
+@helper
 def splat_3x3(w, o):
     """Channel o's nine 3×3 weights, each splat to a vector (row-major)."""
     return (vsplat(w[o, 0, 0, 0]), vsplat(w[o, 0, 0, 1]), vsplat(w[o, 0, 0, 2]),
@@ -351,11 +364,7 @@ def depthwise3x3_masked_planes(x, w, out, first, last, mult, ep, masks):
             total = taps_masked(xf, top, m, 0, w0, w1, w2, vsplat(np.float32(0.0)))
             total = taps_masked(xf, top + width, m, 3, w3, w4, w5, total)
             total = taps_masked(xf, top + 2 * width, m, 6, w6, w7, w8, total)
-            valid = vmask(0, n_q - q)
-            y = vfma(total, sc, b)
-            if has_res:
-                y = vadd(y, vload_masked(res, base + q, valid))
-            vstore_masked(outf, base + q, vclamp(y, lo_v, hi_v), valid)
+            finish_vector(outf, base + q, n_q - q, total, (sc, b, lo_v, hi_v), res, has_res)
         activate_flat(outf, base, n_q, ep)
 
 
@@ -508,11 +517,8 @@ def depthwise3x3_plane_rows(xf, source, w, o, outf, target, y0, y1, stride, ep):
             total = taps_row(xf, row + width, x0, stride, masks, w3, w4, w5, total)
             if top + 2 < height:
                 total = taps_row(xf, row + 2 * width, x0, stride, masks, w6, w7, w8, total)
-            out_at, valid = base + y * ow + x0, vmask(0, ow - x0)
-            v = vfma(total, sc, b)
-            if has_res:
-                v = vadd(v, vload_masked(res, out_at, valid))
-            vstore_masked(outf, out_at, vclamp(v, lo_v, hi_v), valid)
+            finish_vector(outf, base + y * ow + x0, ow - x0, total, (sc, b, lo_v, hi_v), res,
+                          has_res)
     activate_flat(outf, base + y0 * ow, (y1 - y0) * ow, ep)
 
 

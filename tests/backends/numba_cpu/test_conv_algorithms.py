@@ -14,7 +14,6 @@ from op_helpers import T, assert_close, fused_graph
 import cnnir
 from cnnir import ops
 from cnnir.backends.numba_cpu.kernels import simd
-from cnnir.backends.numba_cpu.kernels.host import HOST
 from cnnir.ops.activation import LeakyReluAttrs
 from cnnir.ops.fused import Conv2dFusedAttrs
 
@@ -25,7 +24,7 @@ def conv_attrs(stride=1, padding=0, dilation=1, groups=1, **fused) -> Conv2dFuse
 
 
 L = simd.LANES
-MASKED_DEPTHWISE = HOST.isa == "avx512"  # depthwise-3x3-masked is offered there only
+MASKED_DEPTHWISE = simd.MASKED_LOADS_NATIVE  # depthwise-3x3-masked is offered there only
 # (algorithm, input shape, weight shape, attrs), the weight [out, in/groups, kh, kw]
 GEOMETRIES = [
     ("pointwise-microkernel", (2, 13, 5, 7), (21, 13, 1, 1), {}),  # 35 px: 24 + 8 + 3

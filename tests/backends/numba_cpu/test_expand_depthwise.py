@@ -90,3 +90,16 @@ def test_an_expansion_read_twice_is_not_fused() -> None:
     assert EXPAND_DEPTHWISE not in compiled.choices.values()
     ref = cnnir.compile(model, x.shape, backend="reference")(x.astype(np.float64))
     assert_close(got, ref, 9 * 4)
+
+
+def test_a_pair_run_apart_keeps_each_layer_its_own_step() -> None:
+    """``tune=False`` takes the first candidate, the two steps apart: the depthwise conv runs
+    the step the expansion's lowering made and tuned for it, with its own algorithm."""
+    model = randomized(Block(4, 32, 2, "relu6", False))
+    x = np.random.default_rng(4).standard_normal((2, 4, 9, 13)).astype(np.float32)
+    compiled = cnnir.compile(model, x.shape, tune=False)
+    got = compiled(x)
+    assert EXPAND_DEPTHWISE not in compiled.choices.values()
+    assert len(compiled.program((x.shape,)).steps) == 2
+    ref = cnnir.compile(model, x.shape, backend="reference")(x.astype(np.float64))
+    assert_close(got, ref, 9 * 4)
