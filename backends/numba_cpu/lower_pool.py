@@ -40,10 +40,25 @@ def max_pool2d(b: Builder, node: Node) -> Step:
             candidates["max-pool-2x2"] = lambda: tiled(x, out)
         candidates["max-pool-phases"] = lambda: kernel(
             x, out, kh, kw, stride, pad_top, pad_left, phases, acc)
+        if b.dtype == np.float32:
+            candidates["max-pool-rows"] = max_pool_rows_step(b, a, x, out)
         return b.choose(node, candidates)
     window = window_of(a, a.kernel_size)
     separable = pk.max_pool.sized(out.size * taps)
     return b.choose(node, {"max-pool-separable": lambda: separable(x, out, window)})
+
+
+def max_pool_rows_step(b: Builder, a, x: np.ndarray, out: np.ndarray) -> Step:
+    """Max pool row by row on vectors (``sk.max_pool_rows``), from each thread's row with −∞
+    borders."""
+    (kh, kw), stride, (pad_top, pad_left) = a.kernel_size, a.stride[0], a.padding
+    length = sk.max_pool_row_length(x.shape[3], out.shape[3], kw, stride, pad_left)
+    rows = b.scratch((gk.THREADS, gk.own_lines(length)),
+                     owner=("max-pool-rows", pad_left, x.shape[3]))
+    rows.fill(-np.inf)
+    window = (kh, kw, stride, pad_top, pad_left)
+    kernel = sk.max_pool_rows.sized(out.size * kh * kw)
+    return lambda: kernel(x, out, window, rows)
 
 
 @lower(ops.avg_pool2d)

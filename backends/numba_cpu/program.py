@@ -17,6 +17,8 @@ import numpy as np
 from cnnir.backend import KernelTable
 from cnnir.backends.lowering import HOST_MEMORY, Builder, ProgramState, Step, lower_nodes
 from cnnir.backends.numba_cpu import tuning
+from cnnir.backends.numba_cpu.kernels import activation as ak
+from cnnir.backends.numba_cpu.kernels.jit import PARALLEL_MIN_ELEMENTS
 from cnnir.ir import Graph, Node, Value
 from cnnir.passes.shape_inference import bind_types
 
@@ -100,7 +102,7 @@ class Program:
 
     def copy_in(self, arrays: list[np.ndarray]) -> None:
         for dst, src in zip(self.inputs, arrays):
-            np.copyto(dst, src, casting="same_kind")
+            copy(src, dst)
 
     def run(self, arrays: list[np.ndarray],
             on_ready: Callable[[int, np.ndarray], None] | None = None) -> list[np.ndarray]:
@@ -118,7 +120,19 @@ class Program:
                 step()
                 for k in outputs:
                     on_ready(k, self.outputs[k])
-        return [out.copy() if copy else out for out, copy in zip(self.outputs, self.copied)]
+        return [copy(out, np.empty_like(out)) if copied else out
+                for out, copied in zip(self.outputs, self.copied)]
+
+
+def copy(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """``dst[...] = src`` (casting "same_kind"): large contiguous arrays of one dtype by both
+    threads, each the part it reads in the next step (``kernels.activation.copy``)."""
+    if (src.size >= PARALLEL_MIN_ELEMENTS and src.dtype == dst.dtype
+            and src.flags.c_contiguous and dst.flags.c_contiguous):
+        ak.copy(src.reshape(-1), dst.reshape(-1))
+    else:
+        np.copyto(dst, src, casting="same_kind")
+    return dst
 
 
 def ready_after(graph: Graph, schedule: list[tuple[Node, Step]]) -> list[list[int]]:

@@ -36,7 +36,8 @@ MAX_CHANNELS = 20
 ALGORITHMS = (False, "pointwise-microkernel", "im2col-microkernel", "direct-microkernel",
               "pointwise-blas", "im2col-blas", "winograd-f2x2-3x3", "winograd-f4x4-3x3",
               "depthwise-3x3-flat", "depthwise-3x3-rows", "depthwise-phases",
-              "depthwise-direct", "max-pool-2x2", "max-pool-phases")
+              "depthwise-direct", "max-pool-2x2", "max-pool-phases",
+              "max-pool-rows")
 ACTIVATIONS = ("relu", "relu6", "leaky_relu", "elu", "gelu", "gelu_tanh", "sigmoid", "tanh",
                "silu", "hardswish", "hardsigmoid")
 

@@ -15,7 +15,14 @@ from enum import IntEnum
 
 import numpy as np
 
-from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
+from cnnir.backends.numba_cpu.kernels.jit import (
+    helper,
+    job_count,
+    job_items,
+    kernel,
+    prange,
+    tile_kernel,
+)
 
 
 class Act(IntEnum):
@@ -305,6 +312,20 @@ def epilogue_block(out, d0, rows, row_stride, cols, c0, ep):
         d = d0 + r * row_stride
         finish_flat(out, d, out, d, cols, c0 + r, ep)
         activate_flat(out, d, cols, ep)
+
+
+@kernel
+def copy(src, out):
+    """``out[:] = src`` (flat, one dtype) cut into the same even runs as the planes of a
+    kernel's ``prange`` over jobs (``job_items``), so that each thread copies what it reads
+    next: a model's input copied by one thread reached the other core's cache only when the
+    first layer read it (a 3 MB input: 117 µs to copy, and its first layer 240 µs slower)."""
+    n = out.size
+    for job in prange(job_count(n)):
+        first, last = job_items(job, n)
+        to, fro = out[first:last], src[first:last]
+        for i in range(last - first):
+            to[np.uint64(i)] = fro[np.uint64(i)]
 
 
 @kernel

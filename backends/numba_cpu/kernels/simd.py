@@ -521,6 +521,20 @@ def vclamp(typingctx, value, lo, hi):
     return f32v(f32v, f32v, f32v), codegen
 
 
+@intrinsic
+def vmax(typingctx, a, b):
+    """The larger of a and b lane by lane, NaN where either is NaN (torch's max pooling)."""
+    if not (a == b == f32v):
+        return None
+
+    def codegen(context, builder, sig, args):
+        a, b = args
+        larger = builder.select(builder.fcmp_ordered(">", a, b), a, b)  # b where b is NaN
+        return builder.select(builder.fcmp_unordered("uno", a, a), a, larger)
+
+    return f32v(f32v, f32v), codegen
+
+
 class LaneMask(types.Type):
     """A predicate per lane (``vmask``), for the masked loads and stores below."""
 

@@ -35,6 +35,7 @@ from cnnir.backends.numba_cpu.kernels.jit import (
     prange,
     tile_kernel,
 )
+from cnnir.backends.numba_cpu.kernels.pool import nan_max
 from cnnir.backends.numba_cpu.kernels.simd import (
     LANES,
     lane_bits,
@@ -46,6 +47,7 @@ from cnnir.backends.numba_cpu.kernels.simd import (
     vload_masked,
     vmask,
     vmask_bits,
+    vmax,
     vodd,
     vsplat,
     vstore,
@@ -249,6 +251,80 @@ def max_pool_planes(x, out, first, last, window, phases, acc):
         taps_max(a, ph, kh, kw, n_q, stride, size, wq)
         for y in range(oh):
             copy_flat(outf, (t * oh + y) * ow, a, y * wq, ow)
+
+
+@kernel
+def max_pool_rows(x, out, window, rows):
+    """Max pool (undilated, equal strides; float32) one output row at a time: the maximum of
+    the window's input rows, a vector loop, into the thread's row of ``rows`` (−∞ borders:
+    the padding, and slack for the last vector), then each output vector's maximum over the
+    window's columns, stride 2 through the even lanes of vector pairs. ``window`` = (kh, kw,
+    stride, pad_top, pad_left). NaN wins."""
+    planes = x.shape[0] * x.shape[1]
+    for job in prange(job_count(planes)):
+        first, last = job_items(job, planes)
+        max_pool_row_planes(x, out, first, last, window, rows[numba.get_thread_id()])
+
+
+@tile_kernel
+def max_pool_row_planes(x, out, first, last, window, row):
+    """``max_pool_rows`` of planes [first, last), in one thread's ``row``."""
+    kh, kw, stride, pad_top, pad_left = window
+    height, width = x.shape[2], x.shape[3]
+    oh, ow = out.shape[2], out.shape[3]
+    xf, outf = x.reshape(-1), out.reshape(-1)
+    for t in range(first, last):
+        for y in range(oh):
+            top = y * stride - pad_top
+            lo, hi = max(top, 0), min(top + kh, height)
+            rows_max(row, pad_left, xf, (t * height + lo) * width, hi - lo, width)
+            columns_max(outf, (t * oh + y) * ow, ow, row, kw, stride)
+
+
+@helper
+def rows_max(row, at, xf, first, count, width):
+    """``row[at:at + width]`` = the maximum of ``count`` consecutive input rows of ``width``
+    from ``xf[first]`` (−∞ when there are none)."""
+    whole = width - width % LANES
+    for q in range(0, whole, LANES):
+        v = vsplat(np.float32(-np.inf))
+        for r in range(count):
+            v = vmax(v, vload(xf, first + r * width + q))
+        vstore(row, at + q, v)
+    for q in range(whole, width):
+        m = np.float32(-np.inf)
+        for r in range(count):
+            m = nan_max(m, xf[first + r * width + q])
+        row[at + q] = m
+
+
+@helper
+def columns_max(outf, at, ow, row, kw, stride):
+    """``outf[at + x]`` = the maximum of ``row[x·stride + j]``, j < kw, for x < ow."""
+    if stride > 2:
+        for x in range(ow):
+            m = np.float32(-np.inf)
+            for j in range(kw):
+                m = nan_max(m, row[x * stride + j])
+            outf[at + x] = m
+        return
+    for x0 in range(0, ow, LANES):
+        v = vsplat(np.float32(-np.inf))
+        for j in range(kw):
+            if stride == 1:
+                v = vmax(v, vload(row, x0 + j))
+            else:
+                v = vmax(v, veven(vload(row, 2 * x0 + j), vload(row, 2 * x0 + j + LANES)))
+        if x0 + LANES <= ow:
+            vstore(outf, at + x0, v)
+        else:
+            vstore_masked(outf, at + x0, v, vmask(0, ow - x0))
+
+
+def max_pool_row_length(width: int, ow: int, kw: int, stride: int, pad_left: int) -> int:
+    """The floats of ``max_pool_rows``'s row: the padded input row, and what the last output
+    vector's taps read past it."""
+    return max(pad_left + width, stride * (ow + LANES) + kw) + LANES
 
 
 @helper

@@ -233,6 +233,14 @@ MAX_POOLS = [
     ("max-pool-2x2", 2, 2, 0, False, (1, 2, 8, 8)),
     ("max-pool-2x2", 2, 2, 0, False, (2, 16, 64, 64)),
     ("max-pool-separable", 3, (2, 1), 0, False, (1, 2, 9, 9)),
+    ("max-pool-rows", 3, 2, 1, False, (2, 3, 11, 12)),
+    ("max-pool-rows", 3, 2, 1, True, (1, 2, 10, 9)),
+    ("max-pool-rows", 3, 1, 1, False, (1, 2, 7, 5)),
+    ("max-pool-rows", 5, 3, 2, True, (2, 2, 13, 11)),
+    ("max-pool-rows", 3, 2, 1, False, (2, 3, 2 * L + 5, 4 * L + 3)),  # whole and tail vectors
+    ("max-pool-rows", 3, 2, 0, True, (1, 2, 9, 2 * L + 2)),  # ceil mode: a window past the row
+    ("max-pool-rows", 3, 1, 1, False, (1, 2, 9, 2 * L + 1)),
+    ("max-pool-rows", 2, 2, 0, False, (1, 2, 6, 4 * L)),
 ]
 
 
@@ -240,13 +248,13 @@ MAX_POOLS = [
 def test_max_pool_paths_match_reference(path, kernel, stride, padding, ceil_mode,
                                         size) -> None:
     """Each max-pool path, forced: the phase planes (−∞ borders), 2×2 windows tiling the
-    image, unequal strides (separable); a NaN in the input wins its windows as in
-    PyTorch."""
+    image, unequal strides (separable), rows on vectors (whole and partial vectors, strides
+    1, 2 and 3); a NaN in the input wins its windows as in PyTorch."""
     from cnnir import nn
 
     model = nn.MaxPool2d(kernel, stride, padding, ceil_mode=ceil_mode)
     x = np.random.default_rng(2).standard_normal(size).astype(np.float32)
-    x[0, 0, 3, 4] = np.nan
+    x[0, 0, 3, 4] = x[-1, -1, -1, -1] = np.nan  # in a row's first vector, and in its tail
     compiled = cnnir.compile(model, size, tune=path)
     got = compiled(x)
     ref = cnnir.compile(model, size, backend="reference")(x.astype(np.float64))
