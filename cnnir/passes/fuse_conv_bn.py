@@ -40,7 +40,7 @@ from cnnir.passes.rewrite import (
     sole_user,
 )
 
-ScaleFn = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]
+ScaleFn = Callable[[Any, np.ndarray, np.ndarray], np.ndarray]  # (attrs, w, a) -> factors of w
 
 
 def bn_scale_shift(stats: list[ConstantData | None], eps: float) -> tuple[np.ndarray, np.ndarray]:
@@ -56,16 +56,18 @@ def bn_scale_shift(stats: list[ConstantData | None], eps: float) -> tuple[np.nda
 
 
 def scale_out_channels(attrs: Any, w: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """conv2d and linear: output channel o is weight row o."""
-    return w * a.reshape((-1,) + (1,) * (w.ndim - 1))
+    """conv2d and linear: output channel o is weight row o (the factors ``a`` shaped to
+    broadcast over the weight)."""
+    return a.reshape((-1,) + (1,) * (w.ndim - 1))
 
 
 def scale_transposed(attrs: Any, w: np.ndarray, a: np.ndarray) -> np.ndarray:
-    """conv_transpose2d: W[ci, co'] feeds output channel g(ci)·O/G + co'."""
+    """conv_transpose2d: W[ci, co'] feeds output channel g(ci)·O/G + co' (the factors ``a``
+    shaped to broadcast over the weight)."""
     c_in, per_group = w.shape[0], w.shape[1]
     g = np.arange(c_in) // (c_in // attrs.groups)
     index = g[:, None] * per_group + np.arange(per_group)[None, :]
-    return w * a[index][:, :, None, None]
+    return a[index][:, :, None, None]
 
 
 def _always(node: Node) -> bool:
@@ -130,8 +132,11 @@ def folded_weights(layer: Node, bn: Node) -> Callable[[], tuple[np.ndarray, np.n
         a, c = bn_scale_shift(stats, eps)
         w = w_data.array
         b = np.zeros_like(a) if b_data is None else np.asarray(b_data.array, np.float64)
-        new_w = rule.scale(attrs, np.asarray(w, np.float64), a)
-        return new_w.astype(w.dtype), (b * a + c).astype(w.dtype)
+        # the product in float64, rounded once into w's dtype, without a float64 copy of w
+        # (ResNet-18's: 90 MB of new pages, most of a warm start's folding time)
+        new_w = np.multiply(w, rule.scale(attrs, w, a), out=np.empty(w.shape, w.dtype),
+                            dtype=np.float64, casting="same_kind")
+        return new_w, (b * a + c).astype(w.dtype)
 
     return compute
 
