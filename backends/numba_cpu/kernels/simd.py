@@ -389,6 +389,21 @@ def _row_offset(context, builder, ldb_type, ldb, step):
     return builder.mul(step, context.cast(builder, ldb, ldb_type, types.intp))
 
 
+@intrinsic
+def row_offset(typingctx, ldb, step):
+    """Where B's row ``step`` starts: ``step·ldb`` for a row stride, ``ldb[step]`` for an int64
+    index array (a direct convolution's taps, each at its own offset in a padded image)."""
+    if not (isinstance(step, types.Integer)
+            and (_index_array(ldb) or isinstance(ldb, types.Integer))):
+        return None
+
+    def codegen(context, builder, sig, args):
+        at = context.cast(builder, args[1], sig.args[1], types.intp)
+        return _row_offset(context, builder, sig.args[0], args[0], at)
+
+    return types.intp(ldb, step), codegen
+
+
 tile_wide = tile_intrinsic(TILE_VECTORS)  # MR × NR
 tile_mid = tile_intrinsic(TILE_VECTORS - 1)  # for the last columns
 tile_narrow = tile_intrinsic(1)  # MR × LANES

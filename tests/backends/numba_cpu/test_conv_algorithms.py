@@ -107,6 +107,18 @@ def tail_geometries() -> list[tuple]:
         out.append(("pointwise-microkernel", (2, 5, 1, pixels), (2 * rows + 3, 5, 1, 1), {}))
         out.append(("direct-microkernel", (1, 3, 2, pixels), (rows + 3, 3, 3, 3),
                     dict(padding=1)))
+    # B's columns copied into a contiguous panel first (gk.PACK_MIN_STEPS or more steps,
+    # several row blocks): a full tile, the mid and one-vector tiles and a tail; strided
+    # rows (im2col) and tap offsets (direct)
+    from cnnir.backends.numba_cpu.kernels.gemm import PACK_MIN_STEPS
+
+    channels = PACK_MIN_STEPS + 3
+    out.append(("pointwise-microkernel", (2, channels, 1, nr + mid + lanes + 3),
+                (2 * rows + 1, channels, 1, 1), {}))
+    out.append(("im2col-microkernel", (1, channels // 9 + 1, 5, nr + 2), (rows + 2,
+                channels // 9 + 1, 3, 3), dict(padding=1)))
+    out.append(("direct-microkernel", (1, channels // 9 + 1, 4, nr + lanes + 1),
+                (2 * rows + 3, channels // 9 + 1, 3, 3), dict(padding=1)))
     out.append(("winograd-f2x2-3x3", (1, 4, 4, 2 * (nr + 1)), (2 * rows + 1, 4, 3, 3),
                 dict(padding=1)))
     out.append(("winograd-f4x4-3x3", (1, 4, 4, 4 * (nr + 1)), (2 * rows + 1, 4, 3, 3),
