@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import types
+from numba.extending import overload
 
 from cnnir.backends.numba_cpu.kernels.activation import activate_flat, clamp_bounds
 from cnnir.backends.numba_cpu.kernels.conv import im2col_rows
@@ -67,25 +69,20 @@ def gemm_block(a, b, c, rows, cols, k, s_off, ep):
     ``c = (array, offset, ld)`` likewise; the residual is indexed like C's array. The
     columns go in chunks that fit L1 (at least one NR-column panel), every row block
     sweeping a chunk before the next; with several row blocks and PACK_MIN_STEPS steps or
-    more, each chunk is first copied into a contiguous panel."""
+    more (or taps read through an offset table), each chunk is first copied into a
+    contiguous panel."""
     packed, a_off = a
     out, o_off, ldo = c
     full = cols - cols % LANES
     chunk = max(NR, L1_CHUNK_BYTES // (4 * k) // NR * NR)
-    pack = rows > MR and k >= PACK_MIN_STEPS
+    pack = (rows > MR and k >= PACK_MIN_STEPS) or gathered(b)
     panel = np.empty(k * min(chunk, full) if pack else 0, np.float32)
     for j0 in range(0, full, chunk):
         j1 = min(full, j0 + chunk)
-        if pack:
-            pack_panel(panel, b, j0, j1 - j0, k)
+        source, first = chunk_source(b, j0, j1 - j0, k, pack, panel)
         for r0 in range(0, rows, MR):
-            a_r0, c_r0 = (packed, a_off + r0 * k), o_off + r0 * ldo
-            valid, s_r0 = min(MR, rows - r0), s_off + r0
-            if pack:
-                sweep(a_r0, valid, k, (panel, NO_OFFSET, j1 - j0), 0, j1 - j0,
-                      (out, c_r0 + j0, ldo), s_r0, ep)
-            else:
-                sweep(a_r0, valid, k, b, j0, j1, (out, c_r0, ldo), s_r0, ep)
+            sweep((packed, a_off + r0 * k), min(MR, rows - r0), k, source, first,
+                  first + j1 - j0, (out, o_off + r0 * ldo + j0 - first, ldo), s_off + r0, ep)
     if cols > full:
         tail_columns(a, b, c, rows, k, full, cols - full, s_off, ep)
 
@@ -93,6 +90,42 @@ def gemm_block(a, b, c, rows, cols, k, s_off, ep):
 # From this many steps (B rows) up, a block of several row blocks copies each chunk of B's
 # columns into a contiguous panel first (``pack_panel``)
 PACK_MIN_STEPS = 64
+
+
+def gathered(b) -> bool:
+    """Whether B's rows come through a table of offsets (``ld`` an index array: ``direct``);
+    decided by B's type when a kernel compiles (``_gathered``)."""
+    raise NotImplementedError("only called from kernels")
+
+
+@overload(gathered, inline="always")
+def _gathered(b):
+    indexed = isinstance(b.types[2], types.Array)
+    return lambda b: indexed
+
+
+def chunk_source(b, j0, width, k, pack, panel):
+    """Where a block's row blocks read B's columns [j0, j0 + width): ``(operand, first
+    column)``, ``pack_panel``'s copy when ``pack``. A gathered B is always copied: one
+    operand type, so that ``sweep``, inlined with the tiles' code, is compiled once per
+    ``gemm_block`` (twice, it added about 0.7 s to each cold build)."""
+    raise NotImplementedError("only called from kernels")
+
+
+@overload(chunk_source, inline="always")
+def _chunk_source(b, j0, width, k, pack, panel):
+    if isinstance(b.types[2], types.Array):
+        def copied(b, j0, width, k, pack, panel):
+            pack_panel(panel, b, j0, width, k)
+            return (panel, NO_OFFSET, width), 0
+        return copied
+
+    def strided(b, j0, width, k, pack, panel):
+        if pack:
+            pack_panel(panel, b, j0, width, k)
+            return (panel, NO_OFFSET, width), 0
+        return b, j0
+    return strided
 
 
 @helper
