@@ -323,9 +323,16 @@ def copy(src, out):
     n = out.size
     for job in prange(job_count(n)):
         first, last = job_items(job, n)
-        to, fro = out[first:last], src[first:last]
-        for i in range(last - first):
-            to[np.uint64(i)] = fro[np.uint64(i)]
+        copy_flat(out, first, src, first, last - first)
+
+
+@helper
+def copy_flat(dst, d, src, s, count):
+    """``dst[d:d + count] = src[s:s + count]`` with unsigned indices (vectorizes)."""
+    to, fro = np.uint64(d), np.uint64(s)
+    for i in range(count):
+        u = np.uint64(i)
+        dst[to + u] = src[fro + u]
 
 
 @kernel

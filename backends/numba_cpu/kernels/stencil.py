@@ -26,7 +26,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from cnnir.backends.numba_cpu.kernels.activation import activate_flat, clamp_bounds, finish_flat
+from cnnir.backends.numba_cpu.kernels.activation import (
+    activate_flat,
+    clamp_bounds,
+    copy_flat,
+    finish_flat,
+)
 from cnnir.backends.numba_cpu.kernels.jit import (
     helper,
     job_count,
@@ -53,15 +58,6 @@ from cnnir.backends.numba_cpu.kernels.simd import (
     vstore,
     vstore_masked,
 )
-
-
-@helper
-def copy_flat(dst, d, src, s, count):
-    """``dst[d:d + count] = src[s:s + count]`` with unsigned indices (vectorizes)."""
-    to, fro = np.uint64(d), np.uint64(s)
-    for i in range(count):
-        u = np.uint64(i)
-        dst[to + u] = src[fro + u]
 
 
 @helper
