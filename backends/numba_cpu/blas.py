@@ -11,10 +11,16 @@ threads; numpy releases the GIL inside BLAS, so the blocks run in parallel, and 
 threads sleep. The limit is taken per BLAS step, not per call of a model: reading and
 setting the thread count through threadpoolctl costs about 6 µs, half the fixed cost of a
 call, which a model with no BLAS step (a float32 CNN up to batch 16) no longer pays.
+
+OpenBLAS's own workers spin for about 0.1 s after each multi-threaded call the user makes,
+and on few cores they starve the kernels' threads (SmallCIFAR at batch 1 ran 0.17 ms alone,
+2.8 ms right after a 512² sgemm). So a call first stops those workers when they exist
+(``stop_blas_workers``; OpenBLAS starts them again at its next multi-threaded call).
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import threading
@@ -26,11 +32,13 @@ import numpy as np
 WORKERS = int(os.environ.get("NUMBA_NUM_THREADS", "0").strip() or 0) or max(
     1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 MIN_PARALLEL_FLOPS = 2_000_000  # below this a split costs more than it saves
+POOL_THREAD_PREFIX = "cnnir-gemm"
 
 
 @functools.cache
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, WORKERS - 1), thread_name_prefix="cnnir-gemm")
+    return ThreadPoolExecutor(max_workers=max(1, WORKERS - 1),
+                              thread_name_prefix=POOL_THREAD_PREFIX)
 
 
 @functools.cache
@@ -74,6 +82,50 @@ class _SingleThreadedBlas:
 
 
 _SINGLE_THREADED_BLAS = _SingleThreadedBlas()
+
+QUIET_VARIABLE = "CNNIR_STOP_BLAS_WORKERS"
+
+
+@functools.cache
+def _openblas_servers() -> tuple[tuple[ctypes.c_int, object], ...]:
+    """``(blas_server_avail, blas_thread_shutdown_)`` of each loaded OpenBLAS that runs its
+    own pthreads pool (none with ``CNNIR_STOP_BLAS_WORKERS=0``, or where a build does not
+    export them)."""
+    if os.environ.get(QUIET_VARIABLE, "1").strip() == "0":
+        return ()
+    servers = []
+    for lib in _blas_libraries():
+        if (getattr(lib, "internal_api", None), getattr(lib, "threading_layer", None)) != (
+                "openblas", "pthreads"):
+            continue
+        try:
+            servers.append((ctypes.c_int.in_dll(lib.dynlib, "blas_server_avail"),
+                            lib.dynlib.blas_thread_shutdown_))
+        except (AttributeError, ValueError):
+            continue
+    return tuple(servers)
+
+
+def _no_other_python_thread() -> bool:
+    """Whether this thread is the only Python thread that could be inside a BLAS call: an
+    idle worker of cnnir's own GEMM pool runs BLAS only within a model's step."""
+    if threading.active_count() == 1:
+        return True
+    this = threading.current_thread()
+    return all(t is this or t.name.startswith(POOL_THREAD_PREFIX)
+               for t in threading.enumerate())
+
+
+def stop_blas_workers() -> None:
+    """Stop OpenBLAS's worker threads, if it has started them, before a model runs: after the
+    user's own multi-threaded BLAS call they spin for about 0.1 s and take the cores from the
+    kernels' threads. Costs 30-80 µs when there are workers to stop (OpenBLAS starts them
+    again, about as fast, at its next multi-threaded call) and a flag read otherwise. Only
+    when no other Python thread runs: OpenBLAS's shutdown must not meet a BLAS call in
+    flight."""
+    for running, shutdown in _openblas_servers():
+        if running.value and _no_other_python_thread():
+            shutdown()
 
 
 def single_threaded_blas() -> _SingleThreadedBlas:

@@ -17,6 +17,7 @@ import numpy as np
 from cnnir.backend import KernelTable
 from cnnir.backends.lowering import HOST_MEMORY, Builder, ProgramState, Step, lower_nodes
 from cnnir.backends.numba_cpu import tuning
+from cnnir.backends.numba_cpu.blas import stop_blas_workers
 from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels.jit import PARALLEL_MIN_ELEMENTS
 from cnnir.ir import Graph, Node, Value
@@ -109,6 +110,7 @@ class Program:
         """The outputs on ``arrays``; ``on_ready(k, value)`` is called as soon as output k is
         final, while later steps are still to run (data-parallel training sends gradients
         then)."""
+        stop_blas_workers()
         self.copy_in(arrays)
         if on_ready is None:
             for step in self.steps:

@@ -7,6 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import pytest
 
 import cnnir
 from cnnir import nn
@@ -126,3 +127,81 @@ def test_blas_runs_on_one_thread_inside_a_blas_step_only(monkeypatch) -> None:
     float64(x)
     assert seen and set(seen) == {1}
     assert settings[0] == 1 and settings[-1] == 2 and library.num_threads == 2
+
+
+@pytest.fixture
+def openblas_servers(monkeypatch):
+    """numpy's OpenBLAS worker pools, as ``blas.stop_blas_workers`` finds them (looked up
+    afresh: another test may have swapped the BLAS libraries for a stand-in)."""
+    monkeypatch.delenv(blas.QUIET_VARIABLE, raising=False)
+    blas._openblas_servers.cache_clear()
+    servers = blas._openblas_servers()
+    if not servers:
+        pytest.skip("numpy's BLAS here is not OpenBLAS with its own pthreads pool")
+    yield servers
+    blas._openblas_servers.cache_clear()
+
+
+def running(servers) -> bool:
+    return any(flag.value for flag, _ in servers)
+
+
+def sgemm_and_reference(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A float32 product large enough for OpenBLAS to run it on its workers, and its float64
+    value."""
+    a = np.random.default_rng(seed).standard_normal((384, 384)).astype(np.float32)
+    return a, a.astype(np.float64) @ a.astype(np.float64)
+
+
+def test_a_call_stops_the_openblas_workers_a_user_sgemm_left_spinning(openblas_servers):
+    """After the user's own multi-threaded sgemm, OpenBLAS's workers spin and starve the
+    kernels' threads: a call stops them, and the user's next sgemm starts them again and is
+    right."""
+    model = cnnir.compile(net(8), (1, 3, 16, 16))
+    x = np.random.default_rng(3).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    expected = model(x)
+    a, product = sgemm_and_reference(4)
+    np.testing.assert_allclose(a @ a, product, rtol=1e-4, atol=1e-3)
+    assert running(openblas_servers)
+    assert np.array_equal(model(x), expected)
+    assert not running(openblas_servers)
+    np.testing.assert_allclose(a @ a, product, rtol=1e-4, atol=1e-3)
+    assert running(openblas_servers)
+
+
+def test_the_workers_are_left_alone_while_another_python_thread_runs(openblas_servers):
+    """OpenBLAS's shutdown must not meet a BLAS call in flight: with a user thread computing
+    sgemms all along, calls never stop the workers, and both sides stay right."""
+    model = cnnir.compile(net(8), (1, 3, 16, 16))
+    x = np.random.default_rng(5).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    expected = model(x)
+    a, product = sgemm_and_reference(6)
+    started, done = threading.Event(), threading.Event()
+
+    def user_sgemms() -> bool:
+        right = True
+        while not done.is_set():
+            right &= np.allclose(a @ a, product, rtol=1e-4, atol=1e-3)
+            started.set()
+        return right
+
+    with ThreadPoolExecutor(1) as pool:
+        user = pool.submit(user_sgemms)
+        try:
+            assert started.wait(60)
+            calls = [np.array_equal(model(x), expected) for _ in range(CALLS)]
+            assert running(openblas_servers)
+        finally:
+            done.set()
+        assert user.result(timeout=60)
+    assert calls == [True] * CALLS
+
+
+def test_stopping_the_workers_can_be_turned_off(openblas_servers, monkeypatch):
+    monkeypatch.setenv(blas.QUIET_VARIABLE, "0")
+    blas._openblas_servers.cache_clear()
+    model = cnnir.compile(net(8), (1, 3, 16, 16))
+    a, _ = sgemm_and_reference(7)
+    a @ a
+    model(np.zeros((1, 3, 16, 16), np.float32))
+    assert running(openblas_servers)
