@@ -1,7 +1,9 @@
 """Lowerings of the pool family: max, average and adaptive pooling, and interpolate.
 
-Max pooling with equal strides and no dilation is a stencil over phase planes whose borders
-are −∞ (``kernels.stencil.max_pool_phases``); any other is separable (rows, then columns).
+Max pooling with equal strides and no dilation is 2×2 tiles, a stencil over phase planes
+whose borders are −∞ (``kernels.stencil.max_pool_phases``) or rows on vectors
+(``kernels.stencil.max_pool_rows``), by timing among those that may win
+(``max_pool_candidates``); any other is separable (rows, then columns).
 Interpolation tables (source indices and weights, ``docs/semantics.md``) are computed once at
 compile time and applied separably.
 
@@ -18,7 +20,9 @@ from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
 from cnnir.backends.numba_cpu.kernels import gemm as gk
 from cnnir.backends.numba_cpu.kernels import pool as pk
+from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels import stencil as sk
+from cnnir.backends.numba_cpu.kernels.host import HOST
 from cnnir.backends.numba_cpu.lower_conv import phase_scratch, window_of
 from cnnir.backends.numba_cpu.program import lower, unary
 from cnnir.ir import Node
@@ -31,21 +35,55 @@ def max_pool2d(b: Builder, node: Node) -> Step:
     a = node.attrs
     taps = a.kernel_size[0] * a.kernel_size[1]
     if a.dilation == (1, 1) and a.stride[0] == a.stride[1]:
-        phases, acc = phase_scratch(b, a, x, a.kernel_size, out, -np.inf)
-        (kh, kw), stride, (pad_top, pad_left) = a.kernel_size, a.stride[0], a.padding
-        kernel = sk.max_pool_phases.sized(out.size * taps)
-        candidates = {}
-        if b.dtype == np.float32 and tiles_2x2(a, x.shape[2:], out.shape[2:]):
-            tiled = pk.max_pool_2x2.sized(x.size)
-            candidates["max-pool-2x2"] = lambda: tiled(x, out)
-        candidates["max-pool-phases"] = lambda: kernel(
-            x, out, kh, kw, stride, pad_top, pad_left, phases, acc)
-        if b.dtype == np.float32:
-            candidates["max-pool-rows"] = max_pool_rows_step(b, a, x, out)
-        return b.choose(node, candidates)
+        makers = {"max-pool-2x2": lambda: max_pool_2x2_step(x, out),
+                  "max-pool-phases": lambda: max_pool_phases_step(b, a, x, out),
+                  "max-pool-rows": lambda: max_pool_rows_step(b, a, x, out)}
+        return b.choose_among(node, {name: makers[name] for name in
+                                     max_pool_candidates(b, a, x.shape[2:], out.shape[2:])})
     window = window_of(a, a.kernel_size)
     separable = pk.max_pool.sized(out.size * taps)
     return b.choose(node, {"max-pool-separable": lambda: separable(x, out, window)})
+
+
+def max_pool_candidates(b: Builder, a, in_hw: tuple[int, ...],
+                        out_hw: tuple[int, ...]) -> list[str]:
+    """The max-pool algorithms worth timing for these windows (a name ``tune`` forces is
+    always among them). Each is a few kernels to compile (the phase planes' alone took 2.7 s
+    of ResNet-18's cold compile), so the clear losers are left out, as measured (µs, 2-core
+    Zen 4; the AVX2 path is code for an AVX2 CPU on the same machine):
+
+    - 2×2 windows tiling the image: ``max-pool-2x2`` 7–32, against 41–256 for the others;
+    - the AVX2 path: rows 29–170, against 62–624 for phase planes, on every geometry tried;
+    - AVX-512, stride 2 with output rows of two vectors or more: rows (64×112² → 56², 3×3:
+      88–111 against 163–214; at batch 8, 844 against 2,236); on shorter rows or stride 1
+      phase planes often win (192×28², 3×3/1: 103–170 against 155–274), so both are timed.
+    """
+    float32 = b.dtype == np.float32
+    tiled = float32 and tiles_2x2(a, in_hw, out_hw)
+    rows_win = float32 and (HOST.isa == "avx2" or (a.stride[0] >= 2
+                                                   and out_hw[1] >= 2 * simd.LANES))
+    names = []
+    if tiled:
+        names.append("max-pool-2x2")
+    if not tiled and not rows_win or b.tune == "max-pool-phases":
+        names.append("max-pool-phases")
+    if float32 and (not tiled or b.tune == "max-pool-rows"):
+        names.append("max-pool-rows")
+    return names
+
+
+def max_pool_2x2_step(x: np.ndarray, out: np.ndarray) -> Step:
+    """2×2 windows of stride 2 tiling the image (``pk.max_pool_2x2``)."""
+    kernel = pk.max_pool_2x2.sized(x.size)
+    return lambda: kernel(x, out)
+
+
+def max_pool_phases_step(b: Builder, a, x: np.ndarray, out: np.ndarray) -> Step:
+    """Max pool as a stencil over phase planes with −∞ borders (``sk.max_pool_phases``)."""
+    phases, acc = phase_scratch(b, a, x, a.kernel_size, out, -np.inf)
+    (kh, kw), stride, (pad_top, pad_left) = a.kernel_size, a.stride[0], a.padding
+    kernel = sk.max_pool_phases.sized(out.size * kh * kw)
+    return lambda: kernel(x, out, kh, kw, stride, pad_top, pad_left, phases, acc)
 
 
 def max_pool_rows_step(b: Builder, a, x: np.ndarray, out: np.ndarray) -> Step:

@@ -275,6 +275,36 @@ def test_max_pool_paths_match_reference(path, kernel, stride, padding, ceil_mode
     np.testing.assert_allclose(got, ref, rtol=0, atol=0)
 
 
+def test_max_pool_times_only_the_algorithms_that_may_win() -> None:
+    """Each candidate is kernels to compile: 2×2 tiles alone where they tile the image, rows
+    alone on the AVX2 path and for stride 2 over rows of two vectors or more, phase planes
+    where rows are not (yet) known to win; float64 has phase planes only, and a name ``tune``
+    forces is always among them."""
+    from types import SimpleNamespace
+
+    from cnnir.backends.numba_cpu.kernels.host import HOST
+    from cnnir.backends.numba_cpu.lower_pool import max_pool_candidates
+
+    def candidates(kernel, stride, in_hw, out_hw, dtype=np.float32, tune=True):
+        attrs = SimpleNamespace(kernel_size=(kernel, kernel), stride=(stride, stride),
+                                padding=(kernel // 2 if stride == 1 else 0,) * 2,
+                                dilation=(1, 1))
+        builder = SimpleNamespace(dtype=np.dtype(dtype), tune=tune)
+        return max_pool_candidates(builder, attrs, in_hw, out_hw)
+
+    avx2 = HOST.isa == "avx2"
+    assert candidates(2, 2, (64, 64), (32, 32)) == ["max-pool-2x2"]
+    assert candidates(2, 2, (64, 64), (32, 32), tune="max-pool-rows") == [
+        "max-pool-2x2", "max-pool-rows"]
+    wide = 4 * simd.LANES
+    assert candidates(3, 2, (2 * wide, 2 * wide), (wide, wide)) == ["max-pool-rows"]
+    assert candidates(3, 1, (28, 28), (28, 28)) == (
+        ["max-pool-rows"] if avx2 else ["max-pool-phases", "max-pool-rows"])
+    assert candidates(3, 2, (2 * wide, 2 * wide), (wide, wide),
+                      tune="max-pool-phases") == ["max-pool-phases", "max-pool-rows"]
+    assert candidates(2, 2, (8, 8), (4, 4), dtype=np.float64) == ["max-pool-phases"]
+
+
 def test_im2col_writes_true_zeros_over_stale_scratch() -> None:
     """im2col buffers are scratch shared between layers: whatever an earlier layer left there
     (NaN included) must not leak into the padding of the next one."""
