@@ -48,9 +48,9 @@ def max_pool2d(b: Builder, node: Node) -> Step:
 def max_pool_candidates(b: Builder, a, in_hw: tuple[int, ...],
                         out_hw: tuple[int, ...]) -> list[str]:
     """The max-pool algorithms worth timing for these windows (a name ``tune`` forces is
-    always among them). Each is a few kernels to compile (the phase planes' alone took 2.7 s
-    of ResNet-18's cold compile), so the clear losers are left out, as measured (µs, 2-core
-    Zen 4; the AVX2 path is code for an AVX2 CPU on the same machine):
+    always among them). Each is a few kernels to compile (the phase planes' took 1.7 s of
+    Numba time in ResNet-18's cold compile), so the clear losers are left out, as measured
+    (µs, 2-core Zen 4; the AVX2 path is code for an AVX2 CPU on the same machine):
 
     - 2×2 windows tiling the image: ``max-pool-2x2`` 7–32, against 41–256 for the others;
     - the AVX2 path: rows 29–170, against 62–624 for phase planes, on every geometry tried;

@@ -189,12 +189,28 @@ def test_the_workers_are_left_alone_while_another_python_thread_runs(openblas_se
         user = pool.submit(user_sgemms)
         try:
             assert started.wait(60)
+            assert not blas._no_other_python_thread()
             calls = [np.array_equal(model(x), expected) for _ in range(CALLS)]
             assert running(openblas_servers)
         finally:
             done.set()
         assert user.result(timeout=60)
     assert calls == [True] * CALLS
+
+
+def test_cnnirs_own_idle_gemm_pool_does_not_count_as_another_thread(openblas_servers):
+    """cnnir's GEMM pool (started by BLAS steps) runs BLAS only within a step: its idle
+    workers leave the next call free to stop OpenBLAS's."""
+    blas._pool().submit(lambda: None).result()
+    assert any(t.name.startswith(blas.POOL_THREAD_PREFIX) for t in threading.enumerate())
+    model = cnnir.compile(net(8), (1, 3, 16, 16))
+    x = np.random.default_rng(8).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    expected = model(x)
+    a, _ = sgemm_and_reference(9)
+    a @ a
+    assert running(openblas_servers)
+    assert np.array_equal(model(x), expected)
+    assert not running(openblas_servers)
 
 
 def test_stopping_the_workers_can_be_turned_off(openblas_servers, monkeypatch):
