@@ -9,9 +9,16 @@ network's middle and last layers, while the compile that started it goes from th
 loads from the cache what the other has already finished (Numba looks in the cache before
 compiling and writes its entries atomically). At the lowest priority it takes only what the
 first process leaves idle, so timings the tuner takes in the meantime are not disturbed.
-ResNet-18's first compile measured about 30 s without it and about 14 s with it on 2 cores:
-the two processes' needs overlap (each compiles some kernels the other is compiling), and a
-kernel that the first process needs before the warm-up has it is compiled twice.
+ResNet-18's first compile measured 19.7–30.8 s without it and 13.5–21.0 s with it on a
+2-core Zen 4 (the spread is the host's: Numba's compile speed varies that much from minute
+to minute). The two processes' needs overlap; ``jit``'s per-kernel lock makes the second to
+want a kernel wait for the first instead of compiling it twice.
+
+Handing the child the network being compiled (lowered from its last node, or from its
+first with the child skipping kernels the first process holds) compiles exactly that
+network's kernels, yet measured no faster on ResNet-18 or MobileNetV2 (three alternating
+pairs on ResNet-18: 14.5–21.3 s against 13.5–18.7 s with this list, which already holds
+what those networks need first).
 
 ``CNNIR_WARM=0`` turns it off. It starts once per cache folder (a marker file), never when
 Numba's JIT is disabled or the cache folder cannot be written.
