@@ -65,7 +65,7 @@ def max_pool_candidates(b: Builder, a, in_hw: tuple[int, ...],
     names = []
     if tiled:
         names.append("max-pool-2x2")
-    if not tiled and not rows_win or b.tune == "max-pool-phases":
+    if (not tiled and not rows_win) or b.tune == "max-pool-phases":
         names.append("max-pool-phases")
     if float32 and (not tiled or b.tune == "max-pool-rows"):
         names.append("max-pool-rows")

@@ -8,7 +8,9 @@ compiles the kernels of typical CNN layers into the same disk cache, starting wi
 network's middle and last layers, while the compile that started it goes from the first; each
 loads from the cache what the other has already finished (Numba looks in the cache before
 compiling and writes its entries atomically). At the lowest priority it takes only what the
-first process leaves idle, so timings the tuner takes in the meantime are not disturbed.
+first process leaves idle; the tuner's timings of microsecond kernels still feel it a little
+(SmallCIFAR tuned 15 times with the tuning cache off chose differently 4 times beside a
+lowest-priority busy loop, never on an idle core), and a choice it spoils stays remembered.
 ResNet-18's first compile measured 19.7–30.8 s without it and 13.5–21.0 s with it on a
 2-core Zen 4 (the spread is the host's: Numba's compile speed varies that much from minute
 to minute). The two processes' needs overlap; ``jit``'s per-kernel lock makes the second to

@@ -134,12 +134,13 @@ def openblas_servers(monkeypatch):
     """numpy's OpenBLAS worker pools, as ``blas.stop_blas_workers`` finds them (looked up
     afresh: another test may have swapped the BLAS libraries for a stand-in)."""
     monkeypatch.delenv(blas.QUIET_VARIABLE, raising=False)
-    blas._openblas_servers.cache_clear()
-    servers = blas._openblas_servers()
+    lookup = blas._openblas_servers  # a test may replace it
+    lookup.cache_clear()
+    servers = lookup()
     if not servers:
         pytest.skip("numpy's BLAS here is not OpenBLAS with its own pthreads pool")
     yield servers
-    blas._openblas_servers.cache_clear()
+    lookup.cache_clear()
 
 
 def running(servers) -> bool:
@@ -169,9 +170,14 @@ def test_a_call_stops_the_openblas_workers_a_user_sgemm_left_spinning(openblas_s
     assert running(openblas_servers)
 
 
-def test_the_workers_are_left_alone_while_another_python_thread_runs(openblas_servers):
+def test_the_workers_are_left_alone_while_another_python_thread_runs(openblas_servers,
+                                                                     monkeypatch):
     """OpenBLAS's shutdown must not meet a BLAS call in flight: with a user thread computing
-    sgemms all along, calls never stop the workers, and both sides stay right."""
+    sgemms all along, calls never shut the workers down (the user's sgemms would restart
+    them, so the shutdowns are counted, not the workers), and both sides stay right."""
+    shutdowns = []
+    recording = tuple((flag, lambda: shutdowns.append(1)) for flag, _ in openblas_servers)
+    monkeypatch.setattr(blas, "_openblas_servers", lambda: recording)
     model = cnnir.compile(net(8), (1, 3, 16, 16))
     x = np.random.default_rng(5).standard_normal((1, 3, 16, 16)).astype(np.float32)
     expected = model(x)
@@ -190,8 +196,9 @@ def test_the_workers_are_left_alone_while_another_python_thread_runs(openblas_se
         try:
             assert started.wait(60)
             assert not blas._no_other_python_thread()
+            shutdowns.clear()  # the first call's, before the user thread started
             calls = [np.array_equal(model(x), expected) for _ in range(CALLS)]
-            assert running(openblas_servers)
+            assert running(openblas_servers) and shutdowns == []
         finally:
             done.set()
         assert user.result(timeout=60)
