@@ -57,7 +57,6 @@ from cnnir.backends.numba_cpu.kernels import pixel_gemm as pgk
 from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels import stencil as sk
 from cnnir.backends.numba_cpu.kernels import winograd as wk
-from cnnir.backends.numba_cpu.kernels import winograd4 as wk4
 from cnnir.backends.numba_cpu.program import lower
 from cnnir.ir import Node, Value
 from cnnir.ops.conv import (
@@ -122,10 +121,10 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value | Weight, out
     else:
         makers["im2col-blas"] = lambda: im2col_step(b, attrs, x, w, out, ep)
     if (kh, kw, *attrs.stride, *attrs.dilation, attrs.groups) == (3, 3, 1, 1, 1, 1, 1):
-        makers["winograd-f2x2-3x3"] = lambda: winograd_step(b, attrs, x, wt, out, ep)
+        makers["winograd-f2x2-3x3"] = lambda: winograd_step(b, attrs, x, wt, out, ep, wk.F2)
         # with fewer tiles than vector lanes its GEMMs leave lanes idle: tried only by name
-        if winograd_tiles(out, wk4.TILE) >= simd.LANES or b.tune == "winograd-f4x4-3x3":
-            makers["winograd-f4x4-3x3"] = lambda: winograd_step(b, attrs, x, wt, out, ep, wk4)
+        if winograd_tiles(out, wk.F4.tile) >= simd.LANES or b.tune == "winograd-f4x4-3x3":
+            makers["winograd-f4x4-3x3"] = lambda: winograd_step(b, attrs, x, wt, out, ep, wk.F4)
     return b.choose_among(node, makers)
 
 
@@ -410,25 +409,20 @@ def winograd_tiles(out: np.ndarray, tile: int) -> int:
 
 
 def winograd_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
-                  ep: Epilogue, variant=wk) -> Step:
-    """Winograd F(2x2, 3x3) or F(4x4, 3x3) (``variant``: ``wk`` or ``wk4``): input tiles, a
-    GEMM per transform point, output tiles with the epilogue."""
+                  ep: Epilogue, variant: wk.Variant) -> Step:
+    """Winograd F(2x2, 3x3) or F(4x4, 3x3) (``variant``: ``wk.F2`` or ``wk.F4``): input
+    tiles, a GEMM per transform point, output tiles with the epilogue."""
     w = wt.array
     channels = x.shape[1]
-    out_ch, oh, ow = w.shape[0], out.shape[2], out.shape[3]
-    th, tw = -(-oh // variant.TILE), -(-ow // variant.TILE)
-    tiles = winograd_tiles(out, variant.TILE)
-    points = variant.POINTS
+    out_ch = w.shape[0]
+    points = variant.points
+    tiles = winograd_tiles(out, variant.tile)
     v = b.scratch((points, channels, tiles))
     m = b.scratch((points, out_ch, tiles), owner=-1)  # never the same buffer as v
-    if variant is wk:
-        input_tiles = winograd_input_step(attrs, x, v, th, tw)
-        output_tiles = winograd_output_step(m, out, ep, th, tw)
-    else:
-        input_tiles, output_tiles = winograd4_steps(b, attrs, x, v, m, out, ep, th, tw)
+    input_tiles, output_tiles = winograd_transforms(b, attrs, x, v, m, out, ep, variant)
     if b.dtype == np.float32:
-        packed = wt.derived(f"winograd{points}-rows", lambda: variant.packed_weights(w),
-                            lambda form: variant.pack_weights_into(w, form))
+        packed = wt.derived(f"winograd{points}-rows", lambda: wk.packed_weights(w, variant),
+                            lambda form: wk.pack_weights_into(w, form, variant))
         blocks = gk.gemm_blocks(points, out_ch, channels, tiles,
                                 simd.padded_rows(out_ch) * channels, channels * tiles,
                                 out_ch * tiles)
@@ -439,7 +433,8 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
         def products() -> None:
             gemm_kernel(packed, channels, vf, tiles, mf, tiles, blocks, identity)
     else:
-        u = wt.derived(f"winograd{points}", lambda: variant.transform_weights(w, b.dtype))
+        u = wt.derived(f"winograd{points}",
+                       lambda: wk.transform_weights(w, b.dtype, variant))
 
         def products() -> None:
             batched_matmul(u, v, m)
@@ -452,34 +447,23 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
     return winograd
 
 
-def winograd4_steps(b: Builder, attrs, x: np.ndarray, v: np.ndarray, m: np.ndarray,
-                    out: np.ndarray, ep: Epilogue, th: int, tw: int) -> tuple[Step, Step]:
-    """F(4x4, 3x3)'s input and output transforms."""
+def winograd_transforms(b: Builder, attrs, x: np.ndarray, v: np.ndarray, m: np.ndarray,
+                        out: np.ndarray, ep: Epilogue, variant: wk.Variant
+                        ) -> tuple[Step, Step]:
+    """The input and output transforms, on per-thread scratch."""
     pad_top, pad_left = attrs.padding[:2]
-    work = {key: b.scratch((gk.THREADS, *shape), owner=("winograd4", key))
-            for key, shape in wk4.scratch_shapes(*out.shape[2:]).items()}
+    tile = variant.tile
+    shapes = wk.scratch_shapes(*out.shape[2:], tile)
+    work = {key: b.scratch((gk.THREADS, *shape), owner=("winograd", key))
+            for key, shape in shapes.items()}
     before, after, plane = work["before"], work["after"], work["plane"]
-    inputs = wk4.input_tiles.sized(v.size)
-    outputs = wk4.output_tiles.sized(m.size)
+    inputs = wk.input_tiles.sized(v.size)
+    outputs = wk.output_tiles.sized(m.size)
     args = ep.args()
-    grid = (v.shape[2], th, tw, pad_top, pad_left)
+    th, tw = -(-out.shape[2] // tile), -(-out.shape[3] // tile)
+    grid = (v.shape[2], th, tw, pad_top, pad_left, tile)
     return (lambda: inputs(x, v, grid, before, after),
-            lambda: outputs(m, out, tw, args, before, after, plane))
-
-
-def winograd_input_step(attrs, x: np.ndarray, v: np.ndarray, th: int, tw: int) -> Step:
-    """``v`` = F(2x2, 3x3)'s transformed input tiles."""
-    pad_top, pad_left = attrs.padding[:2]
-    kernel = wk.input_tiles.sized(v.size)
-    return lambda: kernel(x, v, pad_top, pad_left, th, tw)
-
-
-def winograd_output_step(m: np.ndarray, out: np.ndarray, ep: Epilogue, th: int,
-                         tw: int) -> Step:
-    """``out`` = the output tiles of F(2x2, 3x3)'s products ``m``, through the epilogue."""
-    args = ep.args()
-    kernel = wk.output_tiles.sized(m.size)
-    return lambda: kernel(m, out, th, tw, args)
+            lambda: outputs(m, out, (tw, tile), args, before, after, plane))
 
 
 @lower(ops.conv2d)

@@ -134,18 +134,18 @@ def _layers() -> list[tuple[object, tuple[int, ...], bool | str]]:
     head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(512, 1000))
     stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
                          nn.MaxPool2d(3, 2, 1))
-    # The first process compiles a network's stem first: the warm-up starts with the GEMM
-    # block every convolution calls (a 1x1 convolution: the stem's im2col is compiled beside
-    # it), then what the first process needs next, the max pool and the 3x3 convolutions'
-    # candidates on wide planes (Winograd F(4x4) and F(2x2)), then those of narrow planes
-    # (pixel-gemm) and the head.
+    # The first process compiles a network from its stem (the GEMM block, im2col and the
+    # direct kernel) while the warm-up starts with what it needs next, the Winograd
+    # transforms (one set of kernels for both variants, which takes about as long), then
+    # what it needs last: the head, the max pool (the tuner times it late) and the
+    # pixel-gemm of the narrow strided layers; then the layers of other networks. Where
+    # the two meet, one waits for the other's kernel (``jit``'s lock).
     return [
-        (nn.Conv2d(64, 64, 1, bias=False), (1, 64, 56, 56), "pointwise-microkernel"),
-        (nn.MaxPool2d(3, 2, 1), (1, 64, 112, 112), True),
         (Block(64, 64, 1), (1, 64, 56, 56), "winograd-f4x4-3x3"),
         (Block(512, 512, 1), (1, 512, 7, 7), "winograd-f2x2-3x3"),
-        (Block(256, 512, 2), (1, 256, 14, 14), "pixel-gemm-microkernel"),
         (head, (1, 512, 7, 7), True),
+        (nn.MaxPool2d(3, 2, 1), (1, 64, 112, 112), True),
+        (Block(256, 512, 2), (1, 256, 14, 14), "pixel-gemm-microkernel"),
         (Block(128, 256, 2), (1, 128, 28, 28), True),
         (inverted(24, 24, 1, 6), (1, 24, 56, 56), True),
         (inverted(96, 160, 2, 6), (1, 96, 14, 14), True),

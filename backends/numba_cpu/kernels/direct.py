@@ -9,19 +9,26 @@ holding padded columns b, b + sw, b + 2·sw, … So tap (c, i, j) of output pixe
     index[(c, i, j)] = (c·rows + i·dh)·pitch + ((j·dw) mod sw)·wq + (j·dw) div sw,
 
 with ``pitch = sw·wq``: for every step of the reduction, an output row's pixels are one
-contiguous run. An output row is then one ``gemm_block`` of depth C·kh·kw whose B rows are
-looked up in ``index`` (``simd._row_offset``) instead of lying ``ld`` apart in an im2col
-buffer: the copy writes each input value about once, where im2col writes it kh·kw times and
-the GEMM reads it back. Worth most where C is small (a network's first layer: kh·kw taps of
-3 channels, a short reduction over many pixels).
+contiguous run. An output row is then a GEMM of depth C·kh·kw whose B rows are looked up in
+``index`` instead of lying ``ld`` apart in an im2col buffer, copied an L1 chunk of columns
+at a time into a contiguous panel (``gemm.pack_panel``) that one ``gemm_block`` sweeps: the
+copy into the thread's buffer writes each input value about once, where im2col writes it
+kh·kw times and the GEMM reads it back. Worth most where C is small (a network's first
+layer: kh·kw taps of 3 channels, a short reduction over many pixels).
 """
 
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 from cnnir.backends.numba_cpu.kernels.conv import zero_flat
-from cnnir.backends.numba_cpu.kernels.gemm import NO_OFFSET, gemm_block
+from cnnir.backends.numba_cpu.kernels.gemm import (
+    NO_OFFSET,
+    chunk_columns,
+    gemm_block,
+    pack_panel,
+)
 from cnnir.backends.numba_cpu.kernels.jit import kernel, prange, tile_kernel
 from cnnir.backends.numba_cpu.kernels.stencil import split_row
 
@@ -56,7 +63,13 @@ def direct_band(packed, x, out, band, window, ep, index, padded):
                 src = ((n * channels + c) * height + iy) * width
                 split_row(pf, at, xf[src:src + width], width, pad_left, sw, pitch // sw)
     plane, outf = oh * ow, out.reshape(-1)
+    k = index.shape[0]
+    chunk = chunk_columns(k)
+    panel = np.empty(k * min(chunk, ow), np.float32)
     for y in range(y0, y1):
-        gemm_block((packed, NO_OFFSET), (pf, (y - y0) * sh * pitch, index),
-                   (outf, n * out_ch * plane + y * ow, plane), out_ch, ow, index.shape[0],
-                   NO_OFFSET, ep)
+        for j0 in range(0, ow, chunk):
+            width = min(chunk, ow - j0)
+            pack_panel(panel, (pf, (y - y0) * sh * pitch, index), j0, width, k)
+            gemm_block((packed, NO_OFFSET), (panel, NO_OFFSET, width),
+                       (outf, n * out_ch * plane + y * ow + j0, plane), out_ch, width, k,
+                       NO_OFFSET, ep)

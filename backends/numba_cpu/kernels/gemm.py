@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from numba import types
-from numba.extending import overload
 
 from cnnir.backends.numba_cpu.kernels.activation import activate_flat, clamp_bounds
 from cnnir.backends.numba_cpu.kernels.conv import im2col_rows
@@ -64,18 +62,16 @@ L1_CHUNK_BYTES = HOST.l1_bytes // 2  # B columns swept by every row block while 
 def gemm_block(a, b, c, rows, cols, k, s_off, ep):
     """``C[r, j] = act(scale[s_off + r]·(A·B)[r, j] + shift[s_off + r] (+ res))`` for r < rows,
     j < cols, on flat operands: ``a = (packed, offset)`` (``simd.pack_rows`` rows from
-    offset), ``b = (array, offset, ld)`` with ``B[i, j] = array[offset + i·ld + j]`` (or
-    ``offset + ld[i] + j`` for an index array ``ld``: ``simd._row_offset``), and
+    offset), ``b = (array, offset, ld)`` with ``B[i, j] = array[offset + i·ld + j]``, and
     ``c = (array, offset, ld)`` likewise; the residual is indexed like C's array. The
-    columns go in chunks that fit L1 (at least one NR-column panel), every row block
-    sweeping a chunk before the next; with several row blocks and PACK_MIN_STEPS steps or
-    more (or taps read through an offset table), each chunk is first copied into a
-    contiguous panel."""
+    columns go in chunks that fit L1 (``chunk_columns``), every row block sweeping a chunk
+    before the next; with several row blocks and PACK_MIN_STEPS steps or more, each chunk is
+    first copied into a contiguous panel, unless B's rows already lie that close."""
     packed, a_off = a
     out, o_off, ldo = c
     full = cols - cols % LANES
-    chunk = max(NR, L1_CHUNK_BYTES // (4 * k) // NR * NR)
-    pack = (rows > MR and k >= PACK_MIN_STEPS) or gathered(b)
+    chunk = chunk_columns(k)
+    pack = rows > MR and k >= PACK_MIN_STEPS and b[2] > chunk
     panel = np.empty(k * min(chunk, full) if pack else 0, np.float32)
     for j0 in range(0, full, chunk):
         j1 = min(full, j0 + chunk)
@@ -92,55 +88,40 @@ def gemm_block(a, b, c, rows, cols, k, s_off, ep):
 PACK_MIN_STEPS = 64
 
 
-def gathered(b) -> bool:
-    """Whether B's rows come through a table of offsets (``ld`` an index array: ``direct``);
-    decided by B's type when a kernel compiles (``_gathered``)."""
-    raise NotImplementedError("only called from kernels")
+@helper
+def chunk_columns(k):
+    """How many of B's columns a block takes at a time for a reduction of ``k`` steps: as
+    many whole NR-column panels as fit L1_CHUNK_BYTES, at least one."""
+    return max(NR, L1_CHUNK_BYTES // (4 * k) // NR * NR)
 
 
-@overload(gathered, inline="always")
-def _gathered(b):
-    indexed = isinstance(b.types[2], types.Array)
-    return lambda b: indexed
-
-
+@helper
 def chunk_source(b, j0, width, k, pack, panel):
     """Where a block's row blocks read B's columns [j0, j0 + width): ``(operand, first
-    column)``, ``pack_panel``'s copy when ``pack``. A gathered B is always copied: one
-    operand type, so that ``sweep``, inlined with the tiles' code, is compiled once per
-    ``gemm_block`` signature, not once per kind of operand."""
-    raise NotImplementedError("only called from kernels")
-
-
-@overload(chunk_source, inline="always")
-def _chunk_source(b, j0, width, k, pack, panel):
-    if isinstance(b.types[2], types.Array):
-        def copied(b, j0, width, k, pack, panel):
-            pack_panel(panel, b, j0, width, k)
-            return (panel, NO_OFFSET, width), 0
-        return copied
-
-    def strided(b, j0, width, k, pack, panel):
-        if pack:
-            pack_panel(panel, b, j0, width, k)
-            return (panel, NO_OFFSET, width), 0
-        return b, j0
-    return strided
+    column)``, ``pack_panel``'s copy when ``pack``."""
+    if pack:
+        pack_panel(panel, b, j0, width, k)
+        return (panel, NO_OFFSET, width), NO_OFFSET
+    return b, j0
 
 
 @helper
 def pack_panel(panel, b, j0, width, k):
-    """B's columns [j0, j0 + width) (whole vectors) into ``panel``, row after row. Every row
-    block of the GEMM sweeps them: read in place, k rows a plane apart map to a few L1 sets
-    and evict each other, and span more pages than the TLB holds. On a Zen 3 (AVX2), 1×1
-    convs of 256 channels ran at 103–152 GFLOP/s by plane size (3136 pixels best, 3200 worst)
-    and at 154–177 with the panel; ResNet's strided 3×3 layers at batch 1 got 15–28%
-    faster."""
+    """B's columns [j0, j0 + width) into ``panel``, row after row (``width`` apart). B's rows
+    are ``ld`` apart, or, for an int64 array ``ld``, at ``offset + ld[i]`` (``direct``'s
+    taps). Every row block of the GEMM sweeps the panel: read in place, k rows a plane apart
+    map to a few L1 sets and evict each other, and span more pages than the TLB holds. On a
+    Zen 3 (AVX2), 1×1 convs of 256 channels ran at 103–152 GFLOP/s by plane size (3136
+    pixels best, 3200 worst) and at 154–177 with the panel; ResNet's strided 3×3 layers at
+    batch 1 got 15–28% faster."""
     b_arr, b_off, ldb = b
+    full = width - width % LANES
     for i in range(k):
         src, dst = b_off + row_offset(ldb, i) + j0, i * width
-        for j in range(0, width, LANES):
+        for j in range(0, full, LANES):
             vstore(panel, dst + j, vload(b_arr, src + j))
+        for j in range(full, width):
+            panel[dst + j] = b_arr[src + j]
 
 
 @helper

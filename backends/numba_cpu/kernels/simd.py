@@ -265,16 +265,14 @@ def _typed_tile(emit, a_types: tuple, rest: tuple, a_loader, masked: bool = Fals
     ``_emit_column_tile``): ``a_types`` the types of its A arguments (the array first),
     ``rest`` those of (b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
     has_res, lo, hi); ``a_loader(context, builder, sig, args)`` returns the access to A that
-    ``emit`` takes. ``ldb`` is B's row stride, or an int64 array of each step's row offset
-    (B gathered: ``_row_offset``). ``masked``: a last argument, the lanes of the last vector
+    ``emit`` takes. ``masked``: a last argument, the lanes of the last vector
     column in use."""
-    b, ldb, c, scale, shift, res = rest[0], rest[2], rest[4], rest[8], rest[9], rest[11]
+    b, c, scale, shift, res = rest[0], rest[4], rest[8], rest[9], rest[11]
     if not all(_float32_array(t) for t in (a_types[0], b, c, scale, shift, res)):
         return None
     i = types.intp
-    indexed = _index_array(ldb)
-    sig = types.void(*a_types, b, i, ldb if indexed else i, i, c, i, i, i, scale, shift, i,
-                     res, types.boolean, types.float32, types.float32, *[i] * masked)
+    sig = types.void(*a_types, b, i, i, i, c, i, i, i, scale, shift, i, res, types.boolean,
+                     types.float32, types.float32, *[i] * masked)
     first = len(a_types)  # where B's arguments start
 
     def codegen(context, builder, sig, args):
@@ -282,7 +280,7 @@ def _typed_tile(emit, a_types: tuple, rest: tuple, a_loader, masked: bool = Fals
         pb = _data_ptr(context, builder, ty[0], arg[0], arg[1])
 
         def b_row(step):
-            return _element_ptr(builder, pb, _row_offset(context, builder, ty[2], arg[2], step))
+            return _element_ptr(builder, pb, builder.mul(step, arg[2]))
         pc = _data_ptr(context, builder, ty[4], arg[4], arg[5])
         p_res = _data_ptr(context, builder, ty[11], arg[11], arg[5])
         p_scale = _data_ptr(context, builder, ty[8], arg[8], arg[10])
@@ -331,7 +329,7 @@ def _packed_tile(emit, a_loader, masked: bool = False):
 def tile_intrinsic(vectors: int, masked: bool = False):
     """``tile(a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
     has_res, lo, hi)``: for r < rows (≤ MR) and j < vectors·LANES, with ``y = Σ_i a[a_off + i·MR
-    + r] · b[b_off + _row_offset(ldb, i) + j]``,
+    + r] · b[b_off + i·ldb + j]``,
     ``c[c_off + r·ldc + j] = clamp(scale[s_off + r]·y + shift[s_off + r] (+ res[c_off + r·ldc
     + j]), lo, hi)``. The clamp lets NaN through (``_clamp``); it is ReLU with lo = 0,
     hi = inf and ReLU6 with hi = 6. Arrays are float32 of any rank, offsets in elements from
@@ -379,16 +377,6 @@ def gather_tile_intrinsic(vectors: int):
     return tile
 
 
-def _row_offset(context, builder, ldb_type, ldb, step):
-    """Where B's row ``step`` (an intp) starts, in IR: ``step·ldb`` for a row stride,
-    ``ldb[step]`` for an int64 index array (a direct convolution's taps, each at its own
-    offset in a padded image)."""
-    if _index_array(ldb_type):
-        index = context.make_array(ldb_type)(context, builder, ldb).data
-        return builder.load(builder.gep(index, [step]))
-    return builder.mul(step, context.cast(builder, ldb, ldb_type, types.intp))
-
-
 @intrinsic
 def row_offset(typingctx, ldb, step):
     """Where B's row ``step`` starts: ``step·ldb`` for a row stride, ``ldb[step]`` for an int64
@@ -399,7 +387,10 @@ def row_offset(typingctx, ldb, step):
 
     def codegen(context, builder, sig, args):
         at = context.cast(builder, args[1], sig.args[1], types.intp)
-        return _row_offset(context, builder, sig.args[0], args[0], at)
+        if _index_array(sig.args[0]):
+            index = context.make_array(sig.args[0])(context, builder, args[0]).data
+            return builder.load(builder.gep(index, [at]))
+        return builder.mul(at, context.cast(builder, args[0], sig.args[0], types.intp))
 
     return types.intp(ldb, step), codegen
 

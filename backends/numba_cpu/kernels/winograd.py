@@ -1,22 +1,39 @@
-"""Winograd F(2×2, 3×3) for 3×3, stride-1, undilated convolutions (Lavin & Gray, 2015).
+"""Winograd F(2×2, 3×3) and F(4×4, 3×3) for 3×3, stride-1, undilated convolutions (Lavin &
+Gray, 2015).
 
-Each 2×2 output tile comes from a 4×4 input tile d: ``Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A``, so
-the 36 multiplies of direct convolution per tile and channel pair become 16, done as 16
-GEMMs ``M[k] = U[k] · V[k]`` (U: transformed weights [16, O, C], V: transformed input tiles
-[16, C, tiles]). With
+Each m×m output tile (m = ``tile``, 2 or 4) comes from an α×α input tile d (α = m + 2):
+``Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A``, so the 9m² multiplies of direct convolution per tile and
+channel pair become α², done as α² GEMMs ``M[k] = U[k] · V[k]`` (U: transformed weights
+[α², O, C], V: transformed input tiles [α², C, tiles]). F(2×2) saves 2.25× of the
+multiplies and writes 4 values of V per input value; F(4×4) saves 4× and writes 2.25, at the
+cost of a float32 error about ten times larger (still far inside the backend's tolerance).
+F(2×2) wins on small planes with few images, such as a ResNet's last stage at batch 1: there
+F(4×4)'s GEMMs would have fewer columns than a vector has lanes, and its transformed weights,
+read once per call, are 2.25× larger. With the points 0, ±1 (and ±2 for F(4×4)):
 
-    Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]
-    G  = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]
-    Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]
+    F(2×2): Bᵀ = [[1, 0, −1, 0], [0, 1, 1, 0], [0, −1, 1, 0], [0, 1, 0, −1]]
+            G  = [[1, 0, 0], [½, ½, ½], [½, −½, ½], [0, 0, 1]]
+            Aᵀ = [[1, 1, 1, 0], [0, 1, −1, −1]]
+    F(4×4): Bᵀ = [[4, 0, −5, 0, 1, 0], [0, −4, −4, 1, 1, 0], [0, 4, −4, −1, 1, 0],
+                  [0, −2, −1, 2, 1, 0], [0, 2, −1, −2, 1, 0], [0, 4, 0, −5, 0, 1]]
+            G  = [[¼, 0, 0], [−⅙, −⅙, −⅙], [−⅙, ⅙, −⅙], [1/24, 1/12, ⅙], [1/24, −1/12, ⅙],
+                  [0, 0, 1]]
+            Aᵀ = [[1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 0], [0, 1, 1, 4, 4, 0],
+                  [0, 1, −1, 8, −8, 1]]
 
-the transforms below are written out by hand (additions only, for B and A), one tile at a
-time. It wins over F(4×4, 3×3) (``winograd4``) on small planes with few images, such as a
-ResNet's last stage at batch 1: there F(4×4)'s GEMMs would have fewer columns than a vector
-has lanes, and its transformed weights, read once per call, are 2.25× larger.
+Both transforms run on chunks of CHUNK tiles: the input's over V's flat (channel, tile)
+order, so narrow planes still fill a chunk, and the output's along a row of tiles, whose
+output rows then get the epilogue. A chunk's α² values per tile sit CHUNK apart in a
+per-thread buffer, so every offset in the transform loops is a constant and LLVM vectorizes
+them over the tiles. The two variants share every kernel but the transforms, which are called
+(not inlined) by tile size: one compile of the chunk machinery serves both.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import numba
 import numpy as np
 
 from cnnir.backends.numba_cpu.kernels import simd
@@ -31,178 +48,332 @@ from cnnir.backends.numba_cpu.kernels.jit import (
 )
 from cnnir.backends.numba_cpu.kernels.simd import MR
 
-TILE = 2  # outputs per tile side
-POINTS = 16  # (TILE + 2)² products per tile and channel pair
-G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+CHUNK = 64  # tiles per transform pass
+MAX_POINTS = 36  # α² of the larger variant: the size of a chunk's buffers
 
 
-def transform_weights(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``U[4i + j, o, c] = (G w[o, c] Gᵀ)[i, j]``, in float64 then rounded to ``dtype``: at
-    compile time, and again after each training step changes the weights."""
-    u = np.empty((16, w.shape[0], w.shape[1]), dtype)
-    weight_tiles.sized(u.size)(np.ascontiguousarray(w), u)
-    return u
+class Variant(NamedTuple):
+    """One F(m×m, 3×3): ``tile`` = m outputs per tile side, ``g`` its α×3 weight transform."""
+
+    tile: int
+    g: np.ndarray
+
+    @property
+    def points(self) -> int:
+        """α²: the products per tile and channel pair, and the GEMMs per call."""
+        return (self.tile + 2) ** 2
 
 
-def packed_weights(w: np.ndarray) -> np.ndarray:
-    """``transform_weights(w)`` as ``simd.pack_rows`` lays out the A operand of the 16 GEMMs
+F2 = Variant(2, np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]]))
+F4 = Variant(4, np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                          [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]))
+
+
+# --- the weights ------------------------------------------------------------------------------
+
+
+def transform_weights(w: np.ndarray, dtype: np.dtype, variant: Variant) -> np.ndarray:
+    """``U[αi + j, o, c] = (G w[o, c] Gᵀ)[i, j]``, in float64 then rounded to ``dtype``."""
+    g = variant.g
+    u = np.einsum("ia,ocab,jb->ijoc", g, w.astype(np.float64), g, optimize=True)
+    return u.reshape(variant.points, *w.shape[:2]).astype(dtype)
+
+
+def packed_weights(w: np.ndarray, variant: Variant) -> np.ndarray:
+    """``transform_weights(w)`` as ``simd.pack_rows`` lays out the A operand of the α² GEMMs
     (rows padded to MR with zeros), in one pass."""
-    packed = np.zeros(16 * simd.padded_rows(w.shape[0]) * w.shape[1], np.float32)
-    pack_weights_into(w, packed)
+    packed = np.zeros(variant.points * simd.padded_rows(w.shape[0]) * w.shape[1], np.float32)
+    pack_weights_into(w, packed, variant)
     return packed
 
 
-def pack_weights_into(w: np.ndarray, packed: np.ndarray) -> None:
+def pack_weights_into(w: np.ndarray, packed: np.ndarray, variant: Variant) -> None:
     """Rewrite ``packed`` (``packed_weights``'s layout) from new weights; the padding rows
-    stay zero. On one thread, as ``winograd4`` does: both builds would add half a second to
-    the first compile."""
-    weight_tiles_packed.serial(np.ascontiguousarray(w), packed, simd.padded_rows(w.shape[0]))
+    stay zero. On one thread: a parallel build would add a second to the first compile."""
+    weight_tiles_packed.serial(np.ascontiguousarray(w), packed, simd.padded_rows(w.shape[0]),
+                               variant.g)
 
 
 @helper
-def expand3(a, b, c):
-    """``G·(a, b, c)``: the four entries G makes of a column (or row) of three."""
-    return a, 0.5 * (a + b + c), 0.5 * (a - b + c), c
+def row_times_column(g, i, f, j):
+    """(G·f)[i, j] in float64."""
+    return (g[i, 0] * np.float64(f[0, j]) + g[i, 1] * np.float64(f[1, j])
+            + g[i, 2] * np.float64(f[2, j]))
 
 
 @kernel
-def weight_tiles(w, u):
-    """``u[4i + j, o, c] = (G w[o, c] Gᵀ)[i, j]``: G along the columns, then along the rows."""
-    for o in prange(w.shape[0]):
-        for c in range(w.shape[1]):
-            g = w[o, c]  # G g by columns, in float64 (a helper returning them breaks parfors)
-            col0 = expand3(np.float64(g[0, 0]), np.float64(g[1, 0]), np.float64(g[2, 0]))
-            col1 = expand3(np.float64(g[0, 1]), np.float64(g[1, 1]), np.float64(g[2, 1]))
-            col2 = expand3(np.float64(g[0, 2]), np.float64(g[1, 2]), np.float64(g[2, 2]))
-            for i in range(4):
-                row = expand3(col0[i], col1[i], col2[i])
-                for j in range(4):
-                    u[4 * i + j, o, c] = row[j]
-
-
-@kernel
-def weight_tiles_packed(w, packed, m_pad):
-    """``weight_tiles`` written straight into ``simd.pack_rows``'s layout of ``U`` as 16
-    groups of ``[m_pad / MR][C][MR]``: element (k, o, c) at
-    ``((k·m_pad/MR + o/MR)·C + c)·MR + o mod MR``."""
-    outs, chans = w.shape[0], w.shape[1]
+def weight_tiles_packed(w, packed, m_pad, g):
+    """``U[αi + j, o, c] = (G w[o, c] Gᵀ)[i, j]`` in float64 (``g`` = G, α×3), written
+    straight into ``simd.pack_rows``'s layout of U as α² groups of ``[m_pad / MR][C][MR]``:
+    element (k, o, c) at ``((k·m_pad/MR + o/MR)·C + c)·MR + o mod MR``, the MR rows of a
+    block innermost so that each k's stores fill whole cache lines in turn."""
+    outs, chans, alpha = w.shape[0], w.shape[1], g.shape[0]
     blocks = m_pad // MR
-    for o in prange(outs):
-        block, lane = o // MR, o % MR
+    k_stride = blocks * chans * MR
+    for block in prange(blocks):
         for c in range(chans):
-            g = w[o, c]  # G g by columns, in float64 (a helper returning them breaks parfors)
-            col0 = expand3(np.float64(g[0, 0]), np.float64(g[1, 0]), np.float64(g[2, 0]))
-            col1 = expand3(np.float64(g[0, 1]), np.float64(g[1, 1]), np.float64(g[2, 1]))
-            col2 = expand3(np.float64(g[0, 2]), np.float64(g[1, 2]), np.float64(g[2, 2]))
-            for i in range(4):
-                row = expand3(col0[i], col1[i], col2[i])
-                for j in range(4):
-                    k = 4 * i + j
-                    packed[((k * blocks + block) * chans + c) * MR + lane] = row[j]
+            for o in range(block * MR, min(outs, block * MR + MR)):
+                at = (block * chans + c) * MR + o % MR
+                f = w[o, c]
+                for i in range(alpha):  # row i of G·f, then G along it
+                    r0 = row_times_column(g, i, f, 0)
+                    r1 = row_times_column(g, i, f, 1)
+                    r2 = row_times_column(g, i, f, 2)
+                    for j in range(alpha):
+                        packed[at + (alpha * i + j) * k_stride] = \
+                            g[j, 0] * r0 + g[j, 1] * r1 + g[j, 2] * r2
+
+
+# --- the transforms of a chunk of tiles -------------------------------------------------------
 
 
 @helper
-def load(plane, y, x, height, width):
-    if 0 <= y < height and 0 <= x < width:
-        return plane[y, x]
-    return 0.0
+def twice(value):
+    """2·value in value's own type (an integer literal factor would promote float32 to
+    float64, halving the vector lanes)."""
+    return value + value
 
 
-@kernel
-def input_tiles(x, v, pad_top, pad_left, th, tw):
-    """``v[k, c, t] = (Bᵀ d B)[k]`` for the 4×4 tile d at (2·ty − pad_top, 2·tx − pad_left),
-    plane by plane. (On wide planes, where vectorizing over a row of tiles would pay,
-    F(4×4, 3×3) is faster still.)"""
-    planes = x.shape[0] * x.shape[1]
-    for job in prange(job_count(planes)):
-        first, last = job_items(job, planes)
-        input_planes(x, v, first, last, pad_top, pad_left, th, tw)
+@helper
+def bt4(d):
+    """F(2×2)'s Bᵀ·d for a row (or column) of four."""
+    d0, d1, d2, d3 = d
+    return d0 - d2, d1 + d2, d2 - d1, d1 - d3
+
+
+@helper
+def at4(m):
+    """F(2×2)'s Aᵀ·m: the two outputs of a row (or column) of four."""
+    m0, m1, m2, m3 = m
+    return m0 + m1 + m2, m1 - m2 - m3
+
+
+@helper
+def bt6(d):
+    """F(4×4)'s Bᵀ·d for a row (or column) of six."""
+    d0, d1, d2, d3, d4, d5 = d
+    d4_d2, twice_d1_d3 = d4 - d2, twice(d1 - d3)
+    return (twice(twice(d0 - d2)) + d4_d2, d3 + d4 - twice(twice(d1 + d2)),
+            twice(twice(d1 - d2)) + d4 - d3, d4_d2 - twice_d1_d3, d4_d2 + twice_d1_d3,
+            twice(twice(d1 - d3)) + d5 - d3)
+
+
+@helper
+def at6(m):
+    """F(4×4)'s Aᵀ·m: the four outputs of a row (or column) of six."""
+    m0, m1, m2, m3, m4, m5 = m
+    s12, d12, s34, d34 = m1 + m2, m1 - m2, m3 + m4, m3 - m4
+    twice_d34 = twice(d34)
+    return (m0 + s12 + s34, d12 + twice_d34, s12 + twice(twice(s34)),
+            d12 + twice(twice(twice_d34)) + m5)
+
+
+@helper
+def four(buf, first):
+    """``buf[first + i·CHUNK]`` for i < 4: one row of a 4×4 tile, CHUNK apart."""
+    return buf[first], buf[first + CHUNK], buf[first + 2 * CHUNK], buf[first + 3 * CHUNK]
+
+
+@helper
+def six(buf, first):
+    """``buf[first + i·CHUNK]`` for i < 6: one row of a 6×6 tile, CHUNK apart."""
+    return (buf[first], buf[first + CHUNK], buf[first + 2 * CHUNK], buf[first + 3 * CHUNK],
+            buf[first + 4 * CHUNK], buf[first + 5 * CHUNK])
 
 
 @tile_kernel
-def input_planes(x, v, first, last, pad_top, pad_left, th, tw):
-    """``input_tiles`` of planes [first, last) (plane c·N + n: image n's channel c), one tile
-    at a time."""
-    n_img, height, width = x.shape[0], x.shape[2], x.shape[3]
-    for plane in range(first, last):
-        n, c = plane % n_img, plane // n_img
-        p = x[n, c]
-        for ty in range(th):
-            y0 = 2 * ty - pad_top
-            for tx in range(tw):
-                x0 = 2 * tx - pad_left
-                t = (n * th + ty) * tw + tx
-                # rows of Bᵀ d (a combination of input rows), each then times B
-                a0 = load(p, y0, x0, height, width)
-                a1 = load(p, y0, x0 + 1, height, width)
-                a2 = load(p, y0, x0 + 2, height, width)
-                a3 = load(p, y0, x0 + 3, height, width)
-                b0 = load(p, y0 + 1, x0, height, width)
-                b1 = load(p, y0 + 1, x0 + 1, height, width)
-                b2 = load(p, y0 + 1, x0 + 2, height, width)
-                b3 = load(p, y0 + 1, x0 + 3, height, width)
-                c0 = load(p, y0 + 2, x0, height, width)
-                c1 = load(p, y0 + 2, x0 + 1, height, width)
-                c2 = load(p, y0 + 2, x0 + 2, height, width)
-                c3 = load(p, y0 + 2, x0 + 3, height, width)
-                e0 = load(p, y0 + 3, x0, height, width)
-                e1 = load(p, y0 + 3, x0 + 1, height, width)
-                e2 = load(p, y0 + 3, x0 + 2, height, width)
-                e3 = load(p, y0 + 3, x0 + 3, height, width)
-                store_row(v, 0, c, t, a0 - c0, a1 - c1, a2 - c2, a3 - c3)
-                store_row(v, 4, c, t, b0 + c0, b1 + c1, b2 + c2, b3 + c3)
-                store_row(v, 8, c, t, c0 - b0, c1 - b1, c2 - b2, c3 - b3)
-                store_row(v, 12, c, t, b0 - e0, b1 - e1, b2 - e2, b3 - e3)
+def transform_input_f2(before, after, count):
+    """``after[k·CHUNK + t] = (Bᵀ d B)[k]`` for the 4×4 tiles d of ``before`` (the same
+    layout)."""
+    for t in range(count):
+        r0, r1 = bt4(four(before, t)), bt4(four(before, 4 * CHUNK + t))
+        r2, r3 = bt4(four(before, 8 * CHUNK + t)), bt4(four(before, 12 * CHUNK + t))
+        for j in range(4):  # Bᵀ down column j of d·B
+            col = bt4((r0[j], r1[j], r2[j], r3[j]))
+            for i in range(4):
+                after[(4 * i + j) * CHUNK + t] = col[i]
+
+
+@tile_kernel
+def transform_input_f4(before, after, count):
+    """``after[k·CHUNK + t] = (Bᵀ d B)[k]`` for the 6×6 tiles d of ``before``."""
+    for t in range(count):
+        r0, r1, r2 = bt6(six(before, t)), bt6(six(before, 6 * CHUNK + t)), \
+            bt6(six(before, 12 * CHUNK + t))
+        r3, r4, r5 = bt6(six(before, 18 * CHUNK + t)), bt6(six(before, 24 * CHUNK + t)), \
+            bt6(six(before, 30 * CHUNK + t))
+        for j in range(6):
+            col = bt6((r0[j], r1[j], r2[j], r3[j], r4[j], r5[j]))
+            for i in range(6):
+                after[(6 * i + j) * CHUNK + t] = col[i]
+
+
+@tile_kernel
+def transform_output_f2(before, after, count):
+    """``after[(2a + b)·CHUNK + t] = (Aᵀ m A)[a, b]`` for the 4×4 tiles m of ``before``."""
+    for t in range(count):
+        r0, r1 = at4(four(before, t)), at4(four(before, 4 * CHUNK + t))
+        r2, r3 = at4(four(before, 8 * CHUNK + t)), at4(four(before, 12 * CHUNK + t))
+        for b in range(2):
+            col = at4((r0[b], r1[b], r2[b], r3[b]))
+            after[b * CHUNK + t] = col[0]
+            after[(2 + b) * CHUNK + t] = col[1]
+
+
+@tile_kernel
+def transform_output_f4(before, after, count):
+    """``after[(4a + b)·CHUNK + t] = (Aᵀ m A)[a, b]`` for the 6×6 tiles m of ``before``."""
+    for t in range(count):
+        r0, r1, r2 = at6(six(before, t)), at6(six(before, 6 * CHUNK + t)), \
+            at6(six(before, 12 * CHUNK + t))
+        r3, r4, r5 = at6(six(before, 18 * CHUNK + t)), at6(six(before, 24 * CHUNK + t)), \
+            at6(six(before, 30 * CHUNK + t))
+        for b in range(4):
+            col = at6((r0[b], r1[b], r2[b], r3[b], r4[b], r5[b]))
+            for a in range(4):
+                after[(4 * a + b) * CHUNK + t] = col[a]
+
+
+# --- the chunk machinery, shared ----------------------------------------------------------------
+
+
+def scratch_shapes(out_h: int, out_w: int, tile: int) -> dict[str, tuple[int, ...]]:
+    """Per-thread scratch of the transforms: a chunk's tiles before and after, and one output
+    plane rounded up to whole tiles."""
+    return {"before": (MAX_POINTS * CHUNK,), "after": (MAX_POINTS * CHUNK,),
+            "plane": (tile * -(-out_h // tile) * tile * -(-out_w // tile),)}
 
 
 @helper
-def store_row(v, k, c, t, r0, r1, r2, r3):
-    """One row of Bᵀ d times B."""
-    v[k, c, t] = r0 - r2
-    v[k + 1, c, t] = r1 + r2
-    v[k + 2, c, t] = r2 - r1
-    v[k + 3, c, t] = r1 - r3
+def copy_rows(dst, d0, d_stride, src, s0, s_stride, count, rows):
+    """The rows of a tile chunk: ``dst[d0 + k·d_stride + i] = src[s0 + k·s_stride + i]`` for
+    k < rows, i < count."""
+    for k in range(rows):
+        to = dst[d0 + k * d_stride:d0 + k * d_stride + count]
+        fro = src[s0 + k * s_stride:s0 + k * s_stride + count]
+        for i in range(count):
+            to[i] = fro[i]
+
+
+@helper
+def gather_tile(before, i, plane, y0, x0, side):
+    """Tile i of a chunk: the ``side``×``side`` input values from (y0, x0), zero outside the
+    plane. Called with a constant ``side``, so the inner loops unroll."""
+    height, width = plane.shape
+    if 0 <= y0 and y0 + side <= height and 0 <= x0 and x0 + side <= width:
+        for r in range(side):
+            for j in range(side):
+                before[(side * r + j) * CHUNK + i] = plane[y0 + r, x0 + j]
+    else:
+        for r in range(side):
+            y = y0 + r
+            for j in range(side):
+                xx = x0 + j
+                inside = 0 <= y < height and 0 <= xx < width
+                before[(side * r + j) * CHUNK + i] = plane[y, xx] if inside else 0.0
+
+
+@tile_kernel
+def gather_tiles(before, x, first, count, grid):
+    """The input tiles of V's flat positions [first, first + count) (channel-major, then
+    image, tile row, tile column) into ``before``; ``grid`` = (tiles, th, tw, pad_top,
+    pad_left, tile)."""
+    tiles, th, tw, pad_top, pad_left, tile = grid
+    for i in range(count):
+        f = first + i
+        c, t = f // tiles, f % tiles
+        n, within = t // (th * tw), t % (th * tw)
+        y0 = tile * (within // tw) - pad_top
+        x0 = tile * (within % tw) - pad_left
+        if tile == 4:
+            gather_tile(before, i, x[n, c], y0, x0, 6)
+        else:
+            gather_tile(before, i, x[n, c], y0, x0, 4)
 
 
 @kernel
-def output_tiles(m, out, th, tw, ep):
-    """``out[n, o, 2ty + a, 2tx + b] = act(scale·(Aᵀ m A)[a, b] + shift (+ res))``, plane by
-    plane."""
+def input_tiles(x, v, grid, before, after):
+    """``v[k, c, t] = (Bᵀ d B)[k]`` for the α×α tile d at (m·ty − pad_top, m·tx − pad_left)
+    of image n, t = (n·th + ty)·tw + tx (``grid`` = (tiles, th, tw, pad_top, pad_left, m)),
+    chunk by chunk of v's flat [C, tiles] order."""
+    total = v.shape[1] * v.shape[2]
+    vf = v.reshape(-1)
+    tile = grid[5]
+    for q in prange((total + CHUNK - 1) // CHUNK):
+        tid = numba.get_thread_id()
+        gathered, transformed = before[tid], after[tid]
+        first = q * CHUNK
+        count = min(CHUNK, total - first)
+        gather_tiles(gathered, x, first, count, grid)
+        if tile == 4:
+            transform_input_f4(gathered, transformed, count)
+        else:
+            transform_input_f2(gathered, transformed, count)
+        copy_rows(vf, first, total, transformed, 0, CHUNK, count, v.shape[0])
+
+
+@helper
+def scatter_tile(plane, at, width, after, i, tile):
+    """Tile i of a chunk to ``plane`` from ``at`` (rows ``width`` apart). Called with a
+    constant ``tile``."""
+    for a in range(tile):
+        for b in range(tile):
+            plane[at + a * width + b] = after[(tile * a + b) * CHUNK + i]
+
+
+@tile_kernel
+def scatter_tiles(plane, after, t0, count, tw, tile):
+    """Tiles [t0, t0 + count) of a plane from ``after`` to their places in ``plane`` (whole
+    tiles, tile·tw wide)."""
+    width = tile * tw
+    ty, tx = t0 // tw, t0 % tw
+    for i in range(count):
+        at = tile * (ty * width + tx)
+        if tile == 4:
+            scatter_tile(plane, at, width, after, i, 4)
+        else:
+            scatter_tile(plane, at, width, after, i, 2)
+        tx += 1
+        if tx == tw:
+            tx, ty = 0, ty + 1
+
+
+@kernel
+def output_tiles(m, out, tiling, ep, before, after, plane):
+    """``out[n, o, m·ty + a, m·tx + b] = act(scale·(Aᵀ M A)[a, b] + shift (+ res))``
+    (``tiling`` = (tw, m)), plane by plane, each in the scratch of its thread
+    (``output_planes``)."""
     planes = out.shape[0] * out.shape[1]
     for job in prange(job_count(planes)):
         first, last = job_items(job, planes)
-        output_planes(m, out, first, last, th, tw, ep)
+        tid = numba.get_thread_id()
+        output_planes(m, out, first, last, tiling, ep, (before[tid], after[tid], plane[tid]))
 
 
 @tile_kernel
-def output_planes(m, out, first, last, th, tw, ep):
-    """``output_tiles`` of planes [first, last) (plane o·N + n: image n's channel o): one
-    tile at a time into the output plane, then the epilogue over it in place."""
+def output_planes(m, out, first, last, tiling, ep, scratch):
+    """``output_tiles`` of planes [first, last) (plane o·N + n: image n's channel o): chunk
+    by chunk of a plane's tiles, the outputs go to a plane of whole tiles (``scratch`` =
+    (gathered, transformed, plane)), then row by row through the epilogue."""
+    tw, tile = tiling
+    gathered, transformed, rows = scratch
     n_img, out_ch, oh, ow = out.shape
-    outf = out.reshape(-1)
-    for plane in range(first, last):
-        n, o = plane % n_img, plane // n_img
-        for ty in range(th):
-            y = 2 * ty
-            for tx in range(tw):
-                t = (n * th + ty) * tw + tx
-                xo = 2 * tx
-                # Aᵀ m, column by column
-                u0 = m[0, o, t] + m[4, o, t] + m[8, o, t]
-                u1 = m[1, o, t] + m[5, o, t] + m[9, o, t]
-                u2 = m[2, o, t] + m[6, o, t] + m[10, o, t]
-                u3 = m[3, o, t] + m[7, o, t] + m[11, o, t]
-                w0 = m[4, o, t] - m[8, o, t] - m[12, o, t]
-                w1 = m[5, o, t] - m[9, o, t] - m[13, o, t]
-                w2 = m[6, o, t] - m[10, o, t] - m[14, o, t]
-                w3 = m[7, o, t] - m[11, o, t] - m[15, o, t]
-                out[n, o, y, xo] = u0 + u1 + u2
-                if xo + 1 < ow:
-                    out[n, o, y, xo + 1] = u1 - u2 - u3
-                if y + 1 < oh:
-                    out[n, o, y + 1, xo] = w0 + w1 + w2
-                    if xo + 1 < ow:
-                        out[n, o, y + 1, xo + 1] = w1 - w2 - w3
-        d = (n * out_ch + o) * oh * ow
-        finish_flat(outf, d, outf, d, oh * ow, o, ep)
-        activate_flat(outf, d, oh * ow, ep)
+    points, tiles = m.shape[0], m.shape[2]
+    per_image = tiles // n_img
+    width = tile * tw
+    mf, outf = m.reshape(-1), out.reshape(-1)
+    for idx in range(first, last):
+        o, n = idx // n_img, idx % n_img
+        for t0 in range(0, per_image, CHUNK):
+            count = min(CHUNK, per_image - t0)
+            copy_rows(gathered, 0, CHUNK, mf, o * tiles + n * per_image + t0, out_ch * tiles,
+                      count, points)
+            if tile == 4:
+                transform_output_f4(gathered, transformed, count)
+            else:
+                transform_output_f2(gathered, transformed, count)
+            scatter_tiles(rows, transformed, t0, count, tw, tile)
+        for y in range(oh):
+            d = ((n * out_ch + o) * oh + y) * ow
+            finish_flat(outf, d, rows, y * width, ow, o, ep)
+            activate_flat(outf, d, ow, ep)

@@ -356,46 +356,46 @@ def test_batched_transpose_in_register_blocks_and_ragged_edges(shape) -> None:
         np.testing.assert_array_equal(dst, src.transpose(0, 2, 1))
 
 
-@pytest.mark.parametrize("shape", [(5, 3), (67, 9), (64, 72)])  # the last: parallel
+@pytest.mark.parametrize("shape", [(5, 3), (67, 9), (64, 72)])  # outputs: < MR, ragged, whole
 def test_winograd_weight_transform_and_packing_follow_the_formula(shape) -> None:
-    """U[4i + j, o, c] = (G w[o, c] Gᵀ)[i, j] in float64, then laid out as the micro-kernel's
-    A operand, directly and rewritten in place (the training step's refresh); F(4x4, 3x3)'s
-    likewise with its 6×3 G."""
+    """U[αi + j, o, c] = (G w[o, c] Gᵀ)[i, j] in float64, then laid out as the micro-kernel's
+    A operand, directly and rewritten in place (the training step's refresh), for F(2x2, 3x3)
+    and F(4x4, 3x3) with G written here from Lavin & Gray."""
     from cnnir.backends.numba_cpu.kernels import simd
     from cnnir.backends.numba_cpu.kernels import winograd as wk
-    from cnnir.backends.numba_cpu.kernels import winograd4 as wk4
 
     rng = np.random.default_rng(0)
     w = rng.standard_normal((*shape, 3, 3)).astype(np.float32)
     g2 = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
     g4 = np.array([[6, 0, 0], [-4, -4, -4], [-4, 4, -4], [1, 2, 4], [1, -2, 4], [0, 0, 24]]) / 24
-    for module, g in ((wk, g2), (wk4, g4)):
+    for variant, g in ((wk.F2, g2), (wk.F4, g4)):
         u = np.einsum("ia,ocab,jb->ijoc", g, w.astype(np.float64), g).reshape(-1, *shape)
-        np.testing.assert_allclose(module.transform_weights(w, np.float32),
+        np.testing.assert_allclose(wk.transform_weights(w, np.float32, variant),
                                    u.astype(np.float32), rtol=1e-6, atol=1e-7)
-        np.testing.assert_allclose(module.transform_weights(w.astype(np.float64), np.float64),
-                                   u, rtol=1e-14, atol=1e-15)
-        packed = module.packed_weights(w)
+        np.testing.assert_allclose(wk.transform_weights(w.astype(np.float64), np.float64,
+                                                        variant), u, rtol=1e-14, atol=1e-15)
+        packed = wk.packed_weights(w, variant)
         points = len(g) ** 2
         np.testing.assert_allclose(packed, simd.pack_rows(
             u.astype(np.float32).reshape(points * shape[0], shape[1]), points),
             rtol=1e-6, atol=1e-7)
         w2 = rng.standard_normal(w.shape).astype(np.float32)
-        module.pack_weights_into(w2, packed)
-        np.testing.assert_array_equal(packed, module.packed_weights(w2))
+        wk.pack_weights_into(w2, packed, variant)
+        np.testing.assert_array_equal(packed, wk.packed_weights(w2, variant))
 
 
-def test_winograd_f4x4_transforms_compute_a_3x3_correlation() -> None:
-    """The kernels' Bᵀ (``bt6``) and Aᵀ (``at6``) with G: Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A is the
-    valid 3×3 correlation of a 6×6 tile, in float64 to rounding."""
-    from cnnir.backends.numba_cpu.kernels import winograd4 as wk4
+@pytest.mark.parametrize("size", [4, 6])
+def test_winograd_transforms_compute_a_3x3_correlation(size) -> None:
+    """The kernels' Bᵀ (``bt4``, ``bt6``) and Aᵀ (``at4``, ``at6``) with G:
+    Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A is the valid 3×3 correlation of a tile, in float64 to rounding."""
+    from cnnir.backends.numba_cpu.kernels import winograd as wk
 
+    variant, bt_row, at_row = {4: (wk.F2, wk.bt4, wk.at4), 6: (wk.F4, wk.bt6, wk.at6)}[size]
     rng = np.random.default_rng(1)
-    d, g = rng.standard_normal((6, 6)), rng.standard_normal((3, 3))
-    bt = np.array([wk4.bt6.py_func(tuple(col)) for col in np.eye(6)]).T
-    at = np.array([wk4.at6.py_func(tuple(col)) for col in np.eye(6)]).T
-    y = at @ ((wk4.G @ g @ wk4.G.T) * (bt @ d @ bt.T)) @ at.T
-    want = [[np.sum(d[a:a + 3, b:b + 3] * g) for b in range(4)] for a in range(4)]
+    d, g = rng.standard_normal((size, size)), rng.standard_normal((3, 3))
+    bt = np.array([bt_row.py_func(tuple(col)) for col in np.eye(size)]).T
+    at = np.array([at_row.py_func(tuple(col)) for col in np.eye(size)]).T
+    y = at @ ((variant.g @ g @ variant.g.T) * (bt @ d @ bt.T)) @ at.T
+    out = size - 2
+    want = [[np.sum(d[a:a + 3, b:b + 3] * g) for b in range(out)] for a in range(out)]
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
-
-
