@@ -1,20 +1,25 @@
 """Compiling kernels in a second process while the first compile runs.
 
 With an empty disk cache, a network's first compile spends most of its time in Numba,
-compiling the kernels its layers need one after another on one core (about 30 s for
+compiling the kernels its layers need one after another on one core (about 20 s for
 ResNet-18). Importing the backend with a cold cache therefore starts
 ``warm.main()`` in a new Python process (``start_if_cold``): at the lowest CPU priority it
-compiles the kernels of typical CNN layers into the same disk cache, starting with those of a
-network's middle and last layers, while the compile that started it goes from the first; each
-loads from the cache what the other has already finished (Numba looks in the cache before
-compiling and writes its entries atomically). At the lowest priority it takes only what the
-first process leaves idle; the tuner's timings of microsecond kernels still feel it a little
-(SmallCIFAR tuned 15 times with the tuning cache off chose differently 4 times beside a
-lowest-priority busy loop, never on an idle core), and a choice it spoils stays remembered.
-ResNet-18's first compile measured 19.7–30.8 s without it and 13.5–21.0 s with it on a
-2-core Zen 4 (the spread is the host's: Numba's compile speed varies that much from minute
-to minute). The two processes' needs overlap; ``jit``'s per-kernel lock makes the second to
-want a kernel wait for the first instead of compiling it twice.
+compiles the kernels of typical CNN layers into the same disk cache, starting with the
+Winograd transforms and then a network's last layers, while the compile that started it goes
+from the stem; each loads from the cache what the other has already finished (Numba looks in
+the cache before compiling and writes its entries atomically). At the lowest priority it
+takes only what the first process leaves idle; the tuner's timings of microsecond kernels
+still feel it a little (SmallCIFAR tuned 15 times with the tuning cache off chose differently
+4 times beside a lowest-priority busy loop, never on an idle core), and a choice it spoils
+stays remembered. On a 2-core Zen 4, in alternating runs, ResNet-18's first compile measured
+11.9–14.2 s with it and 19.7–23.0 s without it (the spread is the host's: Numba's compile
+speed varies that much from minute to minute). The two processes' needs overlap; ``jit``'s
+per-kernel lock makes the second to want a kernel wait for the first instead of compiling it
+twice. Where they meet decides the time: with this list's order the first process, done with
+the stem, waited 1.9–2.4 s for the last Winograd kernel in two of three runs (7.9 s in a slow
+third); starting from the head it waited 0.2 s and 7.9 s, and starting with the GEMM block,
+as the list did before Winograd's variants shared their kernels, 10.9 s: the child was
+compiling what the first process wanted next.
 
 Handing the child the network being compiled (lowered from its last node, or from its
 first with the child skipping kernels the first process holds) compiles exactly that
