@@ -49,7 +49,6 @@ from cnnir.backends.numba_cpu.kernels.jit import (
 from cnnir.backends.numba_cpu.kernels.simd import MR
 
 CHUNK = 64  # tiles per transform pass
-MAX_POINTS = 36  # α² of the larger variant: the size of a chunk's buffers
 
 
 class Variant(NamedTuple):
@@ -67,6 +66,7 @@ class Variant(NamedTuple):
 F2 = Variant(2, np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]]))
 F4 = Variant(4, np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                           [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]))
+MAX_POINTS = F4.points  # the size of a chunk's buffers, shared by both variants
 
 
 # --- the weights ------------------------------------------------------------------------------

@@ -123,6 +123,12 @@ def tail_geometries() -> list[tuple]:
                 dict(padding=1)))
     out.append(("winograd-f4x4-3x3", (1, 4, 4, 4 * (nr + 1)), (2 * rows + 1, 4, 3, 3),
                 dict(padding=1)))
+    # ... and read in place when B's rows already lie within one L1 chunk (ld ≤ chunk): a
+    # small plane, few Winograd tiles
+    out.append(("pointwise-microkernel", (1, channels, 5, 5), (2 * rows + 1, channels, 1, 1),
+                {}))
+    out.append(("winograd-f2x2-3x3", (1, channels, 6, 6), (2 * rows + 1, channels, 3, 3),
+                dict(padding=1)))
     # pixel-gemm's panels of output channels: a full one and each shorter width, whole
     # vectors and a ragged one; rows one past a block; jobs cut by channel panels
     for channels in (nr + mid + lanes - 1, nr + 1, 2 * nr + lanes + 3):
