@@ -184,7 +184,7 @@ def activate_flat(out, d, count, ep):
         act_row(out[d:d + count], code, alpha)
 
 
-@kernel
+@kernel(allocates=True)
 def activation(x, out, code, alpha):
     """``out = act(x)`` over flat, contiguous arrays, in parallel chunks."""
     n = x.shape[0]

@@ -316,7 +316,7 @@ def pixel_or_zero(plane, y, x):
     return 0.0
 
 
-@kernel
+@kernel(allocates=True)
 def deform_col2im_coord(gcol, x, offset, mask, has_mask, goff, gmask, n, window,
                         offset_groups):
     """The offset and mask gradients of deform_conv2d for image n (torchvision's

@@ -44,7 +44,7 @@ def direct_conv(packed, x, out, bands, window, ep, index, padded):
         direct_band(packed, x, out, bands[job], window, ep, index, padded[tid])
 
 
-@tile_kernel
+@tile_kernel(allocates=True)
 def direct_band(packed, x, out, band, window, ep, index, padded):
     """``direct_conv``'s band (n, y0, y1) in one thread's buffers."""
     n, y0, y1 = band[0], band[1], band[2]

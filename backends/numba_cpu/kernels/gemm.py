@@ -58,7 +58,7 @@ NO_OFFSET = np.int64(0)
 L1_CHUNK_BYTES = HOST.l1_bytes // 2  # B columns swept by every row block while in L1
 
 
-@tile_kernel
+@tile_kernel(allocates=True)
 def gemm_block(a, b, c, rows, cols, k, s_off, ep):
     """``C[r, j] = act(scale[s_off + r]·(A·B)[r, j] + shift[s_off + r] (+ res))`` for r < rows,
     j < cols, on flat operands: ``a = (packed, offset)`` (``simd.pack_rows`` rows from

@@ -15,6 +15,14 @@ time (see "one compile of a kernel at a time").
 fastmath allows contraction and reassociation (vectorized reductions) but not
 ``nnan``/``ninf``: NaN must propagate as in PyTorch.
 
+Kernels are compiled without Numba's reference counting (NRT) unless they allocate. An array
+argument is borrowed for the whole call, so counting its references is pure overhead, and
+Numba's pass that pairs the increments with the decrements off misses those of an inlined
+helper that uses an array only in a branch: an atomic increment and decrement per vector
+were left in the 3×3 depthwise kernels' inner loops, which then ran 2.6× slower. A kernel
+that allocates an array (a panel, a row buffer, a slice assignment's temporary) says so with
+``allocates=True``; helpers inline into their callers and follow them.
+
 Numba's OpenMP workers keep libgomp's default wait policy: they spin briefly after a parallel
 loop, then sleep. A model runs dozens of short parallel kernels back to back, and waking a
 sleeping worker costs about 46 µs on this machine against 1.5 µs for a spinning one, which is
@@ -130,10 +138,12 @@ class _PackageCache(caching.FunctionCache):
     _impl_class = _PackageCacheImpl
 
 
-def _njit(fn: Callable, **options) -> Dispatcher:
-    """``numba.njit`` with cnnir's options and the package-keyed disk cache. A function with
-    no source file or no writable cache folder compiles without a disk cache."""
-    dispatcher = numba.njit(cache=False, fastmath=FASTMATH, nogil=True, **options)(fn)
+def _njit(fn: Callable, allocates: bool = False, **options) -> Dispatcher:
+    """``numba.njit`` with cnnir's options and the package-keyed disk cache, reference
+    counting only for a kernel that ``allocates``. A function with no source file or no
+    writable cache folder compiles without a disk cache."""
+    dispatcher = numba.njit(cache=False, fastmath=FASTMATH, nogil=True, _nrt=allocates,
+                            **options)(fn)
     if isinstance(dispatcher, Dispatcher):  # not when NUMBA_DISABLE_JIT is set
         try:
             dispatcher._cache = _PackageCache(fn)
@@ -231,12 +241,12 @@ class Kernel:
     run ``serial``, where starting the threads would cost more than the work they share:
     ``kernel.sized(n)(...)``."""
 
-    def __init__(self, fn: Callable) -> None:
-        self.parallel = _njit(fn, parallel=prange_only())
+    def __init__(self, fn: Callable, allocates: bool = False) -> None:
+        self.parallel = _njit(fn, allocates, parallel=prange_only())
         serial = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
                                     fn.__defaults__, fn.__closure__)
         serial.__qualname__ = fn.__qualname__ + "_serial"  # its own on-disk cache entry
-        self.serial = _njit(serial)
+        self.serial = _njit(serial, allocates)
         self.__doc__ = fn.__doc__
 
     def __call__(self, *args):
@@ -252,9 +262,12 @@ class Kernel:
         return self.parallel if jobs > 1 else self.serial
 
 
-def kernel(fn: Callable) -> Kernel:
-    """A parallel/serial pair of cached, shape-generic kernels (see ``Kernel``)."""
-    return Kernel(fn)
+def kernel(fn: Callable | None = None, *, allocates: bool = False) -> Kernel | Callable:
+    """A parallel/serial pair of cached, shape-generic kernels (see ``Kernel``):
+    ``@kernel``, or ``@kernel(allocates=True)`` for one that allocates arrays."""
+    if fn is None:
+        return functools.partial(Kernel, allocates=allocates)
+    return Kernel(fn, allocates)
 
 
 # --- tile kernels, called by address ---------------------------------------------------------
@@ -336,8 +349,8 @@ class TileKernel:
     """A serial, cached kernel that releases the GIL, compiled once per signature and called
     by address from other kernels (see above). From Python it is its dispatcher."""
 
-    def __init__(self, fn: Callable) -> None:
-        self.dispatcher = _njit(fn)
+    def __init__(self, fn: Callable, allocates: bool = False) -> None:
+        self.dispatcher = _njit(fn, allocates)
         self.__doc__ = fn.__doc__
         path = f"{fn.__module__}:{fn.__qualname__}"
         _TILE_KERNELS[path] = self.dispatcher
@@ -350,16 +363,20 @@ class TileKernel:
         return self.dispatcher(*args)
 
 
-def tile_kernel(fn: Callable) -> TileKernel:
+def tile_kernel(fn: Callable | None = None, *,
+                allocates: bool = False) -> TileKernel | Callable:
     """A serial, cached kernel that releases the GIL, run on its own tile: by several threads
-    at once, or called by other kernels, which link to it by address (``TileKernel``)."""
-    return TileKernel(fn)
+    at once, or called by other kernels, which link to it by address (``TileKernel``);
+    ``@tile_kernel(allocates=True)`` for one that allocates arrays."""
+    if fn is None:
+        return functools.partial(TileKernel, allocates=allocates)
+    return TileKernel(fn, allocates)
 
 
 def helper(fn: Callable) -> Dispatcher:
     """A small serial function inlined into kernels (cached like them, though only a direct
     call from Python compiles it on its own)."""
-    return _njit(fn, inline="always")
+    return _njit(fn, allocates=True, inline="always")
 
 
 prange = numba.prange

@@ -27,7 +27,7 @@ def nan_max(a, b):
     return a if (a > b or a != a) else b
 
 
-@kernel
+@kernel(allocates=True)
 def max_pool(x, out, window):
     """Separable: each input row's max over the window's columns first (``rows``), then each
     output row is the max over the window's rows of those, a contiguous and vectorizable

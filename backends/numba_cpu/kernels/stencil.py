@@ -628,7 +628,7 @@ def depthwise_row(dst, padded, y, w, o, ow, sh, sw, dh, dw):
                 dst[np.uint64(xo)] += wt * src[np.uint64(xo * sw) + base]
 
 
-@kernel
+@kernel(allocates=True)
 def depthwise(x, w, out, mult, window, ep, padded):
     """Any depthwise conv (``window`` = kh, kw, sh, sw, pad_top, pad_left, dh, dw) with a
     fused epilogue. Each plane is first copied into the interior of the thread's

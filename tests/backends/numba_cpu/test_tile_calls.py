@@ -149,3 +149,63 @@ def test_the_compile_lock_waits_for_its_holder_and_tolerates_file_systems_withou
     assert (tmp_path / "missing" / "deeper" / "k-3.lock").exists()
     with jit._compile_lock(str(tmp_path / "k-1.lock" / "under-a-file"), "k-4"):  # no folder
         pass
+
+
+REFCOUNTS = """\
+import json
+import numpy as np
+
+from cnnir.backends.numba_cpu.kernels.jit import helper, tile_kernel
+
+
+@helper
+def finish(out, i, channel):  # the arrays of a tuple, one used in a branch of an inlined
+    scale, res, has_res = channel  # helper: Numba's refcount pruning leaves the loop counting
+    y = out[i] * scale[0]
+    if has_res:
+        y += res[i]
+    out[i] = y
+
+
+@tile_kernel
+def borrowing(out, channel):
+    for i in range(out.shape[0]):
+        finish(out, i, channel)
+    return 0
+
+
+@tile_kernel(allocates=True)
+def allocating(out, channel):
+    for i in range(out.shape[0]):
+        finish(out, i, channel)
+    return 0
+
+
+results = {}
+for name, tile in (("borrowing", borrowing), ("allocating", allocating)):
+    out, scale, res = np.arange(4.0), np.full(1, 2.0), np.full(4, 0.5)
+    tile(out, (scale, res, True))
+    tile(out, (scale, res, False))
+    ir = tile.dispatcher.inspect_llvm(tile.dispatcher.signatures[0])
+    results[name] = {"out": out.tolist(),
+                     "refcount_calls": ir.count("@NRT_incref(") + ir.count("@NRT_decref(")}
+print(json.dumps(results))
+"""
+
+
+def test_kernels_leave_borrowed_arrays_uncounted_unless_they_allocate(tmp_path: Path) -> None:
+    """Reference counting of array arguments is compiled out of a kernel (its inner loops
+    paid an atomic increment and decrement per element); ``allocates=True`` keeps it."""
+    root, cache = package(tmp_path)
+    (root / "pkg" / "refcounts.py").write_text(REFCOUNTS)
+    path = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": os.pathsep.join(path)}
+    env.pop("NUMBA_DISABLE_JIT", None)
+    done = subprocess.run([sys.executable, "-m", "pkg.refcounts"], env=env, text=True,
+                          capture_output=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    runs = json.loads(done.stdout)
+    for run in runs.values():
+        assert run["out"] == [2 * (2 * i + 0.5) for i in range(4)]  # (2x + 0.5)·2
+    assert runs["borrowing"]["refcount_calls"] == 0
+    assert runs["allocating"]["refcount_calls"] > 0  # the case the test exists for
