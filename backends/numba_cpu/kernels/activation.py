@@ -184,7 +184,7 @@ def activate_flat(out, d, count, ep):
         act_row(out[d:d + count], code, alpha)
 
 
-@kernel(allocates=True)
+@kernel
 def activation(x, out, code, alpha):
     """``out = act(x)`` over flat, contiguous arrays, in parallel chunks."""
     n = x.shape[0]
@@ -192,9 +192,8 @@ def activation(x, out, code, alpha):
     for c in prange((n + chunk - 1) // chunk):
         lo = c * chunk
         hi = min(n, lo + chunk)
-        row = out[lo:hi]
-        row[:] = x[lo:hi]
-        act_row(row, code, alpha)
+        copy_flat(out, lo, x, lo, hi - lo)
+        act_row(out[lo:hi], code, alpha)
 
 
 @helper

@@ -66,16 +66,26 @@ def gemm_block(a, b, c, rows, cols, k, s_off, ep):
     ``c = (array, offset, ld)`` likewise; the residual is indexed like C's array. The
     columns go in chunks that fit L1 (``chunk_columns``), every row block sweeping a chunk
     before the next; with several row blocks and PACK_MIN_STEPS steps or more, each chunk is
-    first copied into a contiguous panel, unless B's rows already lie that close."""
+    first copied into a contiguous panel, unless B's rows already lie that close. Only the
+    panel is allocated here: the products run in ``gemm_panel_block``, compiled without
+    reference counting (see ``jit``), which would otherwise count the output's references
+    once per row of every tile."""
+    pack = rows > MR and k >= PACK_MIN_STEPS and b[2] > chunk_columns(k)
+    full = cols - cols % LANES
+    panel = np.empty(k * min(chunk_columns(k), full) if pack else 0, np.float32)
+    gemm_panel_block(a, b, c, rows, cols, k, s_off, ep, panel)
+
+
+@tile_kernel
+def gemm_panel_block(a, b, c, rows, cols, k, s_off, ep, panel):
+    """``gemm_block`` with its panel given (empty: B is read in place)."""
     packed, a_off = a
     out, o_off, ldo = c
     full = cols - cols % LANES
     chunk = chunk_columns(k)
-    pack = rows > MR and k >= PACK_MIN_STEPS and b[2] > chunk
-    panel = np.empty(k * min(chunk, full) if pack else 0, np.float32)
     for j0 in range(0, full, chunk):
         j1 = min(full, j0 + chunk)
-        source, first = chunk_source(b, j0, j1 - j0, k, pack, panel)
+        source, first = chunk_source(b, j0, j1 - j0, k, panel.shape[0] > 0, panel)
         for r0 in range(0, rows, MR):
             sweep((packed, a_off + r0 * k), min(MR, rows - r0), k, source, first,
                   first + j1 - j0, (out, o_off + r0 * ldo + j0 - first, ldo), s_off + r0, ep)

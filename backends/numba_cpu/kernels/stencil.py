@@ -628,7 +628,7 @@ def depthwise_row(dst, padded, y, w, o, ow, sh, sw, dh, dw):
                 dst[np.uint64(xo)] += wt * src[np.uint64(xo * sw) + base]
 
 
-@kernel(allocates=True)
+@kernel
 def depthwise(x, w, out, mult, window, ep, padded):
     """Any depthwise conv (``window`` = kh, kw, sh, sw, pad_top, pad_left, dh, dw) with a
     fused epilogue. Each plane is first copied into the interior of the thread's
@@ -640,7 +640,8 @@ def depthwise(x, w, out, mult, window, ep, padded):
     for t in prange(n_img * out_ch):
         n, o = t // out_ch, t % out_ch
         plane = padded[numba.get_thread_id()]
-        plane[pad_top:pad_top + height, pad_left:pad_left + width] = x[n, o // mult]
+        for y in range(height):
+            copy_flat(plane[pad_top + y], pad_left, x[n, o // mult, y], 0, width)
         for y in range(oh):
             row = out[n, o, y]
             if w.shape[2] == 3 and w.shape[3] == 3:
