@@ -110,8 +110,7 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value | Weight, out
             makers["pointwise-microkernel"] = lambda: pointwise_mk_step(b, x, wt, out, ep)
         else:
             makers["im2col-microkernel"] = lambda: im2col_mk_step(b, attrs, x, wt, out, ep)
-            if (attrs.groups == 1 and out.shape[3] >= simd.LANES
-                    and 4 * w.size <= DIRECT_MAX_WEIGHT_BYTES):
+            if attrs.groups == 1 and 4 * w.size <= DIRECT_MAX_WEIGHT_BYTES:
                 makers["direct-microkernel"] = lambda: direct_mk_step(b, attrs, x, wt, out, ep)
         if (attrs.groups == 1 and w[0].size >= PIXEL_GEMM_MIN_DEPTH
                 and out.shape[2] * out.shape[3] <= PIXEL_GEMM_MAX_PIXELS):
@@ -176,17 +175,17 @@ def im2col_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray
     return lambda: im2col_gemm(packed, x, out, bands, window, args, cols, filled)
 
 
-# The direct convolution reads all the weights once per output row: with 64 -> 64 channels
-# of 3x3 (147 KiB) it ran 1.35 ms on ResNet-18's 56x56 layer against im2col's 1.20; with
-# 3 -> 64 of 7x7 (37 KiB), the stem, 1.07 against 1.63, and 32 -> 64 of 3x3 (72 KiB) at 16x16
-# 61 us against 88. Rows narrower than a vector would run on the GEMM's tail alone.
-DIRECT_MAX_WEIGHT_BYTES = gk.TILE_BYTES // 8
+# The direct convolution reads all the weights once per chunk of pixels (an L1 panel): at
+# batch 8 it beat im2col, pixel-gemm and Winograd on every strided 3x3 layer of ResNet-18 up
+# to 256 -> 512 channels (4.7 MiB, 4.4 ms against 4.9), and at batch 1 on 64 -> 128 (568 us
+# against 823). Past this size the weights stream from L3 for every chunk.
+DIRECT_MAX_WEIGHT_BYTES = 8 * gk.TILE_BYTES
 
 
 def direct_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
                    ep: Epilogue) -> Step:
-    """k×k, ungrouped: per band of output rows, a padded copy of its input rows, then one GEMM
-    per output row with B read in place (``kernels.direct``)."""
+    """k×k, ungrouped: per band of output rows (and channels), a padded copy of its input
+    rows, then the GEMM of its pixels with B packed from there (``kernels.direct``)."""
     w = wt.array
     out_ch, channels, kh, kw = w.shape
     (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
@@ -194,10 +193,9 @@ def direct_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray
     oh, ow = out.shape[2:]
     # a phase row holds every input column and every column a tap of an output reads
     wq = max(ow + (kw - 1) * dw // sw, -(-(pad_left + x.shape[3]) // sw))
-    band = direct_band_rows(x.shape[0], oh, channels * sh * sw * wq, (kh - 1) * dh + 1)
-    rows = (band - 1) * sh + (kh - 1) * dh + 1
-    bands = np.array([(n, y0, min(oh, y0 + band)) for n in range(x.shape[0])
-                      for y0 in range(0, oh, band)], np.int64)
+    bands = direct_bands(x.shape[0], out.shape[1:], channels * sh * sw * wq,
+                         (kh - 1) * dh + 1, 2 * w.size * oh * ow * x.shape[0])
+    rows = int((bands[:, 2] - bands[:, 1]).max() - 1) * sh + (kh - 1) * dh + 1
     index = np.array([(c * rows + i * dh) * sw * wq + (j * dw) % sw * wq + j * dw // sw
                       for c in range(channels) for i in range(kh) for j in range(kw)], np.int64)
     padded = b.scratch((gk.THREADS, channels, rows, sw * wq),
@@ -209,15 +207,33 @@ def direct_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray
     return lambda: direct_conv(packed, x, out, bands, window, args, index, padded)
 
 
-def direct_band_rows(images: int, oh: int, floats_per_row: int, overlap: int) -> int:
-    """Output rows per band of ``direct_mk_step``: enough bands for the threads' static
-    schedule to even out (``4·THREADS`` in all where the images allow), a band's padded rows
-    (``floats_per_row`` each, ``overlap`` more than its output rows read) within half of L2."""
-    per_image = -(-4 * gk.THREADS // images)
-    band = max(1, -(-oh // per_image))
-    while band > 1 and 4 * floats_per_row * (band + overlap) > gk.TILE_BYTES // 2:
-        band -= 1
-    return band
+# Narrower bands split by output channels instead: SmallCIFAR's 64 -> 128 channels at 8x8,
+# batch 1, ran 50 us in two bands of 4 rows (32 pixels) and 54 in two of 64 channels (each
+# thread then copies and packs all of the input).
+DIRECT_MIN_BAND_PIXELS = 2 * simd.LANES
+
+
+def direct_bands(images: int, out_shape: tuple[int, int, int], floats_per_row: int,
+                 overlap: int, flops: int) -> np.ndarray:
+    """Bands (n, y0, y1, r0, r1) of ``direct_mk_step``: as many as the threads want
+    (``gk.parts_wanted``), of at least DIRECT_MIN_BAND_PIXELS where the plane allows, each
+    band's padded rows (``floats_per_row`` each, ``overlap`` more than its output rows read)
+    within half of L2, and a count the threads share evenly (a static schedule of 3 bands
+    on 2 threads runs at 2/3 speed). Where the images' rows give fewer bands than threads,
+    the output channels are split too."""
+    out_ch, oh, ow = out_shape
+    wanted = gk.parts_wanted(flops)
+    per_image = max(1, min(-(-wanted // images), oh // -(-DIRECT_MIN_BAND_PIXELS // ow)))
+    while (per_image < oh
+           and 4 * floats_per_row * (-(-oh // per_image) + overlap) > gk.TILE_BYTES // 2):
+        per_image += 1
+    while images * per_image > gk.THREADS and images * per_image % gk.THREADS and per_image < oh:
+        per_image += 1
+    channel_parts = min(-(-wanted // (images * per_image)), max(1, out_ch // (4 * simd.MR)))
+    y_cuts, r_cuts = gk.split(oh, per_image, 1), gk.split(out_ch, channel_parts, simd.MR)
+    return np.array([(n, y0, y1, r0, r1) for n in range(images)
+                     for y0, y1 in zip(y_cuts, y_cuts[1:]) for r0, r1 in zip(r_cuts, r_cuts[1:])],
+                    np.int64)
 
 
 # Below this reduction depth, pixel_gemm's transposing store costs as much as its products

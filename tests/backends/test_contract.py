@@ -36,8 +36,8 @@ def test_compiled_graphs_report_plan_and_choices(name: str) -> None:
     assert y.shape == (1, 4, 8, 8)
     if name == "numba":
         assert run.planned_bytes >= 2 * 4 * 3 * 8 * 8  # its input and output at least
-        assert set(run.choices.values()) <= {"im2col-microkernel", "winograd-f2x2-3x3",
-                                            "winograd-f4x4-3x3"}
+        assert set(run.choices.values()) <= {"im2col-microkernel", "direct-microkernel",
+                                            "winograd-f2x2-3x3", "winograd-f4x4-3x3"}
     else:
         assert run.planned_bytes is None and run.choices == {}
 

@@ -1,20 +1,23 @@
 """Dense convolutions on the micro-kernel with B read in place: no im2col.
 
-A job is a band of output rows (n, y0, y1). The input rows the band reads are copied into the
-thread's buffer, zero-padded and split by column phase (``stencil.split_row``): ``padded[c,
-r]`` holds padded input row y0·sh + r of channel c as sw phases of ``wq`` floats, phase b
-holding padded columns b, b + sw, b + 2·sw, … So tap (c, i, j) of output pixel (y, x) is at
+A job is a band of output rows (n, y0, y1) and output channels [r0, r1). The input rows the
+band reads are copied into the thread's buffer, zero-padded and split by column phase
+(``stencil.split_row``): ``padded[c, r]`` holds padded input row y0·sh + r of channel c as sw
+phases of ``wq`` floats, phase b holding padded columns b, b + sw, b + 2·sw, … So tap (c, i,
+j) of output pixel (y, x) is at
 
     index[(c, i, j)] + (y − y0)·sh·pitch + x,
     index[(c, i, j)] = (c·rows + i·dh)·pitch + ((j·dw) mod sw)·wq + (j·dw) div sw,
 
 with ``pitch = sw·wq``: for every step of the reduction, an output row's pixels are one
-contiguous run. An output row is then a GEMM of depth C·kh·kw whose B rows are looked up in
-``index`` instead of lying ``ld`` apart in an im2col buffer, copied an L1 chunk of columns
-at a time into a contiguous panel (``gemm.pack_panel``) that one ``gemm_block`` sweeps: the
-copy into the thread's buffer writes each input value about once, where im2col writes it
-kh·kw times and the GEMM reads it back. Worth most where C is small (a network's first
-layer: kh·kw taps of 3 channels, a short reduction over many pixels).
+contiguous run. The band's pixels, row after row, are then the columns of a GEMM of depth
+C·kh·kw whose B rows are looked up in ``index`` instead of lying ``ld`` apart in an im2col
+buffer, copied an L1 chunk of columns at a time into a contiguous panel (``pack_pixels``; a
+chunk spans rows where they are narrow, so 16- or 8-pixel rows still fill the micro-kernel's
+widest tiles) that the micro-kernel sweeps: the copy into the thread's buffer writes each
+input value about once, where im2col writes it kh·kw times and the GEMM reads it back. Worth
+most where C is small (a network's first layer: kh·kw taps of 3 channels, a short reduction
+over many pixels) or the plane is (the weights are read once per chunk, not per row).
 """
 
 from __future__ import annotations
@@ -29,16 +32,16 @@ from cnnir.backends.numba_cpu.kernels.gemm import (
     gemm_panel_block,
     pack_panel,
 )
-from cnnir.backends.numba_cpu.kernels.jit import kernel, prange, tile_kernel
+from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
 from cnnir.backends.numba_cpu.kernels.stencil import split_row
 
 
 @kernel
 def direct_conv(packed, x, out, bands, window, ep, index, padded):
     """An ungrouped convolution (``window`` = kh, kw, sh, sw, pad_top, pad_left, dh, dw) with
-    a fused epilogue; ``packed``: the weights as ``simd.pack_rows``; ``bands``: rows (n, y0,
-    y1); ``padded`` [threads, C, rows, pitch] zero outside the interiors it is given (see the
-    module docstring)."""
+    a fused epilogue; ``packed``: the weights as ``simd.pack_rows``; ``bands``: output rows
+    and channels (n, y0, y1, r0, r1); ``padded`` [threads, C, rows, pitch] zero outside the
+    interiors it is given (see the module docstring)."""
     for job in prange(bands.shape[0]):
         tid = numba.get_thread_id()
         direct_band(packed, x, out, bands[job], window, ep, index, padded[tid])
@@ -46,8 +49,8 @@ def direct_conv(packed, x, out, bands, window, ep, index, padded):
 
 @tile_kernel(allocates=True)
 def direct_band(packed, x, out, band, window, ep, index, padded):
-    """``direct_conv``'s band (n, y0, y1) in one thread's buffers."""
-    n, y0, y1 = band[0], band[1], band[2]
+    """``direct_conv``'s band (n, y0, y1, r0, r1) in one thread's buffers."""
+    n, y0, y1, r0, r1 = band[0], band[1], band[2], band[3], band[4]
     kh, _, sh, sw, pad_top, pad_left, dh, _ = window
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
@@ -62,16 +65,30 @@ def direct_band(packed, x, out, band, window, ep, index, padded):
             else:
                 src = ((n * channels + c) * height + iy) * width
                 split_row(pf, at, xf[src:src + width], width, pad_left, sw, pitch // sw)
-    plane, outf = oh * ow, out.reshape(-1)
     k = index.shape[0]
     chunk = chunk_columns(k)
+    pixels, outf = (y1 - y0) * ow, out.reshape(-1)
+    first = ((n * out_ch + r0) * oh + y0) * ow
     # allocated here rather than taken from the step's scratch: given as an argument, the
     # panel made MobileNetV2's stem (3 -> 32, stride 2, 112^2 out) 155 us at batch 1, not 128
-    panel = np.empty(k * min(chunk, ow), np.float32)
-    for y in range(y0, y1):
-        for j0 in range(0, ow, chunk):
-            width = min(chunk, ow - j0)
-            pack_panel(panel, (pf, (y - y0) * sh * pitch, index), j0, width, k)
-            gemm_panel_block((packed, NO_OFFSET), (panel, NO_OFFSET, width),
-                             (outf, n * out_ch * plane + y * ow + j0, plane), out_ch, width,
-                             k, NO_OFFSET, ep, panel[:0])
+    panel = np.empty(k * min(chunk, pixels), np.float32)
+    for p0 in range(0, pixels, chunk):
+        width = min(chunk, pixels - p0)
+        pack_pixels(panel, (pf, sh * pitch, index), p0, width, ow, k)
+        gemm_panel_block((packed, r0 * k), (panel, NO_OFFSET, width),
+                         (outf, first + p0, oh * ow), r1 - r0, width, k, r0, ep, panel[:0])
+
+
+@helper
+def pack_pixels(panel, taps, p0, width, ow, k):
+    """A band's output pixels [p0, p0 + width), counted row after row (``ow`` a row), into
+    ``panel``, tap after tap (``width`` apart): ``taps = (padded, row_step, index)`` puts tap
+    i of the band's pixel (r, x) at ``index[i] + r·row_step + x``. Pixels of several rows
+    share a panel, so that narrow rows still fill the micro-kernel's widest tiles."""
+    pf, row_step, index = taps
+    q, end = p0, p0 + width
+    while q < end:
+        r, x = q // ow, q % ow
+        count = min(ow - x, end - q)
+        pack_panel((panel, q - p0, width), (pf, r * row_step, index), x, count, k)
+        q += count

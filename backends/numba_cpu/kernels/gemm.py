@@ -23,6 +23,7 @@ from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_ke
 from cnnir.backends.numba_cpu.kernels.simd import (
     COLUMN_TILE_MAX,
     LANES,
+    MASKED_LOADS_NATIVE,
     MR,
     NR,
     TILE_VECTORS,
@@ -34,7 +35,10 @@ from cnnir.backends.numba_cpu.kernels.simd import (
     tile_part,
     tile_wide,
     vload,
+    vload_masked,
+    vmask,
     vstore,
+    vstore_masked,
 )
 
 THREADS = numba.config.NUMBA_NUM_THREADS
@@ -110,28 +114,34 @@ def chunk_source(b, j0, width, k, pack, panel):
     """Where a block's row blocks read B's columns [j0, j0 + width): ``(operand, first
     column)``, ``pack_panel``'s copy when ``pack``."""
     if pack:
-        pack_panel(panel, b, j0, width, k)
+        pack_panel((panel, NO_OFFSET, width), b, j0, width, k)
         return (panel, NO_OFFSET, width), NO_OFFSET
     return b, j0
 
 
 @helper
 def pack_panel(panel, b, j0, width, k):
-    """B's columns [j0, j0 + width) into ``panel``, row after row (``width`` apart). B's rows
-    are ``ld`` apart, or, for an int64 array ``ld``, at ``offset + ld[i]`` (``direct``'s
-    taps). Every row block of the GEMM sweeps the panel: read in place, k rows a plane apart
-    map to a few L1 sets and evict each other, and span more pages than the TLB holds. On a
-    Zen 3 (AVX2), 1×1 convs of 256 channels ran at 103–152 GFLOP/s by plane size (3136
-    pixels best, 3200 worst) and at 154–177 with the panel; ResNet's strided 3×3 layers at
-    batch 1 got 15–28% faster."""
+    """B's columns [j0, j0 + width) into ``panel = (array, offset, ld)``, row i at ``offset +
+    i·ld``. B's rows are ``ld`` apart, or, for an int64 array ``ld``, at ``offset + ld[i]``
+    (``direct``'s taps). Every row block of the GEMM sweeps the panel: read in place, k rows
+    a plane apart map to a few L1 sets and evict each other, and span more pages than the
+    TLB holds. On a Zen 3 (AVX2), 1×1 convs of 256 channels ran at 103–152 GFLOP/s by plane
+    size (3136 pixels best, 3200 worst) and at 154–177 with the panel; ResNet's strided 3×3
+    layers at batch 1 got 15–28% faster."""
+    p_arr, p_off, ldp = panel
     b_arr, b_off, ldb = b
     full = width - width % LANES
+    tail = vmask(0, width - full)
     for i in range(k):
-        src, dst = b_off + row_offset(ldb, i) + j0, i * width
+        src, dst = b_off + row_offset(ldb, i) + j0, p_off + i * ldp
         for j in range(0, full, LANES):
-            vstore(panel, dst + j, vload(b_arr, src + j))
-        for j in range(full, width):
-            panel[dst + j] = b_arr[src + j]
+            vstore(p_arr, dst + j, vload(b_arr, src + j))
+        if MASKED_LOADS_NATIVE:  # one masked vector (rows narrower than a vector: direct's)
+            if full < width:
+                vstore_masked(p_arr, dst + full, vload_masked(b_arr, src + full, tail), tail)
+        else:
+            for j in range(full, width):
+                p_arr[dst + j] = b_arr[src + j]
 
 
 @helper

@@ -73,6 +73,9 @@ def copy_vectors(dst, d, src, s, count):
 def split_row(phases, row_at, line, width, pad_left, stride, size):
     """One padded input row (``line``) into its ``stride`` phase planes, each starting at
     ``row_at`` in the phase of its column (``row_at`` already includes the row's phase)."""
+    if stride == 1:  # a contiguous copy (a runtime stride would not vectorize)
+        copy_flat(phases, row_at + pad_left, line, 0, width)
+        return
     if stride == 2:  # even and odd columns in one loop: LLVM vectorizes the pair of
         # stride-2 loads as one interleaved load, but not either one alone
         half = width // 2

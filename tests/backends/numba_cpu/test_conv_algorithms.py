@@ -37,8 +37,7 @@ GEOMETRIES = [
     ("im2col-microkernel", (1, 2, 5, 1), (3, 2, 3, 3), dict(stride=2, padding=1)),  # 1 wide
     ("im2col-microkernel", (1, 3, 9, 10), (4, 3, 5, 5), dict(stride=2, padding=2)),
     ("im2col-microkernel", (2, 2, 8, 9), (3, 2, 4, 4), dict(stride=2)),
-    # direct (output rows of at least one vector): bands of rows cut per image, a padded copy
-    # split by column phase
+    # direct: bands of rows cut per image, a padded copy split by column phase
     ("direct-microkernel", (2, 3, 9, 2 * L + 3), (12, 3, 3, 3), dict(stride=2, padding=1)),
     ("direct-microkernel", (1, 5, 10, L + 5), (9, 5, 3, 3), dict(padding=2, dilation=2)),
     ("direct-microkernel", (2, 3, 15, 2 * L + 7), (10, 3, 7, 7), dict(stride=2, padding=3)),
@@ -46,6 +45,11 @@ GEOMETRIES = [
     ("direct-microkernel", (1, 3, 9, 3 * L + 1), (4, 3, 5, 5), dict(stride=3, padding=2)),
     ("direct-microkernel", (3, 2, 8, 2 * L + 5), (3, 2, 4, 4), dict(stride=2)),  # unread columns
     ("direct-microkernel", (1, 3, 40, L + 1), (17, 3, 3, 3), dict(padding=1)),  # many bands
+    # rows narrower than a vector, several to a panel (masked copies); two bands of 15 rows,
+    # their panels ending mid-row; one band per thread of 32 and 35 output channels
+    ("direct-microkernel", (2, 5, 9, 5), (19, 5, 3, 3), dict(padding=1)),
+    ("direct-microkernel", (1, 16, 30, 6), (24, 16, 3, 3), dict(padding=1)),
+    ("direct-microkernel", (1, 64, 4, 4), (67, 64, 3, 3), dict(padding=1)),
     ("winograd-f2x2-3x3", (2, 6, 9, 11), (10, 6, 3, 3), dict(padding=1)),
     ("winograd-f2x2-3x3", (1, 5, 8, 8), (9, 5, 3, 3), {}),
     ("winograd-f2x2-3x3", (1, 4, 7, 6), (4, 4, 3, 3), dict(padding=2)),
@@ -405,3 +409,22 @@ def test_winograd_transforms_compute_a_3x3_correlation(size) -> None:
     out = size - 2
     want = [[np.sum(d[a:a + 3, b:b + 3] * g) for b in range(out)] for a in range(out)]
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("images,out_shape,flops", [
+    (1, (67, 4, 4), 1_234_000), (1, (64, 16, 16), 9_400_000), (3, (32, 112, 112), 10 ** 8),
+    (1, (32, 112, 112), 21_700_000), (8, (16, 7, 7), 500_000), (1, (8, 30, 6), 1_300_000)])
+def test_direct_bands_cover_every_output_once_in_even_shares(images, out_shape, flops) -> None:
+    """The direct convolution's bands (n, y0, y1, r0, r1) tile the outputs exactly, cut output
+    channels on micro-kernel row blocks, and are one or a multiple of the thread count."""
+    from cnnir.backends.numba_cpu.kernels.gemm import THREADS
+    from cnnir.backends.numba_cpu.lower_conv import direct_bands
+
+    out_ch, oh, ow = out_shape
+    bands = direct_bands(images, out_shape, 3 * (ow + 2), 2, flops)
+    seen = np.zeros((images, out_ch, oh), np.int64)
+    for n, y0, y1, r0, r1 in bands:
+        assert y0 < y1 and r0 < r1 and (r0 % simd.MR == 0)
+        seen[n, r0:r1, y0:y1] += 1
+    assert (seen == 1).all()
+    assert len(bands) <= THREADS or len(bands) % THREADS == 0
