@@ -34,9 +34,11 @@ from cnnir.backends.numba_cpu.kernels.simd import (
     tile_narrow,
     tile_part,
     tile_wide,
+    vfma,
     vload,
     vload_masked,
     vmask,
+    vsplat,
     vstore,
     vstore_masked,
 )
@@ -354,3 +356,62 @@ def linear_small_batch(x, w, shift, out, zero):
                 for i in range(k):
                     acc += row[i] * xs[i]
                 out[bi, o] = acc + shift[o]
+
+
+LINEAR_ROWS = 4  # x's rows per pass of linear_rows over the weights
+LINEAR_BLOCK = 2 * LANES  # output features per job of linear_rows
+
+
+@kernel
+def linear_rows(x, blocks, shift, out):
+    """``out = x·wᵀ + shift`` in float32 for a few rows: ``blocks`` [out' / LINEAR_BLOCK, in,
+    LINEAR_BLOCK] holds w's rows by blocks of LINEAR_BLOCK features, zero-padded to whole
+    blocks and transposed (each block's weights one contiguous run). Per block (in
+    parallel), LINEAR_ROWS rows at a time, so each weight vector loaded serves all of them,
+    where ``linear_small_batch``'s dot products load a weight and an input vector per
+    multiply-add and end in a horizontal sum."""
+    batch, k = x.shape
+    for block in prange(blocks.shape[0]):
+        for b0 in range(0, batch, LINEAR_ROWS):
+            linear_tile(x, blocks[block].reshape(-1), shift, out, block * LINEAR_BLOCK, b0, k)
+
+
+@helper
+def linear_tile(x, w, shift, out, o, b0, k):
+    """Features [o, o + LINEAR_BLOCK) of rows b0 … b0 + 3 of ``linear_rows``, their weights
+    ``w`` (a row past the last repeats it, unstored)."""
+    last = x.shape[0] - 1
+    r1, r2, r3 = min(b0 + 1, last), min(b0 + 2, last), min(b0 + 3, last)
+    m = out.shape[1]
+    s0 = vload_masked(shift, o, vmask(0, m - o))
+    s1 = vload_masked(shift, o + LANES, vmask(0, m - o - LANES))
+    a00, a01, a10, a11, a20, a21, a30, a31 = s0, s1, s0, s1, s0, s1, s0, s1
+    for i in range(k):
+        w0, w1 = vload(w, i * LINEAR_BLOCK), vload(w, i * LINEAR_BLOCK + LANES)
+        v = vsplat(x[b0, i])
+        a00, a01 = vfma(v, w0, a00), vfma(v, w1, a01)
+        v = vsplat(x[r1, i])
+        a10, a11 = vfma(v, w0, a10), vfma(v, w1, a11)
+        v = vsplat(x[r2, i])
+        a20, a21 = vfma(v, w0, a20), vfma(v, w1, a21)
+        v = vsplat(x[r3, i])
+        a30, a31 = vfma(v, w0, a30), vfma(v, w1, a31)
+    store_features(out, b0, o, a00, a01)
+    if b0 + 1 <= last:
+        store_features(out, r1, o, a10, a11)
+    if b0 + 2 <= last:
+        store_features(out, r2, o, a20, a21)
+    if b0 + 3 <= last:
+        store_features(out, r3, o, a30, a31)
+
+
+@helper
+def store_features(out, row, o, low, high):
+    """Two vectors into features [o, o + 2·LANES) of ``out``'s row, those it has."""
+    line, m = out[row], out.shape[1]
+    if o + 2 * LANES <= m:
+        vstore(line, o, low)
+        vstore(line, o + LANES, high)
+    else:
+        vstore_masked(line, o, low, vmask(0, m - o))
+        vstore_masked(line, o + LANES, high, vmask(0, m - o - LANES))

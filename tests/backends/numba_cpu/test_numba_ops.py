@@ -13,7 +13,9 @@ from op_cases import CASES, Case, make_inputs, outputs, reference, trace, untest
 from op_helpers import T, assert_close, fused_graph
 
 import cnnir
+from cnnir import nn
 from cnnir.backends.numba_cpu import KERNELS, UNSUPPORTED
+from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.ops import REGISTRY
 
 # The batch the Numba table used before the tables merged: its shapes are unchanged.
@@ -89,3 +91,18 @@ def test_every_fusable_activation_has_a_kernel_code() -> None:
 
     missing = {op.name for op in FUSABLE_ACTIVATIONS - ACTIVATIONS.keys()}
     assert not missing
+
+
+@pytest.mark.parametrize("rows", [2, 3, 5, 16])
+@pytest.mark.parametrize("features", [5, 2 * simd.LANES, 2 * simd.LANES + 3, 3 * simd.LANES + 1])
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_of_a_few_rows_matches_reference(rows: int, features: int, bias: bool) -> None:
+    """2 to 16 rows run four at a time over blocks of two vectors of features
+    (``gk.linear_rows``): rows past a multiple of four, features past a block (masked
+    stores and bias loads), with and without a bias."""
+    model = nn.Linear(37, features, bias=bias).eval()
+    x = np.random.default_rng(rows).standard_normal((rows, 37)).astype(np.float32)
+    got = cnnir.compile(model, x.shape)(x)
+    ref = cnnir.compile(model, x.shape, backend="reference")(x.astype(np.float64))
+    assert got.shape == (rows, features)
+    assert_close(got, ref, 37)
