@@ -19,6 +19,7 @@ from cnnir import ops
 from cnnir.backends.lowering import Builder
 from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels.activation import Act
+from cnnir.backends.numba_cpu.kernels.jit import bound
 from cnnir.ir import Node
 from cnnir.ops import OpDef
 
@@ -95,4 +96,4 @@ def epilogue_step(src: np.ndarray, out: np.ndarray, ep: Epilogue) -> Callable[[]
     src3, out3 = as3d(src), as3d(out)
     args = ep.args()
     kernel = ak.epilogue.sized(out3.size)
-    return lambda: kernel(src3, out3, args)
+    return bound(kernel, src3, out3, args)

@@ -19,6 +19,7 @@ from cnnir.backends.lowering import Builder, Step
 from cnnir.backends.numba_cpu.epilogue import ACTIVATIONS, activation_code, as3d
 from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels.activation import Act, ParamAct
+from cnnir.backends.numba_cpu.kernels.jit import bound
 from cnnir.backends.numba_cpu.program import lower, unary
 from cnnir.ir import Node
 from cnnir.ops import OpDef
@@ -28,7 +29,7 @@ from cnnir.ops import activation as activation_ops
 def activation_step(x: np.ndarray, out: np.ndarray, code: Act, alpha: float) -> Step:
     flat_x, flat_out = x.reshape(-1), out.reshape(-1)
     kernel = ak.activation.sized(out.size)
-    return lambda: kernel(flat_x, flat_out, int(code), float(alpha))
+    return bound(kernel, flat_x, flat_out, int(code), float(alpha))
 
 
 def elementwise(b: Builder, node: Node) -> Step:
@@ -57,7 +58,7 @@ def param_elementwise(b: Builder, node: Node) -> Step:
     x, out = (a.reshape(-1) for a in unary(b, node))
     kernel = ak.param_activation.sized(out.size)
     args = param_code(node.op, node.attrs)
-    return lambda: kernel(x, out, *args)
+    return bound(kernel, x, out, *args)
 
 
 for _op in PARAM_ACTIVATIONS:
@@ -89,7 +90,7 @@ def prelu(b: Builder, node: Node) -> Step:
     slope = b.derived([weight], ("prelu", channels), lambda: np.ascontiguousarray(
         np.broadcast_to(w, (channels,)), b.dtype))
     kernel = ak.slopes.sized(out.size)
-    return lambda: kernel(x3, out3, slope, True)
+    return bound(kernel, x3, out3, slope, True)
 
 
 @lower(ops.rrelu)

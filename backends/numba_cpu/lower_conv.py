@@ -57,6 +57,7 @@ from cnnir.backends.numba_cpu.kernels import pixel_gemm as pgk
 from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels import stencil as sk
 from cnnir.backends.numba_cpu.kernels import winograd as wk
+from cnnir.backends.numba_cpu.kernels.jit import bound
 from cnnir.backends.numba_cpu.program import lower
 from cnnir.ir import Node, Value
 from cnnir.ops.conv import (
@@ -154,7 +155,7 @@ def pointwise_mk_step(b: Builder, x: np.ndarray, wt: Weight, out: np.ndarray,
     blocks = gk.gemm_blocks(n_img, m, k, p, 0, k * p, m * p)
     xf, outf, args = x.reshape(-1), out.reshape(-1), ep.args()
     gemm_kernel = gk.gemm.over(len(blocks))
-    return lambda: gemm_kernel(packed, k, xf, p, outf, p, blocks, args)
+    return bound(gemm_kernel, packed, k, xf, p, outf, p, blocks, args)
 
 
 def im2col_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
@@ -172,7 +173,7 @@ def im2col_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray
     window, args = window_of(attrs, (kh, kw)), ep.args()
     filled = np.zeros(gk.THREADS, np.int64)
     im2col_gemm = gk.im2col_gemm.over(len(bands))
-    return lambda: im2col_gemm(packed, x, out, bands, window, args, cols, filled)
+    return bound(im2col_gemm, packed, x, out, bands, window, args, cols, filled)
 
 
 # The direct convolution reads all the weights once per chunk of pixels (an L1 panel): at
@@ -204,7 +205,7 @@ def direct_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray
     packed = wt.derived(("rows", 1), lambda: simd.pack_rows(w.reshape(out_ch, -1)))
     window, args = window_of(attrs, (kh, kw)), ep.args()
     direct_conv = dk.direct_conv.over(len(bands))
-    return lambda: direct_conv(packed, x, out, bands, window, args, index, padded)
+    return bound(direct_conv, packed, x, out, bands, window, args, index, padded)
 
 
 # Narrower bands split by output channels instead: SmallCIFAR's 64 -> 128 channels at 8x8,
@@ -266,7 +267,7 @@ def pixel_gemm_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarra
     scratch = (padded, tiles, np.zeros(gk.THREADS, np.int64))
     unit = (np.ones(simd.MR, np.float32), np.zeros(simd.MR, np.float32))
     kernel, args = pgk.pixel_gemm.over(len(jobs)), ep.args()
-    return lambda: kernel(panels, x, out, jobs, geometry, args, scratch, unit)
+    return bound(kernel, panels, x, out, jobs, geometry, args, scratch, unit)
 
 
 def padded_extent(attrs, x: np.ndarray, kernel_size: tuple[int, int],
@@ -289,7 +290,7 @@ def depthwise_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndar
     mult = w.shape[0] // x.shape[1]
     window, args = window_of(attrs, w.shape[2:]), ep.args()
     kernel = sk.depthwise.sized(out.size * w.shape[2] * w.shape[3])
-    return lambda: kernel(x, w, out, mult, window, args, padded)
+    return bound(kernel, x, w, out, mult, window, args, padded)
 
 
 def depthwise3x3_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
@@ -302,7 +303,7 @@ def depthwise3x3_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.n
     acc = b.scratch((gk.THREADS, gk.own_lines(width + slack)), owner=("depthwise-row", width))
     mult, stride, args = w.shape[0] // x.shape[1], attrs.stride[0], ep.args()
     kernel = sk.depthwise3x3_same.sized(out.size * 9 * stride * stride)
-    return lambda: kernel(x, w, out, mult, stride, args, planes, acc)
+    return bound(kernel, x, w, out, mult, stride, args, planes, acc)
 
 
 def depthwise3x3_masked_step(b: Builder, x: np.ndarray, w: np.ndarray, out: np.ndarray,
@@ -313,7 +314,7 @@ def depthwise3x3_masked_step(b: Builder, x: np.ndarray, w: np.ndarray, out: np.n
     masks = b.derived([], ("tap-masks", height, width), lambda: sk.tap_masks(height, width))
     mult, args = w.shape[0] // x.shape[1], ep.args()
     kernel = sk.depthwise3x3_masked.sized(out.size * 9)
-    return lambda: kernel(x, w, out, mult, args, masks)
+    return bound(kernel, x, w, out, mult, args, masks)
 
 
 def depthwise3x3_rows_step(attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
@@ -322,7 +323,7 @@ def depthwise3x3_rows_step(attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
     scratch (``sk.depthwise3x3_rows``)."""
     mult, stride, args = w.shape[0] // x.shape[1], attrs.stride[0], ep.args()
     kernel = sk.depthwise3x3_rows.sized(out.size * 9)
-    return lambda: kernel(x, w, out, mult, stride, args)
+    return bound(kernel, x, w, out, mult, stride, args)
 
 
 def phase_scratch(b: Builder, attrs, x: np.ndarray, kernel_size: tuple[int, int],
@@ -351,7 +352,7 @@ def depthwise_phases_step(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: 
     mult, stride, args = w.shape[0] // x.shape[1], attrs.stride[0], ep.args()
     pad_top, pad_left = attrs.padding[:2]
     kernel = sk.depthwise_phases.sized(out.size * w.shape[2] * w.shape[3])
-    return lambda: kernel(x, w, out, mult, stride, pad_top, pad_left, args, phases, acc)
+    return bound(kernel, x, w, out, mult, stride, pad_top, pad_left, args, phases, acc)
 
 
 def pointwise_step(x: np.ndarray, w: np.ndarray, out: np.ndarray, ep: Epilogue) -> Step:
@@ -582,7 +583,7 @@ def expand_depthwise_step(b: Builder, node: Node, depthwise: Node) -> Step:
     w, ep_expand = b.array(depthwise.inputs[1]), fused_epilogue(b, node, channels).args()
     ep_depthwise = fused_epilogue(b, depthwise, channels).args()
     kernel = ek.expand_depthwise.over(len(bands))
-    return lambda: kernel(packed, x, w, out, bands, stride, ep_expand, ep_depthwise, buffers)
+    return bound(kernel, packed, x, w, out, bands, stride, ep_expand, ep_depthwise, buffers)
 
 
 def flipped_transpose_weight(w: np.ndarray, groups: int,

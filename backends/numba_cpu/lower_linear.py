@@ -17,6 +17,7 @@ from cnnir.backends.numba_cpu.blas import matmul as gemm
 from cnnir.backends.numba_cpu.blas import single_threaded_blas
 from cnnir.backends.numba_cpu.epilogue import epilogue_step, fused_epilogue
 from cnnir.backends.numba_cpu.kernels import gemm as gk
+from cnnir.backends.numba_cpu.kernels.jit import bound
 from cnnir.backends.numba_cpu.program import lower
 from cnnir.ir import Node, Value
 
@@ -31,11 +32,11 @@ def linear_step(b: Builder, x: np.ndarray, weight: Value, shift: np.ndarray | No
     if 2 <= x2.shape[0] <= gk.SMALL_BATCH and b.dtype == np.float32:
         blocks = b.derived([weight], "feature-blocks", lambda: feature_blocks(w))
         kernel = gk.linear_rows.sized(w.size)
-        return lambda: kernel(x2, blocks, shift, out2)
+        return bound(kernel, x2, blocks, shift, out2)
     if x2.shape[0] <= gk.SMALL_BATCH:
         kernel = gk.linear_small_batch.sized(w.size)
         zero = b.dtype.type(0)
-        return lambda: kernel(x2, w, shift, out2, zero)
+        return bound(kernel, x2, w, shift, out2, zero)
     wt = b.derived([weight], "transposed", lambda: np.ascontiguousarray(w.T))
 
     def step() -> None:

@@ -23,6 +23,7 @@ from cnnir.backends.numba_cpu.kernels import pool as pk
 from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels import stencil as sk
 from cnnir.backends.numba_cpu.kernels.host import HOST
+from cnnir.backends.numba_cpu.kernels.jit import bound
 from cnnir.backends.numba_cpu.lower_conv import phase_scratch, window_of
 from cnnir.backends.numba_cpu.program import lower, unary
 from cnnir.ir import Node
@@ -75,7 +76,7 @@ def max_pool_candidates(b: Builder, a, in_hw: tuple[int, ...],
 def max_pool_2x2_step(x: np.ndarray, out: np.ndarray) -> Step:
     """2×2 windows of stride 2 tiling the image (``pk.max_pool_2x2``)."""
     kernel = pk.max_pool_2x2.sized(x.size)
-    return lambda: kernel(x, out)
+    return bound(kernel, x, out)
 
 
 def max_pool_phases_step(b: Builder, a, x: np.ndarray, out: np.ndarray) -> Step:
@@ -83,7 +84,7 @@ def max_pool_phases_step(b: Builder, a, x: np.ndarray, out: np.ndarray) -> Step:
     phases, acc = phase_scratch(b, a, x, a.kernel_size, out, -np.inf)
     (kh, kw), stride, (pad_top, pad_left) = a.kernel_size, a.stride[0], a.padding
     kernel = sk.max_pool_phases.sized(out.size * kh * kw)
-    return lambda: kernel(x, out, kh, kw, stride, pad_top, pad_left, phases, acc)
+    return bound(kernel, x, out, kh, kw, stride, pad_top, pad_left, phases, acc)
 
 
 def max_pool_rows_step(b: Builder, a, x: np.ndarray, out: np.ndarray) -> Step:
@@ -96,7 +97,7 @@ def max_pool_rows_step(b: Builder, a, x: np.ndarray, out: np.ndarray) -> Step:
     rows.fill(-np.inf)
     window = (kh, kw, stride, pad_top, pad_left)
     kernel = sk.max_pool_rows.sized(out.size * kh * kw)
-    return lambda: kernel(x, out, window, rows)
+    return bound(kernel, x, out, window, rows)
 
 
 @lower(ops.avg_pool2d)
@@ -106,7 +107,7 @@ def avg_pool2d(b: Builder, node: Node) -> Step:
     window = window_of(a, a.kernel_size)
     kernel = pk.avg_pool.sized(out.size * a.kernel_size[0] * a.kernel_size[1])
     divisor = a.divisor_override or 0
-    return lambda: kernel(x, out, window, a.count_include_pad, divisor)
+    return bound(kernel, x, out, window, a.count_include_pad, divisor)
 
 
 @lower(pool_ops.max_pool2d_grad)
@@ -156,7 +157,7 @@ def adaptive_step(b: Builder, node: Node, is_max: bool) -> Step:
     x, out = unary(b, node)
     kernels = pk.global_pool if out.shape[2:] == (1, 1) else pk.adaptive_pool
     kernel = kernels.sized(x.size)
-    return lambda: kernel(x, out, is_max)
+    return bound(kernel, x, out, is_max)
 
 
 lower(ops.adaptive_avg_pool2d)(lambda b, node: adaptive_step(b, node, is_max=False))
@@ -205,10 +206,10 @@ def interpolate(b: Builder, node: Node) -> Step:
     w0, w1, lw = source_index_table(node.attrs, 1, x.shape[3], out.shape[3])
     if node.attrs.mode != "bilinear":
         nearest = pk.resample_nearest.sized(out.size)
-        return lambda: nearest(x, out, h0, w0)
+        return bound(nearest, x, out, h0, w0)
     lh, lw = lh.astype(b.dtype), lw.astype(b.dtype)
     resample = pk.resample.sized(out.size)
-    return lambda: resample(x, out, h0, h1, lh, w0, w1, lw)
+    return bound(resample, x, out, h0, h1, lh, w0, w1, lw)
 
 
 @lower(pool_ops.interpolate_grad)

@@ -209,3 +209,22 @@ def test_kernels_leave_borrowed_arrays_uncounted_unless_they_allocate(tmp_path: 
         assert run["out"] == [2 * (2 * i + 0.5) for i in range(4)]  # (2x + 0.5)·2
     assert runs["borrowing"]["refcount_calls"] == 0
     assert runs["allocating"]["refcount_calls"] > 0  # the case the test exists for
+
+
+def test_a_bound_step_reads_its_arrays_at_each_call() -> None:
+    """``jit.bound`` resolves a kernel's build once, when the step is made; the arrays it
+    holds are read at each call, so values written into them in place between calls count,
+    as they do for a lambda calling the kernel."""
+    import numpy as np
+
+    from cnnir.backends.numba_cpu.kernels import activation as ak
+    from cnnir.backends.numba_cpu.kernels.jit import bound
+
+    x = np.array([-2.0, 0.5, 3.0], np.float32)
+    out = np.zeros(3, np.float32)
+    step = bound(ak.activation.serial, x, out, int(ak.Act.RELU), 0.0)
+    step()
+    np.testing.assert_array_equal(out, [0.0, 0.5, 3.0])
+    x[:] = [4.0, -1.0, -0.25]
+    step()
+    np.testing.assert_array_equal(out, [4.0, 0.0, 0.0])
