@@ -27,13 +27,11 @@ def linear_step(b: Builder, x: np.ndarray, weight: Value, shift: np.ndarray | No
     """``out2 = x·wᵀ (+ shift)`` over the rows of ``x`` flattened to [rows, in_features]."""
     w = b.array(weight)
     x2 = x.reshape(-1, w.shape[1])
-    if shift is None and x2.shape[0] <= gk.SMALL_BATCH:
-        shift = np.zeros(w.shape[0], b.dtype)
-    if 2 <= x2.shape[0] <= gk.SMALL_BATCH and b.dtype == np.float32:
-        blocks = b.derived([weight], "feature-blocks", lambda: feature_blocks(w))
-        kernel = gk.linear_rows.sized(w.size)
-        return bound(kernel, x2, blocks, shift, out2)
     if x2.shape[0] <= gk.SMALL_BATCH:
+        shift = shift if shift is not None else np.zeros(w.shape[0], b.dtype)
+        if x2.shape[0] > 1 and b.dtype == np.float32:
+            blocks = b.derived([weight], "feature-blocks", lambda: feature_blocks(w))
+            return bound(gk.linear_rows.sized(w.size), x2, blocks, shift, out2)
         kernel = gk.linear_small_batch.sized(w.size)
         zero = b.dtype.type(0)
         return bound(kernel, x2, w, shift, out2, zero)

@@ -69,8 +69,9 @@ def direct_band(packed, x, out, band, window, ep, index, padded):
     chunk = chunk_columns(k)
     pixels, outf = (y1 - y0) * ow, out.reshape(-1)
     first = ((n * out_ch + r0) * oh + y0) * ow
-    # allocated here rather than taken from the step's scratch: given as an argument, the
-    # panel made MobileNetV2's stem (3 -> 32, stride 2, 112^2 out) 155 us at batch 1, not 128
+    # allocated here: a panel from the step's scratch, passed in, timed 153-165 us against
+    # 126-133 on MobileNetV2's stem at batch 1; shifting this one's address moved it too, in
+    # a noisy hour, so the cause (aliasing, cache sets) is not known
     panel = np.empty(k * min(chunk, pixels), np.float32)
     for p0 in range(0, pixels, chunk):
         width = min(chunk, pixels - p0)

@@ -91,7 +91,7 @@ def gemm_panel_block(a, b, c, rows, cols, k, s_off, ep, panel):
     chunk = chunk_columns(k)
     for j0 in range(0, full, chunk):
         j1 = min(full, j0 + chunk)
-        source, first = chunk_source(b, j0, j1 - j0, k, panel.shape[0] > 0, panel)
+        source, first = chunk_source(b, j0, j1 - j0, k, panel)
         for r0 in range(0, rows, MR):
             sweep((packed, a_off + r0 * k), min(MR, rows - r0), k, source, first,
                   first + j1 - j0, (out, o_off + r0 * ldo + j0 - first, ldo), s_off + r0, ep)
@@ -112,10 +112,10 @@ def chunk_columns(k):
 
 
 @helper
-def chunk_source(b, j0, width, k, pack, panel):
+def chunk_source(b, j0, width, k, panel):
     """Where a block's row blocks read B's columns [j0, j0 + width): ``(operand, first
-    column)``, ``pack_panel``'s copy when ``pack``."""
-    if pack:
+    column)``, ``pack_panel``'s copy into ``panel`` unless it is empty."""
+    if panel.shape[0] > 0:
         pack_panel((panel, NO_OFFSET, width), b, j0, width, k)
         return (panel, NO_OFFSET, width), NO_OFFSET
     return b, j0

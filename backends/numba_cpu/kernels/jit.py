@@ -20,8 +20,9 @@ argument is borrowed for the whole call, so counting its references is pure over
 Numba's pass that pairs the increments with the decrements off misses those of an inlined
 helper that uses an array only in a branch: an atomic increment and decrement per vector
 were left in the 3×3 depthwise kernels' inner loops, which then ran 2.6× slower. A kernel
-that allocates an array (a GEMM's panel) says so with ``allocates=True``, and
-keeps its loops in a kernel that does not; helpers inline into their callers and follow them.
+that allocates an array (a GEMM's panel) says so with ``allocates=True`` and leaves its
+heaviest loops to a tile kernel that does not (``gemm.gemm_panel_block``); helpers inline into
+their callers and follow them.
 
 Numba's OpenMP workers keep libgomp's default wait policy: they spin briefly after a parallel
 loop, then sleep. A model runs dozens of short parallel kernels back to back, and waking a
