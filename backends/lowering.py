@@ -31,7 +31,7 @@ from cnnir.backend import KernelTable
 from cnnir.errors import CnnirError, LoweringError
 from cnnir.ir import Graph, Node, Value
 from cnnir.ops.registry import updated_inputs
-from cnnir.passes.memory import ALIGNMENT, plan_buffers
+from cnnir.passes.memory import ALIGNMENT, live_ranges, plan_buffers
 from cnnir.passes.shape_inference import TypeMap
 
 Step = Callable[[], None]
@@ -236,12 +236,18 @@ class Builder:
         self.taken_over: dict[str, Step] = {}
         # id(output) -> the parameter or buffer it overwrites (in-place updates)
         self.aliases: dict[int, Value] = in_place_updates(graph) if in_place else {}
-        self.plan = plan_buffers(graph, self._nbytes, late_reads=self.late_reads())
+        # id(output) -> the value whose memory it reads in another shape (a reshape's)
+        self.views: dict[int, Value] = self.view_outputs()
+        self.plan = plan_buffers(graph, self._nbytes, late_reads=self._reads_of_views())
         self.arena = self.memory.allocate(self.plan.arena_bytes)
         self.arrays: dict[int, Any] = {}
         for value in (*graph.inputs, *(v for n in graph.nodes for v in n.outputs)):
             if id(value) in self.aliases:
                 self.arrays[id(value)] = self.array(self.aliases[id(value)])
+                continue
+            if id(value) in self.views:
+                self.arrays[id(value)] = self.arrays[id(self.views[id(value)])].reshape(
+                    types[id(value)].shape)
                 continue
             placement = self.plan.placements[id(value)]
             self.arrays[id(value)] = self.memory.view(
@@ -253,11 +259,28 @@ class Builder:
         device whose lowerings fuse two nodes into the later one's step names their inputs."""
         return {}
 
+    def view_outputs(self) -> dict[int, Value]:
+        """``id(output) -> value``: outputs that are the memory of an earlier value (not a
+        constant) in another shape, and need no step (a reshape, a flatten: ``VIEW_OPS``),
+        the value being the first of a chain of them. None here: a device whose arrays
+        reshape in place (``memory.view`` of an offset) says so."""
+        return {}
+
+    def _reads_of_views(self) -> dict[int, int]:
+        """``late_reads`` and, for a value viewed in another shape, the last read of any of
+        its views: its memory lives as long as they do."""
+        reads = dict(self.late_reads())
+        if self.views:
+            ranges = live_ranges(self.graph)
+            for view, source in self.views.items():
+                reads[id(source)] = max(reads.get(id(source), -1), ranges[view][1])
+        return reads
+
     def value_dtype(self, value: Value) -> np.dtype:
         return compute_dtype(self.types[id(value)].dtype, self.dtype)
 
     def _nbytes(self, value: Value) -> int:
-        if id(value) in self.aliases:
+        if id(value) in self.aliases or id(value) in self.views:
             return 0
         return self.types[id(value)].numel * self.value_dtype(value).itemsize
 

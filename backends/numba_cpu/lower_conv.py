@@ -181,12 +181,14 @@ def im2col_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray
 # to 256 -> 512 channels (4.7 MiB, 4.4 ms against 4.9), and at batch 1 on 64 -> 128 (568 us
 # against 823). Past this size the weights stream from L3 for every chunk.
 DIRECT_MAX_WEIGHT_BYTES = 8 * gk.TILE_BYTES
+NOT_POOLED = np.empty((0, 0, 0, 0), np.float32)  # direct_conv's ``pooled`` when none is
 
 
 def direct_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
-                   ep: Epilogue) -> Step:
+                   ep: Epilogue, pooled: np.ndarray = NOT_POOLED) -> Step:
     """k×k, ungrouped: per band of output rows (and channels), a padded copy of its input
-    rows, then the GEMM of its pixels with B packed from there (``kernels.direct``)."""
+    rows, then the GEMM of its pixels with B packed from there (``kernels.direct``); then,
+    given ``pooled``, the 2×2 max pool of its rows into it."""
     w = wt.array
     out_ch, channels, kh, kw = w.shape
     (sh, sw), (dh, dw) = attrs.stride, attrs.dilation
@@ -195,7 +197,8 @@ def direct_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray
     # a phase row holds every input column and every column a tap of an output reads
     wq = max(ow + (kw - 1) * dw // sw, -(-(pad_left + x.shape[3]) // sw))
     bands = direct_bands(x.shape[0], out.shape[1:], channels * sh * sw * wq,
-                         (kh - 1) * dh + 1, 2 * w.size * oh * ow * x.shape[0])
+                         (kh - 1) * dh + 1, 2 * w.size * oh * ow * x.shape[0],
+                         2 if pooled.size else 1)
     rows = int((bands[:, 2] - bands[:, 1]).max() - 1) * sh + (kh - 1) * dh + 1
     index = np.array([(c * rows + i * dh) * sw * wq + (j * dw) % sw * wq + j * dw // sw
                       for c in range(channels) for i in range(kh) for j in range(kw)], np.int64)
@@ -205,7 +208,7 @@ def direct_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray
     packed = wt.derived(("rows", 1), lambda: simd.pack_rows(w.reshape(out_ch, -1)))
     window, args = window_of(attrs, (kh, kw)), ep.args()
     direct_conv = dk.direct_conv.over(len(bands))
-    return bound(direct_conv, packed, x, out, bands, window, args, index, padded)
+    return bound(direct_conv, packed, x, out, bands, window, args, index, padded, pooled)
 
 
 # Narrower bands split by output channels instead: SmallCIFAR's 64 -> 128 channels at 8x8,
@@ -215,13 +218,13 @@ DIRECT_MIN_BAND_PIXELS = 2 * simd.LANES
 
 
 def direct_bands(images: int, out_shape: tuple[int, int, int], floats_per_row: int,
-                 overlap: int, flops: int) -> np.ndarray:
+                 overlap: int, flops: int, row_multiple: int = 1) -> np.ndarray:
     """Bands (n, y0, y1, r0, r1) of ``direct_mk_step``: as many as the threads want
     (``gk.parts_wanted``), of at least DIRECT_MIN_BAND_PIXELS where the plane allows, each
     band's padded rows (``floats_per_row`` each, ``overlap`` more than its output rows read)
     within half of L2, and a count the threads share evenly (a static schedule of 3 bands
     on 2 threads runs at 2/3 speed). Where the images' rows give fewer bands than threads,
-    the output channels are split too."""
+    the output channels are split too. Bands start on a multiple of ``row_multiple``."""
     out_ch, oh, ow = out_shape
     wanted = gk.parts_wanted(flops)
     per_image = max(1, min(-(-wanted // images), oh // -(-DIRECT_MIN_BAND_PIXELS // ow)))
@@ -231,7 +234,8 @@ def direct_bands(images: int, out_shape: tuple[int, int, int], floats_per_row: i
     while images * per_image > gk.THREADS and images * per_image % gk.THREADS and per_image < oh:
         per_image += 1
     channel_parts = min(-(-wanted // (images * per_image)), max(1, out_ch // (4 * simd.MR)))
-    y_cuts, r_cuts = gk.split(oh, per_image, 1), gk.split(out_ch, channel_parts, simd.MR)
+    y_cuts = gk.split(oh, per_image, row_multiple)
+    r_cuts = gk.split(out_ch, channel_parts, simd.MR)
     return np.array([(n, y0, y1, r0, r1) for n in range(images)
                      for y0, y1 in zip(y_cuts, y_cuts[1:]) for r0, r1 in zip(r_cuts, r_cuts[1:])],
                     np.int64)
@@ -496,14 +500,49 @@ def conv2d_fused(b: Builder, node: Node) -> Step | None:
     if node.name in b.taken_over:  # its expansion's lowering made the step of both
         return b.taken_over.pop(node.name)
     step = fused_conv_step(b, node)
-    depthwise = depthwise_reader(b, node)
-    return step if depthwise is None else fuse_expansion(b, node, step, depthwise)
+    if (depthwise := depthwise_reader(b, node)) is not None:
+        return fuse_pair(b, node, step, depthwise, fused_conv_step(b, depthwise),
+                         EXPAND_DEPTHWISE, lambda: expand_depthwise_step(b, node, depthwise))
+    if (pool := pool_reader(b, node)) is not None:
+        from cnnir.backends.numba_cpu.lower_pool import max_pool2d  # it imports this module
+
+        return fuse_pair(b, node, step, pool, max_pool2d(b, pool), CONV_MAX_POOL,
+                         lambda: conv_max_pool_step(b, node, b.array(pool.output)))
+    return step
+
+
+def fused_reader(b: Builder, node: Node) -> Node | None:
+    """The node whose step also does this one's work, when ``conv2d_fused`` may fuse them."""
+    return depthwise_reader(b, node) or pool_reader(b, node)
 
 
 def fused_conv_step(b: Builder, node: Node) -> Step:
     out = b.array(node.output)
     return conv_step(b, node, b.array(node.inputs[0]), node.inputs[1], out,
                      fused_epilogue(b, node, out.shape[1]))
+
+
+def fuse_pair(b: Builder, node: Node, step: Step, reader: Node, alone: Step, name: str,
+              make: Callable[[], Step]) -> Step | None:
+    """``node``'s own ``step``, or None when the step ``make()`` builds (named ``name``) runs
+    faster than ``step`` and the reader's own step ``alone`` together, timed as a pair under
+    a key naming both. The reader's lowering then returns the step made here for it
+    (``Builder.taken_over``): the fused one, or its own, already tuned."""
+    pair = Node(reader.op, (node.attrs, reader.attrs),
+                [*node.inputs[:2], *reader.inputs[1:]], f"{node.name}+{reader.name}")
+    pair.outputs = reader.outputs
+
+    def apart() -> None:
+        step()
+        alone()
+
+    chosen = b.choose_among(pair, {"apart": lambda: apart, name: make})
+    if b.choices.pop(pair.name) != name:
+        b.taken_over[reader.name] = alone
+        return step
+    b.taken_over[reader.name] = chosen
+    b.choices[node.name] = b.choices[reader.name] = name
+    return None
 
 
 # --- an inverted residual's expansion and depthwise conv in one pass (kernels.expand) ---------
@@ -539,30 +578,6 @@ def depthwise_reader(b: Builder, node: Node) -> Node | None:
     return reader if r.stride in ((1, 1), (2, 2)) else None
 
 
-def fuse_expansion(b: Builder, node: Node, step: Step, depthwise: Node) -> Step | None:
-    """The expansion's own ``step``, or None when ``expand-depthwise-fused`` runs faster than
-    it and the depthwise conv's step together, timed as a pair under a key naming both. The
-    depthwise conv's lowering then returns the step made here for it (``Builder.taken_over``):
-    the fused one, or its own, already tuned."""
-    fused = expand_depthwise_step(b, node, depthwise)
-    alone = fused_conv_step(b, depthwise)
-    pair = Node(depthwise.op, (node.attrs, depthwise.attrs),
-                [*node.inputs[:2], *depthwise.inputs[1:]], f"{node.name}+{depthwise.name}")
-    pair.outputs = depthwise.outputs
-
-    def apart() -> None:
-        step()
-        alone()
-
-    b.choose(pair, {"apart": apart, EXPAND_DEPTHWISE: fused})
-    if b.choices.pop(pair.name) != EXPAND_DEPTHWISE:
-        b.taken_over[depthwise.name] = alone
-        return step
-    b.taken_over[depthwise.name] = fused
-    b.choices[node.name] = b.choices[depthwise.name] = EXPAND_DEPTHWISE
-    return None
-
-
 def expand_depthwise_step(b: Builder, node: Node, depthwise: Node) -> Step:
     """``kernels.expand``: per band of the depthwise output's rows, the expanded rows it reads
     into the thread's buffer (at most half of L2), then its output rows."""
@@ -584,6 +599,42 @@ def expand_depthwise_step(b: Builder, node: Node, depthwise: Node) -> Step:
     ep_depthwise = fused_epilogue(b, depthwise, channels).args()
     kernel = ek.expand_depthwise.over(len(bands))
     return bound(kernel, packed, x, w, out, bands, stride, ep_expand, ep_depthwise, buffers)
+
+
+# --- a convolution and the 2×2 max pool that alone reads it, in one pass (kernels.direct) ----
+
+# Each pair of output rows is pooled as soon as the GEMM has written it, from L1, in the
+# convolution's parallel loop: SmallCIFAR's first stage (3 -> 32 channels, 32x32, batch 1)
+# 18.8 -> 15.5 us, its network 130-132 -> 126-129 us.
+CONV_MAX_POOL = "direct-max-pool-fused"
+
+
+def pool_reader(b: Builder, node: Node) -> Node | None:
+    """The max_pool2d of 2×2 windows tiling the image that alone reads this conv2d_fused
+    node's output, when the direct convolution applies (float32, ungrouped, weights within
+    DIRECT_MAX_WEIGHT_BYTES) and there is no residual, the weight and bias constants; else
+    None. Decided from the graph and its types, like ``depthwise_reader``."""
+    from cnnir.backends.numba_cpu.lower_pool import tiles_2x2  # it imports this module
+
+    out = node.output
+    if (node.op is not ops.conv2d_fused or b.dtype != np.float32 or node.inputs[0].is_constant
+            or node.inputs[3] is not None or len(out.users) != 1 or node.attrs.groups != 1
+            or any(v is out for v in b.graph.outputs)
+            or not all(v is None or v.is_constant for v in node.inputs[1:3])
+            or 4 * b.types[id(node.inputs[1])].numel > DIRECT_MAX_WEIGHT_BYTES):
+        return None
+    reader = out.users[0]
+    if reader.op is not ops.max_pool2d or reader.inputs[0] is not out:
+        return None
+    in_hw, out_hw = b.types[id(out)].shape[2:], b.types[id(reader.output)].shape[2:]
+    return reader if tiles_2x2(reader.attrs, in_hw, out_hw) else None
+
+
+def conv_max_pool_step(b: Builder, node: Node, pooled: np.ndarray) -> Step:
+    """The direct convolution with each band's 2×2 max pool written into ``pooled``."""
+    out = b.array(node.output)
+    return direct_mk_step(b, node.attrs, b.array(node.inputs[0]), Weight(b, node.inputs[1]),
+                          out, fused_epilogue(b, node, out.shape[1]), pooled)
 
 
 def flipped_transpose_weight(w: np.ndarray, groups: int,

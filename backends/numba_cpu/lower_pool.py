@@ -31,7 +31,9 @@ from cnnir.ops import pool as pool_ops
 
 
 @lower(ops.max_pool2d)
-def max_pool2d(b: Builder, node: Node) -> Step:
+def max_pool2d(b: Builder, node: Node) -> Step | None:
+    if node.name in b.taken_over:  # the convolution it reads made its step, or the pair's
+        return b.taken_over.pop(node.name)
     x, out = unary(b, node)
     a = node.attrs
     taps = a.kernel_size[0] * a.kernel_size[1]

@@ -11,7 +11,7 @@ import numpy as np
 
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
-from cnnir.backends.numba_cpu.program import lower, unary
+from cnnir.backends.numba_cpu.program import VIEW_OPS, lower, unary
 from cnnir.ir import Node
 from cnnir.ops import tensor as tensor_ops
 
@@ -38,13 +38,17 @@ def cat(b: Builder, node: Node) -> Step:
     return lambda: np.concatenate(xs, axis=axis, out=out)
 
 
-def copy_reshaped(b: Builder, node: Node) -> Step:
+def copy_reshaped(b: Builder, node: Node) -> Step | None:
+    """Nothing where the output is a view of the input's memory (``CpuBuilder.view_outputs``),
+    else a copy (of a constant)."""
+    if id(node.output) in b.views:
+        return None
     x, out = unary(b, node)
     src = x.reshape(out.shape)
     return lambda: np.copyto(out, src)
 
 
-for _op in (ops.reshape, ops.flatten, ops.identity):
+for _op in VIEW_OPS:
     lower(_op)(copy_reshaped)
 
 

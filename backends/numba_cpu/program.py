@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from cnnir import ops
 from cnnir.backend import KernelTable
 from cnnir.backends.lowering import HOST_MEMORY, Builder, ProgramState, Step, lower_nodes
 from cnnir.backends.numba_cpu import tuning
@@ -22,6 +23,9 @@ from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels.jit import PARALLEL_MIN_ELEMENTS
 from cnnir.ir import Graph, Node, Value
 from cnnir.passes.shape_inference import bind_types
+
+# Ops whose output is their input's memory in another shape (``CpuBuilder.view_outputs``)
+VIEW_OPS = (ops.reshape, ops.flatten, ops.identity)
 
 KERNELS = KernelTable("numba")
 Lowering = Callable[[Builder, Node], Step | None]
@@ -53,13 +57,24 @@ class CpuBuilder(Builder):
         return elapsed(step)
 
     def late_reads(self) -> dict[int, int]:
-        """An expansion fused into the depthwise conv that reads it runs at the depthwise
-        conv's step (``lower_conv.fuse_expansion``): its input lives until then."""
-        from cnnir.backends.numba_cpu.lower_conv import depthwise_reader
+        """A convolution fused with the node that alone reads it (a depthwise conv, a max
+        pool: ``lower_conv.fuse_pair``) runs at the reader's step: its input lives until
+        then."""
+        from cnnir.backends.numba_cpu.lower_conv import fused_reader
 
         position = {id(node): i for i, node in enumerate(self.graph.nodes)}
         return {id(node.inputs[0]): position[id(reader)] for node in self.graph.nodes
-                if (reader := depthwise_reader(self, node)) is not None}
+                if (reader := fused_reader(self, node)) is not None}
+
+    def view_outputs(self) -> dict[int, Value]:
+        """Reshapes, flattens and identities of computed values: views of their memory."""
+        views: dict[int, Value] = {}
+        for node in self.graph.nodes:
+            source = node.inputs[0] if node.inputs else None
+            if (node.op in VIEW_OPS and source is not None and not source.is_constant
+                    and id(source) not in self.aliases and id(node.output) not in self.aliases):
+                views[id(node.output)] = views.get(id(source), source)
+        return views
 
     def recall(self, node: Node) -> str | None:
         remembered = tuning.cache()

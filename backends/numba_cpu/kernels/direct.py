@@ -33,23 +33,47 @@ from cnnir.backends.numba_cpu.kernels.gemm import (
     pack_panel,
 )
 from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
+from cnnir.backends.numba_cpu.kernels.pool import max_pool_rows
 from cnnir.backends.numba_cpu.kernels.stencil import split_row
 
 
 @kernel
-def direct_conv(packed, x, out, bands, window, ep, index, padded):
+def direct_conv(packed, x, out, bands, window, ep, index, padded, pooled):
     """An ungrouped convolution (``window`` = kh, kw, sh, sw, pad_top, pad_left, dh, dw) with
     a fused epilogue; ``packed``: the weights as ``simd.pack_rows``; ``bands``: output rows
     and channels (n, y0, y1, r0, r1); ``padded`` [threads, C, rows, pitch] zero outside the
-    interiors it is given (see the module docstring)."""
+    interiors it is given (see the module docstring). Unless ``pooled`` is empty, the 2×2 max
+    pool of ``out`` (its windows tiling it; bands start on even rows) goes into ``pooled``,
+    pairs of rows as soon as they are computed, from L1 (``max_pool_rows``)."""
     for job in prange(bands.shape[0]):
         tid = numba.get_thread_id()
-        direct_band(packed, x, out, bands[job], window, ep, index, padded[tid])
+        direct_band(packed, x, out, bands[job], window, ep, index, padded[tid], pooled)
 
 
 @tile_kernel(allocates=True)
-def direct_band(packed, x, out, band, window, ep, index, padded):
-    """``direct_conv``'s band (n, y0, y1, r0, r1) in one thread's buffers."""
+def direct_band(packed, x, out, band, window, ep, index, padded, pooled):
+    """``direct_conv``'s band (n, y0, y1, r0, r1) in one thread's buffers. Only the L1 panel
+    is allocated here: the work is ``direct_panel_band``'s, compiled without reference
+    counting. Allocated here, not passed in: a panel from the step's scratch timed 153-165
+    us against 126-133 on MobileNetV2's stem at batch 1; shifting this one's address moved
+    it too, in a noisy hour, so the cause (aliasing, cache sets) is not known."""
+    pixels = (band[2] - band[1]) * out.shape[3]
+    chunk = pixel_chunk(index.shape[0], out.shape[3], pooled.shape[0] > 0)
+    panel = np.empty(index.shape[0] * min(chunk, pixels), np.float32)
+    direct_panel_band(packed, x, out, band, window, ep, index, padded, pooled, panel)
+
+
+@helper
+def pixel_chunk(k, ow, pooling):
+    """How many of a band's pixels go through the panel at a time: ``chunk_columns``, in
+    whole pairs of rows when each pair is pooled as soon as it is done."""
+    chunk = chunk_columns(k)
+    return max(2 * ow, chunk // (2 * ow) * (2 * ow)) if pooling else chunk
+
+
+@tile_kernel
+def direct_panel_band(packed, x, out, band, window, ep, index, padded, pooled, panel):
+    """``direct_band`` with its panel given."""
     n, y0, y1, r0, r1 = band[0], band[1], band[2], band[3], band[4]
     kh, _, sh, sw, pad_top, pad_left, dh, _ = window
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
@@ -66,18 +90,17 @@ def direct_band(packed, x, out, band, window, ep, index, padded):
                 src = ((n * channels + c) * height + iy) * width
                 split_row(pf, at, xf[src:src + width], width, pad_left, sw, pitch // sw)
     k = index.shape[0]
-    chunk = chunk_columns(k)
+    pooling = pooled.shape[0] > 0
+    chunk = pixel_chunk(k, ow, pooling)
     pixels, outf = (y1 - y0) * ow, out.reshape(-1)
     first = ((n * out_ch + r0) * oh + y0) * ow
-    # allocated here: a panel from the step's scratch, passed in, timed 153-165 us against
-    # 126-133 on MobileNetV2's stem at batch 1; shifting this one's address moved it too, in
-    # a noisy hour, so the cause (aliasing, cache sets) is not known
-    panel = np.empty(k * min(chunk, pixels), np.float32)
     for p0 in range(0, pixels, chunk):
         width = min(chunk, pixels - p0)
         pack_pixels(panel, (pf, sh * pitch, index), p0, width, ow, k)
         gemm_panel_block((packed, r0 * k), (panel, NO_OFFSET, width),
                          (outf, first + p0, oh * ow), r1 - r0, width, k, r0, ep, panel[:0])
+        if pooling:
+            max_pool_rows(out, pooled, (n, y0 + p0 // ow, y0 + (p0 + width) // ow), r0, r1)
 
 
 @helper

@@ -254,6 +254,8 @@ MAX_POOLS = [
     ("max-pool-phases", 5, 3, 2, True, (2, 2, 13, 11)),
     ("max-pool-2x2", 2, 2, 0, False, (1, 2, 8, 8)),
     ("max-pool-2x2", 2, 2, 0, False, (2, 16, 64, 64)),
+    ("max-pool-2x2", 2, 2, 0, False, (2, 3, 6, 4 * L + 6)),  # whole vectors and a tail
+    ("max-pool-2x2", 2, 2, 0, False, (1, 5, 6, 6)),  # three windows a row
     ("max-pool-separable", 3, (2, 1), 0, False, (1, 2, 9, 9)),
     ("max-pool-rows", 3, 2, 1, False, (2, 3, 11, 12)),
     ("max-pool-rows", 3, 2, 1, True, (1, 2, 10, 9)),
