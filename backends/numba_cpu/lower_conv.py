@@ -471,9 +471,15 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
 def winograd_transforms(b: Builder, attrs, x: np.ndarray, v: np.ndarray, m: np.ndarray,
                         out: np.ndarray, ep: Epilogue, variant: wk.Variant
                         ) -> tuple[Step, Step]:
-    """The input and output transforms, on per-thread scratch."""
+    """The input and output transforms: F(2×2) in float32 on rows of tiles, the others on
+    per-thread scratch (``kernels.winograd``)."""
     pad_top, pad_left = attrs.padding[:2]
     tile = variant.tile
+    th, tw = -(-out.shape[2] // tile), -(-out.shape[3] // tile)
+    grid = (v.shape[2], th, tw, pad_top, pad_left, tile)
+    if tile == 2 and b.dtype == np.float32:
+        inputs, outputs = wk.input_rows_f2.over(x.shape[1]), wk.output_rows_f2.over(m.shape[1])
+        return bound(inputs, x, v, grid), bound(outputs, m, out, tw, ep.args())
     shapes = wk.scratch_shapes(*out.shape[2:], tile)
     work = {key: b.scratch((gk.THREADS, *shape), owner=("winograd", key))
             for key, shape in shapes.items()}
@@ -481,8 +487,6 @@ def winograd_transforms(b: Builder, attrs, x: np.ndarray, v: np.ndarray, m: np.n
     inputs = wk.input_tiles.sized(v.size)
     outputs = wk.output_tiles.sized(m.size)
     args = ep.args()
-    th, tw = -(-out.shape[2] // tile), -(-out.shape[3] // tile)
-    grid = (v.shape[2], th, tw, pad_top, pad_left, tile)
     return (lambda: inputs(x, v, grid, before, after),
             lambda: outputs(m, out, (tw, tile), args, before, after, plane))
 

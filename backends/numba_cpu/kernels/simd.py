@@ -25,12 +25,13 @@ of AVX-512VL's registers, which spills).
 from __future__ import annotations
 
 import functools
+import operator
 
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
-from numba.extending import intrinsic, models, register_model
+from numba.extending import intrinsic, models, overload, register_model
 
 from cnnir.backends.numba_cpu.kernels.host import HOST, HostProfile
 
@@ -516,6 +517,32 @@ def vadd(typingctx, a, b):
 
 
 @intrinsic
+def vsub(typingctx, a, b):
+    if not (a == b == f32v):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fsub(*args)
+
+    return f32v(f32v, f32v), codegen
+
+
+@overload(operator.add)
+def _add_vectors(a, b):
+    """``a + b`` of two vectors (so that a helper's arithmetic serves vectors and scalars)."""
+    if a == b == f32v:
+        return lambda a, b: vadd(a, b)
+    return None
+
+
+@overload(operator.sub)
+def _subtract_vectors(a, b):
+    if a == b == f32v:
+        return lambda a, b: vsub(a, b)
+    return None
+
+
+@intrinsic
 def vclamp(typingctx, value, lo, hi):
     """``lo`` where value < lo, ``hi`` where value > hi, else value: NaN passes through."""
     if not (value == lo == hi == f32v):
@@ -636,3 +663,26 @@ def _interleaved(first: int):
 
 veven = _interleaved(0)  # lanes 0, 2, 4, … of (a, b): a stride-2 row's even columns
 vodd = _interleaved(1)  # lanes 1, 3, 5, …: its odd columns
+
+
+def _zipped(first: int):
+    """The intrinsic taking lanes first, first + 1, … of a and of b alternately: (a[first],
+    b[first], a[first + 1], b[first + 1], …), LANES of them."""
+
+    @intrinsic
+    def zip_(typingctx, a, b):
+        if not (a == b == f32v):
+            return None
+
+        def codegen(context, builder, sig, args):
+            lanes = [first + i // 2 + (i % 2) * LANES for i in range(LANES)]
+            return builder.shuffle_vector(args[0], args[1],
+                                          ir.Constant(ir.VectorType(_I32, LANES), lanes))
+
+        return f32v(f32v, f32v), codegen
+
+    return zip_
+
+
+vzip_low = _zipped(0)  # (a0, b0, a1, b1, …): even and odd columns back into a row
+vzip_high = _zipped(LANES // 2)  # the same from lanes LANES/2 on

@@ -21,9 +21,14 @@ read once per call, are 2.25× larger. With the points 0, ±1 (and ±2 for F(4×
             Aᵀ = [[1, 1, 1, 1, 1, 0], [0, 1, −1, 2, −2, 0], [0, 1, 1, 4, 4, 0],
                   [0, 1, −1, 8, −8, 1]]
 
-Both transforms run on chunks of CHUNK tiles: the input's over V's flat (channel, tile)
-order, so narrow planes still fill a chunk, and the output's along a row of tiles, whose
-output rows then get the epilogue. A chunk's α² values per tile sit CHUNK apart in a
+In float32, F(2×2)'s transforms run on rows of tiles, a vector of LANES tiles at a time: the
+four input rows a row of tiles reads are loaded straight from the image (the padding through
+lane masks), each tile's columns picked from them by lane shuffles (``veven``/``vodd``), and
+the output's two columns per tile interleaved back the same way (``vzip_low``/``vzip_high``)
+on their way through the epilogue; no tile is gathered or scattered alone. F(4×4) and float64
+run on chunks of CHUNK tiles: the input's over V's flat (channel, tile) order, so narrow
+planes still fill a chunk, and the output's along a row of tiles, whose output rows then get
+the epilogue. A chunk's α² values per tile sit CHUNK apart in a
 per-thread buffer, so every offset in the transform loops is a constant and LLVM vectorizes
 them over the tiles. The two variants share every kernel but the transforms, which are called
 (not inlined) by tile size: one compile of the chunk machinery serves both.
@@ -37,7 +42,7 @@ import numba
 import numpy as np
 
 from cnnir.backends.numba_cpu.kernels import simd
-from cnnir.backends.numba_cpu.kernels.activation import activate_flat, finish_flat
+from cnnir.backends.numba_cpu.kernels.activation import activate_flat, clamp_bounds, finish_flat
 from cnnir.backends.numba_cpu.kernels.jit import (
     helper,
     job_count,
@@ -46,7 +51,20 @@ from cnnir.backends.numba_cpu.kernels.jit import (
     prange,
     tile_kernel,
 )
-from cnnir.backends.numba_cpu.kernels.simd import MR
+from cnnir.backends.numba_cpu.kernels.simd import (
+    LANES,
+    MR,
+    veven,
+    vload_masked,
+    vmask,
+    vodd,
+    vsplat,
+    vstore,
+    vstore_masked,
+    vzip_high,
+    vzip_low,
+)
+from cnnir.backends.numba_cpu.kernels.stencil import finish_vector
 
 CHUNK = 64  # tiles per transform pass
 
@@ -234,6 +252,135 @@ def transform_output_f4(before, after, count):
                 after[(4 * a + b) * CHUNK + t] = col[a]
 
 
+# --- F(2×2) on rows of tiles ---------------------------------------------------------------
+
+
+@kernel
+def input_rows_f2(x, v, grid):
+    """F(2×2)'s ``v[k, c, t] = (Bᵀ d B)[k]`` (``grid`` as ``input_tiles``'s), a row of tiles
+    at a time, LANES tiles to a vector (``transform_row_f2``), read straight from the image,
+    the padding through lane masks."""
+    channels = x.shape[1]
+    for job in prange(job_count(channels)):
+        first, last = job_items(job, channels)
+        input_channels_f2(x, v, grid, first, last)
+
+
+@tile_kernel
+def input_channels_f2(x, v, grid, first, last):
+    """``input_rows_f2`` of channels [first, last)."""
+    tiles, th, tw, pad_top, pad_left, _ = grid
+    n_img, channels, height, width = x.shape
+    xf, vf = x.reshape(-1), v.reshape(-1)
+    for c in range(first, last):
+        for n in range(n_img):
+            image = (n * channels + c, height, width)
+            for ty in range(th):
+                transform_row_f2(xf, (image, 2 * ty - pad_top, pad_left), vf,
+                                 c * tiles + (n * th + ty) * tw, channels * tiles, tw)
+
+
+@helper
+def transform_row_f2(xf, rows, vf, at, k_step, count):
+    """``vf[at + k·k_step + tx]`` = point k of tile tx's Bᵀ d B for tx < ``count``, tile tx's
+    d being input rows y0 to y0 + 3 and columns 2tx − pad_left to 2tx − pad_left + 3 of
+    plane p (``rows = ((p, height, width), y0, pad_left)``), zero outside it."""
+    (p, height, width), y0, pad_left = rows
+    for tx in range(0, count, LANES):
+        x0 = 2 * tx - pad_left  # the first column the block's first tile reads
+        inside = (vmask(-x0, width - x0), vmask(-x0 - LANES, width - x0 - LANES),
+                  vmask(-x0 - 2, width - x0 - 2), vmask(-x0 - 2 - LANES, width - x0 - 2 - LANES))
+        none = vmask(0, 0)
+        outside = (none, none, none, none)
+        row = (p * height + y0) * width + x0
+        d0 = bt4(columns_f2(xf, (row, inside if 0 <= y0 < height else outside)))
+        d1 = bt4(columns_f2(xf, (row + width, inside if 0 <= y0 + 1 < height else outside)))
+        d2 = bt4(columns_f2(xf, (row + 2 * width,
+                                 inside if 0 <= y0 + 2 < height else outside)))
+        d3 = bt4(columns_f2(xf, (row + 3 * width,
+                                 inside if 0 <= y0 + 3 < height else outside)))
+        lanes = vmask(0, count - tx)
+        for j in range(4):  # Bᵀ down column j of d·B
+            col = bt4((d0[j], d1[j], d2[j], d3[j]))
+            for i in range(4):
+                store_tiles(vf, at + (4 * i + j) * k_step + tx, col[i], count - tx, lanes)
+
+
+@helper
+def columns_f2(xf, row):
+    """Columns x0 + 2t, x0 + 2t + 1, x0 + 2t + 2 and x0 + 2t + 3 of an input row for
+    t < LANES, as four vectors: the four a row of LANES F(2×2) tiles reads (``row = (at,
+    masks)``, ``at`` the index of column x0, ``masks`` the lanes inside the row of the loads
+    at x0, x0 + LANES, x0 + 2 and x0 + 2 + LANES)."""
+    at, (m0, m1, m2, m3) = row
+    a, b = vload_masked(xf, at, m0), vload_masked(xf, at + LANES, m1)
+    c, d = vload_masked(xf, at + 2, m2), vload_masked(xf, at + 2 + LANES, m3)
+    return veven(a, b), vodd(a, b), veven(c, d), vodd(c, d)
+
+
+@helper
+def store_tiles(vf, at, value, count, lanes):
+    """A vector of tiles' values to ``vf[at:]``: the first ``count`` lanes (``lanes``)."""
+    if count >= LANES:
+        vstore(vf, at, value)
+    else:
+        vstore_masked(vf, at, value, lanes)
+
+
+@kernel
+def output_rows_f2(m, out, tw, ep):
+    """F(2×2)'s ``out[n, o, 2ty + a, 2tx + b] = act(scale·(Aᵀ M A)[a, b] + shift (+ res))``, a
+    row of tiles at a time, LANES tiles to a vector, the two columns of each output row
+    interleaved back by lane shuffles and written through the epilogue."""
+    out_ch = out.shape[1]
+    for job in prange(job_count(out_ch)):
+        first, last = job_items(job, out_ch)
+        output_channels_f2(m, out, tw, ep, first, last)
+
+
+@tile_kernel
+def output_channels_f2(m, out, tw, ep, first, last):
+    """``output_rows_f2`` of output channels [first, last)."""
+    n_img, out_ch, oh, ow = out.shape
+    th, tiles = -(-oh // 2), m.shape[2]
+    mf, outf = m.reshape(-1), out.reshape(-1)
+    scale, shift, res, has_res, code, _ = ep
+    lo, hi = clamp_bounds(code)
+    for o in range(first, last):
+        channel = (vsplat(scale[o]), vsplat(shift[o]), vsplat(lo), vsplat(hi))
+        for n in range(n_img):
+            for ty in range(th):
+                rows = min(2, oh - 2 * ty)
+                row_at = ((n * out_ch + o) * oh + 2 * ty) * ow
+                for tx in range(0, tw, LANES):
+                    lanes = vmask(0, tw - tx)
+                    at = o * tiles + (n * th + ty) * tw + tx
+                    c0 = column_f2(mf, at, out_ch * tiles, 0, lanes)
+                    c1 = column_f2(mf, at, out_ch * tiles, 1, lanes)
+                    c2 = column_f2(mf, at, out_ch * tiles, 2, lanes)
+                    c3 = column_f2(mf, at, out_ch * tiles, 3, lanes)
+                    for a in range(rows):  # Aᵀ along row a of Aᵀ·M
+                        even, odd = at4((c0[a], c1[a], c2[a], c3[a]))
+                        d, left = row_at + a * ow + 2 * tx, ow - 2 * tx
+                        finish_vector(outf, d, left, vzip_low(even, odd), channel, res,
+                                      has_res)
+                        if left > LANES:
+                            finish_vector(outf, d + LANES, left - LANES,
+                                          vzip_high(even, odd), channel, res, has_res)
+                for a in range(rows):
+                    activate_flat(outf, row_at + a * ow, ow, ep)
+
+
+@helper
+def column_f2(mf, at, k_step, j, lanes):
+    """Aᵀ down column j of LANES tiles' M, point k of the first at ``mf[at + k·k_step]``; the
+    lanes past the row's tiles (``lanes``) are not read."""
+    return at4((vload_masked(mf, at + j * k_step, lanes),
+                vload_masked(mf, at + (4 + j) * k_step, lanes),
+                vload_masked(mf, at + (8 + j) * k_step, lanes),
+                vload_masked(mf, at + (12 + j) * k_step, lanes)))
+
+
 # --- the chunk machinery, shared ----------------------------------------------------------------
 
 
@@ -279,16 +426,22 @@ def gather_tiles(before, x, first, count, grid):
     image, tile row, tile column) into ``before``; ``grid`` = (tiles, th, tw, pad_top,
     pad_left, tile)."""
     tiles, th, tw, pad_top, pad_left, tile = grid
+    c, t = first // tiles, first % tiles  # divided once: the tiles follow in order
+    n, within = t // (th * tw), t % (th * tw)
+    ty, tx = within // tw, within % tw
     for i in range(count):
-        f = first + i
-        c, t = f // tiles, f % tiles
-        n, within = t // (th * tw), t % (th * tw)
-        y0 = tile * (within // tw) - pad_top
-        x0 = tile * (within % tw) - pad_left
+        y0, x0 = tile * ty - pad_top, tile * tx - pad_left
         if tile == 4:
             gather_tile(before, i, x[n, c], y0, x0, 6)
         else:
             gather_tile(before, i, x[n, c], y0, x0, 4)
+        tx += 1
+        if tx == tw:
+            tx, ty = 0, ty + 1
+            if ty == th:
+                ty, n = 0, n + 1
+                if n == x.shape[0]:
+                    n, c = 0, c + 1
 
 
 @kernel
