@@ -255,55 +255,71 @@ def transform_output_f4(before, after, count):
 # --- F(2×2) on rows of tiles ---------------------------------------------------------------
 
 
+# Jobs of F(2×2)'s row transforms: one per thread (a small layer's channel is little work
+# next to a job's call of its tile kernel).
+ROW_JOBS = numba.config.NUMBA_NUM_THREADS
+
+
 @kernel
-def input_rows_f2(x, v, grid):
-    """F(2×2)'s ``v[k, c, t] = (Bᵀ d B)[k]`` (``grid`` as ``input_tiles``'s), a row of tiles
-    at a time, LANES tiles to a vector (``transform_row_f2``), read straight from the image,
-    the padding through lane masks."""
+def input_rows_f2(x, vf, k_step, grid):
+    """F(2×2)'s ``vf[k·k_step + c·tiles + t] = (Bᵀ d B)[k]`` for channel c's tile t
+    (``grid`` = (tiles, th, tw, pad_top, pad_left, 2), t = (n·th + ty)·tw + tx), a row of
+    tiles at a time, LANES tiles to a vector (``transform_tiles_f2``), read straight from
+    the image, the padding through lane masks."""
     channels = x.shape[1]
-    for job in prange(job_count(channels)):
-        first, last = job_items(job, channels)
-        input_channels_f2(x, v, grid, first, last)
+    parts = min(channels, ROW_JOBS)
+    for job in prange(parts):
+        input_channels_f2(x, (vf, k_step), grid, channels * job // parts,
+                          channels * (job + 1) // parts)
 
 
 @tile_kernel
 def input_channels_f2(x, v, grid, first, last):
-    """``input_rows_f2`` of channels [first, last)."""
+    """``input_rows_f2`` of channels [first, last): per vector of a row's tiles, the lane
+    masks of its loads once, then that vector of every row of tiles of those channels."""
     tiles, th, tw, pad_top, pad_left, _ = grid
     n_img, channels, height, width = x.shape
-    xf, vf = x.reshape(-1), v.reshape(-1)
-    for c in range(first, last):
-        for n in range(n_img):
-            image = (n * channels + c, height, width)
-            for ty in range(th):
-                transform_row_f2(xf, (image, 2 * ty - pad_top, pad_left), vf,
-                                 c * tiles + (n * th + ty) * tw, channels * tiles, tw)
+    xf, (vf, k_step) = x.reshape(-1), v
+    for tx in range(0, tw, LANES):
+        x0 = 2 * tx - pad_left  # the first column the vector's first tile reads
+        loads = (vmask(-x0, width - x0), vmask(-x0 - LANES, width - x0 - LANES),
+                 vmask(-x0 - 2, width - x0 - 2), vmask(-x0 - 2 - LANES, width - x0 - 2 - LANES))
+        stores = (vmask(0, tw - tx), tw - tx)
+        for c in range(first, last):
+            for n in range(n_img):
+                plane = (n * channels + c) * height
+                for ty in range(th):
+                    y0 = 2 * ty - pad_top
+                    transform_tiles_f2(xf, ((plane + y0) * width + x0, (y0, height, width)),
+                                       loads, vf, c * tiles + (n * th + ty) * tw + tx,
+                                       (k_step, stores))
 
 
 @helper
-def transform_row_f2(xf, rows, vf, at, k_step, count):
-    """``vf[at + k·k_step + tx]`` = point k of tile tx's Bᵀ d B for tx < ``count``, tile tx's
-    d being input rows y0 to y0 + 3 and columns 2tx − pad_left to 2tx − pad_left + 3 of
-    plane p (``rows = ((p, height, width), y0, pad_left)``), zero outside it."""
-    (p, height, width), y0, pad_left = rows
-    for tx in range(0, count, LANES):
-        x0 = 2 * tx - pad_left  # the first column the block's first tile reads
-        inside = (vmask(-x0, width - x0), vmask(-x0 - LANES, width - x0 - LANES),
-                  vmask(-x0 - 2, width - x0 - 2), vmask(-x0 - 2 - LANES, width - x0 - 2 - LANES))
-        none = vmask(0, 0)
-        outside = (none, none, none, none)
-        row = (p * height + y0) * width + x0
-        d0 = bt4(columns_f2(xf, (row, inside if 0 <= y0 < height else outside)))
-        d1 = bt4(columns_f2(xf, (row + width, inside if 0 <= y0 + 1 < height else outside)))
-        d2 = bt4(columns_f2(xf, (row + 2 * width,
-                                 inside if 0 <= y0 + 2 < height else outside)))
-        d3 = bt4(columns_f2(xf, (row + 3 * width,
-                                 inside if 0 <= y0 + 3 < height else outside)))
-        lanes = vmask(0, count - tx)
-        for j in range(4):  # Bᵀ down column j of d·B
-            col = bt4((d0[j], d1[j], d2[j], d3[j]))
-            for i in range(4):
-                store_tiles(vf, at + (4 * i + j) * k_step + tx, col[i], count - tx, lanes)
+def transform_tiles_f2(xf, rows, loads, vf, at, stores):
+    """``vf[at + k·k_step + t]`` = point k of the Bᵀ d B of tile t of a vector of a row's
+    tiles (``stores = (k_step, (lanes, count))``, the first ``count`` in ``lanes``), their d
+    the four input rows from row y0 (``rows = (index of the first one's column x0, (y0,
+    height, width))``, rows outside the plane zero), each read through ``loads``."""
+    at_x, (y0, height, width) = rows
+    k_step, (lanes, count) = stores
+    d0 = bt4(rows_f2(xf, at_x, loads, 0 <= y0 < height))
+    d1 = bt4(rows_f2(xf, at_x + width, loads, 0 <= y0 + 1 < height))
+    d2 = bt4(rows_f2(xf, at_x + 2 * width, loads, 0 <= y0 + 2 < height))
+    d3 = bt4(rows_f2(xf, at_x + 3 * width, loads, 0 <= y0 + 3 < height))
+    for j in range(4):  # Bᵀ down column j of d·B
+        col = bt4((d0[j], d1[j], d2[j], d3[j]))
+        for i in range(4):
+            store_tiles(vf, at + (4 * i + j) * k_step, col[i], count, lanes)
+
+
+@helper
+def rows_f2(xf, at, loads, inside):
+    """``columns_f2`` of the row at ``at``, or zeros for a row outside the plane."""
+    if inside:
+        return columns_f2(xf, (at, loads))
+    zero = vsplat(np.float32(0.0))
+    return zero, zero, zero, zero
 
 
 @helper
@@ -328,22 +344,24 @@ def store_tiles(vf, at, value, count, lanes):
 
 
 @kernel
-def output_rows_f2(m, out, tw, ep):
-    """F(2×2)'s ``out[n, o, 2ty + a, 2tx + b] = act(scale·(Aᵀ M A)[a, b] + shift (+ res))``, a
-    row of tiles at a time, LANES tiles to a vector, the two columns of each output row
-    interleaved back by lane shuffles and written through the epilogue."""
+def output_rows_f2(mf, k_step, out, tw, ep):
+    """F(2×2)'s ``out[n, o, 2ty + a, 2tx + b] = act(scale·(Aᵀ M A)[a, b] + shift (+ res))``,
+    point k of tile t's M at ``mf[k·k_step + o·tiles + t]``: a row of tiles at a time, LANES
+    tiles to a vector, the two columns of each output row interleaved back by lane shuffles
+    and written through the epilogue."""
     out_ch = out.shape[1]
-    for job in prange(job_count(out_ch)):
-        first, last = job_items(job, out_ch)
-        output_channels_f2(m, out, tw, ep, first, last)
+    parts = min(out_ch, ROW_JOBS)
+    for job in prange(parts):
+        output_channels_f2((mf, k_step), out, tw, ep, out_ch * job // parts,
+                           out_ch * (job + 1) // parts)
 
 
 @tile_kernel
 def output_channels_f2(m, out, tw, ep, first, last):
     """``output_rows_f2`` of output channels [first, last)."""
     n_img, out_ch, oh, ow = out.shape
-    th, tiles = -(-oh // 2), m.shape[2]
-    mf, outf = m.reshape(-1), out.reshape(-1)
+    th = -(-oh // 2)
+    tiles, (mf, k_step), outf = n_img * th * tw, m, out.reshape(-1)
     scale, shift, res, has_res, code, _ = ep
     lo, hi = clamp_bounds(code)
     for o in range(first, last):
@@ -355,10 +373,10 @@ def output_channels_f2(m, out, tw, ep, first, last):
                 for tx in range(0, tw, LANES):
                     lanes = vmask(0, tw - tx)
                     at = o * tiles + (n * th + ty) * tw + tx
-                    c0 = column_f2(mf, at, out_ch * tiles, 0, lanes)
-                    c1 = column_f2(mf, at, out_ch * tiles, 1, lanes)
-                    c2 = column_f2(mf, at, out_ch * tiles, 2, lanes)
-                    c3 = column_f2(mf, at, out_ch * tiles, 3, lanes)
+                    c0 = column_f2(mf, at, k_step, 0, lanes)
+                    c1 = column_f2(mf, at, k_step, 1, lanes)
+                    c2 = column_f2(mf, at, k_step, 2, lanes)
+                    c3 = column_f2(mf, at, k_step, 3, lanes)
                     for a in range(rows):  # Aᵀ along row a of Aᵀ·M
                         even, odd = at4((c0[a], c1[a], c2[a], c3[a]))
                         d, left = row_at + a * ow + 2 * tx, ow - 2 * tx
