@@ -42,6 +42,7 @@ from cnnir.backends.numba_cpu.blas import WORKERS, batched_matmul, parallel_tile
 from cnnir.backends.numba_cpu.blas import matmul as gemm
 from cnnir.backends.numba_cpu.epilogue import (
     Epilogue,
+    activation_code,
     as3d,
     epilogue_step,
     fused_epilogue,
@@ -181,7 +182,7 @@ def im2col_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray
 # to 256 -> 512 channels (4.7 MiB, 4.4 ms against 4.9), and at batch 1 on 64 -> 128 (568 us
 # against 823). Past this size the weights stream from L3 for every chunk.
 DIRECT_MAX_WEIGHT_BYTES = 8 * gk.TILE_BYTES
-NOT_POOLED = np.empty((0, 0, 0, 0), np.float32)  # direct_conv's ``pooled`` when none is
+NOT_POOLED = np.empty((0, 0, 0, 0), np.float32)  # a kernel's ``pooled`` when none is
 
 
 def direct_mk_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
@@ -430,9 +431,11 @@ def winograd_tiles(out: np.ndarray, tile: int) -> int:
 
 
 def winograd_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
-                  ep: Epilogue, variant: wk.Variant) -> Step:
+                  ep: Epilogue, variant: wk.Variant, pooled: np.ndarray = NOT_POOLED) -> Step:
     """Winograd F(2x2, 3x3) or F(4x4, 3x3) (``variant``: ``wk.F2`` or ``wk.F4``): input
-    tiles, a GEMM per transform point, output tiles with the epilogue."""
+    tiles, a GEMM per transform point, output tiles with the epilogue; given ``pooled``
+    (F(2×2) in float32, a clamp for activation), the max of each output tile into it
+    instead: the 2×2 max pool of the output, which is not written."""
     w = wt.array
     channels = x.shape[1]
     out_ch = w.shape[0]
@@ -444,7 +447,7 @@ def winograd_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,
         v_step, m_step = channels * tiles + gk.LINE_FLOATS, out_ch * tiles + gk.LINE_FLOATS
         vf, mf = b.scratch((points * v_step,)), b.scratch((points * m_step,), owner=-1)
         input_tiles, output_tiles = f2_row_transforms(attrs, x, (vf, v_step), (mf, m_step),
-                                                      out, ep)
+                                                      out, ep, pooled)
     else:
         v_step, m_step = channels * tiles, out_ch * tiles
         v = b.scratch((points, channels, tiles))
@@ -496,14 +499,15 @@ def winograd_transforms(b: Builder, attrs, x: np.ndarray, v: np.ndarray, m: np.n
 
 
 def f2_row_transforms(attrs, x: np.ndarray, v: tuple[np.ndarray, int],
-                      m: tuple[np.ndarray, int], out: np.ndarray, ep: Epilogue
-                      ) -> tuple[Step, Step]:
+                      m: tuple[np.ndarray, int], out: np.ndarray, ep: Epilogue,
+                      pooled: np.ndarray) -> tuple[Step, Step]:
     """F(2×2)'s input and output transforms in float32, on rows of tiles: ``v`` and ``m``
     are (flat array, elements from one point to the next)."""
     th, tw = -(-out.shape[2] // 2), -(-out.shape[3] // 2)
     grid = (x.shape[0] * th * tw, th, tw, *attrs.padding[:2], 2)
     inputs, outputs = wk.input_rows_f2.over(x.shape[1]), wk.output_rows_f2.over(out.shape[1])
-    return bound(inputs, x, *v, grid), bound(outputs, *m, out, tw, ep.args())
+    return (bound(inputs, x, *v, grid),
+            bound(outputs, *m, (out, pooled), tw, ep.args()))
 
 
 @lower(ops.conv2d)
@@ -521,12 +525,12 @@ def conv2d_fused(b: Builder, node: Node) -> Step | None:
     step = fused_conv_step(b, node)
     if (depthwise := depthwise_reader(b, node)) is not None:
         return fuse_pair(b, node, step, depthwise, fused_conv_step(b, depthwise),
-                         EXPAND_DEPTHWISE, lambda: expand_depthwise_step(b, node, depthwise))
+                         {EXPAND_DEPTHWISE: lambda: expand_depthwise_step(b, node, depthwise)})
     if (pool := pool_reader(b, node)) is not None:
         from cnnir.backends.numba_cpu.lower_pool import max_pool2d  # it imports this module
 
-        return fuse_pair(b, node, step, pool, max_pool2d(b, pool), CONV_MAX_POOL,
-                         lambda: conv_max_pool_step(b, node, b.array(pool.output)))
+        return fuse_pair(b, node, step, pool, max_pool2d(b, pool),
+                         conv_max_pool_makers(b, node, b.array(pool.output)))
     return step
 
 
@@ -541,11 +545,11 @@ def fused_conv_step(b: Builder, node: Node) -> Step:
                      fused_epilogue(b, node, out.shape[1]))
 
 
-def fuse_pair(b: Builder, node: Node, step: Step, reader: Node, alone: Step, name: str,
-              make: Callable[[], Step]) -> Step | None:
-    """``node``'s own ``step``, or None when the step ``make()`` builds (named ``name``) runs
-    faster than ``step`` and the reader's own step ``alone`` together, timed as a pair under
-    a key naming both. The reader's lowering then returns the step made here for it
+def fuse_pair(b: Builder, node: Node, step: Step, reader: Node, alone: Step,
+              fused: dict[str, Callable[[], Step]]) -> Step | None:
+    """``node``'s own ``step``, or None when a step one of ``fused`` builds (by name) runs
+    faster than ``step`` and the reader's own step ``alone`` together, all timed as a pair
+    under a key naming both. The reader's lowering then returns the step made here for it
     (``Builder.taken_over``): the fused one, or its own, already tuned."""
     pair = Node(reader.op, (node.attrs, reader.attrs),
                 [*node.inputs[:2], *reader.inputs[1:]], f"{node.name}+{reader.name}")
@@ -555,8 +559,9 @@ def fuse_pair(b: Builder, node: Node, step: Step, reader: Node, alone: Step, nam
         step()
         alone()
 
-    chosen = b.choose_among(pair, {"apart": lambda: apart, name: make})
-    if b.choices.pop(pair.name) != name:
+    chosen = b.choose_among(pair, {"apart": lambda: apart, **fused})
+    name = b.choices.pop(pair.name)
+    if name == "apart":
         b.taken_over[reader.name] = alone
         return step
     b.taken_over[reader.name] = chosen
@@ -626,21 +631,22 @@ def expand_depthwise_step(b: Builder, node: Node, depthwise: Node) -> Step:
 # convolution's parallel loop: SmallCIFAR's first stage (3 -> 32 channels, 32x32, batch 1)
 # 18.8 -> 15.5 us, its network 130-132 -> 126-129 us.
 CONV_MAX_POOL = "direct-max-pool-fused"
+WINOGRAD_MAX_POOL = "winograd-f2x2-max-pool-fused"
 
 
 def pool_reader(b: Builder, node: Node) -> Node | None:
     """The max_pool2d of 2×2 windows tiling the image that alone reads this conv2d_fused
-    node's output, when the direct convolution applies (float32, ungrouped, weights within
-    DIRECT_MAX_WEIGHT_BYTES) and there is no residual, the weight and bias constants; else
-    None. Decided from the graph and its types, like ``depthwise_reader``."""
+    node's output, when one of ``conv_max_pool_makers`` applies, there is no residual and
+    the weight and bias are constants; else None. Decided from the graph and its types, like
+    ``depthwise_reader``."""
     from cnnir.backends.numba_cpu.lower_pool import tiles_2x2  # it imports this module
 
     out = node.output
     if (node.op is not ops.conv2d_fused or b.dtype != np.float32 or node.inputs[0].is_constant
-            or node.inputs[3] is not None or len(out.users) != 1 or node.attrs.groups != 1
+            or node.inputs[3] is not None or len(out.users) != 1
             or any(v is out for v in b.graph.outputs)
             or not all(v is None or v.is_constant for v in node.inputs[1:3])
-            or 4 * b.types[id(node.inputs[1])].numel > DIRECT_MAX_WEIGHT_BYTES):
+            or not pooled_convs(b, node)):
         return None
     reader = out.users[0]
     if reader.op is not ops.max_pool2d or reader.inputs[0] is not out:
@@ -649,11 +655,34 @@ def pool_reader(b: Builder, node: Node) -> Node | None:
     return reader if tiles_2x2(reader.attrs, in_hw, out_hw) else None
 
 
-def conv_max_pool_step(b: Builder, node: Node, pooled: np.ndarray) -> Step:
-    """The direct convolution with each band's 2×2 max pool written into ``pooled``."""
+def pooled_convs(b: Builder, node: Node) -> list[str]:
+    """The convolution algorithms that can pool their own output for this node: the direct
+    one (ungrouped, weights within DIRECT_MAX_WEIGHT_BYTES), and Winograd F(2×2) (3×3,
+    stride 1, undilated, ungrouped) where the activation is a clamp (ReLU, ReLU6 or none),
+    whose 2×2 output tiles are the pool's windows."""
+    a, w_type = node.attrs, b.types[id(node.inputs[1])]
+    names = []
+    if a.groups == 1 and 4 * w_type.numel <= DIRECT_MAX_WEIGHT_BYTES:
+        names.append(CONV_MAX_POOL)
+    clamp = a.activation is None or activation_code(a.activation, a.activation_attrs)[0] <= (
+        ak.LAST_CLAMP)
+    if (tuple(w_type.shape[2:]), a.stride, a.dilation, a.groups) == ((3, 3), (1, 1), (1, 1), 1) \
+            and clamp:
+        names.append(WINOGRAD_MAX_POOL)
+    return names
+
+
+def conv_max_pool_makers(b: Builder, node: Node, pooled: np.ndarray
+                         ) -> dict[str, Callable[[], Step]]:
+    """The steps that convolve and write the 2×2 max pool of the output into ``pooled``: the
+    direct convolution pooling each band's rows, Winograd F(2×2) pooling each output tile."""
     out = b.array(node.output)
-    return direct_mk_step(b, node.attrs, b.array(node.inputs[0]), Weight(b, node.inputs[1]),
-                          out, fused_epilogue(b, node, out.shape[1]), pooled)
+    x, wt = b.array(node.inputs[0]), Weight(b, node.inputs[1])
+    ep = fused_epilogue(b, node, out.shape[1])
+    makers = {CONV_MAX_POOL: lambda: direct_mk_step(b, node.attrs, x, wt, out, ep, pooled),
+              WINOGRAD_MAX_POOL: lambda: winograd_step(b, node.attrs, x, wt, out, ep, wk.F2,
+                                                       pooled)}
+    return {name: makers[name] for name in pooled_convs(b, node)}
 
 
 def flipped_transpose_weight(w: np.ndarray, groups: int,

@@ -54,9 +54,12 @@ from cnnir.backends.numba_cpu.kernels.jit import (
 from cnnir.backends.numba_cpu.kernels.simd import (
     LANES,
     MR,
+    vclamp,
     veven,
+    vfma,
     vload_masked,
     vmask,
+    vmax,
     vodd,
     vsplat,
     vstore,
@@ -344,24 +347,26 @@ def store_tiles(vf, at, value, count, lanes):
 
 
 @kernel
-def output_rows_f2(mf, k_step, out, tw, ep):
+def output_rows_f2(mf, k_step, outs, tw, ep):
     """F(2×2)'s ``out[n, o, 2ty + a, 2tx + b] = act(scale·(Aᵀ M A)[a, b] + shift (+ res))``,
     point k of tile t's M at ``mf[k·k_step + o·tiles + t]``: a row of tiles at a time, LANES
     tiles to a vector, the two columns of each output row interleaved back by lane shuffles
     and written through the epilogue."""
-    out_ch = out.shape[1]
+    out_ch = outs[0].shape[1]
     parts = min(out_ch, ROW_JOBS)
     for job in prange(parts):
-        output_channels_f2((mf, k_step), out, tw, ep, out_ch * job // parts,
+        output_channels_f2((mf, k_step), outs, tw, ep, out_ch * job // parts,
                            out_ch * (job + 1) // parts)
 
 
 @tile_kernel
-def output_channels_f2(m, out, tw, ep, first, last):
+def output_channels_f2(m, outs, tw, ep, first, last):
     """``output_rows_f2`` of output channels [first, last)."""
+    out, pooled = outs
     n_img, out_ch, oh, ow = out.shape
     th = -(-oh // 2)
     tiles, (mf, k_step), outf = n_img * th * tw, m, out.reshape(-1)
+    pooledf = pooled.reshape(-1)
     scale, shift, res, has_res, code, _ = ep
     lo, hi = clamp_bounds(code)
     for o in range(first, last):
@@ -377,6 +382,14 @@ def output_channels_f2(m, out, tw, ep, first, last):
                     c1 = column_f2(mf, at, k_step, 1, lanes)
                     c2 = column_f2(mf, at, k_step, 2, lanes)
                     c3 = column_f2(mf, at, k_step, 3, lanes)
+                    if pooled.shape[0] > 0:  # each tile's max, after a clamp epilogue
+                        top = at4((c0[0], c1[0], c2[0], c3[0]))
+                        bottom = at4((c0[1], c1[1], c2[1], c3[1]))
+                        y = vmax(vmax(clamped(top[0], channel), clamped(top[1], channel)),
+                                 vmax(clamped(bottom[0], channel), clamped(bottom[1], channel)))
+                        vstore_masked(pooledf, ((n * out_ch + o) * th + ty) * tw + tx, y,
+                                      lanes)
+                        continue
                     for a in range(rows):  # Aᵀ along row a of Aᵀ·M
                         even, odd = at4((c0[a], c1[a], c2[a], c3[a]))
                         d, left = row_at + a * ow + 2 * tx, ow - 2 * tx
@@ -385,8 +398,16 @@ def output_channels_f2(m, out, tw, ep, first, last):
                         if left > LANES:
                             finish_vector(outf, d + LANES, left - LANES,
                                           vzip_high(even, odd), channel, res, has_res)
-                for a in range(rows):
-                    activate_flat(outf, row_at + a * ow, ow, ep)
+                if pooled.shape[0] == 0:
+                    for a in range(rows):
+                        activate_flat(outf, row_at + a * ow, ow, ep)
+
+
+@helper
+def clamped(y, channel):
+    """``clamp(scale·y + shift)`` of a vector (``channel = (scale, shift, lo, hi)``, splat)."""
+    sc, b, lo_v, hi_v = channel
+    return vclamp(vfma(y, sc, b), lo_v, hi_v)
 
 
 @helper

@@ -1,10 +1,12 @@
 """A convolution and the 2×2 max pool that alone reads it in one step (``direct-max-pool-fused``,
-``kernels.direct``), against the float64 reference executor: SmallCIFAR's three stages, batches,
-rows that end in whole vectors, a tail or fewer windows than a vector (widths computed from the
-host profile), strides, dilation, bands split by rows and by channels, a NaN that must win its
-window, and the cases that must stay two steps (a conv read twice, a pool that does not tile its
-input, a conv output the graph returns). The conv's input dies at the conv in the graph yet the
-fused step reads it at the pool's place: the memory plan must keep it alive until then."""
+``kernels.direct``; ``winograd-f2x2-max-pool-fused``, ``kernels.winograd``, whose 2×2 output
+tiles are the pool's windows), against the float64 reference executor: SmallCIFAR's three
+stages, batches, rows that end in whole vectors, a tail or fewer windows than a vector (widths
+computed from the host profile), strides, dilation, bands split by rows and by channels, a NaN
+that must win its window, and the cases that must stay two steps (a conv read twice, a pool
+that does not tile its input, a conv output the graph returns, Winograd before an activation
+that is not a clamp). The conv's input dies at the conv in the graph yet the fused step reads
+it at the pool's place: the memory plan must keep it alive until then."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from op_helpers import assert_close
 import cnnir
 from cnnir import nn
 from cnnir.backends.numba_cpu.kernels import simd
-from cnnir.backends.numba_cpu.lower_conv import CONV_MAX_POOL
+from cnnir.backends.numba_cpu.lower_conv import CONV_MAX_POOL, WINOGRAD_MAX_POOL
 
 L = simd.LANES
 
@@ -25,15 +27,16 @@ class Stage(nn.Module):
     a second conv that reads the pooled map (its input then dies at the first pair)."""
 
     def __init__(self, c_in: int, c_out: int, stride: int, padding: int, dilation: int,
-                 then_conv: bool = False) -> None:
+                 then_conv: bool = False, act=nn.functional.relu) -> None:
         super().__init__()
         self.conv = nn.Conv2d(c_in, c_out, 3, stride, padding, dilation, bias=False)
         self.bn = nn.BatchNorm2d(c_out)
         self.pool = nn.MaxPool2d(2)
         self.after = nn.Conv2d(c_out, 4, 1) if then_conv else None
+        self.act = act
 
     def forward(self, x):
-        y = self.pool(nn.functional.relu(self.bn(self.conv(x))))
+        y = self.pool(self.act(self.bn(self.conv(x))))
         return self.after(y) if self.after is not None else y
 
 
@@ -60,16 +63,21 @@ CASES = [  # (batch, c_in, c_out, height, width, stride, padding, dilation)
 ]
 
 
-@pytest.mark.parametrize("batch,c_in,c_out,height,width,stride,padding,dilation", CASES)
-def test_fused_conv_and_max_pool_match_the_reference(batch, c_in, c_out, height, width,
+# Winograd F(2×2) pools where it applies: 3×3, stride 1, undilated
+FUSED = [(CONV_MAX_POOL, *case) for case in CASES] + [
+    (WINOGRAD_MAX_POOL, *case) for case in CASES if case[5] == case[7] == 1]
+
+
+@pytest.mark.parametrize("fused,batch,c_in,c_out,height,width,stride,padding,dilation", FUSED)
+def test_fused_conv_and_max_pool_match_the_reference(fused, batch, c_in, c_out, height, width,
                                                      stride, padding, dilation) -> None:
     model = randomized(Stage(c_in, c_out, stride, padding, dilation))
     shape = (batch, c_in, height, width)
     x = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
     x[0, 0, 0, 0] = np.nan  # poisons the outputs whose windows read it: NaN must win the pool
-    compiled = cnnir.compile(model, shape, tune=CONV_MAX_POOL)
+    compiled = cnnir.compile(model, shape, tune=fused)
     got = compiled(x)
-    assert list(compiled.choices.values()).count(CONV_MAX_POOL) == 2
+    assert list(compiled.choices.values()).count(fused) == 2
     ref = cnnir.compile(model, shape, backend="reference")(x.astype(np.float64))
     assert np.isnan(ref).any()
     assert_close(got, ref, 9 * c_in)
@@ -125,3 +133,17 @@ def test_a_pool_that_cannot_take_the_conv_is_not_fused(model, size) -> None:
     for a, b in zip(got if isinstance(got, tuple) else (got,),
                     ref if isinstance(ref, tuple) else (ref,)):
         assert_close(a, b, 27)
+
+
+def test_winograd_pools_only_after_a_clamp() -> None:
+    """The Winograd kernel pools its tiles after a clamp epilogue only (ReLU, ReLU6, none):
+    after hardswish (not monotonic, applied after the clamp) it does not pool, the direct
+    kernel, which pools the finished rows, does."""
+    model = randomized(Stage(4, 8, 1, 1, 1, act=nn.functional.hardswish))
+    x = np.random.default_rng(5).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    ref = cnnir.compile(model, x.shape, backend="reference")(x.astype(np.float64))
+    for fused, offered in ((CONV_MAX_POOL, True), (WINOGRAD_MAX_POOL, False)):
+        compiled = cnnir.compile(model, x.shape, tune=fused)
+        got = compiled(x)
+        assert (fused in compiled.choices.values()) == offered
+        assert_close(got, ref, 9 * 4)
