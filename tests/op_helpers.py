@@ -76,6 +76,18 @@ def binary_labels(rng: np.random.Generator, shape: tuple) -> np.ndarray:
     return rng.integers(0, 2, shape).astype(np.float64)
 
 
+def randomized(model: nn.Module, seed: int = 1) -> nn.Module:
+    """``model`` in eval mode with standard-normal parameters and buffers (BatchNorm's
+    running variances kept positive)."""
+    rng = np.random.default_rng(seed)
+    for name, p in model.state_dict().items():
+        values = rng.standard_normal(p.shape).astype(np.float32)
+        if name.endswith("running_var"):
+            values = np.abs(values) + 0.5
+        model.state_dict()[name][...] = values
+    return model.eval()
+
+
 def assert_close(actual: np.ndarray, expected: np.ndarray, reduction: int = 1) -> None:
     """docs/semantics.md §8, float32 against the float64 reference: rtol 1e-4,
     atol 1e-5·max(1, ‖expected‖∞), widened by √K for a reduction of length K. NaNs are ignored

@@ -141,7 +141,7 @@ def _layers() -> list[tuple[object, tuple[int, ...], bool | str]]:
                          nn.MaxPool2d(3, 2, 1))
     # The first process compiles a network from its stem (the GEMM block, im2col and the
     # direct kernel) while the warm-up starts with what it needs next, the Winograd
-    # transforms (one set of kernels for both variants, which takes about as long), then
+    # transforms (F(4×4)'s chunks of tiles, then F(2×2)'s rows of tiles), then
     # what it needs last: the head, the max pool (the tuner times it late) and the
     # pixel-gemm of the narrow strided layers; then the layers of other networks. Where
     # the two meet, one waits for the other's kernel (``jit``'s lock).

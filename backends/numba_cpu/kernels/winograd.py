@@ -30,8 +30,8 @@ run on chunks of CHUNK tiles: the input's over V's flat (channel, tile) order, s
 planes still fill a chunk, and the output's along a row of tiles, whose output rows then get
 the epilogue. A chunk's α² values per tile sit CHUNK apart in a
 per-thread buffer, so every offset in the transform loops is a constant and LLVM vectorizes
-them over the tiles. The two variants share every kernel but the transforms, which are called
-(not inlined) by tile size: one compile of the chunk machinery serves both.
+them over the tiles. There the two variants share every kernel but the transforms, which are
+called (not inlined) by tile size: one compile of the chunk machinery serves both.
 """
 
 from __future__ import annotations

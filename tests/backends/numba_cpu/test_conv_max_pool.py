@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_helpers import assert_close
+from op_helpers import assert_close, randomized
 
 import cnnir
 from cnnir import nn
@@ -38,16 +38,6 @@ class Stage(nn.Module):
     def forward(self, x):
         y = self.pool(self.act(self.bn(self.conv(x))))
         return self.after(y) if self.after is not None else y
-
-
-def randomized(model: nn.Module) -> nn.Module:
-    rng = np.random.default_rng(1)
-    for name, p in model.state_dict().items():
-        values = rng.standard_normal(p.shape).astype(np.float32)
-        if name.endswith("running_var"):
-            values = np.abs(values) + 0.5
-        model.state_dict()[name][...] = values
-    return model.eval()
 
 
 CASES = [  # (batch, c_in, c_out, height, width, stride, padding, dilation)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from op_helpers import assert_close
+from op_helpers import assert_close, randomized
 
 import cnnir
 from cnnir import nn
@@ -34,16 +34,6 @@ class Block(nn.Module):
     def forward(self, x):
         y = self.bn2(self.dw(self.act(self.bn1(self.expand(x)))))
         return y + self.shortcut(x) if self.shortcut is not None else nn.functional.relu6(y)
-
-
-def randomized(model: nn.Module) -> nn.Module:
-    rng = np.random.default_rng(1)
-    for name, p in model.state_dict().items():
-        values = rng.standard_normal(p.shape).astype(np.float32)
-        if name.endswith("running_var"):
-            values = np.abs(values) + 0.5
-        model.state_dict()[name][...] = values
-    return model.eval()
 
 
 CASES = [  # (batch, c_in, hidden, height, width, stride, activation, shortcut)

@@ -6,7 +6,7 @@ copied out like any output (a second call must not change the first call's resul
 from __future__ import annotations
 
 import numpy as np
-from op_helpers import assert_close
+from op_helpers import assert_close, randomized
 
 import cnnir
 from cnnir import nn
@@ -28,13 +28,6 @@ class LateView(nn.Module):
         early = cnnir.flatten(h, 1)
         late = cnnir.flatten(self.body(h), 1)
         return self.fc(late) + self.fc(early), early.reshape(-1, 6, 24)
-
-
-def randomized(model: nn.Module) -> nn.Module:
-    rng = np.random.default_rng(1)
-    for p in model.state_dict().values():
-        p[...] = rng.standard_normal(p.shape).astype(np.float32) * 0.3
-    return model.eval()
 
 
 def test_views_take_no_step_and_keep_their_memory_alive() -> None:
