@@ -261,7 +261,7 @@ class Builder:
 
     def view_outputs(self) -> dict[int, Value]:
         """``id(output) -> value``: outputs that are the memory of an earlier value (not a
-        constant) in another shape, and need no step (a reshape, a flatten: ``VIEW_OPS``),
+        constant) in another shape, and need no step (``OpDef.reshapes``),
         the value being the first of a chain of them. None here: a device whose arrays
         reshape in place (``memory.view`` of an offset) says so."""
         return {}

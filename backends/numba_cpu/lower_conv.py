@@ -112,7 +112,7 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value | Weight, out
             makers["pointwise-microkernel"] = lambda: pointwise_mk_step(b, x, wt, out, ep)
         else:
             makers["im2col-microkernel"] = lambda: im2col_mk_step(b, attrs, x, wt, out, ep)
-            if attrs.groups == 1 and 4 * w.size <= DIRECT_MAX_WEIGHT_BYTES:
+            if direct_applies(attrs, w.size):
                 makers["direct-microkernel"] = lambda: direct_mk_step(b, attrs, x, wt, out, ep)
         if (attrs.groups == 1 and w[0].size >= PIXEL_GEMM_MIN_DEPTH
                 and out.shape[2] * out.shape[3] <= PIXEL_GEMM_MAX_PIXELS):
@@ -121,12 +121,24 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value | Weight, out
         makers["pointwise-blas"] = lambda: pointwise_step(x, w, out, ep)
     else:
         makers["im2col-blas"] = lambda: im2col_step(b, attrs, x, w, out, ep)
-    if (kh, kw, *attrs.stride, *attrs.dilation, attrs.groups) == (3, 3, 1, 1, 1, 1, 1):
+    if winograd_applies(attrs, (kh, kw)):
         makers["winograd-f2x2-3x3"] = lambda: winograd_step(b, attrs, x, wt, out, ep, wk.F2)
         # with fewer tiles than vector lanes its GEMMs leave lanes idle: tried only by name
         if winograd_tiles(out, wk.F4.tile) >= simd.LANES or b.tune == "winograd-f4x4-3x3":
             makers["winograd-f4x4-3x3"] = lambda: winograd_step(b, attrs, x, wt, out, ep, wk.F4)
     return b.choose_among(node, makers)
+
+
+def direct_applies(attrs, weight_elements: int) -> bool:
+    """Whether ``direct-microkernel`` runs this convolution: ungrouped, its weights within
+    DIRECT_MAX_WEIGHT_BYTES."""
+    return attrs.groups == 1 and 4 * weight_elements <= DIRECT_MAX_WEIGHT_BYTES
+
+
+def winograd_applies(attrs, kernel_size: tuple[int, int]) -> bool:
+    """Whether Winograd's F(m×m, 3×3) runs this convolution: 3×3, stride 1, undilated,
+    ungrouped."""
+    return (*kernel_size, *attrs.stride, *attrs.dilation, attrs.groups) == (3, 3, 1, 1, 1, 1, 1)
 
 
 def depthwise_candidates(b: Builder, attrs, x: np.ndarray, w: np.ndarray, out: np.ndarray,
@@ -661,13 +673,10 @@ def pooled_convs(b: Builder, node: Node) -> list[str]:
     stride 1, undilated, ungrouped) where the activation is a clamp (ReLU, ReLU6 or none),
     whose 2×2 output tiles are the pool's windows."""
     a, w_type = node.attrs, b.types[id(node.inputs[1])]
-    names = []
-    if a.groups == 1 and 4 * w_type.numel <= DIRECT_MAX_WEIGHT_BYTES:
-        names.append(CONV_MAX_POOL)
     clamp = a.activation is None or activation_code(a.activation, a.activation_attrs)[0] <= (
         ak.LAST_CLAMP)
-    if (tuple(w_type.shape[2:]), a.stride, a.dilation, a.groups) == ((3, 3), (1, 1), (1, 1), 1) \
-            and clamp:
+    names = [CONV_MAX_POOL] if direct_applies(a, w_type.numel) else []
+    if clamp and winograd_applies(a, tuple(w_type.shape[2:])):
         names.append(WINOGRAD_MAX_POOL)
     return names
 

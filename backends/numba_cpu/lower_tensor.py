@@ -11,9 +11,10 @@ import numpy as np
 
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
-from cnnir.backends.numba_cpu.program import VIEW_OPS, lower, unary
+from cnnir.backends.numba_cpu.program import lower, unary
 from cnnir.ir import Node
 from cnnir.ops import tensor as tensor_ops
+from cnnir.ops.registry import REGISTRY
 
 
 def binary(ufunc):
@@ -48,8 +49,9 @@ def copy_reshaped(b: Builder, node: Node) -> Step | None:
     return lambda: np.copyto(out, src)
 
 
-for _op in VIEW_OPS:
-    lower(_op)(copy_reshaped)
+for _op in REGISTRY.values():
+    if _op.reshapes:
+        lower(_op)(copy_reshaped)
 
 
 @lower(ops.transpose)

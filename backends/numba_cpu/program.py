@@ -14,7 +14,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cnnir import ops
 from cnnir.backend import KernelTable
 from cnnir.backends.lowering import HOST_MEMORY, Builder, ProgramState, Step, lower_nodes
 from cnnir.backends.numba_cpu import tuning
@@ -23,9 +22,6 @@ from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels.jit import PARALLEL_MIN_ELEMENTS
 from cnnir.ir import Graph, Node, Value
 from cnnir.passes.shape_inference import bind_types
-
-# Ops whose output is their input's memory in another shape (``CpuBuilder.view_outputs``)
-VIEW_OPS = (ops.reshape, ops.flatten, ops.identity)
 
 KERNELS = KernelTable("numba")
 Lowering = Callable[[Builder, Node], Step | None]
@@ -67,11 +63,11 @@ class CpuBuilder(Builder):
                 if (reader := fused_reader(self, node)) is not None}
 
     def view_outputs(self) -> dict[int, Value]:
-        """Reshapes, flattens and identities of computed values: views of their memory."""
+        """The outputs of ``OpDef.reshapes`` ops on computed values: views of their memory."""
         views: dict[int, Value] = {}
         for node in self.graph.nodes:
             source = node.inputs[0] if node.inputs else None
-            if (node.op in VIEW_OPS and source is not None and not source.is_constant
+            if (node.op.reshapes and source is not None and not source.is_constant
                     and id(source) not in self.aliases and id(node.output) not in self.aliases):
                 views[id(node.output)] = views.get(id(source), source)
         return views

@@ -70,6 +70,10 @@ class OpDef:
     running statistics): its outputs, in order, are the new values of those inputs that are
     present. A backend may compute them in place, into the inputs' memory, where the node is
     the last reader of the input (``in_place_updates``).
+
+    ``reshapes`` marks an op whose output is its first input's elements, in the same
+    row-major order, in another shape (reshape, flatten, identity): a backend may give the
+    output the input's memory and run nothing.
     """
 
     name: str
@@ -88,6 +92,7 @@ class OpDef:
     is_loss: bool = False
     backward: bool = False
     updates: tuple[str, ...] = ()
+    reshapes: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -301,6 +301,7 @@ def vjp_reshape(ad: Any, node: Node, grads: list) -> list:
 reshape = register(OpDef(
     name="reshape", inputs=("input",), attrs=ReshapeAttrs, infer=infer_reshape,
     cost=free_cost, flop_rule="0 (data movement)", onnx=onnx_reshape, vjp=vjp_reshape,
+    reshapes=True,
 ))
 
 
@@ -337,7 +338,7 @@ def onnx_flatten(b: Any, node: Node) -> list[str]:
 flatten = register(OpDef(
     name="flatten", inputs=("input",), attrs=FlattenAttrs, infer=infer_flatten,
     cost=free_cost, window=flatten_window, flop_rule="0 (data movement)", onnx=onnx_flatten,
-    vjp=vjp_reshape,
+    vjp=vjp_reshape, reshapes=True,
 ))
 
 
@@ -666,7 +667,7 @@ def onnx_identity(b: Any, node: Node) -> list[str]:
 
 identity = register(OpDef(
     name="identity", inputs=("input",), infer=infer_identity, cost=free_cost, flop_rule="0",
-    onnx=onnx_identity, vjp=vjp_reshape,
+    onnx=onnx_identity, vjp=vjp_reshape, reshapes=True,
 ))
 
 

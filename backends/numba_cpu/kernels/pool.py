@@ -240,7 +240,7 @@ POOL_PARTS = 8 * numba.config.NUMBA_NUM_THREADS  # runs of planes, a few per thr
 @kernel
 def max_pool_2x2(x, out):
     """max_pool2d for 2×2 windows of stride 2 tiling the image (as ``max_pool_grad_2x2``),
-    one (image, channel) plane at a time; NaN wins."""
+    in runs of (image, channel) planes (``max_pool_rows``); NaN wins."""
     planes, height, width = x.shape[0] * x.shape[1], x.shape[2], x.shape[3]
     parts = min(planes, POOL_PARTS)
     x_planes = x.reshape((1, planes, height, width))  # the images' planes as one image's

@@ -361,12 +361,13 @@ def output_rows_f2(mf, k_step, outs, tw, ep):
 
 @tile_kernel
 def output_channels_f2(m, outs, tw, ep, first, last):
-    """``output_rows_f2`` of output channels [first, last)."""
+    """``output_rows_f2`` of output channels [first, last); with a non-empty ``pooled`` (of
+    ``outs = (out, pooled)``), each tile's maximum into it instead (``tile_maxima``)."""
     out, pooled = outs
     n_img, out_ch, oh, ow = out.shape
     th = -(-oh // 2)
     tiles, (mf, k_step), outf = n_img * th * tw, m, out.reshape(-1)
-    pooledf = pooled.reshape(-1)
+    pooling, pooledf = pooled.shape[0] > 0, pooled.reshape(-1)
     scale, shift, res, has_res, code, _ = ep
     lo, hi = clamp_bounds(code)
     for o in range(first, last):
@@ -378,29 +379,47 @@ def output_channels_f2(m, outs, tw, ep, first, last):
                 for tx in range(0, tw, LANES):
                     lanes = vmask(0, tw - tx)
                     at = o * tiles + (n * th + ty) * tw + tx
-                    c0 = column_f2(mf, at, k_step, 0, lanes)
-                    c1 = column_f2(mf, at, k_step, 1, lanes)
-                    c2 = column_f2(mf, at, k_step, 2, lanes)
-                    c3 = column_f2(mf, at, k_step, 3, lanes)
-                    if pooled.shape[0] > 0:  # each tile's max, after a clamp epilogue
-                        top = at4((c0[0], c1[0], c2[0], c3[0]))
-                        bottom = at4((c0[1], c1[1], c2[1], c3[1]))
-                        y = vmax(vmax(clamped(top[0], channel), clamped(top[1], channel)),
-                                 vmax(clamped(bottom[0], channel), clamped(bottom[1], channel)))
-                        vstore_masked(pooledf, ((n * out_ch + o) * th + ty) * tw + tx, y,
-                                      lanes)
-                        continue
-                    for a in range(rows):  # Aᵀ along row a of Aᵀ·M
-                        even, odd = at4((c0[a], c1[a], c2[a], c3[a]))
-                        d, left = row_at + a * ow + 2 * tx, ow - 2 * tx
-                        finish_vector(outf, d, left, vzip_low(even, odd), channel, res,
-                                      has_res)
-                        if left > LANES:
-                            finish_vector(outf, d + LANES, left - LANES,
-                                          vzip_high(even, odd), channel, res, has_res)
-                if pooled.shape[0] == 0:
+                    m_columns = (column_f2(mf, at, k_step, 0, lanes),
+                                 column_f2(mf, at, k_step, 1, lanes),
+                                 column_f2(mf, at, k_step, 2, lanes),
+                                 column_f2(mf, at, k_step, 3, lanes))
+                    if pooling:
+                        vstore_masked(pooledf, ((n * out_ch + o) * th + ty) * tw + tx,
+                                      tile_maxima(m_columns, channel), lanes)
+                    else:
+                        output_pair_rows(outf, (row_at + 2 * tx, ow - 2 * tx, ow, rows),
+                                         m_columns, channel, (res, has_res))
+                if not pooling:
                     for a in range(rows):
                         activate_flat(outf, row_at + a * ow, ow, ep)
+
+
+@helper
+def output_pair_rows(outf, place, m_columns, channel, residual):
+    """The output rows (one or two: ``place = (at, left, ow, rows)``, ``left`` columns from
+    ``at`` to a row's end) of LANES tiles whose Aᵀ·M columns are ``m_columns``, Aᵀ along each
+    row, its two columns per tile interleaved back by lane shuffles, through the epilogue."""
+    at, left, ow, rows = place
+    res, has_res = residual
+    c0, c1, c2, c3 = m_columns
+    for a in range(rows):
+        even, odd = at4((c0[a], c1[a], c2[a], c3[a]))
+        d = at + a * ow
+        finish_vector(outf, d, left, vzip_low(even, odd), channel, res, has_res)
+        if left > LANES:
+            finish_vector(outf, d + LANES, left - LANES, vzip_high(even, odd), channel, res,
+                          has_res)
+
+
+@helper
+def tile_maxima(m_columns, channel):
+    """The maximum of each of LANES tiles' four outputs, each after ``clamp(scale·y +
+    shift)`` (``channel = (scale, shift, lo, hi)``, splat): a 2×2 max pool of the tiles."""
+    c0, c1, c2, c3 = m_columns
+    top = at4((c0[0], c1[0], c2[0], c3[0]))
+    bottom = at4((c0[1], c1[1], c2[1], c3[1]))
+    return vmax(vmax(clamped(top[0], channel), clamped(top[1], channel)),
+                vmax(clamped(bottom[0], channel), clamped(bottom[1], channel)))
 
 
 @helper
