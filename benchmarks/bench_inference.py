@@ -19,9 +19,11 @@ made while the machine was disturbed (another job, a slow phase of a shared host
 from choices made in this run's first cnnir process.
 
 ``--interleaved`` adds, per row, cnnir's latency in one process with onnxruntime called
-between its calls (default ORT options, whose workers spin after each call, and with
-``session.intra_op.allow_spinning = 0``) and with a numpy BLAS call (512² sgemm) between its
-calls, each against cnnir's solo latency in that same process. Then the fixed cost of a call
+between its calls (default ORT options, whose workers spin for about 50 ms after each call;
+with ``session.force_spinning_stop = 1``, which stops them when the call returns; with
+``session.intra_op.allow_spinning = 0``, which never lets them spin) and with a numpy BLAS
+call (512² sgemm) between its calls, each against cnnir's solo latency in that same process,
+and ORT's own solo latency there with each of those options. Then the fixed cost of a call
 (a compiled Identity), and cold compile (empty kernel cache) and warm start (a second
 process) for ResNet-18, ``--startup-runs`` times each (2 by default: one cold compile on a
 shared 2-core host measured anywhere from 13.5 to 21.0 s).
@@ -90,9 +92,18 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def ort_session(model, shape, tmp: str, spinning: bool = True, profiled: bool = False):
-    """ORT's callable on cnnir's ONNX export of ``model`` (with ``profiled``, the session
-    too, profiling every run)."""
+# ORT's thread-pool options for running beside another engine: its intra-op workers spin
+# between the parallel sections of a call and, by default, for about 50 ms after it
+ORT_SPIN = {
+    "default": {},
+    "stop": {"session.force_spinning_stop": "1"},  # stop spinning when Run() returns
+    "off": {"session.intra_op.allow_spinning": "0"},  # never spin
+}
+
+
+def ort_session(model, shape, tmp: str, spin: str = "default", profiled: bool = False):
+    """ORT's callable on cnnir's ONNX export of ``model``, its workers spinning as ``spin``
+    says (``ORT_SPIN``; with ``profiled``, the session too, profiling every run)."""
     import onnxruntime as ort
 
     path = os.path.join(tmp, "model.onnx")
@@ -100,8 +111,8 @@ def ort_session(model, shape, tmp: str, spinning: bool = True, profiled: bool = 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.intra_op_num_threads = os.cpu_count() or 1
-    if not spinning:
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    for key, value in ORT_SPIN[spin].items():
+        opts.add_session_config_entry(key, value)
     if profiled:
         opts.enable_profiling = True
         opts.profile_file_prefix = os.path.join(tmp, "ort-profile")
@@ -247,19 +258,21 @@ def measure_apart(name: str, batch: int, runs: int, rounds: int, profile: bool,
 
 
 def interleaved_worker(name: str, batch: int, runs: int) -> None:
-    """cnnir's median latency alone, then with another engine called between its calls (ORT
-    spinning as by default, ORT not spinning, a numpy sgemm), in this one process: prints a
-    JSON line (ms)."""
+    """In this one process: cnnir's median latency alone, then with another engine called
+    between its calls (ORT with each ``ORT_SPIN`` option, a numpy sgemm), and ORT's own solo
+    latency with each option: prints a JSON line (ms)."""
     x = np.random.default_rng(0).standard_normal((batch, *MODELS[name][1])).astype(np.float32)
     a = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
     with tempfile.TemporaryDirectory() as tmp:
         run = runner("cnnir", name, batch, tmp)
         model = build(name)
         shape = (batch, *MODELS[name][1])
-        others = {"solo": lambda x: None, "ort": ort_session(model, shape, tmp),
-                  "ort-no-spin": ort_session(model, shape, tmp, spinning=False),
+        orts = {spin: ort_session(model, shape, tmp, spin) for spin in ORT_SPIN}
+        others = {"solo": lambda x: None,
+                  **{("ort" if spin == "default" else f"ort-{spin}-spin"): ort
+                     for spin, ort in orts.items()},
                   "blas": lambda x: a @ a}
-        result = {}
+        result = {"cnnir": {}, "ort": {}}
         for key, other in others.items():
             other(x)
             for _ in range(3):
@@ -268,7 +281,9 @@ def interleaved_worker(name: str, batch: int, runs: int) -> None:
             for _ in range(runs):
                 other(x)
                 times.append(_timed(lambda: run(x)))
-            result[key] = 1e3 * statistics.median(times)
+            result["cnnir"][key] = 1e3 * statistics.median(times)
+        for spin, ort in orts.items():
+            result["ort"][spin] = median_ms(ort, x, runs)
     print(json.dumps(result))
 
 
@@ -377,10 +392,12 @@ def main() -> None:
                     f"{k} {v:.2f}" for k, v in profile.items()))
             if args.interleaved:
                 both = run_worker(["--interleaved-worker", name, str(batch), str(args.runs)])
-                solo = both.pop("solo")
+                solo = both["cnnir"].pop("solo")
                 print(f"    cnnir in one process, solo {solo:.2f} ms; with a call between "
                       "its calls to " + ", ".join(f"{other} {ms:.2f} ms ({ms / solo:.2f}x)"
-                                                   for other, ms in both.items()))
+                                                   for other, ms in both["cnnir"].items()))
+                print("    ORT solo in that process, by spin option: " + ", ".join(
+                    f"{spin} {ms:.2f} ms" for spin, ms in both["ort"].items()))
     print(f"fixed cost of a call (compiled Identity on [1, 4]): {call_overhead_us():.1f} us")
     if not args.no_startup:
         starts = [startup_times() for _ in range(args.startup_runs)]

@@ -32,6 +32,7 @@ from cnnir.backends.numba_cpu.kernels.activation import (
     copy_flat,
     finish_flat,
 )
+from cnnir.backends.numba_cpu.kernels.host import HOST
 from cnnir.backends.numba_cpu.kernels.jit import (
     helper,
     job_count,
@@ -574,6 +575,31 @@ def depthwise3x3_row_planes(x, w, out, first, last, geometry, ep):
                                 0, oh, stride, ep)
 
 
+# Input planes up to this size are walked down each column of output vectors at stride 2
+# (``depthwise3x3_plane_rows``): 7 to 28 outputs a row ran 15-40% faster in MobileNetV2 than
+# row by row, which makes each vector's four masks again. A larger plane is read from L2 or
+# further as it goes, row by row (96 planes of 112x112: 99 -> 119 us by columns).
+COLUMN_WALK_BYTES = HOST.l1_bytes // 2
+
+
+@helper
+def taps_vector(xf, source, y, x0, stride, masks, taps, outf, at, lanes, channel, res,
+                has_res):
+    """Outputs x0 … x0 + LANES − 1 of output row y (``depthwise3x3_plane_rows``) into
+    ``outf[at:]`` through the epilogue (``finish_vector``)."""
+    start, first, height, width = source
+    w0, w1, w2, w3, w4, w5, w6, w7, w8 = taps
+    top = y * stride - 1  # the input row of the taps' first row
+    row = start + (top - first) * width
+    total = vsplat(np.float32(0.0))
+    if top >= 0:
+        total = taps_row(xf, row, x0, stride, masks, w0, w1, w2, total)
+    total = taps_row(xf, row + width, x0, stride, masks, w3, w4, w5, total)
+    if top + 2 < height:
+        total = taps_row(xf, row + 2 * width, x0, stride, masks, w6, w7, w8, total)
+    finish_vector(outf, at, lanes, total, channel, res, has_res)
+
+
 @helper
 def depthwise3x3_plane_rows(xf, source, w, o, outf, target, y0, y1, stride, ep):
     """Output rows [y0, y1) of channel ``o``'s plane (``target``: where its row 0 starts in
@@ -583,22 +609,19 @@ def depthwise3x3_plane_rows(xf, source, w, o, outf, target, y0, y1, stride, ep):
     at, first, height, width = source
     base, ow = target
     scale, shift, res, has_res, code, _ = ep
-    (lo_v, hi_v), zero = clamp_vectors(code), vsplat(np.float32(0.0))
-    w0, w1, w2, w3, w4, w5, w6, w7, w8 = splat_3x3(w, o)
-    sc, b = vsplat(scale[o]), vsplat(shift[o])
-    for y in range(y0, y1):
-        top = y * stride - 1  # the input row of the taps' first row
-        row = at + (top - first) * width
-        for x0 in range(0, ow, LANES):
-            masks = row_masks(x0, width, stride)
-            total = zero
-            if top >= 0:
-                total = taps_row(xf, row, x0, stride, masks, w0, w1, w2, total)
-            total = taps_row(xf, row + width, x0, stride, masks, w3, w4, w5, total)
-            if top + 2 < height:
-                total = taps_row(xf, row + 2 * width, x0, stride, masks, w6, w7, w8, total)
-            finish_vector(outf, base + y * ow + x0, ow - x0, total, (sc, b, lo_v, hi_v), res,
-                          has_res)
+    lo_v, hi_v = clamp_vectors(code)
+    taps, channel = splat_3x3(w, o), (vsplat(scale[o]), vsplat(shift[o]), lo_v, hi_v)
+    if stride == 2 and 4 * height * width <= COLUMN_WALK_BYTES:
+        for x0 in range(0, ow, LANES):  # down each column of vectors, its masks made once
+            masks = row_masks(x0, width, 2)
+            for y in range(y0, y1):
+                taps_vector(xf, source, y, x0, 2, masks, taps, outf, base + y * ow + x0,
+                            ow - x0, channel, res, has_res)
+    else:  # row by row (at stride 1 a 112-wide plane by columns ran 10-20% slower)
+        for y in range(y0, y1):
+            for x0 in range(0, ow, LANES):
+                taps_vector(xf, source, y, x0, stride, row_masks(x0, width, stride), taps,
+                            outf, base + y * ow + x0, ow - x0, channel, res, has_res)
     activate_flat(outf, base + y0 * ow, (y1 - y0) * ow, ep)
 
 

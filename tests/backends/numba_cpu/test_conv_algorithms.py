@@ -13,7 +13,7 @@ from op_helpers import T, assert_close, fused_graph
 
 import cnnir
 from cnnir import ops
-from cnnir.backends.numba_cpu.kernels import simd
+from cnnir.backends.numba_cpu.kernels import simd, stencil
 from cnnir.ops.activation import LeakyReluAttrs
 from cnnir.ops.fused import Conv2dFusedAttrs
 
@@ -159,6 +159,11 @@ def tail_geometries() -> list[tuple]:
                           (2, 2 * lanes + 3)):
         out.append(("depthwise-3x3-rows", (1, 2, 4, width), (2, 1, 3, 3),
                     dict(stride=stride, padding=1, groups=2)))
+    # stride 2 on a plane too large to walk by columns: row by row
+    width = 2 * lanes + 3
+    height = stencil.COLUMN_WALK_BYTES // (4 * width) + 1
+    out.append(("depthwise-3x3-rows", (1, 2, height, width), (2, 1, 3, 3),
+                dict(stride=2, padding=1, groups=2)))
     return out
 
 
