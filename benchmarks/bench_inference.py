@@ -9,7 +9,10 @@ measurement is a fresh process that builds its engine, warms it up and reports t
 median per engine is kept (two engines in one process fight over the cores with their
 spinning thread pools, so that figure, ``--interleaved``, is a robustness number, not the
 speed). Printed: the ISA (LLVM's CPU name and vector width), the machine's numpy sgemm peak,
-GFLOP/s (2·MACs / time), the fraction of the peak, and cnnir / ORT. ``--isa auto,avx2`` also
+GFLOP/s (2·MACs / time), the fraction of the peak, and cnnir / ORT: of the best medians, and
+within each round, whose two processes ran back to back (a shared host's slow phases last
+minutes: one can span every round of one engine and none of the other's, while a round's
+ratio shares its phase; the order alternates between rounds). ``--isa auto,avx2`` also
 runs cnnir on the forced AVX2 path (``CNNIR_ISA=avx2``: 8-lane kernels, code for an AVX2 CPU;
 onnxruntime keeps its AVX-512 kernels, so that row's ratio is not like for like).
 
@@ -240,21 +243,25 @@ def forget_tuning(isa: str) -> None:
 def measure_apart(name: str, batch: int, runs: int, rounds: int, profile: bool,
                   isas: list[str]) -> dict:
     """Best median per engine (cnnir once per ISA path) over ``rounds`` rounds of one process
-    per engine."""
+    per engine, and each round's medians (the engines' order reversed every other round, so
+    that neither always runs first)."""
     best: dict[str, float] = {}
+    each_round: list[dict[str, float]] = []
     profiles: dict[str, dict[str, float]] = {}
     runs_of = [(e, "auto") for e in ENGINES if e != "cnnir"]
     runs_of = [("cnnir", isa) for isa in isas] + runs_of
-    for _ in range(rounds):
-        for engine, isa in runs_of:
+    for r in range(rounds):
+        each_round.append({})
+        for engine, isa in runs_of if r % 2 == 0 else runs_of[::-1]:
             result = run_worker(["--worker", engine, name, str(batch), str(runs),
                                  str(int(profile))], isa)
             label = engine if isa == "auto" else f"{engine}[{isa}]"
             if result["ms"] is not None:
                 best[label] = min(best.get(label, float("inf")), result["ms"])
+                each_round[-1][label] = result["ms"]
                 if isa == "auto" and "profile" in result:
                     profiles[engine] = result["profile"]
-    return {"ms": best, "profile": profiles}
+    return {"ms": best, "rounds": each_round, "profile": profiles}
 
 
 def interleaved_worker(name: str, batch: int, runs: int) -> None:
@@ -387,6 +394,10 @@ def main() -> None:
                 ratio = (f"{ms / med['onnxruntime']:>11.2f}"
                          if engine.startswith("cnnir") and "onnxruntime" in med else "")
                 print(report_row(name, batch, engine, ms, macs, peak, ratio))
+            ratios = [r["cnnir"] / r["onnxruntime"] for r in result["rounds"]
+                      if "cnnir" in r and "onnxruntime" in r]
+            if ratios:
+                print("    cnnir/ORT within each round: " + ", ".join(f"{x:.2f}" for x in ratios))
             for engine, profile in result["profile"].items():
                 print(f"    {engine} profile (ms per run): " + ", ".join(
                     f"{k} {v:.2f}" for k, v in profile.items()))

@@ -119,6 +119,10 @@ def tail_geometries() -> list[tuple]:
     channels = PACK_MIN_STEPS + 3
     out.append(("pointwise-microkernel", (2, channels, 1, nr + mid + lanes + 3),
                 (2 * rows + 1, channels, 1, 1), {}))
+    # ... and its last columns, read in place: one, and one past the column tiles' reach
+    for pixels in (nr + 1, nr + most + 1):
+        out.append(("pointwise-microkernel", (1, channels, 1, pixels),
+                    (2 * rows + 1, channels, 1, 1), {}))
     out.append(("im2col-microkernel", (1, channels // 9 + 1, 5, nr + 2), (rows + 2,
                 channels // 9 + 1, 3, 3), dict(padding=1)))
     out.append(("direct-microkernel", (1, channels // 9 + 1, 4, nr + lanes + 1),
