@@ -147,10 +147,13 @@ def _float32_array(t) -> bool:
 
 
 def _emit_tile(builder, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_res, has_res,
-               lo, hi, last_lanes=None, *, vectors):
+               lo, hi, last_lanes=None, *, vectors, column=None):
     """The micro-kernel's body: ``a_scalar(step, r)`` loads A's element of row r at a step,
     ``b_row(step)`` points at the step's row of B. With ``last_lanes``, only that many lanes
-    of the last vector column are read (B, the residual) and written (C)."""
+    of the last vector column are read (B, the residual) and written (C). ``column = (a_row,
+    t_row)`` adds one more column of C after the tile's, with A's rows in the lanes of one
+    more accumulator (``_emit_column_tile``): ``a_row(step)`` points at the step's MR packed
+    elements of A, ``t_row(step)`` at the column's element of B."""
     prefetch = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(ir.VoidType(), [pc.type, _I32, _I32, _I32]),
         "llvm.prefetch.p0")
@@ -166,6 +169,9 @@ def _emit_tile(builder, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_r
         return (_masked_load(builder, ptr, mask) if mask is not None and j == vectors - 1
                 else _load(builder, ptr, _VEC))
 
+    rows_in_lanes = ir.VectorType(_F32, MR)
+    if column is not None:
+        extra = cgutils.alloca_once_value(builder, ir.Constant(rows_in_lanes, [0.0] * MR))
     with cgutils.for_range(builder, k) as loop:
         b_at = b_row(loop.index)
         b_vecs = [load(at(b_at, LANES * j), j) for j in range(vectors)]
@@ -176,14 +182,33 @@ def _emit_tile(builder, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_r
             for j in range(vectors):
                 total = _fma(builder, a_vec, b_vecs[j], builder.load(acc[r][j]))
                 builder.store(total, acc[r][j])
+        if column is not None:
+            a_row, t_row = column
+            t_vec = _splat(builder, _load(builder, t_row(loop.index), _F32), MR)
+            a_rows = _load(builder, a_row(loop.index), rows_in_lanes)
+            builder.store(_fma(builder, a_rows, t_vec, builder.load(extra)), extra)
     def store(y, ptr, j):
         if mask is not None and j == vectors - 1:
             _masked_store(builder, y, ptr, mask)
         else:
             _store(builder, y, ptr)
 
-    _emit_epilogue(builder, (pc, ldc, rows), (p_scale, p_shift, p_res, has_res, lo, hi), LANES,
+    ep = (p_scale, p_shift, p_res, has_res, lo, hi)
+    _emit_epilogue(builder, (pc, ldc, rows), ep, LANES,
                    lambda r: [builder.load(acc[r][j]) for j in range(vectors)], load, store)
+    if column is not None:  # lane r of the extra sums: row r's one more column
+        one = ir.VectorType(_F32, 1)
+        past = ir.Constant(_I64, vectors * LANES)
+
+        def lane(r):
+            value = builder.extract_element(builder.load(extra), ir.Constant(_I32, r))
+            return [builder.insert_element(ir.Constant(one, ir.Undefined), value,
+                                           ir.Constant(_I32, 0))]
+
+        _emit_epilogue(builder, (_element_ptr(builder, pc, past), ldc, rows),
+                       (p_scale, p_shift, _element_ptr(builder, p_res, past), *ep[3:]), 1,
+                       lane, lambda ptr, j: _load(builder, ptr, one),
+                       lambda y, ptr, j: _store(builder, y, ptr))
 
 
 def _emit_epilogue(builder, c, ep, width, row_sums, load, store):
@@ -261,19 +286,24 @@ def _index_array(t) -> bool:
     return isinstance(t, types.Array) and t.dtype == types.int64
 
 
-def _typed_tile(emit, a_types: tuple, rest: tuple, a_loader, masked: bool = False):
+def _typed_tile(emit, a_types: tuple, rest: tuple, a_loader, masked: bool = False,
+                column: tuple = ()):
     """The (signature, codegen) of a tile call whose body ``emit`` writes (``_emit_tile``,
     ``_emit_column_tile``): ``a_types`` the types of its A arguments (the array first),
     ``rest`` those of (b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
     has_res, lo, hi); ``a_loader(context, builder, sig, args)`` returns the access to A that
     ``emit`` takes. ``masked``: a last argument, the lanes of the last vector
-    column in use."""
+    column in use. ``column``: the types of three last arguments (t, t_off, ldt), one more
+    column of B at ``t[t_off + step·ldt]`` (``_emit_tile``'s ``column``; A packed)."""
     b, c, scale, shift, res = rest[0], rest[4], rest[8], rest[9], rest[11]
     if not all(_float32_array(t) for t in (a_types[0], b, c, scale, shift, res)):
         return None
+    if column and not _float32_array(column[0]):
+        return None
     i = types.intp
     sig = types.void(*a_types, b, i, i, i, c, i, i, i, scale, shift, i, res, types.boolean,
-                     types.float32, types.float32, *[i] * masked)
+                     types.float32, types.float32, *[i] * masked, *column[:1], *[i] * (
+                         2 * bool(column)))
     first = len(a_types)  # where B's arguments start
 
     def codegen(context, builder, sig, args):
@@ -286,8 +316,14 @@ def _typed_tile(emit, a_types: tuple, rest: tuple, a_loader, masked: bool = Fals
         p_res = _data_ptr(context, builder, ty[11], arg[11], arg[5])
         p_scale = _data_ptr(context, builder, ty[8], arg[8], arg[10])
         p_shift = _data_ptr(context, builder, ty[9], arg[9], arg[10])
+        more = {}
+        if column:
+            pt = _data_ptr(context, builder, ty[15], arg[15], arg[16])
+            more["column"] = (_packed_rows(context, builder, sig, args),
+                              lambda step: _element_ptr(builder, pt, builder.mul(step, arg[17])))
         emit(builder, a_loader(context, builder, sig, args), b_row, arg[3], pc, arg[6], arg[7],
-             p_scale, p_shift, p_res, *arg[12:15], last_lanes=arg[15] if masked else None)
+             p_scale, p_shift, p_res, *arg[12:15], last_lanes=arg[15] if masked else None,
+             **more)
         return context.get_dummy_value()
 
     return sig, codegen
@@ -338,6 +374,20 @@ def tile_intrinsic(vectors: int, masked: bool = False):
     + lanes, and B, C and the residual are touched nowhere else (a row's last columns, read
     and written in place)."""
     return _packed_tile(functools.partial(_emit_tile, vectors=vectors), _packed, masked)
+
+
+@intrinsic
+def tile_wide_column(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift,
+                     s_off, res, has_res, lo, hi, t, t_off, ldt):
+    """``tile_wide`` and one more column of C right after its NR, B's at ``t[t_off +
+    step·ldt]``, computed with A's rows in the lanes of one more accumulator: a row whose
+    last column is one past a multiple of LANES (a 7x7 plane's 49 pixels) ends in the
+    widest tile instead of a column tile of its own, which re-read A and B for that one
+    column at about six times a full tile's cost per column (``gemm.sweep``). Needs the
+    registers of AVX-512 (``EXTRA_COLUMN``)."""
+    return _typed_tile(functools.partial(_emit_tile, vectors=TILE_VECTORS), (a, types.intp),
+                       (b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
+                        has_res, lo, hi), _packed, column=(t, t_off, ldt))
 
 
 def column_tile_intrinsic(width: int):
@@ -397,6 +447,10 @@ def row_offset(typingctx, ldb, step):
 
 
 tile_wide = tile_intrinsic(TILE_VECTORS)  # MR × NR
+# Whether the widest tile has the registers for one more column (``tile_wide_column``): its
+# MR·TILE_VECTORS accumulators, the step's B vectors and broadcast, and three more; on
+# AVX2's 16 registers it would spill.
+EXTRA_COLUMN = HOST.registers >= 32
 tile_mid = tile_intrinsic(TILE_VECTORS - 1)  # for the last columns
 tile_narrow = tile_intrinsic(1)  # MR × LANES
 tile_part = tile_intrinsic(1, masked=True)  # MR × the first ``lanes`` of LANES
