@@ -22,7 +22,7 @@ from cnnir.backends.numba_cpu.kernels.host import HOST
 from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
 from cnnir.backends.numba_cpu.kernels.simd import (
     COLUMN_TILE_MAX,
-    EXTRA_COLUMNS,
+    EXTRA_COLUMN,
     LANES,
     MASKED_LOADS_NATIVE,
     MR,
@@ -36,7 +36,6 @@ from cnnir.backends.numba_cpu.kernels.simd import (
     tile_part,
     tile_wide,
     tile_wide_column,
-    tile_wide_columns4,
     vfma,
     vload,
     vload_masked,
@@ -93,21 +92,19 @@ def gemm_panel_block(a, b, c, rows, cols, k, s_off, ep, panel):
     full = cols - cols % LANES
     chunk = chunk_columns(k)
     last = (full - 1) // chunk * chunk  # where the last chunk starts
-    # 1 or 4 columns past the last chunk's widest tile: that tile takes them
-    # (``simd.wide_columns_intrinsic``)
+    # one column past the last chunk's widest tile: that tile takes it (``tile_wide_column``)
     b_arr, b_off, ldb = b
-    count = cols - full
-    taken = count if (EXTRA_COLUMNS and (count == 1 or count == 4) and full > 0
-                      and (full - last) % NR == 0) else 0
+    extra = (b_arr, b_off + full, ldb, EXTRA_COLUMN and cols - full == 1 and full > 0
+             and (full - last) % NR == 0)
     for j0 in range(0, full, chunk):
         j1 = min(full, j0 + chunk)
         source, first = chunk_source(b, j0, j1 - j0, k, panel)
         for r0 in range(0, rows, MR):
             sweep((packed, a_off + r0 * k), min(MR, rows - r0), k, source, first,
                   first + j1 - j0, (out, o_off + r0 * ldo + j0 - first, ldo), s_off + r0, ep,
-                  (b_arr, b_off + full, ldb, taken if j0 == last else 0))
-    if count > taken:
-        tail_columns(a, b, c, rows, k, full, count, s_off, ep)
+                  extra if j0 == last else (b_arr, b_off, ldb, False))
+    if cols > full and not extra[3]:
+        tail_columns(a, b, c, rows, k, full, cols - full, s_off, ep)
 
 
 # From this many steps (B rows) up, a block of several row blocks copies each chunk of B's
@@ -192,28 +189,23 @@ MID = (TILE_VECTORS - 1) * LANES  # columns of ``tile_mid``
 def sweep(a, valid, k, b, j0, j1, c, s_at, ep, extra):
     """One row block (``valid`` ≤ MR rows) over columns [j0, j1) (a multiple of LANES), in
     tiles of NR, NR − LANES or LANES columns; activations that are not clamps run on each
-    finished tile. ``extra = (t, t_off, ldt, count)``: the last tile (of NR columns) also
-    computes the ``count`` (0, 1 or 4) columns right after j1, B's at ``t[t_off + step·ldt
-    + j]``."""
+    finished tile. ``extra = (t, t_off, ldt, on)``: when on, the last tile (of NR columns)
+    also computes the column right after j1, B's at ``t[t_off + step·ldt]``."""
     packed, a_at = a
     b_arr, b_off, ldb = b
     out, o_row, ldo = c
     scale, shift, res, has_res, code, alpha = ep
-    t_arr, t_off, ldt, more = extra
+    t_arr, t_off, ldt, one_more = extra
     lo, hi = clamp_bounds(code)
     j = j0
     while j < j1:
         c_off = o_row + j
         left = j1 - j
         width = NR if left >= NR else MID if left >= MID else LANES
-        if left == NR and more == 1:
+        if width == NR and one_more and left == NR:
             tile_wide_column(packed, a_at, b_arr, b_off + j, ldb, k, out, c_off, ldo, valid,
                              scale, shift, s_at, res, has_res, lo, hi, t_arr, t_off, ldt)
-            width += more  # the activation's columns
-        elif left == NR and more == 4:
-            tile_wide_columns4(packed, a_at, b_arr, b_off + j, ldb, k, out, c_off, ldo, valid,
-                               scale, shift, s_at, res, has_res, lo, hi, t_arr, t_off, ldt)
-            width += more
+            width += 1  # the activation's columns
         elif width == NR:
             tile_wide(packed, a_at, b_arr, b_off + j, ldb, k, out, c_off, ldo, valid, scale,
                       shift, s_at, res, has_res, lo, hi)

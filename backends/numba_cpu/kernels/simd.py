@@ -147,13 +147,13 @@ def _float32_array(t) -> bool:
 
 
 def _emit_tile(builder, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_res, has_res,
-               lo, hi, last_lanes=None, *, vectors, column=None, extra_columns=1):
+               lo, hi, last_lanes=None, *, vectors, column=None):
     """The micro-kernel's body: ``a_scalar(step, r)`` loads A's element of row r at a step,
     ``b_row(step)`` points at the step's row of B. With ``last_lanes``, only that many lanes
     of the last vector column are read (B, the residual) and written (C). ``column = (a_row,
-    t_row)`` adds ``extra_columns`` more columns of C after the tile's, with A's rows in the
-    lanes of one more accumulator each (``_emit_column_tile``): ``a_row(step)`` points at the
-    step's MR packed elements of A, ``t_row(step)`` at the columns' elements of B."""
+    t_row)`` adds one more column of C after the tile's, with A's rows in the lanes of one
+    more accumulator (``_emit_column_tile``): ``a_row(step)`` points at the step's MR packed
+    elements of A, ``t_row(step)`` at the column's element of B."""
     prefetch = cgutils.get_or_insert_function(
         builder.module, ir.FunctionType(ir.VoidType(), [pc.type, _I32, _I32, _I32]),
         "llvm.prefetch.p0")
@@ -171,8 +171,7 @@ def _emit_tile(builder, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_r
 
     rows_in_lanes = ir.VectorType(_F32, MR)
     if column is not None:
-        extra = [cgutils.alloca_once_value(builder, ir.Constant(rows_in_lanes, [0.0] * MR))
-                 for _ in range(extra_columns)]
+        extra = cgutils.alloca_once_value(builder, ir.Constant(rows_in_lanes, [0.0] * MR))
     with cgutils.for_range(builder, k) as loop:
         b_at = b_row(loop.index)
         b_vecs = [load(at(b_at, LANES * j), j) for j in range(vectors)]
@@ -185,11 +184,9 @@ def _emit_tile(builder, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_r
                 builder.store(total, acc[r][j])
         if column is not None:
             a_row, t_row = column
+            t_vec = _splat(builder, _load(builder, t_row(loop.index), _F32), MR)
             a_rows = _load(builder, a_row(loop.index), rows_in_lanes)
-            t_at = t_row(loop.index)
-            for j, slot in enumerate(extra):
-                t_vec = _splat(builder, _load(builder, at(t_at, j), _F32), MR)
-                builder.store(_fma(builder, a_rows, t_vec, builder.load(slot)), slot)
+            builder.store(_fma(builder, a_rows, t_vec, builder.load(extra)), extra)
     def store(y, ptr, j):
         if mask is not None and j == vectors - 1:
             _masked_store(builder, y, ptr, mask)
@@ -199,20 +196,18 @@ def _emit_tile(builder, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_r
     ep = (p_scale, p_shift, p_res, has_res, lo, hi)
     _emit_epilogue(builder, (pc, ldc, rows), ep, LANES,
                    lambda r: [builder.load(acc[r][j]) for j in range(vectors)], load, store)
-    if column is not None:  # lane r of each extra column's sums: row r's more columns
-        more = ir.VectorType(_F32, extra_columns)
+    if column is not None:  # lane r of the extra sums: row r's one more column
+        one = ir.VectorType(_F32, 1)
         past = ir.Constant(_I64, vectors * LANES)
 
-        def lanes(r):
-            row = ir.Constant(more, ir.Undefined)
-            for j, slot in enumerate(extra):
-                value = builder.extract_element(builder.load(slot), ir.Constant(_I32, r))
-                row = builder.insert_element(row, value, ir.Constant(_I32, j))
-            return [row]
+        def lane(r):
+            value = builder.extract_element(builder.load(extra), ir.Constant(_I32, r))
+            return [builder.insert_element(ir.Constant(one, ir.Undefined), value,
+                                           ir.Constant(_I32, 0))]
 
         _emit_epilogue(builder, (_element_ptr(builder, pc, past), ldc, rows),
-                       (p_scale, p_shift, _element_ptr(builder, p_res, past), *ep[3:]),
-                       extra_columns, lanes, lambda ptr, j: _load(builder, ptr, more),
+                       (p_scale, p_shift, _element_ptr(builder, p_res, past), *ep[3:]), 1,
+                       lane, lambda ptr, j: _load(builder, ptr, one),
                        lambda y, ptr, j: _store(builder, y, ptr))
 
 
@@ -381,26 +376,18 @@ def tile_intrinsic(vectors: int, masked: bool = False):
     return _packed_tile(functools.partial(_emit_tile, vectors=vectors), _packed, masked)
 
 
-def wide_columns_intrinsic(extra: int):
-    """``tile_wide`` and ``extra`` more columns of C right after its NR, B's at ``t[t_off +
-    step·ldt + j]``, computed with A's rows in the lanes of one more accumulator each:
-    ``tile(a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
-    has_res, lo, hi, t, t_off, ldt)``. A row that ends that few columns past its last full
-    tile (a 7x7 plane's 49 pixels, a 14x14 plane's 196) ends in the widest tile instead of
-    column tiles of their own, which re-read A and B for those columns at about six times a
-    full tile's cost per column (``gemm.sweep``). Needs the registers of AVX-512
-    (``EXTRA_COLUMNS``): the step's B vectors are dead by the time its extra columns use
-    registers."""
-
-    @intrinsic
-    def tile(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off,
-             res, has_res, lo, hi, t, t_off, ldt):
-        return _typed_tile(functools.partial(_emit_tile, vectors=TILE_VECTORS,
-                                             extra_columns=extra), (a, types.intp),
-                           (b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
-                            has_res, lo, hi), _packed, column=(t, t_off, ldt))
-
-    return tile
+@intrinsic
+def tile_wide_column(typingctx, a, a_off, b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift,
+                     s_off, res, has_res, lo, hi, t, t_off, ldt):
+    """``tile_wide`` and one more column of C right after its NR, B's at ``t[t_off +
+    step·ldt]``, computed with A's rows in the lanes of one more accumulator: a row whose
+    last column is one past a multiple of LANES (a 7x7 plane's 49 pixels) ends in the
+    widest tile instead of a column tile of its own, which re-read A and B for that one
+    column at about six times a full tile's cost per column (``gemm.sweep``). Needs the
+    registers of AVX-512 (``EXTRA_COLUMN``)."""
+    return _typed_tile(functools.partial(_emit_tile, vectors=TILE_VECTORS), (a, types.intp),
+                       (b, b_off, ldb, k, c, c_off, ldc, rows, scale, shift, s_off, res,
+                        has_res, lo, hi), _packed, column=(t, t_off, ldt))
 
 
 def column_tile_intrinsic(width: int):
@@ -460,12 +447,10 @@ def row_offset(typingctx, ldb, step):
 
 
 tile_wide = tile_intrinsic(TILE_VECTORS)  # MR × NR
-# Whether the widest tile has the registers for a few more columns (``tile_wide_columns``):
-# its MR·TILE_VECTORS accumulators, the step's B vectors and broadcast, and one more
-# accumulator per column; on AVX2's 16 registers it would spill.
-EXTRA_COLUMNS = HOST.registers >= 32
-tile_wide_column = wide_columns_intrinsic(1)
-tile_wide_columns4 = wide_columns_intrinsic(4)
+# Whether the widest tile has the registers for one more column (``tile_wide_column``): its
+# MR·TILE_VECTORS accumulators, the step's B vectors and broadcast, and three more; on
+# AVX2's 16 registers it would spill.
+EXTRA_COLUMN = HOST.registers >= 32
 tile_mid = tile_intrinsic(TILE_VECTORS - 1)  # for the last columns
 tile_narrow = tile_intrinsic(1)  # MR × LANES
 tile_part = tile_intrinsic(1, masked=True)  # MR × the first ``lanes`` of LANES

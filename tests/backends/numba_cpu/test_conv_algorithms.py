@@ -119,9 +119,9 @@ def tail_geometries() -> list[tuple]:
     channels = PACK_MIN_STEPS + 3
     out.append(("pointwise-microkernel", (2, channels, 1, nr + mid + lanes + 3),
                 (2 * rows + 1, channels, 1, 1), {}))
-    # ... and its last columns, read in place: one and four (on AVX-512 the last widest
-    # tile takes them), a 14x14 plane's (4 past four widest tiles), one past the column
-    # tiles' reach
+    # ... and its last columns, read in place: one (on AVX-512 the last widest tile takes
+    # it), four, a 14x14 plane's (4 past four widest tiles), one past the column tiles'
+    # reach
     for pixels in (nr + 1, nr + 4, 196, nr + most + 1):
         out.append(("pointwise-microkernel", (1, channels, 1, pixels),
                     (2 * rows + 1, channels, 1, 1), {}))
