@@ -93,17 +93,17 @@ def gemm_panel_block(a, b, c, rows, cols, k, s_off, ep, panel):
     chunk = chunk_columns(k)
     last = (full - 1) // chunk * chunk  # where the last chunk starts
     # one column past the last chunk's widest tile: that tile takes it (``tile_wide_column``)
+    one_more = (EXTRA_COLUMN and cols - full == 1 and full > 0
+                and (full - last) % NR == 0)
     b_arr, b_off, ldb = b
-    extra = (b_arr, b_off + full, ldb, EXTRA_COLUMN and cols - full == 1 and full > 0
-             and (full - last) % NR == 0)
     for j0 in range(0, full, chunk):
         j1 = min(full, j0 + chunk)
         source, first = chunk_source(b, j0, j1 - j0, k, panel)
         for r0 in range(0, rows, MR):
             sweep((packed, a_off + r0 * k), min(MR, rows - r0), k, source, first,
                   first + j1 - j0, (out, o_off + r0 * ldo + j0 - first, ldo), s_off + r0, ep,
-                  extra if j0 == last else (b_arr, b_off, ldb, False))
-    if cols > full and not extra[3]:
+                  (b_arr, b_off + full, ldb, one_more and j0 == last))
+    if cols > full and not one_more:
         tail_columns(a, b, c, rows, k, full, cols - full, s_off, ep)
 
 

@@ -169,9 +169,9 @@ def _emit_tile(builder, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_r
         return (_masked_load(builder, ptr, mask) if mask is not None and j == vectors - 1
                 else _load(builder, ptr, _VEC))
 
-    rows_in_lanes = ir.VectorType(_F32, MR)
-    if column is not None:
-        extra = cgutils.alloca_once_value(builder, ir.Constant(rows_in_lanes, [0.0] * MR))
+    rows_in_lanes = ir.VectorType(_F32, MR)  # the extra column's accumulator, if any
+    extra = None if column is None else cgutils.alloca_once_value(
+        builder, ir.Constant(rows_in_lanes, [0.0] * MR))
     with cgutils.for_range(builder, k) as loop:
         b_at = b_row(loop.index)
         b_vecs = [load(at(b_at, LANES * j), j) for j in range(vectors)]
@@ -199,16 +199,21 @@ def _emit_tile(builder, a_scalar, b_row, k, pc, ldc, rows, p_scale, p_shift, p_r
     if column is not None:  # lane r of the extra sums: row r's one more column
         one = ir.VectorType(_F32, 1)
         past = ir.Constant(_I64, vectors * LANES)
-
-        def lane(r):
-            value = builder.extract_element(builder.load(extra), ir.Constant(_I32, r))
-            return [builder.insert_element(ir.Constant(one, ir.Undefined), value,
-                                           ir.Constant(_I32, 0))]
-
         _emit_epilogue(builder, (_element_ptr(builder, pc, past), ldc, rows),
                        (p_scale, p_shift, _element_ptr(builder, p_res, past), *ep[3:]), 1,
-                       lane, lambda ptr, j: _load(builder, ptr, one),
+                       lambda r: [_lanes_of(builder, [extra], r)],
+                       lambda ptr, j: _load(builder, ptr, one),
                        lambda y, ptr, j: _store(builder, y, ptr))
+
+
+def _lanes_of(builder, column_sums, r):
+    """Lane r of each column's sums (``column_sums``: accumulators with A's rows in their
+    lanes) as one vector: row r's columns, adjacent as in C."""
+    row = ir.Constant(ir.VectorType(_F32, len(column_sums)), ir.Undefined)
+    for j, sums in enumerate(column_sums):
+        lane = builder.extract_element(builder.load(sums), ir.Constant(_I32, r))
+        row = builder.insert_element(row, lane, ir.Constant(_I32, j))
+    return row
 
 
 def _emit_epilogue(builder, c, ep, width, row_sums, load, store):
@@ -269,16 +274,9 @@ def _emit_column_tile(builder, a_row, b_row, k, pc, ldc, rows, p_scale, p_shift,
     for sums in acc:
         builder.store(functools.reduce(builder.fadd, (builder.load(s) for s in sums)), sums[0])
     row = ir.VectorType(_F32, width)
-
-    def row_sums(r):  # lane r of each column's sums: row r's columns, one vector
-        vector = ir.Constant(row, ir.Undefined)
-        for j, sums in enumerate(acc):
-            lane = builder.extract_element(builder.load(sums[0]), ir.Constant(_I32, r))
-            vector = builder.insert_element(vector, lane, ir.Constant(_I32, j))
-        return [vector]
-
     _emit_epilogue(builder, (pc, ldc, rows), (p_scale, p_shift, p_res, has_res, lo, hi), width,
-                   row_sums, lambda ptr, j: _load(builder, ptr, row),
+                   lambda r: [_lanes_of(builder, [sums[0] for sums in acc], r)],
+                   lambda ptr, j: _load(builder, ptr, row),
                    lambda y, ptr, j: _store(builder, y, ptr))
 
 
@@ -301,9 +299,9 @@ def _typed_tile(emit, a_types: tuple, rest: tuple, a_loader, masked: bool = Fals
     if column and not _float32_array(column[0]):
         return None
     i = types.intp
+    extra = (column[0], i, i) if column else ()
     sig = types.void(*a_types, b, i, i, i, c, i, i, i, scale, shift, i, res, types.boolean,
-                     types.float32, types.float32, *[i] * masked, *column[:1], *[i] * (
-                         2 * bool(column)))
+                     types.float32, types.float32, *[i] * masked, *extra)
     first = len(a_types)  # where B's arguments start
 
     def codegen(context, builder, sig, args):
@@ -374,6 +372,12 @@ def tile_intrinsic(vectors: int, masked: bool = False):
     + lanes, and B, C and the residual are touched nowhere else (a row's last columns, read
     and written in place)."""
     return _packed_tile(functools.partial(_emit_tile, vectors=vectors), _packed, masked)
+
+
+# Whether the widest tile has the registers for one more column (``tile_wide_column``): its
+# MR·TILE_VECTORS accumulators, the step's B vectors and broadcast, and three more; on
+# AVX2's 16 registers it would spill.
+EXTRA_COLUMN = HOST.registers >= 32
 
 
 @intrinsic
@@ -447,10 +451,6 @@ def row_offset(typingctx, ldb, step):
 
 
 tile_wide = tile_intrinsic(TILE_VECTORS)  # MR × NR
-# Whether the widest tile has the registers for one more column (``tile_wide_column``): its
-# MR·TILE_VECTORS accumulators, the step's B vectors and broadcast, and three more; on
-# AVX2's 16 registers it would spill.
-EXTRA_COLUMN = HOST.registers >= 32
 tile_mid = tile_intrinsic(TILE_VECTORS - 1)  # for the last columns
 tile_narrow = tile_intrinsic(1)  # MR × LANES
 tile_part = tile_intrinsic(1, masked=True)  # MR × the first ``lanes`` of LANES
