@@ -26,7 +26,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from cnnir.backends.numba_cpu.kernels.conv import valid_range, zero_flat
-from cnnir.backends.numba_cpu.kernels.gemm import NO_OFFSET, gemm_block
+from cnnir.backends.numba_cpu.kernels.gemm import L1_CHUNK_BYTES, NO_OFFSET, gemm_block
 from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange
 from cnnir.backends.numba_cpu.kernels.simd import (
     _F32,
@@ -200,4 +200,4 @@ def weight_grad(x, gyt, ow, bands, window, groups, block_rows, acc, packed, rows
             ep = (scale, shift, c, t > 0, 0, 0.0)
             b_off = (n0 * per_plane + y0 * ow) * out_ch + g * og
             gemm_block((a, NO_OFFSET), (gf, b_off, out_ch), (c, r0 * og, og), r1 - r0, og,
-                       pixels, r0, ep)
+                       pixels, r0, ep, L1_CHUNK_BYTES)

@@ -27,6 +27,7 @@ import numpy as np
 
 from cnnir.backends.numba_cpu.kernels.conv import zero_flat
 from cnnir.backends.numba_cpu.kernels.gemm import (
+    L1_CHUNK_BYTES,
     NO_OFFSET,
     chunk_columns,
     gemm_panel_block,
@@ -67,7 +68,7 @@ def direct_band(packed, x, out, band, window, ep, index, padded, pooled):
 def pixel_chunk(k, ow, pooling):
     """How many of a band's pixels go through the panel at a time: ``chunk_columns``, in
     whole pairs of rows when each pair is pooled as soon as it is done."""
-    chunk = chunk_columns(k)
+    chunk = chunk_columns(k, L1_CHUNK_BYTES)
     return max(2 * ow, chunk // (2 * ow) * (2 * ow)) if pooling else chunk
 
 
@@ -98,7 +99,8 @@ def direct_panel_band(packed, x, out, band, window, ep, index, padded, pooled, p
         width = min(chunk, pixels - p0)
         pack_pixels(panel, (pf, sh * pitch, index), p0, width, ow, k)
         gemm_panel_block((packed, r0 * k), (panel, NO_OFFSET, width),
-                         (outf, first + p0, oh * ow), r1 - r0, width, k, r0, ep, panel[:0])
+                         (outf, first + p0, oh * ow), r1 - r0, width, k, r0, ep,
+                         chunk_columns(k, L1_CHUNK_BYTES), panel[:0])
         if pooling:
             max_pool_rows(out, pooled, (n, y0 + p0 // ow, y0 + (p0 + width) // ow), r0, r1)
 

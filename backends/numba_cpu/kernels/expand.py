@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numba
 
-from cnnir.backends.numba_cpu.kernels.gemm import NO_OFFSET, gemm_block
+from cnnir.backends.numba_cpu.kernels.gemm import L1_CHUNK_BYTES, NO_OFFSET, gemm_block
 from cnnir.backends.numba_cpu.kernels.jit import kernel, prange, tile_kernel
 from cnnir.backends.numba_cpu.kernels.stencil import depthwise3x3_plane_rows
 
@@ -40,7 +40,7 @@ def expand_depthwise_band(packed, x, w, out, band, stride, ep_expand, ep_depthwi
     rows_at = (n * channels_in * height + r0) * width
     gemm_block((packed, NO_OFFSET), (x.reshape(-1), rows_at, height * width),
                (buffer, NO_OFFSET, plane), channels, (r1 - r0) * width, channels_in, NO_OFFSET,
-               ep_expand)
+               ep_expand, L1_CHUNK_BYTES)
     outf = out.reshape(-1)
     for c in range(channels):
         depthwise3x3_plane_rows(buffer, (c * plane, r0, height, width), w, c, outf,

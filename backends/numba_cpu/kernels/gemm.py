@@ -63,34 +63,54 @@ def own_lines(floats: int) -> int:
 # An offset of 0 passed as a variable: a literal 0 in a tuple argument types as Literal[int],
 # and each such call would compile gemm_block again (about a second).
 NO_OFFSET = np.int64(0)
-L1_CHUNK_BYTES = HOST.l1_bytes // 2  # B columns swept by every row block while in L1
+# B's columns swept by every row block while in L1; an int64, not a Python int, for the
+# reason NO_OFFSET is
+L1_CHUNK_BYTES = np.int64(HOST.l1_bytes // 2)
+# A 1x1 convolution whose input and output together span more than STREAM_MIN_BYTES streams
+# them from and to memory. In chunks that fit L1, each chunk reads (and writes) one short
+# run per channel, channels a plane apart: too many short streams for the prefetchers.
+# Chunks of STREAM_CHUNK_BYTES make the runs longer: MobileNetV2's 1x1 layers on 56x56 and
+# 112x112 planes at batch 8, 24->144 1230 -> 960 us, 144->24 1560 -> 1410, 96->24 985 ->
+# 840, 32->16 1010 -> 920. The same layers at batch 1 (2 MB, within L3) gained nothing,
+# and 24->144 lost 10%: there the L1 chunk's reuse matters more. Winograd's GEMMs (rows of
+# tiles, not planes) lost up to 15% with them at batch 8 in ResNet-18.
+STREAM_MIN_BYTES = 4 * HOST.l2_bytes
+STREAM_CHUNK_BYTES = np.int64(HOST.l2_bytes // 4)
+
+
+def chunk_budget(span_bytes: int) -> np.int64:
+    """``gemm_block``'s budget for a convolution's GEMMs whose B and output, image planes,
+    span ``span_bytes`` in all."""
+    return STREAM_CHUNK_BYTES if span_bytes > STREAM_MIN_BYTES else L1_CHUNK_BYTES
 
 
 @tile_kernel(allocates=True)
-def gemm_block(a, b, c, rows, cols, k, s_off, ep):
+def gemm_block(a, b, c, rows, cols, k, s_off, ep, budget):
     """``C[r, j] = act(scale[s_off + r]·(A·B)[r, j] + shift[s_off + r] (+ res))`` for r < rows,
     j < cols, on flat operands: ``a = (packed, offset)`` (``simd.pack_rows`` rows from
     offset), ``b = (array, offset, ld)`` with ``B[i, j] = array[offset + i·ld + j]``, and
     ``c = (array, offset, ld)`` likewise; the residual is indexed like C's array. The
-    columns go in chunks that fit L1 (``chunk_columns``), every row block sweeping a chunk
+    columns go in chunks of ``budget`` bytes of B (``chunk_columns``: L1_CHUNK_BYTES, or
+    STREAM_CHUNK_BYTES for GEMMs too large for the caches), every row block sweeping a chunk
     before the next; with several row blocks and PACK_MIN_STEPS steps or more, each chunk is
     first copied into a contiguous panel, unless B's rows already lie that close. Only the
     panel is allocated here: the products run in ``gemm_panel_block``, compiled without
     reference counting (see ``jit``), which would otherwise count the output's references
     once per row of every tile."""
-    pack = rows > MR and k >= PACK_MIN_STEPS and b[2] > chunk_columns(k)
+    chunk = chunk_columns(k, budget)
+    pack = rows > MR and k >= PACK_MIN_STEPS and b[2] > chunk
     full = cols - cols % LANES
-    panel = np.empty(k * min(chunk_columns(k), full) if pack else 0, np.float32)
-    gemm_panel_block(a, b, c, rows, cols, k, s_off, ep, panel)
+    panel = np.empty(k * min(chunk, full) if pack else 0, np.float32)
+    gemm_panel_block(a, b, c, rows, cols, k, s_off, ep, chunk, panel)
 
 
 @tile_kernel
-def gemm_panel_block(a, b, c, rows, cols, k, s_off, ep, panel):
-    """``gemm_block`` with its panel given (empty: B is read in place)."""
+def gemm_panel_block(a, b, c, rows, cols, k, s_off, ep, chunk, panel):
+    """``gemm_block`` with its chunk width (columns) and panel given (empty: B is read in
+    place)."""
     packed, a_off = a
     out, o_off, ldo = c
     full = cols - cols % LANES
-    chunk = chunk_columns(k)
     last = (full - 1) // chunk * chunk  # where the last chunk starts
     # one column past the last chunk's widest tile: that tile takes it (``tile_wide_column``)
     one_more = (EXTRA_COLUMN and cols - full == 1 and full > 0
@@ -113,10 +133,10 @@ PACK_MIN_STEPS = 64
 
 
 @helper
-def chunk_columns(k):
+def chunk_columns(k, budget):
     """How many of B's columns a block takes at a time for a reduction of ``k`` steps: as
-    many whole NR-column panels as fit L1_CHUNK_BYTES, at least one."""
-    return max(NR, L1_CHUNK_BYTES // (4 * k) // NR * NR)
+    many whole NR-column panels as fit ``budget`` bytes, at least one."""
+    return max(NR, budget // (4 * k) // NR * NR)
 
 
 @helper
@@ -222,13 +242,13 @@ def sweep(a, valid, k, b, j0, j1, c, s_at, ep, extra):
 
 @kernel
 def gemm(packed, k, b, ldb, out, ldo, blocks, ep):
-    """Each row of ``blocks`` (a_off, b_off, o_off, cols, s_off, rows) is one ``gemm_block``
-    of the packed A, flat B and flat output; the blocks run in parallel."""
+    """Each row of ``blocks`` (a_off, b_off, o_off, cols, s_off, rows, budget) is one
+    ``gemm_block`` of the packed A, flat B and flat output; the blocks run in parallel."""
     for t in prange(blocks.shape[0]):
         a_off, b_off, o_off = blocks[t, 0], blocks[t, 1], blocks[t, 2]
         cols, s_off, rows = blocks[t, 3], blocks[t, 4], blocks[t, 5]
         gemm_block((packed, a_off), (b, b_off, ldb), (out, o_off, ldo), rows, cols, k, s_off,
-                   ep)
+                   ep, blocks[t, 6])
 
 
 @kernel
@@ -269,7 +289,8 @@ def im2col_band(packed, x, out, band, window, ep, buffer, held):
         first = g * og + r0
         c_at = ((n * out_ch + first) * oh + y0) * ow
         gemm_block((packed, g * group_stride + r0 * k), (buffer.reshape(-1), NO_OFFSET, width),
-                   (out_flat, c_at, oh * ow), r1 - r0, (y1 - y0) * ow, k, first, ep)
+                   (out_flat, c_at, oh * ow), r1 - r0, (y1 - y0) * ow, k, first, ep,
+                   L1_CHUNK_BYTES)
     return held
 
 
@@ -310,10 +331,10 @@ def column_parts(cols: int, rows: int, k: int, batches: int, flops: int) -> tupl
 
 
 def gemm_blocks(batches: int, rows: int, k: int, cols: int, a_stride: int, b_stride: int,
-                o_stride: int) -> np.ndarray:
-    """Blocks (a_off, b_off, o_off, cols, s_off, rows) for ``batches`` GEMMs [rows × k]·[k ×
-    cols], the b-th with A, B and output ``b·*_stride`` elements in (row-major, ldb = ldo =
-    cols)."""
+                o_stride: int, budget: int = L1_CHUNK_BYTES) -> np.ndarray:
+    """Blocks (a_off, b_off, o_off, cols, s_off, rows, budget) for ``batches`` GEMMs [rows ×
+    k]·[k × cols], the b-th with A, B and output ``b·*_stride`` elements in (row-major, ldb =
+    ldo = cols); ``budget`` is ``gemm_block``'s."""
     flops = 2 * batches * rows * k * cols
     col_parts, row_parts = column_parts(cols, rows, k, batches, flops)
     col_cuts = split(cols, col_parts, NR)
@@ -323,8 +344,8 @@ def gemm_blocks(batches: int, rows: int, k: int, cols: int, a_stride: int, b_str
         for c0, c1 in zip(col_cuts, col_cuts[1:]):
             for r0, r1 in zip(row_cuts, row_cuts[1:]):
                 out.append((bt * a_stride + r0 * k, bt * b_stride + c0,
-                            bt * o_stride + r0 * cols + c0, c1 - c0, r0, r1 - r0))
-    return np.array(out, np.int64).reshape(-1, 6)
+                            bt * o_stride + r0 * cols + c0, c1 - c0, r0, r1 - r0, budget))
+    return np.array(out, np.int64).reshape(-1, 7)
 
 
 MIN_BAND_COLUMNS = 4 * NR  # narrower bands would run mostly on the micro-kernel's tails

@@ -139,6 +139,14 @@ def tail_geometries() -> list[tuple]:
                 {}))
     out.append(("winograd-f2x2-3x3", (1, channels, 6, 6), (2 * rows + 1, channels, 3, 3),
                 dict(padding=1)))
+    # ... and in chunks of STREAM_CHUNK_BYTES when B and the output together span more than
+    # STREAM_MIN_BYTES: packed, and read in place, each with a ragged end
+    from cnnir.backends.numba_cpu.kernels.gemm import STREAM_MIN_BYTES
+
+    for steps in (channels, 5):
+        pixels = STREAM_MIN_BYTES // (4 * 2 * (steps + 2 * rows + 1)) + nr + 3
+        out.append(("pointwise-microkernel", (2, steps, 1, pixels),
+                    (2 * rows + 1, steps, 1, 1), {}))
     # pixel-gemm's panels of output channels: a full one and each shorter width, whole
     # vectors and a ragged one; rows one past a block; jobs cut by channel panels
     for channels in (nr + mid + lanes - 1, nr + 1, 2 * nr + lanes + 3):
