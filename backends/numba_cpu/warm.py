@@ -4,7 +4,7 @@ With an empty disk cache, a network's first compile spends most of its time in N
 compiling the kernels its layers need one after another on one core (about 20 s for
 ResNet-18). Importing the backend with a cold cache therefore starts
 ``warm.main()`` in a new Python process (``start_if_cold``): at the lowest CPU priority it
-compiles the kernels of typical CNN layers into the same disk cache, starting with the
+compiles the kernels of typical CNN layers into the same disk cache, starting with F(4×4)'s
 Winograd transforms and then a network's last layers, while the compile that started it goes
 from the stem; each loads from the cache what the other has already finished (Numba looks in
 the cache before compiling and writes its entries atomically). At the lowest priority it
@@ -15,10 +15,13 @@ stays remembered. On a 2-core Zen 4, in alternating runs, ResNet-18's first comp
 11.9–14.2 s with it and 19.7–23.0 s without it (the spread is the host's: Numba's compile
 speed varies that much from minute to minute). The two processes' needs overlap; ``jit``'s
 per-kernel lock makes the second to want a kernel wait for the first instead of compiling it
-twice. Where they meet decides the time: with this list's order the first process, done with
-the stem, waited 1.9–2.4 s for the last Winograd kernel in two of three runs (7.9 s in a slow
-third); starting from the head it waited 0.2 s and 7.9 s, and starting with the GEMM block,
-as the list did before Winograd's variants shared their kernels, 10.9 s: the child was
+twice. Where they meet decides the time. When the list went from F(4×4) on to F(2×2), the
+first process, done with the stem and the max pool, waited 2.6–3.1 s for F(2×2)'s two
+transforms (its one core idle meanwhile); now the first process compiles F(2×2) itself while
+the child compiles the head and the pixel-gemm that the first process wants after it, and
+nobody waits: ResNet-18's cold compile 13.0–14.7 s before, 11.9–13.2 s after (alternating
+runs). Starting from the head it waited 0.2 s and 7.9 s, and starting with the GEMM block, as
+the list did before Winograd's variants shared their kernels, 10.9 s: the child was
 compiling what the first process wanted next.
 
 Handing the child the network being compiled (lowered from its last node, or from its
@@ -140,17 +143,16 @@ def _layers() -> list[tuple[object, tuple[int, ...], bool | str]]:
     stem = nn.Sequential(nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
                          nn.MaxPool2d(3, 2, 1))
     # The first process compiles a network from its stem (the GEMM block, im2col and the
-    # direct kernel) while the warm-up starts with what it needs next, the Winograd
-    # transforms (F(4×4)'s chunks of tiles, then F(2×2)'s rows of tiles), then
-    # what it needs last: the head, the max pool (the tuner times it late) and the
-    # pixel-gemm of the narrow strided layers; then the layers of other networks. Where
-    # the two meet, one waits for the other's kernel (``jit``'s lock).
+    # direct kernel), its max pool and F(2×2)'s rows of tiles, while the warm-up starts with
+    # F(4×4)'s chunks of tiles, then what it needs last: the head and the pixel-gemm of the
+    # narrow strided layers; then the layers of other networks. Where the two meet, one
+    # waits for the other's kernel (``jit``'s lock).
     return [
         (Block(64, 64, 1), (1, 64, 56, 56), "winograd-f4x4-3x3"),
-        (Block(512, 512, 1), (1, 512, 7, 7), "winograd-f2x2-3x3"),
         (head, (1, 512, 7, 7), True),
-        (nn.MaxPool2d(3, 2, 1), (1, 64, 112, 112), True),
         (Block(256, 512, 2), (1, 256, 14, 14), "pixel-gemm-microkernel"),
+        (nn.MaxPool2d(3, 2, 1), (1, 64, 112, 112), True),
+        (Block(512, 512, 1), (1, 512, 7, 7), "winograd-f2x2-3x3"),
         (Block(128, 256, 2), (1, 128, 28, 28), True),
         (inverted(24, 24, 1, 6), (1, 24, 56, 56), True),
         (inverted(96, 160, 2, 6), (1, 96, 14, 14), True),
