@@ -121,12 +121,14 @@ class ProgramState:
     def bind(self, value: Value) -> Any:
         """The array of a parameter or buffer: the graph's own array when it already has the
         compute dtype and is contiguous (bound by reference), else (or in a ``snapshot``
-        state) a converted copy. A name bound before (by another program sharing this state)
-        keeps its array."""
+        state, unless the array is ``fresh``: ResNet-18's folded weights, 41 MB of new pages
+        at every start) a converted copy. A name bound before (by another program sharing
+        this state) keeps its array."""
         if value.name not in self._arrays:
             source = value.const.array
             dtype = compute_dtype(value.type.dtype, self.dtype)
-            if isinstance(source, np.ndarray) and (self.snapshot or source.dtype != dtype
+            copy = self.snapshot and not value.const.fresh
+            if isinstance(source, np.ndarray) and (copy or source.dtype != dtype
                                                    or not source.flags.c_contiguous):
                 source = np.array(source, dtype=dtype, order="C")
             self._arrays[value.name] = self.memory.upload(source)

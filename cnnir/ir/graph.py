@@ -26,9 +26,11 @@ class ConstantData:
 
     ``kind`` is ``"parameter"`` (trainable unless ``requires_grad`` is False), ``"buffer"``
     (BatchNorm statistics and counters) or ``"literal"`` (scalars and tables in the graph).
+    ``fresh``: the array is computed for this graph alone (a folded weight), never a model's
+    own array or a view of one, so a backend that snapshots parameters need not copy it.
     """
 
-    __slots__ = ("type", "kind", "requires_grad", "_array", "_make")
+    __slots__ = ("type", "kind", "requires_grad", "fresh", "_array", "_make")
 
     def __init__(
         self,
@@ -38,10 +40,12 @@ class ConstantData:
         array: np.ndarray | None = None,
         make: Callable[[], np.ndarray] | None = None,
         requires_grad: bool = True,
+        fresh: bool = False,
     ) -> None:
         self.type = type
         self.kind = kind
         self.requires_grad = requires_grad and kind == "parameter"
+        self.fresh = fresh
         self._array = array
         self._make = make
 

@@ -152,8 +152,10 @@ def fold(graph: Graph, layer: Node, bn: Node) -> Value:
     name = result_name(graph, layer, bn)
     splice = Splice(graph, [layer, bn], anchor=layer)
     drop_constants(graph, old_constants)
-    w2 = add_lazy(graph, f"{layer.name}.weight", w_value.type, lambda: compute()[0], w_value)
-    b2 = add_lazy(graph, f"{layer.name}.bias", bias_type, lambda: compute()[1], w_value)
+    w2 = add_lazy(graph, f"{layer.name}.weight", w_value.type, lambda: compute()[0], w_value,
+                  fresh=True)
+    b2 = add_lazy(graph, f"{layer.name}.bias", bias_type, lambda: compute()[1], w_value,
+                  fresh=True)
     inputs = list(layer.inputs) + [None] * (rule.bias + 1 - len(layer.inputs))
     inputs[rule.weight], inputs[rule.bias] = w2, b2
     node = splice.add(layer.op, inputs, layer.attrs, like=layer, name=name)

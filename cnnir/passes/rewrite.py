@@ -70,12 +70,15 @@ def add_array(graph: Graph, base: str, array: np.ndarray, like: Value | None = N
 
 
 def add_lazy(graph: Graph, base: str, type: TensorType, make: Callable[[], np.ndarray],
-             like: Value | None = None) -> Value:
+             like: Value | None = None, fresh: bool = False) -> Value:
     """A new constant whose array is computed on first use, so a pass that derives weights
-    (BN folding, reshaped heads) allocates nothing until something runs the graph."""
+    (BN folding, reshaped heads) allocates nothing until something runs the graph; ``fresh``
+    when ``make`` returns a new array, never a view of another constant's
+    (``ConstantData.fresh``)."""
     kind, grad = _kind_of(like)
     return graph.add_constant(graph.unique_name(base),
-                              ConstantData(type, kind, make=make, requires_grad=grad))
+                              ConstantData(type, kind, make=make, requires_grad=grad,
+                                           fresh=fresh))
 
 
 def kaiming_init(shape: tuple[int, ...], dtype: str,

@@ -84,6 +84,27 @@ def test_parameters_are_the_models_own_arrays() -> None:
         assert np.shares_memory(run.state[name], model.state_dict()[name])
 
 
+def test_an_optimized_model_snapshots_the_models_arrays_not_its_own() -> None:
+    """Folding BatchNorm makes new weights that only the compiled graph holds: bound as they
+    are, uncopied. The model's own arrays are copied: writing them changes nothing."""
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 4, 1)).eval()
+    x = np.random.default_rng(2).standard_normal((1, 3, 6, 6)).astype(np.float32)
+    run = cnnir.compile(model, x.shape)
+    before = run(x).copy()
+    graph = run.program((x.shape,)).builder.graph
+    folded = [v for v in graph.constants.values() if v.const.fresh]
+    assert folded
+    for value in folded:
+        assert np.shares_memory(run.state[value.name], value.const.array)
+    for name, p in model.state_dict().items():
+        if name in run.state.names():
+            assert not np.shares_memory(run.state[name], p)
+        if np.asarray(p).dtype.kind == "f":
+            p[...] = 7.0
+    np.testing.assert_array_equal(run(x), before)
+
+
 def test_writes_in_place_count_once_marked() -> None:
     """An optimizer writes the arrays itself and says which it changed."""
     model, x = model_and_input()
