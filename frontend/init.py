@@ -35,25 +35,48 @@ def _set(tensor: LazyArray, fill) -> LazyArray:
     return tensor
 
 
+def _in_dtype(fill):
+    """Mark ``fill(shape, rng, dtype)`` as drawing its values in ``dtype`` (``LazyArray.data``
+    passes the array's first dtype): float32 values drawn as float32 rather than as float64
+    rounded, which halves the memory a model's first use touches (ResNet-18: 47 MB of new
+    pages fewer at every start, where each new page can cost a fault in the kernel)."""
+    fill.draws_in_dtype = True
+    return fill
+
+
+def _scaled(unit: np.ndarray, scale: float, offset: float) -> np.ndarray:
+    """``unit · scale + offset`` in place, in ``unit``'s dtype."""
+    unit *= unit.dtype.type(scale)
+    unit += unit.dtype.type(offset)
+    return unit
+
+
+def _drawn_dtype(dtype) -> type:
+    return np.float32 if np.dtype(dtype) == np.float32 else np.float64
+
+
 def uniform_(tensor: LazyArray, a: float = 0.0, b: float = 1.0) -> LazyArray:
-    return _set(tensor, lambda shape, rng: rng.uniform(a, b, shape))
+    return _set(tensor, _in_dtype(lambda shape, rng, dtype=np.float64: _scaled(
+        rng.random(shape, dtype=_drawn_dtype(dtype)), b - a, a)))
 
 
 def normal_(tensor: LazyArray, mean: float = 0.0, std: float = 1.0) -> LazyArray:
-    return _set(tensor, lambda shape, rng: rng.normal(mean, std, shape))
+    return _set(tensor, _in_dtype(lambda shape, rng, dtype=np.float64: _scaled(
+        rng.standard_normal(shape, dtype=_drawn_dtype(dtype)), std, mean)))
 
 
 def trunc_normal_(tensor: LazyArray, mean: float = 0.0, std: float = 1.0, a: float = -2.0,
                   b: float = 2.0) -> LazyArray:
-    def fill(shape, rng):
-        out = rng.normal(mean, std, shape)
+    def fill(shape, rng, dtype=np.float64):
+        drawn = _drawn_dtype(dtype)
+        out = _scaled(rng.standard_normal(shape, dtype=drawn), std, mean)
         bad = (out < a) | (out > b)
         while bad.any():
-            out[bad] = rng.normal(mean, std, int(bad.sum()))
+            out[bad] = _scaled(rng.standard_normal(int(bad.sum()), dtype=drawn), std, mean)
             bad = (out < a) | (out > b)
         return out
 
-    return _set(tensor, fill)
+    return _set(tensor, _in_dtype(fill))
 
 
 def constant_(tensor: LazyArray, val: float) -> LazyArray:

@@ -73,7 +73,11 @@ class LazyArray:
     @property
     def data(self) -> np.ndarray:
         if self._data is None:
-            array = self.init(self.shape, np.random.default_rng(self.seed))
+            rng = np.random.default_rng(self.seed)
+            if getattr(self.init, "draws_in_dtype", False):  # nn.init's
+                array = self.init(self.shape, rng, self._casts[0])
+            else:
+                array = self.init(self.shape, rng)
             for dtype in self._casts:
                 array = np.asarray(array, dtype=dtype)
             self._data = array
