@@ -165,8 +165,7 @@ def pointwise_mk_step(b: Builder, x: np.ndarray, wt: Weight, out: np.ndarray,
     n_img, k = x.shape[:2]
     m, p = w.shape[0], x.shape[2] * x.shape[3]
     packed = wt.derived("rows", lambda: simd.pack_rows(w.reshape(m, k)))
-    blocks = gk.gemm_blocks(n_img, m, k, p, 0, k * p, m * p,
-                            gk.chunk_budget(4 * n_img * (k + m) * p))
+    blocks = gk.gemm_blocks(n_img, m, k, p, 0, k * p, m * p, gk.chunk_budget(n_img, m, k, p))
     xf, outf, args = x.reshape(-1), out.reshape(-1), ep.args()
     gemm_kernel = gk.gemm.over(len(blocks))
     return bound(gemm_kernel, packed, k, xf, p, outf, p, blocks, args)

@@ -78,10 +78,11 @@ STREAM_MIN_BYTES = 4 * HOST.l2_bytes
 STREAM_CHUNK_BYTES = np.int64(HOST.l2_bytes // 4)
 
 
-def chunk_budget(span_bytes: int) -> np.int64:
-    """``gemm_block``'s budget for a convolution's GEMMs whose B and output, image planes,
-    span ``span_bytes`` in all."""
-    return STREAM_CHUNK_BYTES if span_bytes > STREAM_MIN_BYTES else L1_CHUNK_BYTES
+def chunk_budget(batches: int, rows: int, k: int, cols: int) -> np.int64:
+    """``gemm_block``'s budget for ``batches`` GEMMs [rows × k]·[k × cols] whose B and
+    output are image planes (a 1x1 convolution's)."""
+    span = 4 * batches * (k + rows) * cols
+    return STREAM_CHUNK_BYTES if span > STREAM_MIN_BYTES else L1_CHUNK_BYTES
 
 
 @tile_kernel(allocates=True)

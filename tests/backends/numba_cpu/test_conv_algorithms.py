@@ -141,10 +141,12 @@ def tail_geometries() -> list[tuple]:
                 dict(padding=1)))
     # ... and in chunks of STREAM_CHUNK_BYTES when B and the output together span more than
     # STREAM_MIN_BYTES: packed, and read in place, each with a ragged end
-    from cnnir.backends.numba_cpu.kernels.gemm import STREAM_MIN_BYTES
+    from cnnir.backends.numba_cpu.kernels import gemm as gk
 
     for steps in (channels, 5):
-        pixels = STREAM_MIN_BYTES // (4 * 2 * (steps + 2 * rows + 1)) + nr + 3
+        pixels = gk.STREAM_MIN_BYTES // (4 * 2 * (steps + 2 * rows + 1)) + nr + 3
+        assert gk.chunk_budget(2, 2 * rows + 1, steps, pixels) == gk.STREAM_CHUNK_BYTES
+        assert gk.chunk_budget(2, 2 * rows + 1, steps, pixels - nr - 3) == gk.L1_CHUNK_BYTES
         out.append(("pointwise-microkernel", (2, steps, 1, pixels),
                     (2 * rows + 1, steps, 1, 1), {}))
     # pixel-gemm's panels of output channels: a full one and each shorter width, whole
