@@ -71,10 +71,12 @@ L1_CHUNK_BYTES = np.int64(HOST.l1_bytes // 2)
 # run per channel, channels a plane apart: too many short streams for the prefetchers.
 # Chunks of STREAM_CHUNK_BYTES make the runs longer: MobileNetV2's 1x1 layers on 56x56 and
 # 112x112 planes at batch 8, 24->144 1230 -> 960 us, 144->24 1560 -> 1410, 96->24 985 ->
-# 840, 32->16 1010 -> 920. The same layers at batch 1 (2 MB, within L3) gained nothing,
-# and 24->144 lost 10%: there the L1 chunk's reuse matters more. Winograd's GEMMs (rows of
-# tiles, not planes) lost up to 15% with them at batch 8 in ResNet-18.
-STREAM_MIN_BYTES = 4 * HOST.l2_bytes
+# 840, 32->16 1010 -> 920 (Zen 4). Where the operands stay in L3 the L1 chunk's reuse
+# matters more: the same layers at batch 1 (2 MB) gained nothing and 24->144 lost 10%, and
+# on a Zen 3 (L2 512 KiB) the 28x28 and 14x14 layers at batch 8 (4-6 MB) ran 13-24% slower
+# in wide chunks (192->32 550 -> 690 us, 384->64 480 -> 625, 576->96 1020 -> 1200). Winograd's
+# GEMMs (rows of tiles, not planes) lost up to 15% with them at batch 8 in ResNet-18.
+STREAM_MIN_BYTES = HOST.l3_bytes // 4
 STREAM_CHUNK_BYTES = np.int64(HOST.l2_bytes // 4)
 
 
@@ -94,7 +96,10 @@ def gemm_block(a, b, c, rows, cols, k, s_off, ep, budget):
     columns go in chunks of ``budget`` bytes of B (``chunk_columns``: L1_CHUNK_BYTES, or
     STREAM_CHUNK_BYTES for GEMMs too large for the caches), every row block sweeping a chunk
     before the next; with several row blocks and PACK_MIN_STEPS steps or more, each chunk is
-    first copied into a contiguous panel, unless B's rows already lie that close. Only the
+    first copied into a contiguous panel, unless B's rows already lie that close, and so are
+    the last columns (fewer than LANES) after the chunks: read in place, every row block's
+    column tiles fetched B's rows a plane apart, one line per step from L2 (a 7×7 plane's
+    49th column: 960->160 channels 78 -> 84 GFLOP/s on one Zen 3 core). Only the
     panel is allocated here: the products run in ``gemm_panel_block``, compiled without
     reference counting (see ``jit``), which would otherwise count the output's references
     once per row of every tile."""
@@ -125,7 +130,12 @@ def gemm_panel_block(a, b, c, rows, cols, k, s_off, ep, chunk, panel):
                   first + j1 - j0, (out, o_off + r0 * ldo + j0 - first, ldo), s_off + r0, ep,
                   (b_arr, b_off + full, ldb, one_more and j0 == last))
     if cols > full and not one_more:
-        tail_columns(a, b, c, rows, k, full, cols - full, s_off, ep)
+        if panel.shape[0] >= k * (cols - full):  # every row block reads the tail: copy it
+            source, first = chunk_source(b, full, cols - full, k, panel)
+            tail_columns(a, source, (out, o_off + full - first, ldo), rows, k, first,
+                         cols - full, s_off, ep)
+        else:
+            tail_columns(a, b, c, rows, k, full, cols - full, s_off, ep)
 
 
 # From this many steps (B rows) up, a block of several row blocks copies each chunk of B's

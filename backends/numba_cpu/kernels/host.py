@@ -2,7 +2,8 @@
 
 Every size the kernels are cut to comes from ``HOST``: the float32 lanes of a vector
 register and how many registers there are (which fix the micro-kernel's tile, ``simd``), the
-L1 and L2 data cache sizes (which fix the blocking, ``gemm``) and the worker threads. It is
+L1 and L2 data cache sizes (which fix the blocking, ``gemm``), the L3's (beyond which a
+GEMM's operands stream from memory) and the worker threads. It is
 detected from LLVM's view of this CPU; ``CNNIR_ISA`` overrides the instruction set:
 
 - ``avx512``: 16-lane vectors, 32 registers (AVX-512F with VL);
@@ -35,11 +36,12 @@ class HostProfile:
     registers: int  # vector registers
     l1_bytes: int  # L1 data cache per core
     l2_bytes: int  # L2 cache per core
+    l3_bytes: int  # the last-level cache (shared by the cores of a complex)
     forced: bool  # CNNIR_ISA chose a narrower path than the CPU has
 
     @property
     def key(self) -> str:
-        return f"{self.isa}-l1{self.l1_bytes}-l2{self.l2_bytes}"
+        return f"{self.isa}-l1{self.l1_bytes}-l2{self.l2_bytes}-l3{self.l3_bytes}"
 
 
 SYSFS_CACHES = Path("/sys/devices/system/cpu/cpu0/cache")
@@ -79,7 +81,8 @@ def detect(requested: str | None = None) -> HostProfile:
     isa = "avx512" if wide and requested != "avx2" else "avx2"
     lanes, registers = (16, 32) if isa == "avx512" else (8, 16)
     return HostProfile(isa, lanes, registers, _cache_bytes(1, 32 * 1024),
-                       _cache_bytes(2, 1024 * 1024), forced=wide and isa == "avx2")
+                       _cache_bytes(2, 1024 * 1024), _cache_bytes(3, 32 * 1024 * 1024),
+                       forced=wide and isa == "avx2")
 
 
 HOST = detect()

@@ -119,10 +119,10 @@ def tail_geometries() -> list[tuple]:
     channels = PACK_MIN_STEPS + 3
     out.append(("pointwise-microkernel", (2, channels, 1, nr + mid + lanes + 3),
                 (2 * rows + 1, channels, 1, 1), {}))
-    # ... and its last columns, read in place: one (on AVX-512 the last widest tile takes
-    # it), four, a 14x14 plane's (4 past four widest tiles), one past the column tiles'
-    # reach
-    for pixels in (nr + 1, nr + 4, 196, nr + most + 1):
+    # ... and its last columns: one (on AVX-512 the last widest tile takes it), four, one
+    # past the column tiles' reach; read in place where B's rows lie within one chunk, else
+    # copied too (a 14x14 plane's 196 columns end in 4)
+    for pixels in (nr + 1, nr + 4, nr + most + 1, 4 * nr + 1, 196, 4 * nr + most + 1):
         out.append(("pointwise-microkernel", (1, channels, 1, pixels),
                     (2 * rows + 1, channels, 1, 1), {}))
     out.append(("im2col-microkernel", (1, channels // 9 + 1, 5, nr + 2), (rows + 2,
