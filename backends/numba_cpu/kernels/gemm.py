@@ -130,12 +130,11 @@ def gemm_panel_block(a, b, c, rows, cols, k, s_off, ep, chunk, panel):
                   first + j1 - j0, (out, o_off + r0 * ldo + j0 - first, ldo), s_off + r0, ep,
                   (b_arr, b_off + full, ldb, one_more and j0 == last))
     if cols > full and not one_more:
+        source, first = b, full
         if panel.shape[0] >= k * (cols - full):  # every row block reads the tail: copy it
             source, first = chunk_source(b, full, cols - full, k, panel)
-            tail_columns(a, source, (out, o_off + full - first, ldo), rows, k, first,
-                         cols - full, s_off, ep)
-        else:
-            tail_columns(a, b, c, rows, k, full, cols - full, s_off, ep)
+        tail_columns(a, source, (out, o_off + full - first, ldo), rows, k, first, cols - full,
+                     s_off, ep)
 
 
 # From this many steps (B rows) up, a block of several row blocks copies each chunk of B's
