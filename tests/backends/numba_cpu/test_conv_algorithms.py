@@ -114,17 +114,22 @@ def tail_geometries() -> list[tuple]:
     # B's columns copied into a contiguous panel first (gk.PACK_MIN_STEPS or more steps,
     # several row blocks): a full tile, the mid and one-vector tiles and a tail; strided
     # rows (im2col) and tap offsets (direct)
-    from cnnir.backends.numba_cpu.kernels.gemm import PACK_MIN_STEPS
+    from cnnir.backends.numba_cpu.kernels import gemm as gk
 
-    channels = PACK_MIN_STEPS + 3
+    channels = gk.PACK_MIN_STEPS + 3
     out.append(("pointwise-microkernel", (2, channels, 1, nr + mid + lanes + 3),
                 (2 * rows + 1, channels, 1, 1), {}))
     # ... and its last columns: one (on AVX-512 the last widest tile takes it), four, one
-    # past the column tiles' reach; read in place where B's rows lie within one chunk, else
-    # copied too (a 14x14 plane's 196 columns end in 4)
-    for pixels in (nr + 1, nr + 4, nr + most + 1, 4 * nr + 1, 196, 4 * nr + most + 1):
-        out.append(("pointwise-microkernel", (1, channels, 1, pixels),
-                    (2 * rows + 1, channels, 1, 1), {}))
+    # past the column tiles' reach, a 14x14 plane's (196: four past a multiple of 16); read
+    # in place where B's rows lie within one chunk (the AVX2 path's NR + …), else copied too
+    # (two chunks + …)
+    chunk = int(gk.chunk_columns(np.int64(channels), gk.L1_CHUNK_BYTES))
+    for tail in (1, 4, most + 1):
+        for pixels in (nr + tail, 2 * chunk + tail):
+            out.append(("pointwise-microkernel", (1, channels, 1, pixels),
+                        (2 * rows + 1, channels, 1, 1), {}))
+    out.append(("pointwise-microkernel", (1, channels, 1, 196), (2 * rows + 1, channels, 1, 1),
+                {}))
     out.append(("im2col-microkernel", (1, channels // 9 + 1, 5, nr + 2), (rows + 2,
                 channels // 9 + 1, 3, 3), dict(padding=1)))
     out.append(("direct-microkernel", (1, channels // 9 + 1, 4, nr + lanes + 1),
@@ -141,8 +146,6 @@ def tail_geometries() -> list[tuple]:
                 dict(padding=1)))
     # ... and in chunks of STREAM_CHUNK_BYTES when B and the output together span more than
     # STREAM_MIN_BYTES: packed, and read in place, each with a ragged end
-    from cnnir.backends.numba_cpu.kernels import gemm as gk
-
     for steps in (channels, 5):
         pixels = gk.STREAM_MIN_BYTES // (4 * 2 * (steps + 2 * rows + 1)) + nr + 3
         assert gk.chunk_budget(2, 2 * rows + 1, steps, pixels) == gk.STREAM_CHUNK_BYTES
