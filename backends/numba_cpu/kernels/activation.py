@@ -21,6 +21,7 @@ from cnnir.backends.numba_cpu.kernels.jit import (
     job_items,
     kernel,
     prange,
+    run_jobs,
     tile_kernel,
 )
 
@@ -187,13 +188,20 @@ def activate_flat(out, d, count, ep):
 @kernel
 def activation(x, out, code, alpha):
     """``out = act(x)`` over flat, contiguous arrays, in parallel chunks."""
-    n = x.shape[0]
-    chunk = 16384
-    for c in prange((n + chunk - 1) // chunk):
-        lo = c * chunk
-        hi = min(n, lo + chunk)
-        copy_flat(out, lo, x, lo, hi - lo)
-        act_row(out[lo:hi], code, alpha)
+    run_jobs(activation_chunk, (x.shape[0] + ACT_CHUNK - 1) // ACT_CHUNK, (x, out, code, alpha))
+
+
+ACT_CHUNK = 16384  # elements per job of activation
+
+
+@tile_kernel
+def activation_chunk(c, args):
+    """Chunk c of ``activation``."""
+    x, out, code, alpha = args
+    lo = c * ACT_CHUNK
+    hi = min(x.shape[0], lo + ACT_CHUNK)
+    copy_flat(out, lo, x, lo, hi - lo)
+    act_row(out[lo:hi], code, alpha)
 
 
 @helper
@@ -295,12 +303,17 @@ def param_activation_grad(x, g, out, code, a, b):
 @kernel
 def epilogue(src, out, ep):
     """``out[n, c, :] = act(scale[c]·src[n, c, :] + shift[c] (+ res))`` over [N, C, P]."""
-    n_img, channels, p = out.shape
-    srcf, outf = src.reshape(-1), out.reshape(-1)
-    for t in prange(n_img * channels):
-        d = t * p
-        finish_flat(outf, d, srcf, d, p, t % channels, ep)
-        activate_flat(outf, d, p, ep)
+    run_jobs(epilogue_plane, out.shape[0] * out.shape[1], (src, out, ep))
+
+
+@tile_kernel
+def epilogue_plane(t, args):
+    """Plane t (image t // C, channel t % C) of ``epilogue``."""
+    src, out, ep = args
+    p = out.shape[2]
+    d = t * p
+    finish_flat(out.reshape(-1), d, src.reshape(-1), d, p, t % out.shape[1], ep)
+    activate_flat(out.reshape(-1), d, p, ep)
 
 
 @tile_kernel
@@ -319,10 +332,15 @@ def copy(src, out):
     kernel's ``prange`` over jobs (``job_items``), so that each thread copies what it reads
     next: a model's input copied by one thread reached the other core's cache only when the
     first layer read it (a 3 MB input: 117 µs to copy, and its first layer 240 µs slower)."""
-    n = out.size
-    for job in prange(job_count(n)):
-        first, last = job_items(job, n)
-        copy_flat(out, first, src, first, last - first)
+    run_jobs(copy_run, job_count(out.size), (src, out))
+
+
+@tile_kernel
+def copy_run(job, args):
+    """Run ``job`` of ``copy``."""
+    src, out = args
+    first, last = job_items(job, out.size)
+    copy_flat(out, first, src, first, last - first)
 
 
 @helper

@@ -33,7 +33,7 @@ from cnnir.backends.numba_cpu.kernels.gemm import (
     gemm_panel_block,
     pack_panel,
 )
-from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
+from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, run_jobs, tile_kernel
 from cnnir.backends.numba_cpu.kernels.pool import max_pool_rows
 from cnnir.backends.numba_cpu.kernels.stencil import split_row
 
@@ -46,22 +46,25 @@ def direct_conv(packed, x, out, bands, window, ep, index, padded, pooled):
     interiors it is given (see the module docstring). Unless ``pooled`` is empty, the 2×2 max
     pool of ``out`` (its windows tiling it; bands start on even rows) goes into ``pooled``,
     pairs of rows as soon as they are computed, from L1 (``max_pool_rows``)."""
-    for job in prange(bands.shape[0]):
-        tid = numba.get_thread_id()
-        direct_band(packed, x, out, bands[job], window, ep, index, padded[tid], pooled)
+    run_jobs(direct_band, bands.shape[0], (packed, x, out, bands, window, ep, index, padded,
+                                            pooled))
 
 
 @tile_kernel(allocates=True)
-def direct_band(packed, x, out, band, window, ep, index, padded, pooled):
-    """``direct_conv``'s band (n, y0, y1, r0, r1) in one thread's buffers. Only the L1 panel
+def direct_band(job, args):
+    """``direct_conv``'s band ``job`` (n, y0, y1, r0, r1) in the buffers of the thread running
+    it. Only the L1 panel
     is allocated here: the work is ``direct_panel_band``'s, compiled without reference
     counting. Allocated here, not passed in: a panel from the step's scratch timed 153-165
     us against 126-133 on MobileNetV2's stem at batch 1; shifting this one's address moved
     it too, in a noisy hour, so the cause (aliasing, cache sets) is not known."""
+    packed, x, out, bands, window, ep, index, padded, pooled = args
+    band = bands[job]
     pixels = (band[2] - band[1]) * out.shape[3]
     chunk = pixel_chunk(index.shape[0], out.shape[3], pooled.shape[0] > 0)
     panel = np.empty(index.shape[0] * min(chunk, pixels), np.float32)
-    direct_panel_band(packed, x, out, band, window, ep, index, padded, pooled, panel)
+    direct_panel_band(packed, x, out, band, window, ep, index, padded[numba.get_thread_id()],
+                      pooled, panel)
 
 
 @helper

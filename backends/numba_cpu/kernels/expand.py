@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba
 
 from cnnir.backends.numba_cpu.kernels.gemm import L1_CHUNK_BYTES, NO_OFFSET, gemm_block
-from cnnir.backends.numba_cpu.kernels.jit import kernel, prange, tile_kernel
+from cnnir.backends.numba_cpu.kernels.jit import kernel, run_jobs, tile_kernel
 from cnnir.backends.numba_cpu.kernels.stencil import depthwise3x3_plane_rows
 
 
@@ -23,16 +23,18 @@ def expand_depthwise(packed, x, w, out, bands, stride, ep_expand, ep_depthwise, 
     """``out = depthwise(expand(x))`` with ``packed`` the expansion's weights
     (``simd.pack_rows``) and ``w`` the depthwise's [C, 1, 3, 3], per band (n, y0, y1) of
     output rows in the thread's row of ``buffers`` (channels × a band's input rows)."""
-    for t in prange(bands.shape[0]):
-        expand_depthwise_band(packed, x, w, out, bands[t], stride, ep_expand, ep_depthwise,
-                              buffers[numba.get_thread_id()])
+    run_jobs(expand_depthwise_band, bands.shape[0],
+             (packed, x, w, out, bands, stride, ep_expand, ep_depthwise, buffers))
 
 
 @tile_kernel
-def expand_depthwise_band(packed, x, w, out, band, stride, ep_expand, ep_depthwise, buffer):
-    """``expand_depthwise``'s band (n, y0, y1): the expanded rows it reads into ``buffer``
-    (channel c's at c·plane), then each channel's output rows from them."""
-    n, y0, y1 = band[0], band[1], band[2]
+def expand_depthwise_band(t, args):
+    """``expand_depthwise``'s band t (n, y0, y1): the expanded rows it reads into the buffer
+    of the thread running it (channel c's at c·plane), then each channel's output rows from
+    them."""
+    packed, x, w, out, bands, stride, ep_expand, ep_depthwise, buffers = args
+    buffer = buffers[numba.get_thread_id()]
+    n, y0, y1 = bands[t, 0], bands[t, 1], bands[t, 2]
     channels_in, height, width = x.shape[1], x.shape[2], x.shape[3]
     channels, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     r0, r1 = max(0, y0 * stride - 1), min(height, (y1 - 1) * stride + 2)

@@ -19,7 +19,7 @@ import numpy as np
 from cnnir.backends.numba_cpu.kernels.activation import activate_flat, clamp_bounds
 from cnnir.backends.numba_cpu.kernels.conv import im2col_rows
 from cnnir.backends.numba_cpu.kernels.host import HOST
-from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
+from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, run_jobs, tile_kernel
 from cnnir.backends.numba_cpu.kernels.simd import (
     COLUMN_TILE_MAX,
     EXTRA_COLUMN,
@@ -254,11 +254,17 @@ def sweep(a, valid, k, b, j0, j1, c, s_at, ep, extra):
 def gemm(packed, k, b, ldb, out, ldo, blocks, ep):
     """Each row of ``blocks`` (a_off, b_off, o_off, cols, s_off, rows, budget) is one
     ``gemm_block`` of the packed A, flat B and flat output; the blocks run in parallel."""
-    for t in prange(blocks.shape[0]):
-        a_off, b_off, o_off = blocks[t, 0], blocks[t, 1], blocks[t, 2]
-        cols, s_off, rows = blocks[t, 3], blocks[t, 4], blocks[t, 5]
-        gemm_block((packed, a_off), (b, b_off, ldb), (out, o_off, ldo), rows, cols, k, s_off,
-                   ep, blocks[t, 6])
+    run_jobs(gemm_job, blocks.shape[0], (packed, k, b, ldb, out, ldo, blocks, ep))
+
+
+@tile_kernel
+def gemm_job(t, args):
+    """Block t of ``gemm``."""
+    packed, k, b, ldb, out, ldo, blocks, ep = args
+    a_off, b_off, o_off = blocks[t, 0], blocks[t, 1], blocks[t, 2]
+    cols, s_off, rows = blocks[t, 3], blocks[t, 4], blocks[t, 5]
+    gemm_block((packed, a_off), (b, b_off, ldb), (out, o_off, ldo), rows, cols, k, s_off, ep,
+               blocks[t, 6])
 
 
 @kernel
@@ -270,16 +276,17 @@ def im2col_gemm(packed, x, out, bands, window, ep, cols, filled):
     (when there is one group, the blocks of a band split by output channels reuse its
     columns)."""
     filled[:] = -1
-    for t in prange(bands.shape[0]):
-        tid = numba.get_thread_id()
-        filled[tid] = im2col_band(packed, x, out, bands[t], window, ep, cols[tid],
-                                  filled[tid])
+    run_jobs(im2col_band, bands.shape[0], (packed, x, out, bands, window, ep, cols, filled))
 
 
 @tile_kernel
-def im2col_band(packed, x, out, band, window, ep, buffer, held):
-    """``im2col_gemm``'s band (n, y0, y1, r0, r1) in one thread's buffers; ``held`` is the
-    band its im2col buffer holds (−1: none). Returns the band it holds after."""
+def im2col_band(t, args):
+    """``im2col_gemm``'s band t in the buffer of the thread running it, ``filled`` its entry
+    the band that buffer holds (−1: none)."""
+    packed, x, out, bands, window, ep, cols, filled = args
+    tid = numba.get_thread_id()
+    buffer, held = cols[tid], filled[tid]
+    band = bands[t]
     n, y0, y1, r0, r1 = band[0], band[1], band[2], band[3], band[4]
     kh, kw = window[0], window[1]
     channels = x.shape[1]
@@ -301,7 +308,7 @@ def im2col_band(packed, x, out, band, window, ep, buffer, held):
         gemm_block((packed, g * group_stride + r0 * k), (buffer.reshape(-1), NO_OFFSET, width),
                    (out_flat, c_at, oh * ow), r1 - r0, (y1 - y0) * ow, k, first, ep,
                    L1_CHUNK_BYTES)
-    return held
+    filled[tid] = held
 
 
 def split(total: int, parts: int, unit: int) -> list[int]:
@@ -389,18 +396,26 @@ def linear_small_batch(x, w, shift, out, zero):
     weights, so each weight row is read once, for every b, while it is in L1; parallel over
     blocks of output features. ``zero`` is 0 in the compute dtype: the accumulator starts
     from it so it is float32 for float32 (a literal 0.0 would make the dot products float64)."""
+    blocks = (w.shape[0] + LINEAR_SMALL_BLOCK - 1) // LINEAR_SMALL_BLOCK
+    run_jobs(linear_dots, blocks, (x, w, shift, out, zero))
+
+
+LINEAR_SMALL_BLOCK = 32  # output features per job of linear_small_batch
+
+
+@tile_kernel
+def linear_dots(c, args):
+    """Features [c·LINEAR_SMALL_BLOCK, (c + 1)·LINEAR_SMALL_BLOCK) of ``linear_small_batch``."""
+    x, w, shift, out, zero = args
     batch, k = x.shape
-    m = w.shape[0]
-    block = 32
-    for c in prange((m + block - 1) // block):
-        for o in range(c * block, min(m, c * block + block)):
-            row = w[o]
-            for bi in range(batch):
-                xs = x[bi]
-                acc = zero
-                for i in range(k):
-                    acc += row[i] * xs[i]
-                out[bi, o] = acc + shift[o]
+    for o in range(c * LINEAR_SMALL_BLOCK, min(w.shape[0], (c + 1) * LINEAR_SMALL_BLOCK)):
+        row = w[o]
+        for bi in range(batch):
+            xs = x[bi]
+            acc = zero
+            for i in range(k):
+                acc += row[i] * xs[i]
+            out[bi, o] = acc + shift[o]
 
 
 LINEAR_ROWS = 4  # x's rows per pass of linear_rows over the weights
@@ -415,10 +430,16 @@ def linear_rows(x, blocks, shift, out):
     parallel), LINEAR_ROWS rows at a time, so each weight vector loaded serves all of them,
     where ``linear_small_batch``'s dot products load a weight and an input vector per
     multiply-add and end in a horizontal sum."""
-    batch, k = x.shape
-    for block in prange(blocks.shape[0]):
-        for b0 in range(0, batch, LINEAR_ROWS):
-            linear_tile(x, blocks[block].reshape(-1), shift, out, block * LINEAR_BLOCK, b0, k)
+    run_jobs(linear_block, blocks.shape[0], (x, blocks, shift, out))
+
+
+@tile_kernel
+def linear_block(block, args):
+    """Features [block·LINEAR_BLOCK, (block + 1)·LINEAR_BLOCK) of ``linear_rows``."""
+    x, blocks, shift, out = args
+    for b0 in range(0, x.shape[0], LINEAR_ROWS):
+        linear_tile(x, blocks[block].reshape(-1), shift, out, block * LINEAR_BLOCK, b0,
+                    x.shape[1])
 
 
 @helper

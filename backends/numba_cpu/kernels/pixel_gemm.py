@@ -22,7 +22,7 @@ import numpy as np
 from cnnir.backends.numba_cpu.kernels.activation import activate_flat, clamp_bounds
 from cnnir.backends.numba_cpu.kernels.gemm import L1_CHUNK_BYTES, THREADS, split
 from cnnir.backends.numba_cpu.kernels.host import HOST
-from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange, tile_kernel
+from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, run_jobs, tile_kernel
 from cnnir.backends.numba_cpu.kernels.simd import (
     LANES,
     MR,
@@ -120,23 +120,21 @@ def pixel_gemm(panels, x, out, jobs, geometry, ep, scratch, unit):
     image n (``pixel_job``), the jobs spread over the threads. ``scratch = (padded, tiles,
     filled)``: per thread, the padded image, the tiles of a group of blocks and the part of
     the image its padded copy holds."""
-    padded, tiles, filled = scratch
-    filled[:] = -1
-    for t in prange(jobs.shape[0]):
-        tid = numba.get_thread_id()
-        filled[tid] = pixel_job(panels, x, out, jobs[t], geometry, ep, padded[tid], tiles[tid],
-                                filled[tid], unit)
+    scratch[2][:] = -1
+    run_jobs(pixel_job, jobs.shape[0], (panels, x, out, jobs, geometry, ep, scratch, unit))
 
 
 @tile_kernel
-def pixel_job(panels, x, out, job, geometry, ep, image, tile, filled, unit):
-    """One job of ``pixel_gemm`` (its body, compiled once for the parallel and serial builds,
-    and kept out of the parallel loop, whose analysis is slow on large bodies).
-    ``geometry = (index, pad_top, pad_left, sh, sw, reach)``: ``index[(c, i, j)]`` the tap's
-    offset in the padded image, ``reach = (kh − 1)·dh + 1`` the rows a window spans. Only
-    the rows of the job's blocks are padded, and only if ``filled`` (the part ``image``
-    holds) differs; returns the part it holds then."""
-    n, o0, o1, b0, b1 = job[0], job[1], job[2], job[3], job[4]
+def pixel_job(t, args):
+    """Job t of ``pixel_gemm`` in the scratch of the thread running it. ``geometry = (index,
+    pad_top, pad_left, sh, sw, reach)``: ``index[(c, i, j)]`` the tap's offset in the padded
+    image, ``reach = (kh − 1)·dh + 1`` the rows a window spans. Only the rows of the job's
+    blocks are padded, and only if the part of the image the thread's padded copy holds
+    differs."""
+    panels, x, out, jobs, geometry, ep, (padded, tiles, filled), unit = args
+    tid = numba.get_thread_id()
+    image, tile = padded[tid], tiles[tid]
+    n, o0, o1, b0, b1 = jobs[t, 0], jobs[t, 1], jobs[t, 2], jobs[t, 3], jobs[t, 4]
     _, pad_top, pad_left, sh, _, reach = geometry
     out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     row_blocks = -(-ow // MR)
@@ -144,9 +142,10 @@ def pixel_job(panels, x, out, job, geometry, ep, image, tile, filled, unit):
     padded_ch = -(-out_ch // LANES) * LANES
     out_flat = out.reshape(-1)
     part = n * (oh * row_blocks + 1) + b0
-    if filled != part:
+    if filled[tid] != part:
         pad_rows(x, n, image, pad_top, pad_left, b0 // row_blocks * sh,
                  (b1 - 1) // row_blocks * sh + reach)
+        filled[tid] = part
     for g0 in range(b0, b1, group):
         g1 = min(b1, g0 + group)
         for p0 in range(o0, o1, NR):
@@ -159,7 +158,6 @@ def pixel_job(panels, x, out, job, geometry, ep, image, tile, filled, unit):
                 store_channels(tile[(blk - g0) * MR * NR:], out_flat,
                                (n * out_ch + p0) * oh * ow + y * ow + x0, oh * ow,
                                min(MR, ow - x0), width, p0, ep)
-    return part
 
 
 def group_size(blocks: int) -> int:

@@ -18,7 +18,15 @@ import numba
 import numpy as np
 
 from cnnir.backends.numba_cpu.kernels.conv import valid_range
-from cnnir.backends.numba_cpu.kernels.jit import helper, kernel, prange
+from cnnir.backends.numba_cpu.kernels.jit import (
+    helper,
+    job_count,
+    job_items,
+    kernel,
+    prange,
+    run_jobs,
+    tile_kernel,
+)
 from cnnir.backends.numba_cpu.kernels.simd import (
     LANES,
     veven,
@@ -105,9 +113,17 @@ def avg_pool(x, out, window, count_include_pad, divisor_override):
 def global_pool(x, out, is_max):
     """Adaptive pooling to 1×1: one flat pass per plane (no per-plane views, a reduction
     LLVM vectorizes)."""
+    run_jobs(global_pool_planes, job_count(out.size), (x, out, is_max))
+
+
+@tile_kernel
+def global_pool_planes(job, args):
+    """The planes of job ``job`` of ``global_pool``."""
+    x, out, is_max = args
     n_q = x.shape[2] * x.shape[3]
     xf, outf = x.reshape(-1), out.reshape(-1)
-    for t in prange(outf.size):
+    first_plane, last_plane = job_items(job, outf.size)
+    for t in range(first_plane, last_plane):
         first = np.uint64(t * n_q)
         if is_max:
             m = xf[first]
@@ -241,13 +257,19 @@ POOL_PARTS = 8 * numba.config.NUMBA_NUM_THREADS  # runs of planes, a few per thr
 def max_pool_2x2(x, out):
     """max_pool2d for 2×2 windows of stride 2 tiling the image (as ``max_pool_grad_2x2``),
     in runs of (image, channel) planes (``max_pool_rows``); NaN wins."""
+    run_jobs(max_pool_2x2_part, min(x.shape[0] * x.shape[1], POOL_PARTS), (x, out))
+
+
+@tile_kernel
+def max_pool_2x2_part(part, args):
+    """Run ``part`` of ``max_pool_2x2``'s planes."""
+    x, out = args
     planes, height, width = x.shape[0] * x.shape[1], x.shape[2], x.shape[3]
     parts = min(planes, POOL_PARTS)
     x_planes = x.reshape((1, planes, height, width))  # the images' planes as one image's
     out_planes = out.reshape((1, planes, height // 2, width // 2))
-    for part in prange(parts):
-        max_pool_rows(x_planes, out_planes, (0, 0, height), part * planes // parts,
-                      (part + 1) * planes // parts)
+    max_pool_rows(x_planes, out_planes, (0, 0, height), part * planes // parts,
+                  (part + 1) * planes // parts)
 
 
 @helper

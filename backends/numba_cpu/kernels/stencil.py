@@ -39,6 +39,7 @@ from cnnir.backends.numba_cpu.kernels.jit import (
     job_items,
     kernel,
     prange,
+    run_jobs,
     tile_kernel,
 )
 from cnnir.backends.numba_cpu.kernels.pool import nan_max
@@ -193,21 +194,20 @@ def depthwise_phases(x, w, out, mult, stride, pad_top, pad_left, ep, phases, acc
     """Undilated depthwise conv with equal strides and a fused epilogue: output channel o
     reads input channel o // mult. ``phases`` [threads, stride², size] and ``acc``
     [threads, rows ≥ oh, wq] are per-thread scratch (see the module docstring)."""
-    planes = out.shape[0] * out.shape[1]
-    for job in prange(job_count(planes)):
-        first, last = job_items(job, planes)
-        tid = numba.get_thread_id()
-        depthwise_phase_planes(x, w, out, first, last, (mult, stride, pad_top, pad_left), ep,
-                               phases[tid], acc[tid])
+    run_jobs(depthwise_phase_planes, job_count(out.shape[0] * out.shape[1]),
+             (x, w, out, (mult, stride, pad_top, pad_left), ep, phases, acc))
 
 
 @tile_kernel
-def depthwise_phase_planes(x, w, out, first, last, geometry, ep, phases, acc):
-    """``depthwise_phases`` of output planes [first, last) (plane n·O + o), in one thread's
-    scratch."""
-    mult, stride, pad_top, pad_left = geometry
+def depthwise_phase_planes(job, args):
+    """``depthwise_phases``'s output planes of job ``job`` (plane n·O + o), in the scratch of
+    the thread running it."""
+    x, w, out, (mult, stride, pad_top, pad_left), ep, phases, acc = args
+    tid = numba.get_thread_id()
+    phases, acc = phases[tid], acc[tid]
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    first, last = job_items(job, out.shape[0] * out_ch)
     kh, kw = w.shape[2], w.shape[3]
     wq, n_q, size = phase_layout(phases, acc, oh)
     ph, a = phases.reshape(-1), acc.reshape(-1)
@@ -228,18 +228,18 @@ def depthwise_phase_planes(x, w, out, first, last, geometry, ep, phases, acc):
 @kernel
 def max_pool_phases(x, out, kh, kw, stride, pad_top, pad_left, phases, acc):
     """Max pool (undilated, equal strides) over phase planes whose borders are −∞."""
-    planes = x.shape[0] * x.shape[1]
-    for job in prange(job_count(planes)):
-        first, last = job_items(job, planes)
-        tid = numba.get_thread_id()
-        max_pool_planes(x, out, first, last, (kh, kw, stride, pad_top, pad_left), phases[tid],
-                        acc[tid])
+    run_jobs(max_pool_planes, job_count(x.shape[0] * x.shape[1]),
+             (x, out, (kh, kw, stride, pad_top, pad_left), phases, acc))
 
 
 @tile_kernel
-def max_pool_planes(x, out, first, last, window, phases, acc):
-    """``max_pool_phases`` of flat planes [first, last), in one thread's scratch."""
-    kh, kw, stride, pad_top, pad_left = window
+def max_pool_planes(job, args):
+    """``max_pool_phases``'s flat planes of job ``job``, in the scratch of the thread running
+    it."""
+    x, out, (kh, kw, stride, pad_top, pad_left), phases, acc = args
+    tid = numba.get_thread_id()
+    phases, acc = phases[tid], acc[tid]
+    first, last = job_items(job, x.shape[0] * x.shape[1])
     height, width = x.shape[2], x.shape[3]
     oh, ow = out.shape[2], out.shape[3]
     wq, n_q, size = phase_layout(phases, acc, oh)
@@ -260,16 +260,15 @@ def max_pool_rows(x, out, window, rows):
     the padding, and slack for the last vector), then each output vector's maximum over the
     window's columns, stride 2 through the even lanes of vector pairs. ``window`` = (kh, kw,
     stride, pad_top, pad_left). NaN wins."""
-    planes = x.shape[0] * x.shape[1]
-    for job in prange(job_count(planes)):
-        first, last = job_items(job, planes)
-        max_pool_row_planes(x, out, first, last, window, rows[numba.get_thread_id()])
+    run_jobs(max_pool_row_planes, job_count(x.shape[0] * x.shape[1]), (x, out, window, rows))
 
 
 @tile_kernel
-def max_pool_row_planes(x, out, first, last, window, row):
-    """``max_pool_rows`` of planes [first, last), in one thread's ``row``."""
-    kh, kw, stride, pad_top, pad_left = window
+def max_pool_row_planes(job, args):
+    """``max_pool_rows``'s planes of job ``job``, in the row of the thread running it."""
+    x, out, (kh, kw, stride, pad_top, pad_left), rows = args
+    row = rows[numba.get_thread_id()]
+    first, last = job_items(job, x.shape[0] * x.shape[1])
     height, width = x.shape[2], x.shape[3]
     oh, ow = out.shape[2], out.shape[3]
     xf, outf = x.reshape(-1), out.reshape(-1)
@@ -404,10 +403,8 @@ def depthwise3x3_masked(x, w, out, mult, ep, masks):
     (``tap_masks``; the same for every plane), so nothing is copied and every masked
     lane reads as the padding's zero. The loops run on explicit vectors: planes of 7×7 or
     14×14 are too short for LLVM's vectorized loop bodies (64 floats an iteration)."""
-    count = out.shape[0] * out.shape[1]
-    for job in prange(job_count(count)):
-        first, last = job_items(job, count)
-        depthwise3x3_masked_planes(x, w, out, first, last, mult, ep, masks)
+    run_jobs(depthwise3x3_masked_planes, job_count(out.shape[0] * out.shape[1]),
+             (x, w, out, mult, ep, masks))
 
 
 def tap_masks(height: int, width: int) -> np.ndarray:
@@ -426,10 +423,12 @@ def tap_masks(height: int, width: int) -> np.ndarray:
 
 
 @tile_kernel
-def depthwise3x3_masked_planes(x, w, out, first, last, mult, ep, masks):
-    """``depthwise3x3_masked`` of output planes [first, last) (plane n·O + o)."""
+def depthwise3x3_masked_planes(job, args):
+    """``depthwise3x3_masked``'s output planes of job ``job`` (plane n·O + o)."""
+    x, w, out, mult, ep, masks = args
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_ch, n_q = out.shape[1], height * width
+    first, last = job_items(job, out.shape[0] * out_ch)
     scale, shift, res, has_res, code, _ = ep
     lo_v, hi_v = clamp_vectors(code)
     xf, outf = x.reshape(-1), out.reshape(-1)
@@ -470,20 +469,20 @@ def depthwise3x3_same(x, w, out, mult, stride, ep, planes, acc):
     the multiplies, none of the phase split's per-row work, which dominates small planes.
     The loops run on explicit vectors: planes of 7×7 or 14×14 are too short for LLVM's
     vectorized loop bodies (64 floats an iteration), and would run scalar."""
-    count = out.shape[0] * out.shape[1]
-    for job in prange(job_count(count)):
-        first, last = job_items(job, count)
-        tid = numba.get_thread_id()
-        depthwise3x3_planes(x, w, out, first, last, (mult, stride), ep, planes[tid], acc[tid])
+    run_jobs(depthwise3x3_planes, job_count(out.shape[0] * out.shape[1]),
+             (x, w, out, (mult, stride), ep, planes, acc))
 
 
 @tile_kernel
-def depthwise3x3_planes(x, w, out, first, last, geometry, ep, p, a):
-    """``depthwise3x3_same`` of output planes [first, last) (plane n·O + o), in one thread's
-    scratch (``p``: the three masked copies, ``a``: the accumulator)."""
-    mult, stride = geometry
+def depthwise3x3_planes(job, args):
+    """``depthwise3x3_same``'s output planes of job ``job`` (plane n·O + o), in the scratch
+    of the thread running it (``p``: the three masked copies, ``a``: the accumulator)."""
+    x, w, out, (mult, stride), ep, planes, acc = args
+    tid = numba.get_thread_id()
+    p, a = planes[tid], acc[tid]
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    first, last = job_items(job, out.shape[0] * out_ch)
     n_q, n_out = height * width, oh * ow
     whole = n_q - n_q % LANES
     length = p.shape[0] // 3
@@ -555,18 +554,17 @@ def depthwise3x3_rows(x, w, out, mult, stride, ep):
     masks (``simd.vload_masked``) that turn the columns outside the row into the padding's
     zeros, and the rows outside the plane are skipped, so nothing is copied. The epilogue is
     fused, the last partial vector of a row stored with a mask."""
-    count = out.shape[0] * out.shape[1]
-    for job in prange(job_count(count)):
-        first, last = job_items(job, count)
-        depthwise3x3_row_planes(x, w, out, first, last, (mult, stride), ep)
+    run_jobs(depthwise3x3_row_planes, job_count(out.shape[0] * out.shape[1]),
+             (x, w, out, (mult, stride), ep))
 
 
 @tile_kernel
-def depthwise3x3_row_planes(x, w, out, first, last, geometry, ep):
-    """``depthwise3x3_rows`` of output planes [first, last) (plane n·O + o)."""
-    mult, stride = geometry
+def depthwise3x3_row_planes(job, args):
+    """``depthwise3x3_rows``'s output planes of job ``job`` (plane n·O + o)."""
+    x, w, out, (mult, stride), ep = args
     channels, height, width = x.shape[1], x.shape[2], x.shape[3]
     out_ch, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    first, last = job_items(job, out.shape[0] * out_ch)
     xf, outf = x.reshape(-1), out.reshape(-1)
     for t in range(first, last):
         n, o = t // out_ch, t % out_ch

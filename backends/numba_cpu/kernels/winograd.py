@@ -48,7 +48,7 @@ from cnnir.backends.numba_cpu.kernels.jit import (
     job_count,
     job_items,
     kernel,
-    prange,
+    run_jobs,
     tile_kernel,
 )
 from cnnir.backends.numba_cpu.kernels.simd import (
@@ -128,21 +128,26 @@ def weight_tiles_packed(w, packed, m_pad, g):
     straight into ``simd.pack_rows``'s layout of U as α² groups of ``[m_pad / MR][C][MR]``:
     element (k, o, c) at ``((k·m_pad/MR + o/MR)·C + c)·MR + o mod MR``, the MR rows of a
     block innermost so that each k's stores fill whole cache lines in turn."""
+    run_jobs(weight_block, m_pad // MR, (w, packed, m_pad, g))
+
+
+@tile_kernel
+def weight_block(block, args):
+    """Output channels [block·MR, (block + 1)·MR) of ``weight_tiles_packed``."""
+    w, packed, m_pad, g = args
     outs, chans, alpha = w.shape[0], w.shape[1], g.shape[0]
-    blocks = m_pad // MR
-    k_stride = blocks * chans * MR
-    for block in prange(blocks):
-        for c in range(chans):
-            for o in range(block * MR, min(outs, block * MR + MR)):
-                at = (block * chans + c) * MR + o % MR
-                f = w[o, c]
-                for i in range(alpha):  # row i of G·f, then G along it
-                    r0 = row_times_column(g, i, f, 0)
-                    r1 = row_times_column(g, i, f, 1)
-                    r2 = row_times_column(g, i, f, 2)
-                    for j in range(alpha):
-                        packed[at + (alpha * i + j) * k_stride] = \
-                            g[j, 0] * r0 + g[j, 1] * r1 + g[j, 2] * r2
+    k_stride = m_pad * chans
+    for c in range(chans):
+        for o in range(block * MR, min(outs, block * MR + MR)):
+            at = (block * chans + c) * MR + o % MR
+            f = w[o, c]
+            for i in range(alpha):  # row i of G·f, then G along it
+                r0 = row_times_column(g, i, f, 0)
+                r1 = row_times_column(g, i, f, 1)
+                r2 = row_times_column(g, i, f, 2)
+                for j in range(alpha):
+                    packed[at + (alpha * i + j) * k_stride] = \
+                        g[j, 0] * r0 + g[j, 1] * r1 + g[j, 2] * r2
 
 
 # --- the transforms of a chunk of tiles -------------------------------------------------------
@@ -269,20 +274,20 @@ def input_rows_f2(x, vf, k_step, grid):
     (``grid`` = (tiles, th, tw, pad_top, pad_left, 2), t = (n·th + ty)·tw + tx), a row of
     tiles at a time, LANES tiles to a vector (``transform_tiles_f2``), read straight from
     the image, the padding through lane masks."""
-    channels = x.shape[1]
-    parts = min(channels, ROW_JOBS)
-    for job in prange(parts):
-        input_channels_f2(x, (vf, k_step), grid, channels * job // parts,
-                          channels * (job + 1) // parts)
+    parts = min(x.shape[1], ROW_JOBS)
+    run_jobs(input_channels_f2, parts, (x, (vf, k_step), grid, parts))
 
 
 @tile_kernel
-def input_channels_f2(x, v, grid, first, last):
-    """``input_rows_f2`` of channels [first, last): per vector of a row's tiles, the lane
-    masks of its loads once, then that vector of every row of tiles of those channels."""
+def input_channels_f2(job, args):
+    """``input_rows_f2``'s share ``job`` of ``parts`` of the channels: per vector of a row's
+    tiles, the lane masks of its loads once, then that vector of every row of tiles of
+    those channels."""
+    x, (vf, k_step), grid, parts = args
     tiles, th, tw, pad_top, pad_left, _ = grid
     n_img, channels, height, width = x.shape
-    xf, (vf, k_step) = x.reshape(-1), v
+    first, last = channels * job // parts, channels * (job + 1) // parts
+    xf = x.reshape(-1)
     for tx in range(0, tw, LANES):
         x0 = 2 * tx - pad_left  # the first column the vector's first tile reads
         loads = (vmask(-x0, width - x0), vmask(-x0 - LANES, width - x0 - LANES),
@@ -352,21 +357,20 @@ def output_rows_f2(mf, k_step, outs, tw, ep):
     point k of tile t's M at ``mf[k·k_step + o·tiles + t]``: a row of tiles at a time, LANES
     tiles to a vector, the two columns of each output row interleaved back by lane shuffles
     and written through the epilogue."""
-    out_ch = outs[0].shape[1]
-    parts = min(out_ch, ROW_JOBS)
-    for job in prange(parts):
-        output_channels_f2((mf, k_step), outs, tw, ep, out_ch * job // parts,
-                           out_ch * (job + 1) // parts)
+    parts = min(outs[0].shape[1], ROW_JOBS)
+    run_jobs(output_channels_f2, parts, ((mf, k_step), outs, tw, ep, parts))
 
 
 @tile_kernel
-def output_channels_f2(m, outs, tw, ep, first, last):
-    """``output_rows_f2`` of output channels [first, last); with a non-empty ``pooled`` (of
-    ``outs = (out, pooled)``), each tile's maximum into it instead (``tile_maxima``)."""
-    out, pooled = outs
+def output_channels_f2(job, args):
+    """``output_rows_f2``'s share ``job`` of ``parts`` of the output channels; with a
+    non-empty ``pooled`` (of ``outs = (out, pooled)``), each tile's maximum into it instead
+    (``tile_maxima``)."""
+    (mf, k_step), (out, pooled), tw, ep, parts = args
     n_img, out_ch, oh, ow = out.shape
+    first, last = out_ch * job // parts, out_ch * (job + 1) // parts
     th = -(-oh // 2)
-    tiles, (mf, k_step), outf = n_img * th * tw, m, out.reshape(-1)
+    tiles, outf = n_img * th * tw, out.reshape(-1)
     pooling, pooledf = pooled.shape[0] > 0, pooled.reshape(-1)
     scale, shift, res, has_res, code, _ = ep
     lo, hi = clamp_bounds(code)
@@ -508,19 +512,24 @@ def input_tiles(x, v, grid, before, after):
     of image n, t = (n·th + ty)·tw + tx (``grid`` = (tiles, th, tw, pad_top, pad_left, m)),
     chunk by chunk of v's flat [C, tiles] order."""
     total = v.shape[1] * v.shape[2]
-    vf = v.reshape(-1)
-    tile = grid[5]
-    for q in prange((total + CHUNK - 1) // CHUNK):
-        tid = numba.get_thread_id()
-        gathered, transformed = before[tid], after[tid]
-        first = q * CHUNK
-        count = min(CHUNK, total - first)
-        gather_tiles(gathered, x, first, count, grid)
-        if tile == 4:
-            transform_input_f4(gathered, transformed, count)
-        else:
-            transform_input_f2(gathered, transformed, count)
-        copy_rows(vf, first, total, transformed, 0, CHUNK, count, v.shape[0])
+    run_jobs(input_chunk, (total + CHUNK - 1) // CHUNK, (x, v, grid, before, after))
+
+
+@tile_kernel
+def input_chunk(q, args):
+    """Chunk q of ``input_tiles`` in the scratch of the thread running it."""
+    x, v, grid, before, after = args
+    tid = numba.get_thread_id()
+    gathered, transformed = before[tid], after[tid]
+    total = v.shape[1] * v.shape[2]
+    first = q * CHUNK
+    count = min(CHUNK, total - first)
+    gather_tiles(gathered, x, first, count, grid)
+    if grid[5] == 4:
+        transform_input_f4(gathered, transformed, count)
+    else:
+        transform_input_f2(gathered, transformed, count)
+    copy_rows(v.reshape(-1), first, total, transformed, 0, CHUNK, count, v.shape[0])
 
 
 @helper
@@ -554,21 +563,20 @@ def output_tiles(m, out, tiling, ep, before, after, plane):
     """``out[n, o, m·ty + a, m·tx + b] = act(scale·(Aᵀ M A)[a, b] + shift (+ res))``
     (``tiling`` = (tw, m)), plane by plane, each in the scratch of its thread
     (``output_planes``)."""
-    planes = out.shape[0] * out.shape[1]
-    for job in prange(job_count(planes)):
-        first, last = job_items(job, planes)
-        tid = numba.get_thread_id()
-        output_planes(m, out, first, last, tiling, ep, (before[tid], after[tid], plane[tid]))
+    run_jobs(output_planes, job_count(out.shape[0] * out.shape[1]),
+             (m, out, tiling, ep, before, after, plane))
 
 
 @tile_kernel
-def output_planes(m, out, first, last, tiling, ep, scratch):
-    """``output_tiles`` of planes [first, last) (plane o·N + n: image n's channel o): chunk
-    by chunk of a plane's tiles, the outputs go to a plane of whole tiles (``scratch`` =
-    (gathered, transformed, plane)), then row by row through the epilogue."""
-    tw, tile = tiling
-    gathered, transformed, rows = scratch
+def output_planes(job, args):
+    """``output_tiles``'s planes of job ``job`` (plane o·N + n: image n's channel o), in the
+    scratch of the thread running it: chunk by chunk of a plane's tiles, the outputs go to a
+    plane of whole tiles, then row by row through the epilogue."""
+    m, out, (tw, tile), ep, before, after, plane = args
+    tid = numba.get_thread_id()
+    gathered, transformed, rows = before[tid], after[tid], plane[tid]
     n_img, out_ch, oh, ow = out.shape
+    first, last = job_items(job, n_img * out_ch)
     points, tiles = m.shape[0], m.shape[2]
     per_image = tiles // n_img
     width = tile * tw

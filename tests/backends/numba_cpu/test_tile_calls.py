@@ -228,3 +228,84 @@ def test_a_bound_step_reads_its_arrays_at_each_call() -> None:
     x[:] = [4.0, -1.0, -0.25]
     step()
     np.testing.assert_array_equal(out, [4.0, 0.0, 0.0])
+
+
+JOBS = """\
+import json
+import sys
+
+import numba
+import numpy as np
+
+from cnnir.backends.numba_cpu.kernels.jit import kernel, run_jobs, tile_kernel
+from pkg.kernels import checked, row_sum
+
+
+@tile_kernel
+def sum_job(i, args):
+    x, out, threads, scale = args
+    out[i] = row_sum(x, i, scale)
+    threads[i] = numba.get_thread_id()
+
+
+@kernel
+def job_sums(x, out, threads):
+    run_jobs(sum_job, x.shape[0], (x, out, threads, 2.0))
+
+
+@tile_kernel
+def checked_job(i, args):
+    x, out = args
+    out[i] = checked(x, i)
+
+
+@kernel
+def all_checked_jobs(x, out):
+    run_jobs(checked_job, x.shape[0], (x, out))
+
+
+x = np.arange(192.0).reshape(64, 3)  # more jobs than threads
+results = {}
+for build in ("parallel", "serial"):
+    out, threads = np.zeros(64), np.full(64, -1, np.int64)
+    getattr(job_sums, build)(x, out, threads)
+    try:
+        getattr(all_checked_jobs, build)(-x, np.zeros(64))
+        error = None
+    except Exception as e:  # noqa: BLE001 (the type is what is checked)
+        error = [type(e).__name__, str(e)]
+    results[build] = {"out": out.tolist(), "threads": sorted(set(threads.tolist())),
+                      "error": error,
+                      "hits": sum(job_sums.parallel.stats.cache_hits.values())
+                      + sum(job_sums.serial.stats.cache_hits.values())}
+results["threads"] = numba.get_num_threads()
+print(json.dumps(results))
+"""
+
+
+def test_run_jobs_spreads_a_tile_kernel_over_the_threads_and_reloads(tmp_path: Path) -> None:
+    """``jit.run_jobs`` runs job t of a tile kernel for every t: over the threads in a
+    parallel build (each job on the thread whose id it sees), in order on the caller's in a
+    serial one, where a job's exception propagates as it is; from a worker thread it becomes
+    RuntimeError. A second process loads the kernels and still finds the jobs' tile kernel
+    and the launcher."""
+    root, cache = package(tmp_path)
+    (root / "pkg" / "jobs.py").write_text(JOBS)
+    path = [str(root), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": os.pathsep.join(path)}
+    env.pop("NUMBA_DISABLE_JIT", None)
+    sums = [2.0 * (9 * i + 3) for i in range(64)]
+    for run in range(2):
+        done = subprocess.run([sys.executable, "-m", "pkg.jobs"], env=env, text=True,
+                              capture_output=True, timeout=180)
+        assert done.returncode == 0, done.stderr
+        results = json.loads(done.stdout)
+        parallel, serial = results["parallel"], results["serial"]
+        assert parallel["out"] == serial["out"] == sums
+        assert serial["threads"] == [0]
+        assert set(parallel["threads"]) <= set(range(results["threads"]))
+        if results["threads"] > 1:  # a static schedule gives every thread jobs
+            assert len(parallel["threads"]) > 1
+        assert serial["error"] == ["ValueError", "negative"]
+        assert parallel["error"][0] == "RuntimeError"
+        assert serial["hits"] == (0 if run == 0 else 2)  # the second process loaded both
