@@ -115,7 +115,8 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value | Weight, out
             if direct_applies(attrs, w.size):
                 makers["direct-microkernel"] = lambda: direct_mk_step(b, attrs, x, wt, out, ep)
         if (attrs.groups == 1 and w[0].size >= PIXEL_GEMM_MIN_DEPTH
-                and out.shape[2] * out.shape[3] <= PIXEL_GEMM_MAX_PIXELS):
+                and out.shape[2] * out.shape[3] <= PIXEL_GEMM_MAX_PIXELS
+                and (simd.LANES >= PIXEL_GEMM_MIN_LANES or b.tune == "pixel-gemm-microkernel")):
             makers["pixel-gemm-microkernel"] = lambda: pixel_gemm_step(b, attrs, x, wt, out, ep)
     elif pointwise:
         makers["pointwise-blas"] = lambda: pointwise_step(x, w, out, ep)
@@ -260,6 +261,11 @@ PIXEL_GEMM_MIN_DEPTH = 256
 # On larger planes im2col's tiles are full too, and in ResNet-18 at batch 8 the tuner's
 # pick of pixel_gemm for 56x56 planes ran slower in the network than Winograd.
 PIXEL_GEMM_MAX_PIXELS = 256
+# Its vectors over output channels pay where a row of pixels leaves a 16-lane vector part
+# empty. With 8 lanes (AVX2) it lost every layer it was timed on in ResNet-18 and SmallCIFAR
+# at batch 1 and 8 on a Zen 3 (1.14-4.1x the winner's time), and its kernels took a cold
+# compile 2.3 s that the first process waited on: there it runs only when asked by name.
+PIXEL_GEMM_MIN_LANES = 16
 
 
 def pixel_gemm_step(b: Builder, attrs, x: np.ndarray, wt: Weight, out: np.ndarray,

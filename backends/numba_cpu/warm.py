@@ -147,10 +147,12 @@ def _layers() -> list[tuple[object, tuple[int, ...], bool | str]]:
     # F(4×4)'s chunks of tiles, then what it needs last: the head and the pixel-gemm of the
     # narrow strided layers; then the layers of other networks. Where the two meet, one
     # waits for the other's kernel (``jit``'s lock).
-    return [
+    from cnnir.backends.numba_cpu.kernels.simd import LANES
+    from cnnir.backends.numba_cpu.lower_conv import PIXEL_GEMM_MIN_LANES
+
+    layers = [
         (Block(64, 64, 1), (1, 64, 56, 56), "winograd-f4x4-3x3"),
         (head, (1, 512, 7, 7), True),
-        (Block(256, 512, 2), (1, 256, 14, 14), "pixel-gemm-microkernel"),
         (nn.MaxPool2d(3, 2, 1), (1, 64, 112, 112), True),
         (Block(512, 512, 1), (1, 512, 7, 7), "winograd-f2x2-3x3"),
         (Block(128, 256, 2), (1, 128, 28, 28), True),
@@ -158,6 +160,9 @@ def _layers() -> list[tuple[object, tuple[int, ...], bool | str]]:
         (inverted(96, 160, 2, 6), (1, 96, 14, 14), True),
         (stem, (1, 3, 224, 224), True),
     ]
+    if LANES >= PIXEL_GEMM_MIN_LANES:  # only where the tuner offers it
+        layers.insert(2, (Block(256, 512, 2), (1, 256, 14, 14), "pixel-gemm-microkernel"))
+    return layers
 
 
 def main() -> None:
