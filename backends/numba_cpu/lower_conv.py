@@ -509,8 +509,9 @@ def winograd_transforms(b: Builder, attrs, x: np.ndarray, v: np.ndarray, m: np.n
     work = {key: b.scratch((gk.THREADS, *shape), owner=("winograd", key))
             for key, shape in shapes.items()}
     before, after, plane = work["before"], work["after"], work["plane"]
-    inputs = wk.input_tiles.sized(v.size)
-    outputs = wk.output_tiles.sized(m.size)
+    four = variant is wk.F4
+    inputs = (wk.input_tiles_f4 if four else wk.input_tiles_f2).sized(v.size)
+    outputs = (wk.output_tiles_f4 if four else wk.output_tiles_f2).sized(m.size)
     args = ep.args()
     return (lambda: inputs(x, v, grid, before, after),
             lambda: outputs(m, out, (tw, tile), args, before, after, plane))

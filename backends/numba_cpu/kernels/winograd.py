@@ -506,18 +506,39 @@ def gather_tiles(before, x, first, count, grid):
                     n, c = 0, c + 1
 
 
+# Each variant has its own pair of chunk kernels, the transform a compile-time choice: in
+# float32 only F(4×4) runs on chunks (F(2×2) on rows of tiles), and kernels that picked the
+# transform at run time compiled F(2×2)'s two as well, 0.8 s of a cold compile.
+
+
 @kernel
-def input_tiles(x, v, grid, before, after):
-    """``v[k, c, t] = (Bᵀ d B)[k]`` for the α×α tile d at (m·ty − pad_top, m·tx − pad_left)
-    of image n, t = (n·th + ty)·tw + tx (``grid`` = (tiles, th, tw, pad_top, pad_left, m)),
-    chunk by chunk of v's flat [C, tiles] order."""
-    total = v.shape[1] * v.shape[2]
-    run_jobs(input_chunk, (total + CHUNK - 1) // CHUNK, (x, v, grid, before, after))
+def input_tiles_f2(x, v, grid, before, after):
+    """F(2×2)'s input transform, chunk by chunk (``input_chunk``)."""
+    run_jobs(input_chunk_f2, -(-v.shape[1] * v.shape[2] // CHUNK), (x, v, grid, before, after))
+
+
+@kernel
+def input_tiles_f4(x, v, grid, before, after):
+    """F(4×4)'s input transform, chunk by chunk (``input_chunk``)."""
+    run_jobs(input_chunk_f4, -(-v.shape[1] * v.shape[2] // CHUNK), (x, v, grid, before, after))
 
 
 @tile_kernel
-def input_chunk(q, args):
-    """Chunk q of ``input_tiles`` in the scratch of the thread running it."""
+def input_chunk_f2(q, args):
+    input_chunk(q, args, transform_input_f2)
+
+
+@tile_kernel
+def input_chunk_f4(q, args):
+    input_chunk(q, args, transform_input_f4)
+
+
+@helper
+def input_chunk(q, args, transform):
+    """Chunk q of an ``input_tiles_*`` kernel, in the scratch of the thread running it:
+    ``v[k, c, t] = (Bᵀ d B)[k]`` for the α×α tile d at (m·ty − pad_top, m·tx − pad_left) of
+    image n, t = (n·th + ty)·tw + tx (``grid`` = (tiles, th, tw, pad_top, pad_left, m)),
+    chunk by chunk of v's flat [C, tiles] order, ``transform`` the variant's."""
     x, v, grid, before, after = args
     tid = numba.get_thread_id()
     gathered, transformed = before[tid], after[tid]
@@ -525,10 +546,7 @@ def input_chunk(q, args):
     first = q * CHUNK
     count = min(CHUNK, total - first)
     gather_tiles(gathered, x, first, count, grid)
-    if grid[5] == 4:
-        transform_input_f4(gathered, transformed, count)
-    else:
-        transform_input_f2(gathered, transformed, count)
+    transform(gathered, transformed, count)
     copy_rows(v.reshape(-1), first, total, transformed, 0, CHUNK, count, v.shape[0])
 
 
@@ -559,19 +577,36 @@ def scatter_tiles(plane, after, t0, count, tw, tile):
 
 
 @kernel
-def output_tiles(m, out, tiling, ep, before, after, plane):
-    """``out[n, o, m·ty + a, m·tx + b] = act(scale·(Aᵀ M A)[a, b] + shift (+ res))``
-    (``tiling`` = (tw, m)), plane by plane, each in the scratch of its thread
-    (``output_planes``)."""
-    run_jobs(output_planes, job_count(out.shape[0] * out.shape[1]),
+def output_tiles_f2(m, out, tiling, ep, before, after, plane):
+    """F(2×2)'s output transform, plane by plane (``output_planes``)."""
+    run_jobs(output_planes_f2, job_count(out.shape[0] * out.shape[1]),
+             (m, out, tiling, ep, before, after, plane))
+
+
+@kernel
+def output_tiles_f4(m, out, tiling, ep, before, after, plane):
+    """F(4×4)'s output transform, plane by plane (``output_planes``)."""
+    run_jobs(output_planes_f4, job_count(out.shape[0] * out.shape[1]),
              (m, out, tiling, ep, before, after, plane))
 
 
 @tile_kernel
-def output_planes(job, args):
-    """``output_tiles``'s planes of job ``job`` (plane o·N + n: image n's channel o), in the
-    scratch of the thread running it: chunk by chunk of a plane's tiles, the outputs go to a
-    plane of whole tiles, then row by row through the epilogue."""
+def output_planes_f2(job, args):
+    output_planes(job, args, transform_output_f2)
+
+
+@tile_kernel
+def output_planes_f4(job, args):
+    output_planes(job, args, transform_output_f4)
+
+
+@helper
+def output_planes(job, args, transform):
+    """The planes of job ``job`` of an ``output_tiles_*`` kernel (plane o·N + n: image n's
+    channel o), in the scratch of the thread running it: ``out[n, o, m·ty + a, m·tx + b] =
+    act(scale·(Aᵀ M A)[a, b] + shift (+ res))`` (``tiling`` = (tw, m)), chunk by chunk of a
+    plane's tiles through the variant's ``transform`` into a plane of whole tiles, then row
+    by row through the epilogue."""
     m, out, (tw, tile), ep, before, after, plane = args
     tid = numba.get_thread_id()
     gathered, transformed, rows = before[tid], after[tid], plane[tid]
@@ -587,10 +622,7 @@ def output_planes(job, args):
             count = min(CHUNK, per_image - t0)
             copy_rows(gathered, 0, CHUNK, mf, o * tiles + n * per_image + t0, out_ch * tiles,
                       count, points)
-            if tile == 4:
-                transform_output_f4(gathered, transformed, count)
-            else:
-                transform_output_f2(gathered, transformed, count)
+            transform(gathered, transformed, count)
             scatter_tiles(rows, transformed, t0, count, tw, tile)
         for y in range(oh):
             d = ((n * out_ch + o) * oh + y) * ow
