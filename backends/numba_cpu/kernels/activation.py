@@ -310,10 +310,10 @@ def epilogue(src, out, ep):
 def epilogue_plane(t, args):
     """Plane t (image t // C, channel t % C) of ``epilogue``."""
     src, out, ep = args
-    p = out.shape[2]
+    p, outf = out.shape[2], out.reshape(-1)
     d = t * p
-    finish_flat(out.reshape(-1), d, src.reshape(-1), d, p, t % out.shape[1], ep)
-    activate_flat(out.reshape(-1), d, p, ep)
+    finish_flat(outf, d, src.reshape(-1), d, p, t % out.shape[1], ep)
+    activate_flat(outf, d, p, ep)
 
 
 @tile_kernel

@@ -53,11 +53,11 @@ def direct_conv(packed, x, out, bands, window, ep, index, padded, pooled):
 @tile_kernel(allocates=True)
 def direct_band(job, args):
     """``direct_conv``'s band ``job`` (n, y0, y1, r0, r1) in the buffers of the thread running
-    it. Only the L1 panel
-    is allocated here: the work is ``direct_panel_band``'s, compiled without reference
-    counting. Allocated here, not passed in: a panel from the step's scratch timed 153-165
-    us against 126-133 on MobileNetV2's stem at batch 1; shifting this one's address moved
-    it too, in a noisy hour, so the cause (aliasing, cache sets) is not known."""
+    it. Only the L1 panel is allocated here: the work is ``direct_panel_band``'s, compiled
+    without reference counting. Allocated here, not passed in: a panel from the step's
+    scratch timed 153-165 us against 126-133 on MobileNetV2's stem at batch 1; shifting this
+    one's address moved it too, in a noisy hour, so the cause (aliasing, cache sets) is not
+    known."""
     packed, x, out, bands, window, ep, index, padded, pooled = args
     band = bands[job]
     pixels = (band[2] - band[1]) * out.shape[3]

@@ -470,7 +470,6 @@ def run_jobs(typingctx, job, count, args):
     path = f"{tile.dispatcher.py_func.__module__}:{tile.dispatcher.py_func.__qualname__}"
     argtypes = (numba_types.int64, _canonical(args))
     compiled = bind(path, argtypes)
-    launcher = bind(_LAUNCH_PATH, _LAUNCH_TYPES)
 
     def codegen(context, builder, signature, values):
         library = context.active_code_library
@@ -484,6 +483,7 @@ def run_jobs(typingctx, job, count, args):
                 with cgutils.if_unlikely(builder, status.is_error):
                     context.call_conv.return_status_propagate(builder, status)
             return context.get_dummy_value()
+        launcher = bind(_LAUNCH_PATH, _LAUNCH_TYPES)  # (a serial build needs none)
         library._reload_init.add(functools.partial(bind, _LAUNCH_PATH, _LAUNCH_TYPES))
         entry = _job_entry(context, builder.module, compiled, argtypes)
         slot = cgutils.alloca_once_value(builder, packed)

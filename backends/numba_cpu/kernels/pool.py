@@ -257,15 +257,15 @@ POOL_PARTS = 8 * numba.config.NUMBA_NUM_THREADS  # runs of planes, a few per thr
 def max_pool_2x2(x, out):
     """max_pool2d for 2×2 windows of stride 2 tiling the image (as ``max_pool_grad_2x2``),
     in runs of (image, channel) planes (``max_pool_rows``); NaN wins."""
-    run_jobs(max_pool_2x2_part, min(x.shape[0] * x.shape[1], POOL_PARTS), (x, out))
+    parts = min(x.shape[0] * x.shape[1], POOL_PARTS)
+    run_jobs(max_pool_2x2_part, parts, (x, out, parts))
 
 
 @tile_kernel
 def max_pool_2x2_part(part, args):
-    """Run ``part`` of ``max_pool_2x2``'s planes."""
-    x, out = args
+    """Run ``part`` of ``parts`` of ``max_pool_2x2``'s planes."""
+    x, out, parts = args
     planes, height, width = x.shape[0] * x.shape[1], x.shape[2], x.shape[3]
-    parts = min(planes, POOL_PARTS)
     x_planes = x.reshape((1, planes, height, width))  # the images' planes as one image's
     out_planes = out.reshape((1, planes, height // 2, width // 2))
     max_pool_rows(x_planes, out_planes, (0, 0, height), part * planes // parts,

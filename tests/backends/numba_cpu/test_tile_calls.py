@@ -232,7 +232,6 @@ def test_a_bound_step_reads_its_arrays_at_each_call() -> None:
 
 JOBS = """\
 import json
-import sys
 
 import numba
 import numpy as np
