@@ -35,6 +35,7 @@ from cnnir.backends.numba_cpu import (  # noqa: F401  (lowerings register on imp
     warm,
 )
 from cnnir.backends.numba_cpu.blas import single_threaded_blas
+from cnnir.backends.numba_cpu.layout import check_layout
 from cnnir.backends.numba_cpu.program import KERNELS, Program
 from cnnir.errors import CnnirError, LoweringError
 from cnnir.ir import Graph
@@ -61,7 +62,8 @@ class CompiledModel:
     def __init__(self, graph: Graph, dtype: str = "float32", seed: int = 0,
                  tune: bool | str = True, state: ProgramState | None = None,
                  in_place: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+                 progress: Callable[[int, int], None] | None = None,
+                 layout: str = "auto") -> None:
         if np.dtype(dtype).kind != "f":
             raise CnnirError(f"dtype must be a float type, got {dtype!r}")
         self.graph = graph
@@ -70,6 +72,7 @@ class CompiledModel:
         self.tune = tune
         self.in_place = in_place
         self.progress = progress
+        self.layout = check_layout(layout)
         self.state = state if state is not None else ProgramState(self.dtype, HOST_MEMORY)
         if self.state.dtype != self.dtype:
             raise LoweringError(f"a {self.state.dtype} program state cannot serve a "
@@ -89,7 +92,8 @@ class CompiledModel:
             env = bind_input_shapes(self.graph.inputs, shapes)
             with single_threaded_blas():
                 self._programs[shapes] = Program(self.graph, env, self.state, self.seed,
-                                                 self.tune, self.in_place, self.progress)
+                                                 self.tune, self.in_place, self.progress,
+                                                 self.layout)
         return self._programs[shapes]
 
     def reseed(self, seed: int) -> None:
@@ -136,7 +140,7 @@ def _signature(arrays: tuple[Any, ...]) -> tuple | None:
 def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize: bool = True,
                   tune: bool | str = True, state: ProgramState | None = None,
                   in_place: bool = False, progress: Callable[[int, int], None] | None = None,
-                  **options: Any) -> CompiledModel:
+                  layout: str = "auto", **options: Any) -> CompiledModel:
     """Compile ``graph``; with ``optimize`` first apply the semantics-preserving inference
     pipeline (BN folding, conv+activation+residual fusion, ...), which the kernels exploit;
     with ``tune`` pick each convolution's algorithm by timing the candidates (``tune=False``:
@@ -153,7 +157,10 @@ def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize:
     the new values of parameters and buffers into the state's arrays, which the call then
     returns as those outputs (uncopied): the training step. Without it a graph stays a pure
     function of its inputs and constants. ``progress(done, total)`` hears of each node as
-    it is lowered (its kernels compiled and tuned): the command line's progress bar."""
+    it is lowered (its kernels compiled and tuned): the command line's progress bar.
+    ``layout`` keeps runs of 1x1 and depthwise convolutions channel-blocked (``"nchwc"``),
+    or not (``"nchw"``); ``"auto"`` blocks on the AVX2 path (``layout``'s docstring). The
+    inputs and outputs are NCHW in every layout."""
     if options:
         raise CnnirError(f"unknown numba backend options: {sorted(options)}")
     if optimize:
@@ -163,7 +170,7 @@ def compile_graph(graph: Graph, dtype: str = "float32", seed: int = 0, optimize:
         graph = run_passes(graph, DEFAULT_INFERENCE_PIPELINE, verify_each=False).graph
         if state is None:
             state = ProgramState(dtype, HOST_MEMORY, snapshot=True)
-    model = CompiledModel(graph, dtype, seed, tune, state, in_place, progress)
+    model = CompiledModel(graph, dtype, seed, tune, state, in_place, progress, layout)
     if all(v.type.is_static for v in graph.inputs):
         model.program(tuple(tuple(v.type.shape) for v in graph.inputs))
     return model

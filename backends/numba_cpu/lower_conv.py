@@ -59,6 +59,7 @@ from cnnir.backends.numba_cpu.kernels import simd
 from cnnir.backends.numba_cpu.kernels import stencil as sk
 from cnnir.backends.numba_cpu.kernels import winograd as wk
 from cnnir.backends.numba_cpu.kernels.jit import bound
+from cnnir.backends.numba_cpu.layout import algorithm, blocked_conv_step, runs_blocked
 from cnnir.backends.numba_cpu.program import lower
 from cnnir.ir import Node, Value
 from cnnir.ops.conv import (
@@ -102,6 +103,9 @@ def conv_step(b: Builder, node: Node, x: np.ndarray, weight: Value | Weight, out
     attrs = attrs if attrs is not None else node.attrs
     wt = weight if isinstance(weight, Weight) else Weight(b, weight)
     w = wt.array
+    if runs_blocked(b, node):
+        return b.choose_among(node, {algorithm(b, node): lambda: blocked_conv_step(
+            b, node, x, w, out, ep)})
     channels, (_, per_group, kh, kw) = x.shape[1], w.shape
     if per_group == 1 and attrs.groups == channels:
         return b.choose_among(node, depthwise_candidates(b, attrs, x, w, out, ep))
@@ -534,7 +538,7 @@ def conv2d(b: Builder, node: Node) -> Step:
     x, weight, bias = node.inputs
     out = b.array(node.output)
     return conv_step(b, node, b.array(x), weight, out,
-                     plain_epilogue(b, out.shape[1], b.array(bias)))
+                     plain_epilogue(b, b.types[id(node.output)].shape[1], b.array(bias)))
 
 
 @lower(ops.conv2d_fused)
@@ -561,7 +565,7 @@ def fused_reader(b: Builder, node: Node) -> Node | None:
 def fused_conv_step(b: Builder, node: Node) -> Step:
     out = b.array(node.output)
     return conv_step(b, node, b.array(node.inputs[0]), node.inputs[1], out,
-                     fused_epilogue(b, node, out.shape[1]))
+                     fused_epilogue(b, node, b.types[id(node.output)].shape[1]))
 
 
 def fuse_pair(b: Builder, node: Node, step: Step, reader: Node, alone: Step,
@@ -603,7 +607,8 @@ def depthwise_reader(b: Builder, node: Node) -> Node | None:
     out = node.output
     if (node.op is not ops.conv2d_fused or b.dtype != np.float32 or node.inputs[0].is_constant
             or node.inputs[3] is not None or len(out.users) != 1
-            or any(v is out for v in b.graph.outputs)):
+            or any(v is out for v in b.graph.outputs) or runs_blocked(b, node)
+            or runs_blocked(b, out.users[0])):
         return None
     attrs, shape = node.attrs, b.types[id(node.inputs[1])].shape
     if (tuple(shape[2:]), attrs.stride, attrs.dilation, attrs.groups, any(attrs.padding)) != (
@@ -665,7 +670,7 @@ def pool_reader(b: Builder, node: Node) -> Node | None:
             or node.inputs[3] is not None or len(out.users) != 1
             or any(v is out for v in b.graph.outputs)
             or not all(v is None or v.is_constant for v in node.inputs[1:3])
-            or not pooled_convs(b, node)):
+            or not pooled_convs(b, node) or runs_blocked(b, node)):
         return None
     reader = out.users[0]
     if reader.op is not ops.max_pool2d or reader.inputs[0] is not out:

@@ -18,6 +18,7 @@ import numpy as np
 
 from cnnir import ops
 from cnnir.backends.lowering import Builder, Step
+from cnnir.backends.numba_cpu.kernels import blocked as bk
 from cnnir.backends.numba_cpu.kernels import gemm as gk
 from cnnir.backends.numba_cpu.kernels import pool as pk
 from cnnir.backends.numba_cpu.kernels import simd
@@ -157,6 +158,8 @@ def avg_pool2d_grad(b: Builder, node: Node) -> Step:
 
 def adaptive_step(b: Builder, node: Node, is_max: bool) -> Step:
     x, out = unary(b, node)
+    if id(node.inputs[0]) in b.blocked:
+        return bound(bk.global_pool_blocked.over(x.shape[0] * x.shape[1]), x, out, is_max)
     kernels = pk.global_pool if out.shape[2:] == (1, 1) else pk.adaptive_pool
     kernel = kernels.sized(x.size)
     return bound(kernel, x, out, is_max)

@@ -20,6 +20,7 @@ from cnnir.backends.numba_cpu import tuning
 from cnnir.backends.numba_cpu.blas import stop_blas_workers
 from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels.jit import PARALLEL_MIN_ELEMENTS
+from cnnir.backends.numba_cpu.layout import blocked_shape, blocked_values
 from cnnir.ir import Graph, Node, Value
 from cnnir.passes.shape_inference import bind_types
 
@@ -49,8 +50,18 @@ class CpuBuilder(Builder):
 
     memory = HOST_MEMORY
 
+    def __init__(self, *args, layout: str = "auto", **kwargs) -> None:
+        self.layout = layout
+        super().__init__(*args, **kwargs)
+
     def elapsed(self, step: Step) -> float:
         return elapsed(step)
+
+    def blocked_values(self) -> set[int]:
+        return blocked_values(self, self.layout)
+
+    def blocked_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return blocked_shape(shape)
 
     def late_reads(self) -> dict[int, int]:
         """A convolution fused with the node that alone reads it (a depthwise conv, a max
@@ -87,8 +98,10 @@ class Program:
 
     def __init__(self, graph: Graph, env: dict[str, int], state: ProgramState, seed: int = 0,
                  tune: bool | str = True, in_place: bool = False,
-                 progress: Callable[[int, int], None] | None = None) -> None:
-        self.builder = b = CpuBuilder(graph, bind_types(graph, env), state, seed, tune, in_place)
+                 progress: Callable[[int, int], None] | None = None,
+                 layout: str = "auto") -> None:
+        self.builder = b = CpuBuilder(graph, bind_types(graph, env), state, seed, tune, in_place,
+                                      layout=layout)
         self.schedule = lower_nodes(b, KERNELS, progress)
         self.steps = [step for _, step in self.schedule]
         self.inputs = [b.array(v) for v in graph.inputs]
