@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from cnnir.backends.numba_cpu.kernels.activation import activate_flat, clamp_bounds
+from cnnir.backends.numba_cpu.kernels.host import HOST
 from cnnir.backends.numba_cpu.kernels.jit import (
     helper,
     job_count,
@@ -94,10 +95,32 @@ def pointwise_blocked(x, packed, out, tiles, ep):
 @tile_kernel
 def pointwise_job(t, args):
     """Job t (n, p0, p1, b0, b1) of ``pointwise_blocked``: pixels [p0, p1) of image n, output
-    blocks [b0, b1) two at a time, each pair over every tile of pixels; a lone last block
-    over two tiles of pixels at a time."""
+    blocks [b0, b1). A projection (more input channels than output) whose weights fit half
+    of L1 takes two tiles of pixels at a time through every block, each tile read from
+    memory once: MobileNetV2's 144 -> 24 channels on 56×56 planes at batch 8, 1.32-1.54 ->
+    1.15-1.20 ms (Zen 3). Otherwise each pair of blocks (its weights in L1) goes through
+    every tile, writing long runs of each output block: its expansions (24 -> 144) lost
+    5-20% the other way."""
     x, packed, out, tiles, ep = args
     n, p0, p1, b0, b1 = tiles[t, 0], tiles[t, 1], tiles[t, 2], tiles[t, 3], tiles[t, 4]
+    k_blocks = x.shape[1]
+    weight_bytes = 4 * (b1 - b0) * k_blocks * LANES * LANES
+    by_tiles = weight_bytes <= L1_BYTES // 2 and k_blocks > b1 - b0
+    chunk = 2 * PIXEL_TILE if by_tiles else p1 - p0
+    for p in range(p0, p1, chunk):
+        pointwise_pixels(x, packed, out, n, (p, min(p + chunk, p1)), (b0, b1), ep)
+
+
+L1_BYTES = HOST.l1_bytes
+
+
+@helper
+def pointwise_pixels(x, packed, out, n, pixels, blocks, ep):
+    """Pixels [p0, p1) of image n (``pixels``) × output blocks [b0, b1): the blocks two at a
+    time, each pair over every tile of pixels; a lone last block over two tiles of pixels at
+    a time."""
+    p0, p1 = pixels
+    b0, b1 = blocks
     k_blocks, m_blocks = x.shape[1], out.shape[1]
     plane = x.shape[2] * x.shape[3] * LANES
     k = k_blocks * LANES
