@@ -128,19 +128,17 @@ def blocked_conv_step(b: Builder, node: Node, x: np.ndarray, w: np.ndarray, out:
         ep = Epilogue(ep.scale, ep.shift, residual, ep.code, ep.alpha)
     target = out if out.ndim == 5 else b.scratch(blocked_shape(out.shape),
                                                  owner=("nchwc-output", node.name))
-    kind = algorithm(b, node)
-    if kind == POINTWISE:
+    if algorithm(b, node) == POINTWISE:
         packed = b.derived([node.inputs[1]], "nchwc",
                            lambda: bk.pack_pointwise(w.reshape(w.shape[0], -1)))
         n_img, k_blocks, height, width = x.shape[:4]
+        flops = 2 * w.size * n_img * height * width
         tiles = bk.pointwise_tiles(n_img, height * width, target.shape[1], k_blocks * simd.LANES,
-                                   HOST.l2_bytes, gk.parts_wanted(2 * w.size * out.size
-                                                                  // w.shape[0]))
+                                   HOST.l2_bytes, gk.parts_wanted(flops))
         main = bound(bk.pointwise_blocked.over(len(tiles)), x, packed, target, tiles, ep.args())
     else:
         packed = b.derived([node.inputs[1]], "nchwc", lambda: bk.pack_depthwise(w))
-        jobs = target.shape[0] * target.shape[1]
-        main = bound(bk.depthwise_blocked.over(jobs), x, packed, target,
+        main = bound(bk.depthwise_blocked.over(jobs_of(target)), x, packed, target,
                      node.attrs.stride[0], ep.args())
     after = [] if target is out else [bound(bk.reorder.over(jobs_of(target)), out, target,
                                             False)]
