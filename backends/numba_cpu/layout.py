@@ -134,7 +134,7 @@ def blocked_conv_step(b: Builder, node: Node, x: np.ndarray, w: np.ndarray, out:
         n_img, k_blocks, height, width = x.shape[:4]
         flops = 2 * w.size * n_img * height * width
         tiles = bk.pointwise_tiles(n_img, height * width, target.shape[1], k_blocks * simd.LANES,
-                                   HOST.l2_bytes, gk.parts_wanted(flops))
+                                   HOST.l2_bytes, gk.parts_wanted(flops), gk.THREADS)
         main = bound(bk.pointwise_blocked.over(len(tiles)), x, packed, target, tiles, ep.args())
     else:
         packed = b.derived([node.inputs[1]], "nchwc", lambda: bk.pack_depthwise(w))

@@ -64,14 +64,18 @@ def pack_depthwise(w: np.ndarray) -> np.ndarray:
 
 
 def pointwise_tiles(images: int, pixels: int, blocks: int, k: int, l2_bytes: int,
-                    wanted: int) -> np.ndarray:
+                    wanted: int, threads: int) -> np.ndarray:
     """Jobs (n, p0, p1, b0, b1) of ``pointwise_blocked``: runs of pixels whose input (k
     channels) fits half of L2, cut further (on whole tiles, then by output blocks) until
-    there are ``wanted`` jobs where the layer has them."""
+    there are ``wanted`` jobs where the layer has them; when there are few, a multiple of
+    the ``threads`` where the tiles allow (a static schedule of 7 jobs on 2 threads runs at
+    7/8 speed)."""
     per_run = max(PIXEL_TILE, l2_bytes // 2 // (4 * k) // PIXEL_TILE * PIXEL_TILE)
-    runs = -(-pixels // per_run)
     tiles = -(-pixels // PIXEL_TILE)
-    while images * runs < wanted and runs < tiles:
+    runs = min(-(-pixels // per_run), tiles)
+    while runs < tiles and (images * runs < wanted
+                            or (wanted > 1 and images * runs < 4 * threads
+                                and images * runs % threads)):
         runs += 1
     cuts = sorted({min(pixels, round(pixels * i / runs / PIXEL_TILE) * PIXEL_TILE)
                    for i in range(runs)} | {pixels})
