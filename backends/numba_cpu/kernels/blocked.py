@@ -66,26 +66,37 @@ def pack_depthwise(w: np.ndarray) -> np.ndarray:
 def pointwise_tiles(images: int, pixels: int, blocks: int, k: int, l2_bytes: int,
                     wanted: int, threads: int) -> np.ndarray:
     """Jobs (n, p0, p1, b0, b1) of ``pointwise_blocked``: runs of pixels whose input (k
-    channels) fits half of L2, cut further (on whole tiles, then by output blocks) until
-    there are ``wanted`` jobs where the layer has them; when there are few, a multiple of
-    the ``threads`` where the tiles allow (a static schedule of 7 jobs on 2 threads runs at
-    7/8 speed)."""
+    channels) fits half of L2, cut further until there are ``wanted`` jobs where the layer
+    has them: by output blocks first on small planes (whose last tile is short: cut into
+    runs of pixels, a 7×7 plane's two runs were 4 and 5 tiles), else by runs of whole tiles;
+    when there are few, a multiple of the ``threads`` where the tiles allow (a static
+    schedule of 7 jobs on 2 threads runs at 7/8 speed)."""
     per_run = max(PIXEL_TILE, l2_bytes // 2 // (4 * k) // PIXEL_TILE * PIXEL_TILE)
     tiles = -(-pixels // PIXEL_TILE)
-    runs = min(-(-pixels // per_run), tiles)
-    while runs < tiles and (images * runs < wanted
-                            or (wanted > 1 and images * runs < 4 * threads
-                                and images * runs % threads)):
+    runs, parts = min(-(-pixels // per_run), tiles), 1
+
+    def split_blocks() -> int:
+        count = parts
+        while images * runs * count < wanted and count * 2 <= blocks // 2:
+            count *= 2
+        return count
+
+    if tiles < SMALL_PLANE_TILES * wanted:
+        parts = split_blocks()
+    while runs < tiles and (images * runs * parts < wanted
+                            or (wanted > 1 and images * runs * parts < 4 * threads
+                                and images * runs * parts % threads)):
         runs += 1
+    parts = split_blocks()
     cuts = sorted({min(pixels, round(pixels * i / runs / PIXEL_TILE) * PIXEL_TILE)
                    for i in range(runs)} | {pixels})
-    parts = 1
-    while images * (len(cuts) - 1) * parts < wanted and parts * 2 <= blocks // 2:
-        parts *= 2
     b_cuts = sorted({blocks * i // parts // 2 * 2 for i in range(parts)} | {blocks})
     jobs = [(n, p0, p1, b0, b1) for n in range(images) for p0, p1 in zip(cuts, cuts[1:])
             for b0, b1 in zip(b_cuts, b_cuts[1:])]
     return np.array(jobs, np.int64).reshape(-1, 5)
+
+
+SMALL_PLANE_TILES = 8  # fewer tiles of pixels than this per job wanted: split blocks first
 
 
 @kernel
