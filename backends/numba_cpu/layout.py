@@ -52,15 +52,17 @@ def blocking(layout: str, dtype: np.dtype, tune: bool | str) -> bool:
 
 def algorithm(b: Builder, node: Node) -> str | None:
     """The blocked algorithm that can run this node (a float32 conv2d or conv2d_fused: 1x1,
-    stride 1, unpadded, ungrouped; or 3×3 depthwise, padding 1, stride 1 or 2, undilated;
-    its channels whole blocks), else None."""
+    stride 1, unpadded, ungrouped, on planes of at least a tile of pixels; or 3×3
+    depthwise, padding 1, stride 1 or 2, undilated; its channels whole blocks), else
+    None."""
     if node.op not in (ops.conv2d, ops.conv2d_fused) or b.dtype != np.float32:
         return None
     x, y = b.types[id(node.inputs[0])].shape, b.types[id(node.output)].shape
     w, a = b.types[id(node.inputs[1])].shape, node.attrs
     if len(x) != 4 or x[1] % simd.LANES or y[1] % simd.LANES:
         return None
-    if (tuple(w[2:]), a.stride, a.groups, any(a.padding)) == ((1, 1), (1, 1), 1, False):
+    if ((tuple(w[2:]), a.stride, a.groups, any(a.padding)) == ((1, 1), (1, 1), 1, False)
+            and x[2] * x[3] >= bk.PIXEL_TILE):
         return POINTWISE
     if ((tuple(w), a.groups, a.padding, a.dilation) == ((y[1], 1, 3, 3), x[1], (1, 1, 1, 1),
                                                          (1, 1))

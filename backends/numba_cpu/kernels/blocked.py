@@ -118,92 +118,67 @@ def pointwise_job(t, args):
     5-20% the other way."""
     x, packed, out, tiles, ep = args
     n, p0, p1, b0, b1 = tiles[t, 0], tiles[t, 1], tiles[t, 2], tiles[t, 3], tiles[t, 4]
-    k_blocks = x.shape[1]
+    k_blocks, m_blocks = x.shape[1], out.shape[1]
     weight_bytes = 4 * (b1 - b0) * k_blocks * LANES * LANES
     by_tiles = weight_bytes <= L1_BYTES // 2 and k_blocks > b1 - b0
-    chunk = 2 * PIXEL_TILE if by_tiles else p1 - p0
-    for p in range(p0, p1, chunk):
-        pointwise_pixels(x, packed, out, n, (p, min(p + chunk, p1)), (b0, b1), ep)
+    at = (n * k_blocks * x.shape[2] * x.shape[3] * LANES, n * m_blocks)  # image n's
+    pointwise_run(x.reshape(-1), at, x.shape, packed, out.reshape(-1), (p0, p1), (b0, b1),
+                  2 * PIXEL_TILE if by_tiles else p1 - p0, ep)
 
 
 L1_BYTES = HOST.l1_bytes
 
 
-@helper
-def pointwise_pixels(x, packed, out, n, pixels, blocks, ep):
-    """Pixels [p0, p1) of image n (``pixels``) × output blocks [b0, b1): the blocks two at a
-    time, each pair over every tile of pixels; a lone last block over two tiles of pixels at
-    a time."""
-    p0, p1 = pixels
+@tile_kernel
+def pointwise_run(xf, at, shape, packed, of, pixels, blocks, chunk, ep):
+    """Pixels [p0, p1) × output blocks [b0, b1) of ``pointwise_job``'s image, ``chunk``
+    pixels at a time: the blocks two at a time, each pair over every tile of pixels; a lone
+    last block over two tiles at a time (the second set of accumulators takes the next
+    tile; where there is none, the first's, unstored). A tile past p1 is moved back to end
+    there (the plane has at least PIXEL_TILE pixels), the pixels it repeats unstored. A
+    tile kernel of its own: inlined into the job, its products and epilogues were copied
+    through each level of inlining (Numba copies an inlined function's IR block by block,
+    with all its variables each time), and the job compiled in 9-29 s."""
+    x_at, o_first = at
+    p_start, p_end = pixels
     b0, b1 = blocks
-    k_blocks, m_blocks = x.shape[1], out.shape[1]
-    plane = x.shape[2] * x.shape[3] * LANES
-    k = k_blocks * LANES
-    xf, of = x.reshape(-1), out.reshape(-1)
-    x_at = n * k_blocks * plane
-    for b in range(b0, b1 - 1, 2):
-        w_at = (b * k * LANES, (b + 1) * k * LANES)
-        for p in range(p0, p1, PIXEL_TILE):
-            o_at = (n * m_blocks + b) * plane + p * LANES
-            valid = min(PIXEL_TILE, p1 - p)
-            pointwise_tile(xf, (x_at + p * LANES, valid), (NO_SHIFT, valid), plane, k_blocks,
-                           packed, w_at, of, (o_at, o_at + plane), (b, b + 1), ep)
-    if (b1 - b0) % 2:  # the lone block: the second accumulators take the next tile of pixels
-        b = b1 - 1
-        w_at = (b * k * LANES, b * k * LANES)
-        for p in range(p0, p1, 2 * PIXEL_TILE):
-            o_at = (n * m_blocks + b) * plane + p * LANES
-            tile = (x_at + p * LANES, min(PIXEL_TILE, p1 - p))
-            valid2 = min(PIXEL_TILE, p1 - p - PIXEL_TILE)
-            # with no next tile, the second set repeats the first (never reading past p1)
-            second = (TILE_SHIFT, valid2) if valid2 > 0 else (NO_SHIFT, 0)
-            pointwise_tile(xf, tile, second, plane, k_blocks, packed, w_at, of,
-                           (o_at, o_at + TILE_SHIFT), (b, b), ep)
+    k_blocks, plane = shape[1], shape[2] * shape[3] * LANES
+    weights = k_blocks * LANES * LANES  # of a block
+    for c in range(p_start, p_end, chunk):
+        p0, p1 = c, min(c + chunk, p_end)
+        for b in range(b0, b1 - 1, 2):
+            for p in range(p0, p1, PIXEL_TILE):
+                first = min(p, p1 - PIXEL_TILE)
+                o_at = (o_first + b) * plane + first * LANES
+                # the second set: the same pixels (a constant: their loads are shared)
+                pointwise_sums(xf, x_at + first * LANES, SAME_PIXELS, plane, k_blocks, packed,
+                               (b * weights, (b + 1) * weights), of, (o_at, o_at + plane),
+                               (p - first, p - first), (b, b + 1), ep)
+        if (b1 - b0) % 2:
+            b = b1 - 1
+            for p in range(p0, p1, 2 * PIXEL_TILE):
+                first = min(p, p1 - PIXEL_TILE)
+                second = min(p + PIXEL_TILE, p1 - PIXEL_TILE)
+                skip2 = p + PIXEL_TILE - second if p + PIXEL_TILE < p1 else PIXEL_TILE
+                o_at = (o_first + b) * plane + first * LANES
+                shift = (second - first) * LANES
+                pointwise_sums(xf, x_at + first * LANES, shift, plane, k_blocks, packed,
+                               (b * weights, b * weights), of, (o_at, o_at + shift),
+                               (p - first, skip2), (b, b), ep)
 
 
-NO_SHIFT = 0  # the second accumulators' pixels: the first's (for the next block)
-TILE_SHIFT = PIXEL_TILE * LANES  # the next tile's (for the same block)
-
-
-@helper
-def pointwise_tile(xf, tile, second, plane, k_blocks, packed, w_at, of, o_at, blocks, ep):
-    """Two sets of PIXEL_TILE accumulators of ``pointwise_job``: the first for the pixels of
-    ``tile`` (where its first pixel's channel 0 lies, how many pixels it has) with the weights
-    at ``w_at[0]``, the second for those ``second[0]`` floats further (``second[1]`` pixels)
-    with the weights at ``w_at[1]``; stored at ``o_at`` as output blocks ``blocks``."""
-    at0, valid = tile
-    shift, valid2 = second
-    if valid == PIXEL_TILE and (shift == NO_SHIFT or valid2 == PIXEL_TILE):
-        pointwise_sums(xf, at0, EVERY, shift, EVERY, plane, k_blocks, packed, w_at, of, o_at,
-                       (valid, valid2), blocks, ep)
-    else:  # past the last pixel each set repeats it, unstored
-        pointwise_sums(xf, at0, pixel_offsets(valid), shift, pixel_offsets(valid2), plane,
-                       k_blocks, packed, w_at, of, o_at, (valid, valid2), blocks, ep)
-
-
-EVERY = (LANES, 2 * LANES, 3 * LANES, 4 * LANES, 5 * LANES)  # a whole tile's pixel offsets
+SAME_PIXELS = 0  # pointwise_sums' second set of pixels: its first
 
 
 @helper
-def pixel_offsets(valid):
-    """Where pixels 1 … 5 of a tile of ``valid`` pixels are read from its first, the last
-    valid one repeated."""
-    last = max(0, valid - 1) * LANES
-    return (min(LANES, last), min(2 * LANES, last), min(3 * LANES, last), min(4 * LANES, last),
-            min(5 * LANES, last))
-
-
-@helper
-def pointwise_sums(xf, at0, offsets, shift, offsets2, plane, k_blocks, packed, w_at, of, o_at,
-                   valid, blocks, ep):
-    """``pointwise_tile``'s products, pixel r of the first set at ``at0 + offsets[r − 1]``
-    (r ≥ 1), of the second at ``shift`` further and ``offsets2``; each set is stored through
-    the epilogue (its ``valid`` pixels)."""
-    q1, q2, q3 = np.uint64(offsets[0]), np.uint64(offsets[1]), np.uint64(offsets[2])
-    q4, q5 = np.uint64(offsets[3]), np.uint64(offsets[4])
-    r0, r1, r2 = np.uint64(shift), np.uint64(shift + offsets2[0]), np.uint64(shift + offsets2[1])
-    r3, r4 = np.uint64(shift + offsets2[2]), np.uint64(shift + offsets2[3])
-    r5 = np.uint64(shift + offsets2[4])
+def pointwise_sums(xf, at0, shift, plane, k_blocks, packed, w_at, of, o_at, skips, blocks,
+                   ep):
+    """Two sets of PIXEL_TILE accumulators of ``pointwise_run``: the first for the
+    PIXEL_TILE pixels from ``at0`` (where the first one's channel 0 lies) with the weights at
+    ``w_at[0]``, the second for those ``shift`` floats further with the weights at
+    ``w_at[1]``; each set stored at ``o_at`` as output block ``blocks[i]`` but for its first
+    ``skips[i]`` pixels. The pixels' offsets within a tile are constants (one address
+    register per set): runtime offsets, one register each, ran 1.7-2.5× slower."""
     zero = vsplat(np.float32(0.0))
     a00, a01, a10, a11, a20, a21 = zero, zero, zero, zero, zero, zero
     a30, a31, a40, a41, a50, a51 = zero, zero, zero, zero, zero, zero
@@ -215,45 +190,62 @@ def pointwise_sums(xf, at0, offsets, shift, offsets2, plane, k_blocks, packed, w
             step = wb + lane * LANES
             u0, u1 = vload(packed, w0 + step), vload(packed, w1 + step)
             at = np.uint64(xb + lane)
+            at2 = at + np.uint64(shift)
             a00 = vfma(vsplat(xf[at]), u0, a00)
-            a01 = vfma(vsplat(xf[at + r0]), u1, a01)
-            a10 = vfma(vsplat(xf[at + q1]), u0, a10)
-            a11 = vfma(vsplat(xf[at + r1]), u1, a11)
-            a20 = vfma(vsplat(xf[at + q2]), u0, a20)
-            a21 = vfma(vsplat(xf[at + r2]), u1, a21)
-            a30 = vfma(vsplat(xf[at + q3]), u0, a30)
-            a31 = vfma(vsplat(xf[at + r3]), u1, a31)
-            a40 = vfma(vsplat(xf[at + q4]), u0, a40)
-            a41 = vfma(vsplat(xf[at + r4]), u1, a41)
-            a50 = vfma(vsplat(xf[at + q5]), u0, a50)
-            a51 = vfma(vsplat(xf[at + r5]), u1, a51)
-    valid1, valid2 = valid
+            a01 = vfma(vsplat(xf[at2]), u1, a01)
+            a10 = vfma(vsplat(xf[at + ONE]), u0, a10)
+            a11 = vfma(vsplat(xf[at2 + ONE]), u1, a11)
+            a20 = vfma(vsplat(xf[at + TWO]), u0, a20)
+            a21 = vfma(vsplat(xf[at2 + TWO]), u1, a21)
+            a30 = vfma(vsplat(xf[at + THREE]), u0, a30)
+            a31 = vfma(vsplat(xf[at2 + THREE]), u1, a31)
+            a40 = vfma(vsplat(xf[at + FOUR]), u0, a40)
+            a41 = vfma(vsplat(xf[at2 + FOUR]), u1, a41)
+            a50 = vfma(vsplat(xf[at + FIVE]), u0, a50)
+            a51 = vfma(vsplat(xf[at2 + FIVE]), u1, a51)
     first, second = o_at
-    finish_pixels(of, first, valid1, blocks[0], ep, a00, a10, a20, a30, a40, a50)
-    finish_pixels(of, second, valid2, blocks[1], ep, a01, a11, a21, a31, a41, a51)
+    finish_pixels(of, first, skips[0], blocks[0], ep, (a00, a10, a20, a30, a40, a50))
+    finish_pixels(of, second, skips[1], blocks[1], ep, (a01, a11, a21, a31, a41, a51))
+
+
+# pixel r of a tile, r·LANES floats from its first (unsigned: no wraparound check)
+ONE, TWO, THREE = np.uint64(LANES), np.uint64(2 * LANES), np.uint64(3 * LANES)
+FOUR, FIVE = np.uint64(4 * LANES), np.uint64(5 * LANES)
 
 
 @helper
-def finish_pixels(of, at, valid, b, ep, c0, c1, c2, c3, c4, c5):
-    """Block b's vectors of ``valid`` consecutive pixels through the epilogue into
-    ``of[at:]``."""
+def finish_pixels(of, at, skip, b, ep, sums):
+    """Block b's vectors of a tile's pixels but its first ``skip`` (``sums``, PIXEL_TILE of
+    them) through the epilogue into ``of[at:]``: a whole tile in registers, in straight
+    code; a tile moved back stored first, then finished from L1. Few branches: Numba
+    copies an inlined function's IR block by block, each time with all its variables, and
+    a branch per pixel took the job's compile from 5 to 9 s."""
     scale, shift, res, has_res, code, _ = ep
     sc, sh = vload(scale, b * LANES), vload(shift, b * LANES)
     lo, hi = clamp_bounds(code)
     lo_v, hi_v = vsplat(lo), vsplat(hi)
-    if valid > 0:
-        finish_vector(of, at, c0, sc, sh, res, has_res, lo_v, hi_v)
-    if valid > 1:
-        finish_vector(of, at + LANES, c1, sc, sh, res, has_res, lo_v, hi_v)
-    if valid > 2:
-        finish_vector(of, at + 2 * LANES, c2, sc, sh, res, has_res, lo_v, hi_v)
-    if valid > 3:
-        finish_vector(of, at + 3 * LANES, c3, sc, sh, res, has_res, lo_v, hi_v)
-    if valid > 4:
-        finish_vector(of, at + 4 * LANES, c4, sc, sh, res, has_res, lo_v, hi_v)
-    if valid > 5:
-        finish_vector(of, at + 5 * LANES, c5, sc, sh, res, has_res, lo_v, hi_v)
-    activate_flat(of, at, valid * LANES, ep)
+    c0, c1, c2, c3, c4, c5 = sums
+    if skip == 0:
+        c0, c1, c2 = vfma(c0, sc, sh), vfma(c1, sc, sh), vfma(c2, sc, sh)
+        c3, c4, c5 = vfma(c3, sc, sh), vfma(c4, sc, sh), vfma(c5, sc, sh)
+        if has_res:
+            c0, c1 = vadd(c0, vload(res, at)), vadd(c1, vload(res, at + LANES))
+            c2, c3 = vadd(c2, vload(res, at + 2 * LANES)), vadd(c3, vload(res, at + 3 * LANES))
+            c4, c5 = vadd(c4, vload(res, at + 4 * LANES)), vadd(c5, vload(res, at + 5 * LANES))
+        vstore(of, at, vclamp(c0, lo_v, hi_v))
+        vstore(of, at + LANES, vclamp(c1, lo_v, hi_v))
+        vstore(of, at + 2 * LANES, vclamp(c2, lo_v, hi_v))
+        vstore(of, at + 3 * LANES, vclamp(c3, lo_v, hi_v))
+        vstore(of, at + 4 * LANES, vclamp(c4, lo_v, hi_v))
+        vstore(of, at + 5 * LANES, vclamp(c5, lo_v, hi_v))
+    else:  # a tile moved back: its first pixels are another tile's
+        for r in range(skip, PIXEL_TILE):
+            vstore(of, at + r * LANES, sums[r])
+        for r in range(skip, PIXEL_TILE):
+            finish_vector(of, at + r * LANES, vload(of, at + r * LANES), sc, sh, res,
+                          has_res, lo_v, hi_v)
+    if skip < PIXEL_TILE:
+        activate_flat(of, at + skip * LANES, (PIXEL_TILE - skip) * LANES, ep)
 
 
 @helper

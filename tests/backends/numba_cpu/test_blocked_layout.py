@@ -3,10 +3,11 @@ float64 reference executor: MobileNet-style inverted residual blocks whose 1x1 a
 depthwise convolutions run on [N, C/L, H, W, L] tensors, with the layout changed at the
 region's borders (a stem conv's NCHW output, a residual still in NCHW, a graph output, a
 value a non-blocked op also reads), a global pooling head reading the blocked tensor, and the
-kernels' tails: tiles of pixels cut short (7×7 and odd planes), a lone block of output
-channels, stride 2 on planes one or two pixels wide, activations beyond a clamp. Channel
-counts are multiples of the profile's lanes (L = ``simd.LANES``), so every case runs blocked
-on either ISA path."""
+kernels' tails: a plane's last tile of pixels moved back over the one before (7×7 and odd
+planes), a lone block of output channels, stride 2 down to planes one pixel wide, 1x1
+convolutions on planes smaller than a tile of pixels (which run NCHW), activations beyond a
+clamp. Channel counts are multiples of the profile's lanes (L = ``simd.LANES``), so every
+case runs blocked on either ISA path."""
 
 from __future__ import annotations
 
@@ -66,7 +67,9 @@ CASES = [  # (batch, size, hidden, stride, activation, pooled, pool, blocked con
     (1, 14, 4 * L, 1, "relu6", True, "avg", 6),  # 7×7 planes: a short last tile of pixels
     (3, 10, 6 * L, 2, "hardswish", True, "max", 6),
     (2, 22, 3 * L, 2, "relu6", False, "avg", 6),  # an odd count of hidden blocks
-    (1, 3, 2 * L, 2, "relu6", True, "avg", 6),  # 2×2, then 1×1 planes
+    # 4×4, then 2×2 planes: the last projection's 4 pixels are less than a tile of pixels
+    # (it runs NCHW, and the depthwise conv before it converts its output)
+    (1, 7, 2 * L, 2, "relu6", True, "avg", 5),
     (2, 30, 2 * L, 1, "hardswish", False, "avg", 6),
     # SiLU is not fused into the convolutions: its own op reads them (NCHW), and only the
     # first projection (read by the second expansion), that expansion (converting its output)
@@ -88,6 +91,21 @@ def test_blocked_inverted_residuals_match_the_reference(batch, size, hidden, str
     assert compiled.choices["stem"] not in BLOCKED
     ref = cnnir.compile(model, shape, backend="reference")(x.astype(np.float64))
     assert_close(got, ref, 9 * hidden)
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+def test_depthwise_convolutions_on_planes_a_few_pixels_wide(size) -> None:
+    """Stride 2 down to 1×1 planes: every tap but the centre's may be padding."""
+    c = 2 * L
+    model = randomized(nn.Sequential(
+        nn.Conv2d(c, c, 3, 2, 1, groups=c), nn.ReLU6(), nn.Conv2d(c, c, 3, 2, 1, groups=c),
+        nn.Conv2d(c, c, 3, 1, 1, groups=c)))
+    shape = (2, c, size, size + 1)
+    x = np.random.default_rng(8).standard_normal(shape).astype(np.float32)
+    compiled = cnnir.compile(model, shape, layout="nchwc")
+    assert set(compiled.choices.values()) == {DEPTHWISE}
+    ref = cnnir.compile(model, shape, backend="reference")(x.astype(np.float64))
+    assert_close(compiled(x), ref, 9)
 
 
 def test_the_nchw_layout_and_float64_run_no_blocked_convolution() -> None:
