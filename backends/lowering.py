@@ -240,8 +240,8 @@ class Builder:
         self.aliases: dict[int, Value] = in_place_updates(graph) if in_place else {}
         # id(output) -> the value whose memory it reads in another shape (a reshape's)
         self.views: dict[int, Value] = self.view_outputs()
-        # id(value) of the values kept in a device's blocked layout (its arrays so shaped)
-        self.blocked: set[int] = self.blocked_values()
+        # id(value) -> array shape, for the values a device keeps in a blocked layout
+        self.blocked: dict[int, tuple[int, ...]] = self.blocked_values()
         self.plan = plan_buffers(graph, self._nbytes, late_reads=self._reads_of_views())
         self.arena = self.memory.allocate(self.plan.arena_bytes)
         self.arrays: dict[int, Any] = {}
@@ -254,10 +254,9 @@ class Builder:
                     types[id(value)].shape)
                 continue
             placement = self.plan.placements[id(value)]
-            shape = types[id(value)].shape
             self.arrays[id(value)] = self.memory.view(
                 self.arena, placement.offset, self.value_dtype(value),
-                self.blocked_shape(shape) if id(value) in self.blocked else shape)
+                self.blocked.get(id(value), types[id(value)].shape))
 
     def late_reads(self) -> dict[int, int]:
         """``id(value) -> node index``: values a step reads later than their last reader
@@ -272,13 +271,10 @@ class Builder:
         reshape in place (``memory.view`` of an offset) says so."""
         return {}
 
-    def blocked_values(self) -> set[int]:
-        """``id(value)`` of the values whose arrays a device keeps in a blocked layout
-        (``blocked_shape``, the same bytes). None here."""
-        return set()
-
-    def blocked_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        raise NotImplementedError
+    def blocked_values(self) -> dict[int, tuple[int, ...]]:
+        """``id(value) -> array shape`` of the values whose arrays a device keeps in a
+        blocked layout (the same bytes in another shape). None here."""
+        return {}
 
     def _reads_of_views(self) -> dict[int, int]:
         """``late_reads`` and, for a value viewed in another shape, the last read of any of

@@ -85,24 +85,23 @@ def reads_blocked(b: Builder, node: Node) -> bool:
     return len(x) == 4 and x[1] % simd.LANES == 0 and tuple(y[2:]) == (1, 1)
 
 
-def blocked_values(b: Builder, layout: str) -> set[int]:
-    """``id(value)`` of the values kept blocked (see the module docstring): never a graph
-    input or output, a constant, or a value another one aliases or views."""
+def blocked_values(b: Builder, layout: str) -> dict[int, tuple[int, ...]]:
+    """``id(value) -> blocked shape`` of the values kept blocked (see the module docstring):
+    never a graph input or output, a value another one aliases or views, or one read as a
+    weight or bias."""
     if not blocking(layout, b.dtype, b.tune):
-        return set()
-    ends = {id(v) for v in (*b.graph.inputs, *b.graph.outputs)}
-    runs = {id(n) for n in b.graph.nodes if algorithm(b, n) is not None}
+        return {}
+    ends = {id(v) for v in (*b.graph.inputs, *b.graph.outputs, *b.views.values())}
     readers = {id(n) for n in b.graph.nodes if reads_blocked(b, n)}
-    viewed = {id(v) for v in b.views.values()}
-    out = set()
+    out = {}
     for node in b.graph.nodes:
-        value = node.outputs[0] if node.outputs else None
-        if (id(node) not in runs or value is None or id(value) in ends or id(value) in viewed
-                or id(value) in b.aliases or not value.users):
+        if algorithm(b, node) is None:
             continue
-        if all(id(u) in readers and all(v is not value for v in u.inputs[1:3])
-               for u in value.users):
-            out.add(id(value))
+        value = node.output
+        if (id(value) not in ends and id(value) not in b.aliases and value.users
+                and all(id(u) in readers and all(v is not value for v in u.inputs[1:3])
+                        for u in value.users)):
+            out[id(value)] = blocked_shape(b.types[id(value)].shape)
     return out
 
 

@@ -20,7 +20,7 @@ from cnnir.backends.numba_cpu import tuning
 from cnnir.backends.numba_cpu.blas import stop_blas_workers
 from cnnir.backends.numba_cpu.kernels import activation as ak
 from cnnir.backends.numba_cpu.kernels.jit import PARALLEL_MIN_ELEMENTS
-from cnnir.backends.numba_cpu.layout import blocked_shape, blocked_values
+from cnnir.backends.numba_cpu.layout import blocked_values
 from cnnir.ir import Graph, Node, Value
 from cnnir.passes.shape_inference import bind_types
 
@@ -57,11 +57,8 @@ class CpuBuilder(Builder):
     def elapsed(self, step: Step) -> float:
         return elapsed(step)
 
-    def blocked_values(self) -> set[int]:
+    def blocked_values(self) -> dict[int, tuple[int, ...]]:
         return blocked_values(self, self.layout)
-
-    def blocked_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        return blocked_shape(shape)
 
     def late_reads(self) -> dict[int, int]:
         """A convolution fused with the node that alone reads it (a depthwise conv, a max

@@ -43,6 +43,7 @@ from cnnir.backends.numba_cpu.kernels.simd import (
     vsplat,
     vstore,
 )
+from cnnir.backends.numba_cpu.kernels.stencil import finish_vector
 
 PIXEL_TILE = 6  # pixels per tile of pointwise_blocked (twelve accumulators, sixteen registers)
 
@@ -242,19 +243,10 @@ def finish_pixels(of, at, skip, b, ep, sums):
         for r in range(skip, PIXEL_TILE):
             vstore(of, at + r * LANES, sums[r])
         for r in range(skip, PIXEL_TILE):
-            finish_vector(of, at + r * LANES, vload(of, at + r * LANES), sc, sh, res,
-                          has_res, lo_v, hi_v)
+            finish_vector(of, at + r * LANES, LANES, vload(of, at + r * LANES),
+                          (sc, sh, lo_v, hi_v), res, has_res)
     if skip < PIXEL_TILE:
         activate_flat(of, at + skip * LANES, (PIXEL_TILE - skip) * LANES, ep)
-
-
-@helper
-def finish_vector(of, at, acc, sc, sh, res, has_res, lo_v, hi_v):
-    """``of[at:at + LANES] = clamp(acc·sc + sh (+ res[at:]))``."""
-    y = vfma(acc, sc, sh)
-    if has_res:
-        y = vadd(y, vload(res, at))
-    vstore(of, at, vclamp(y, lo_v, hi_v))
 
 
 @kernel
@@ -330,8 +322,7 @@ def depthwise_pixel(xf, rows, left, width, taps, of, at, channel, res, has_res, 
         middle = vadd(middle, row3(xf, at0, w0, w1, w2, left_in, right_in))
     if bottom_in:
         middle = vadd(middle, row3(xf, at0 + 2 * row, w6, w7, w8, left_in, right_in))
-    sc, sh, lo_v, hi_v = channel
-    finish_vector(of, at, middle, sc, sh, res, has_res, lo_v, hi_v)
+    finish_vector(of, at, LANES, middle, channel, res, has_res)
 
 
 @helper
